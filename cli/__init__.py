@@ -1,0 +1,1 @@
+"""labels_cli: the `labels` command, a thin Typer layer over labelsd."""

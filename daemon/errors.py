@@ -1,0 +1,30 @@
+"""Named errors. Each message says what happened and what to do; the CLI and the
+service print it as one line (exit 1) and log the traceback only at debug level."""
+
+
+class LabelsError(Exception):
+    """Base of every error a user should see as one line rather than a traceback."""
+
+
+class ConfigError(LabelsError):
+    """The configuration file or a setting is invalid."""
+
+
+class StoreUnavailable(LabelsError):
+    """The database cannot be opened or written."""
+
+
+class NotTracked(LabelsError):
+    """A path the store does not know (or would never track)."""
+
+
+class WeightsUnavailable(LabelsError):
+    """No InceptionV3 weights could be loaded."""
+
+
+class DeviceUnavailable(LabelsError):
+    """The requested compute device (e.g. --device gpu) is not present."""
+
+
+class ImageError(LabelsError):
+    """An image cannot be decoded; the message is the reason stored on that image."""
