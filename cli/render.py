@@ -1,0 +1,113 @@
+"""One render path for image records: a table for people, JSON, CSV or bare
+paths for scripts. `search`, `list`, `show` and `export` all go through
+`render_records`, which streams (a large export never sits in memory)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterable
+from enum import Enum
+from typing import Annotated, TextIO
+
+import typer
+
+from labelsd.records import ImageRecord
+
+
+class Format(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    paths = "paths"
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (a list of image records).")]
+CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per image.")]
+PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only the paths, one per line.")]
+
+CSV_COLUMNS = ["path", "sha256", "status", "error", "width", "height",
+               "label1", "score1", "label2", "score2", "label3", "score3",
+               "tags", "classified_at"]
+
+
+def choose_format(as_json: bool = False, as_csv: bool = False, as_paths: bool = False) -> Format:
+    chosen = [f for f, on in ((Format.json, as_json), (Format.csv, as_csv),
+                              (Format.paths, as_paths)) if on]
+    if len(chosen) > 1:
+        raise typer.BadParameter("choose one of --json, --csv, --paths")
+    return chosen[0] if chosen else Format.table
+
+
+def csv_row(rec: ImageRecord) -> list:
+    row = [rec.path, rec.sha256 or "", rec.status, rec.error or "",
+           rec.width or "", rec.height or ""]
+    for rank in range(3):
+        if rank < len(rec.labels):
+            row += [rec.labels[rank].label, f"{rec.labels[rank].score:.6f}"]
+        else:
+            row += ["", ""]
+    row += [";".join(rec.tags),
+            rec.classified_at.isoformat() if rec.classified_at else ""]
+    return row
+
+
+def _labels_text(rec: ImageRecord) -> str:
+    if rec.status == "failed":
+        return f"failed: {rec.error}"
+    return ", ".join(f"{p.label} {p.score:.0%}" for p in rec.labels)
+
+
+def render_records(records: Iterable[ImageRecord], fmt: Format, out: TextIO | None = None,
+                   *, single: bool = False) -> int:
+    """Write records in `fmt`; `single` prints one JSON object instead of a list.
+    Returns how many records were written."""
+    out = out or sys.stdout
+    count = 0
+    if fmt is Format.json:
+        if single:
+            for rec in records:
+                out.write(json.dumps(rec.to_dict(), ensure_ascii=False, indent=2) + "\n")
+                count += 1
+            return count
+        out.write("[")
+        for rec in records:
+            out.write(("," if count else "") + "\n  "
+                      + json.dumps(rec.to_dict(), ensure_ascii=False))
+            count += 1
+        out.write("\n]\n" if count else "]\n")
+    elif fmt is Format.csv:
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for rec in records:
+            writer.writerow(csv_row(rec))
+            count += 1
+    elif fmt is Format.paths:
+        for rec in records:
+            out.write(rec.path + "\n")
+            count += 1
+    else:
+        count = _render_table(records, out)
+    return count
+
+
+def _render_table(records: Iterable[ImageRecord], out: TextIO) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    table.add_column("path", overflow="fold")
+    table.add_column("status")
+    table.add_column("labels", overflow="fold")
+    table.add_column("tags", overflow="fold")
+    count = 0
+    for rec in records:
+        table.add_row(rec.path, rec.status, _labels_text(rec), ", ".join(rec.tags))
+        count += 1
+    console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 200)
+    if count:
+        console.print(table)
+    else:
+        console.print("no images")
+    return count

@@ -1,0 +1,171 @@
+"""Recorded schema migrations.
+
+Every database, new or old, is brought to the newest schema by running the
+migrations it has not recorded yet, in order, in one transaction. The
+`schema_migrations` table records what ran. Migrations are written against
+frozen table definitions (never the live ORM models), so that they keep meaning
+the same thing when the models change. They use only portable SQLAlchemy DDL, so
+the same steps run on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    text,
+)
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS_TABLE = "schema_migrations"
+
+
+def _v1_initial(conn: Connection) -> None:
+    """The first schema: contents, paths, predictions, tags, queue, nodes."""
+    md = MetaData()
+    Table(
+        "contents", md,
+        Column("sha256", String(64), primary_key=True),
+        Column("size", BigInteger, nullable=False),
+        Column("width", Integer),
+        Column("height", Integer),
+        Column("format", String(16)),
+        Column("status", String(16), nullable=False),
+        Column("error", Text),
+        Column("model", String(80)),
+        Column("classified_at", DateTime(timezone=True)),
+    )
+    Table(
+        "paths", md,
+        Column("id", Integer, primary_key=True),
+        Column("path", Text, nullable=False, unique=True),
+        Column("sha256", String(64), ForeignKey("contents.sha256"), index=True),
+        Column("size", BigInteger),
+        Column("mtime_ns", BigInteger),
+        Column("first_seen", DateTime(timezone=True), nullable=False),
+        Column("last_seen", DateTime(timezone=True), nullable=False),
+        Column("missing", Boolean, nullable=False),
+    )
+    Table(
+        "predictions", md,
+        Column("sha256", String(64), ForeignKey("contents.sha256", ondelete="CASCADE"),
+               primary_key=True),
+        Column("rank", Integer, primary_key=True),
+        Column("model", String(80), nullable=False),
+        Column("class_index", Integer, nullable=False),
+        Column("wnid", String(16), nullable=False),
+        Column("label", Text, nullable=False),
+        Column("score", Float, nullable=False),
+    )
+    Table(
+        "tags", md,
+        Column("sha256", String(64), ForeignKey("contents.sha256", ondelete="CASCADE"),
+               primary_key=True),
+        Column("tag_key", String(200), primary_key=True),
+        Column("tag", String(200), nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Index("ix_tags_tag_key", "tag_key"),
+    )
+    Table(
+        "queue", md,
+        Column("id", Integer, primary_key=True),
+        Column("path", Text, nullable=False, unique=True),
+        Column("state", String(16), nullable=False),
+        Column("enqueued_at", DateTime(timezone=True), nullable=False),
+        Column("attempts", Integer, nullable=False),
+        Column("last_error", Text),
+        Column("claimed_by", String(200)),
+        Column("claimed_at", DateTime(timezone=True)),
+        Index("ix_queue_state_claim", "state", "claimed_at"),
+    )
+    Table(
+        "nodes", md,
+        Column("node_id", String(200), primary_key=True),
+        Column("host", String(200), nullable=False),
+        Column("pid", Integer, nullable=False),
+        Column("model", String(80)),
+        Column("device", String(200)),
+        Column("watching", Text, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("heartbeat_at", DateTime(timezone=True)),
+        Column("done", Integer, nullable=False),
+        Column("failed", Integer, nullable=False),
+    )
+    md.create_all(conn)
+
+
+def _v2_retry_backoff_and_search_index(conn: Connection) -> None:
+    """Back-off for transient errors (queue.not_before), a clean-stop time for
+    nodes, and an index that lets search go from class to images by score."""
+    conn.execute(text("ALTER TABLE queue ADD COLUMN not_before TIMESTAMP WITH TIME ZONE"
+                      if conn.dialect.name == "postgresql"
+                      else "ALTER TABLE queue ADD COLUMN not_before DATETIME"))
+    conn.execute(text("ALTER TABLE nodes ADD COLUMN stopped_at TIMESTAMP WITH TIME ZONE"
+                      if conn.dialect.name == "postgresql"
+                      else "ALTER TABLE nodes ADD COLUMN stopped_at DATETIME"))
+    conn.execute(text(
+        "CREATE INDEX ix_predictions_class_score ON predictions (class_index, score)"))
+
+
+MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
+    (1, "initial schema", _v1_initial),
+    (2, "queue back-off, node stop time, predictions index", _v2_retry_backoff_and_search_index),
+]
+LATEST = MIGRATIONS[-1][0]
+
+_migrations_table = Table(
+    MIGRATIONS_TABLE, MetaData(),
+    Column("version", Integer, primary_key=True),
+    Column("description", Text, nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+
+def applied_versions(conn: Connection) -> set[int]:
+    if not inspect(conn).has_table(MIGRATIONS_TABLE):
+        return set()
+    return {row[0] for row in conn.execute(_migrations_table.select())}
+
+
+def migrate(engine: Engine, target: int = LATEST) -> list[int]:
+    """Run every migration up to `target` that this database has not recorded.
+
+    Returns the versions that ran. Safe when several processes start at once: on
+    PostgreSQL an advisory lock serialises them, on SQLite the write transaction
+    (BEGIN IMMEDIATE) does.
+    """
+    ran: list[int] = []
+    with engine.connect() as conn:
+        with conn.begin():
+            if conn.dialect.name == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(7162534)"))
+            _migrations_table.create(conn, checkfirst=True)
+            done = applied_versions(conn)
+            for version, description, step in MIGRATIONS:
+                if version > target or version in done:
+                    continue
+                log.info("migrating database to schema version %d (%s)", version, description)
+                step(conn)
+                conn.execute(_migrations_table.insert().values(
+                    version=version, description=description,
+                    applied_at=datetime.now(timezone.utc)))
+                ran.append(version)
+    return ran

@@ -1,0 +1,47 @@
+"""Which paths labelsd tracks. One rule set, used by the watcher, the start-up
+scan, `labels scan` and `labels show` (to explain why a path is untracked)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+
+# Names that browsers, sync tools and editors give files still being written.
+PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp",
+                    ".!qb", ".opdownload", ".filepart", "~")
+
+
+def under_root(path: str, root: str) -> bool:
+    root = root.rstrip(os.sep) or os.sep
+    return path == root or path.startswith(root + os.sep) or root == os.sep
+
+
+def ignore_reason(path: str, roots: Iterable[str] | None = None) -> str | None:
+    """Why `path` is not tracked, in words, or None when it is a candidate image.
+
+    Hidden means any component below the watched root starts with a dot (so a
+    `.thumbnails/` folder inside the root is skipped, but a root that itself
+    lives under `~/.local` still works)."""
+    roots = [r for r in (roots or ())]
+    inside = [r for r in roots if under_root(path, r)]
+    if roots and not inside:
+        return "outside the watched folders"
+    relative = os.path.relpath(path, max(inside, key=len)) if inside else os.path.basename(path)
+    name = os.path.basename(path)
+    if name.startswith("._"):
+        return "AppleDouble metadata file"
+    if any(part.startswith(".") and part not in (".", "..")
+           for part in relative.split(os.sep)):
+        return "hidden file or folder"
+    lowered = name.lower()
+    if lowered.endswith(PARTIAL_SUFFIXES):
+        return "temporary or partial file (still being written)"
+    from .images import is_image_name
+
+    if not is_image_name(name):
+        return "not an image by name"
+    return None
+
+
+def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:
+    return ignore_reason(path, roots) is None
