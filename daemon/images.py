@@ -1,0 +1,241 @@
+"""Decode any photo's bytes into one InceptionV3 input (299x299x3 float32 in [-1, 1]).
+
+Used by the service's decode threads, so it never imports TensorFlow and keeps no
+mutable state besides registering the HEIF opener once. Every failure becomes an
+``ImageError`` whose message is the reason stored on the image ("empty file",
+"not an image", "truncated JPEG", "image is 60000x60000, larger than the 178 MP limit").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from io import BytesIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from labelsd.errors import ImageError
+
+log = logging.getLogger(__name__)
+
+INPUT_SIZE = 299
+
+# Twice Pillow's default MAX_IMAGE_PIXELS: the size at which Pillow itself refuses.
+# A 12 MP phone photo is far below; a 60000x60000 "PNG" of 100 bytes is far above.
+MAX_PIXELS = 178_956_970
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif",
+        ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+        ".heic", ".heif", ".hif", ".avif",
+    }
+)  # fmt: skip
+
+# Only these Pillow plugins may open a file, whatever its name: the others include
+# EPS (runs Ghostscript) and PDF, which have no business in a photo inbox.
+DECODE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "DIB", "TIFF", "WEBP", "HEIF", "AVIF")
+
+# Magic numbers, so a reason can name the format when Pillow cannot read the header
+# (WebP, HEIF and AVIF are recognised in _sniff).
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"GIF8", "GIF"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+_ORIENTATION_TAG = 0x0112
+_SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that rotate by 90 degrees
+_WHITE = (255, 255, 255, 255)
+
+
+class EmptyFile(ImageError):
+    """The file has no bytes."""
+
+
+class NotAnImage(ImageError):
+    """The bytes are not in any image format labelsd decodes."""
+
+
+class TruncatedImage(ImageError):
+    """The file ends (or breaks) before all of its pixels."""
+
+
+class ImageTooLarge(ImageError):
+    """The declared pixel count is over MAX_PIXELS (a decompression bomb or a huge scan)."""
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    pixels: np.ndarray  # float32 (299, 299, 3), Keras InceptionV3-preprocessed
+    width: int  # as displayed (after EXIF orientation), at the original resolution
+    height: int
+    format: str  # Pillow's format name: 'JPEG', 'PNG', 'HEIF', 'AVIF', ...
+
+
+def is_image_name(path: str) -> bool:
+    """True when ``path`` has an image extension (case-insensitive); 'x.jpg.part' is not."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+_open_formats: tuple[str, ...] = ()  # DECODE_FORMATS that have an opener, set once
+_register_lock = threading.Lock()
+
+
+def _register_openers() -> None:
+    """Register HEIF once per process; AVIF is native in Pillow >= 11.3.
+
+    Pillow's own bomb check is turned off because it fires inside ``Image.open``
+    without the size in words (and only warns between 89 and 179 MP, through the
+    non-thread-safe warnings machinery); ``_check_size`` enforces MAX_PIXELS instead.
+    """
+    global _open_formats
+    with _register_lock:
+        if _open_formats:
+            return
+        from pillow_heif import register_heif_opener
+
+        register_heif_opener()
+        Image.MAX_IMAGE_PIXELS = None
+        Image.init()
+        # Keep only formats this Pillow build can open (Image.open rejects unknown names).
+        # Multi-picture phone JPEGs need no "MPO" entry: the JPEG opener returns them.
+        _open_formats = tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
+
+
+def preprocess_inception(rgb: np.ndarray) -> np.ndarray:
+    """Keras ``inception_v3.preprocess_input`` ("tf" mode) in numpy: [0, 255] -> [-1, 1]."""
+    return rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def decode_for_inception(data: bytes) -> DecodedImage:
+    """Decode image bytes into an InceptionV3 input; raise ImageError with the reason."""
+    if not data:
+        raise EmptyFile("empty file")
+    if not _open_formats:
+        _register_openers()
+    fmt = _sniff(data)
+    try:
+        with Image.open(BytesIO(data), formats=_open_formats) as img:
+            fmt = "JPEG" if img.format == "MPO" else (img.format or fmt or "image")
+            return _decode(img, fmt)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise NotAnImage(f"corrupt {fmt} header" if fmt else "not an image") from None
+    except Image.DecompressionBombError as exc:  # only if someone re-enabled Pillow's check
+        raise ImageTooLarge(f"image is larger than the {MAX_PIXELS // 1_000_000} MP limit") from exc
+    except MemoryError:
+        raise ImageError("not enough memory to decode this image") from None
+    except (OSError, SyntaxError, EOFError) as exc:
+        if _is_truncation(exc):
+            raise TruncatedImage(f"truncated {fmt or 'image'}") from exc
+        raise ImageError(_short_reason(fmt, exc)) from exc
+    except Exception as exc:  # plugins raise ValueError, struct.error, IndexError ... on bad data
+        raise ImageError(_short_reason(fmt, exc)) from exc
+
+
+def _decode(img: Image.Image, fmt: str) -> DecodedImage:
+    width, height = img.size  # before draft() shrinks it
+    _check_size(width, height)
+
+    # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below INPUT_SIZE
+    # on either side (Pillow picks the largest scale that keeps both >= the request).
+    img.draft("RGB", (INPUT_SIZE, INPUT_SIZE))
+    img.load()  # the full decode, here, so truncation raises instead of leaving grey
+
+    # Read after load: Pillow's TIFF plugin applies the orientation itself while
+    # loading (its size is already oriented) and drops the tag; JPEG, WebP, PNG keep it.
+    orientation = _orientation(img)
+    if orientation in _SWAPS_AXES:
+        width, height = height, width
+    if orientation not in (None, 1):
+        img = ImageOps.exif_transpose(img)
+    rgb = _to_rgb_or_rgba(img)
+    # Squash to a square without cropping, like keras load_img(target_size=...).
+    # BILINEAR is antialiased in Pillow (its support widens when shrinking); the
+    # reducing gap first box-reduces big PNGs/TIFFs by an integer factor, for speed.
+    rgb = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if rgb.mode == "RGBA":  # after the resize, which premultiplies alpha: composite 299x299 only
+        rgb = Image.alpha_composite(Image.new("RGBA", rgb.size, _WHITE), rgb).convert("RGB")
+    pixels = preprocess_inception(np.asarray(rgb))
+    return DecodedImage(pixels=pixels, width=width, height=height, format=fmt)
+
+
+def _check_size(width: int, height: int) -> None:
+    if width <= 0 or height <= 0:
+        raise ImageError(f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageTooLarge(
+            f"image is {width}x{height}, larger than the {MAX_PIXELS // 1_000_000} MP limit"
+        )
+
+
+def _orientation(img: Image.Image) -> int | None:
+    """The EXIF orientation (1..8), or None when absent or unreadable (then shown as stored)."""
+    try:
+        value = img.getexif().get(_ORIENTATION_TAG)
+    except Exception:  # noqa: BLE001 - broken EXIF must not fail the photo
+        log.debug("unreadable EXIF", exc_info=True)
+        return None
+    return value if isinstance(value, int) and 1 <= value <= 8 else None
+
+
+def _to_rgb_or_rgba(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 'RGB', or 'RGBA' when the image has transparency."""
+    mode = img.mode
+    if mode in ("RGB", "RGBA"):
+        return img
+    if mode.startswith("I") or mode == "F":  # I;16*, I, F: scale to 8 bits, don't clip
+        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16")))
+    has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
+    return img.convert("RGBA" if has_alpha else "RGB")
+
+
+def _to_uint8(arr: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+    """High-bit-depth greyscale -> RGB uint8 (Pillow's own convert would clip at 255).
+
+    I;16 is 16-bit by definition; I and F carry no range, so guess from the values:
+    [0, 1] floats, [0, 255], [0, 65535], else stretch min..max.
+    """
+    is_float = arr.dtype.kind == "f"
+    arr = np.nan_to_num(arr.astype(np.float64))
+    lo, hi = float(arr.min()), float(arr.max())
+    if sixteen_bit:
+        arr = arr / 257.0
+    elif is_float and lo >= 0 and hi <= 1.0:
+        arr = arr * 255.0
+    elif lo >= 0 and hi <= 255:
+        pass
+    elif lo >= 0 and hi <= 65535:
+        arr = arr / 257.0
+    else:
+        arr = (arr - lo) * (255.0 / (hi - lo))
+    gray = np.clip(arr, 0, 255).round().astype(np.uint8)
+    return np.repeat(gray[..., None], 3, axis=-1)
+
+
+def _sniff(data: bytes) -> str | None:
+    for magic, fmt in _SIGNATURES:
+        if data.startswith(magic):
+            return fmt
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[4:8] == b"ftyp":
+        return "AVIF" if data[8:12] in (b"avif", b"avis") else "HEIF"
+    return None
+
+
+def _is_truncation(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, EOFError) or "truncated" in text or "broken data stream" in text
+
+
+def _short_reason(fmt: str | None, exc: BaseException) -> str:
+    detail = " ".join(str(exc).split())[:100] or type(exc).__name__
+    return f"cannot decode {fmt or 'image'}: {detail}"
