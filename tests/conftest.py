@@ -1,3 +1,113 @@
 """Shared fixtures: real SQLite files in tmp_path, a real InceptionV3 with random weights."""
 
 from __future__ import annotations
+
+
+# ---------------------------------------------------------------------------
+# Model fixtures (owned by the classifier, labelsd.model). A real InceptionV3
+# with random weights is built ONCE per session and saved as the legacy .h5
+# layout keras downloads, as a Keras 3 .weights.h5, and as a "biased" legacy
+# .h5 whose top bias makes every image come out as BIASED_CLASS first.
+# Service tests pass `weights_file` (or `biased_weights_file`) via --weights.
+# ---------------------------------------------------------------------------
+
+import collections as _collections
+
+import pytest as _pytest
+
+BIASED_CLASS = 281  # tabby
+
+WeightsFiles = _collections.namedtuple("WeightsFiles", "legacy_h5 keras3 biased_h5")
+
+
+def _write_keras2_h5(path, layers):
+    """Write [(layer_name, [(weight_name, array)])] in the layout of the file keras
+    downloads (keras 2 `save_weights` to .h5): root attrs layer_names/backend/
+    keras_version, one group per layer with weight_names, datasets under them, and
+    no Keras 3 top_level_model_weights group. Loading is by order, as for the real file."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "w") as f:
+        f.attrs["layer_names"] = np.array([name.encode() for name, _ in layers])
+        f.attrs["backend"] = b"tensorflow"
+        f.attrs["keras_version"] = b"2.1.2"
+        for name, weights in layers:
+            group = f.create_group(name)
+            names = [f"{name}/{w}:0".encode() for w, _ in weights]
+            group.attrs["weight_names"] = np.array(names, dtype="S") if names else np.array([], dtype="S1")
+            for wname, value in zip(names, (v for _, v in weights)):
+                group.create_dataset(wname.decode(), data=value)
+
+
+@_pytest.fixture(scope="session")
+def weights_files(tmp_path_factory):
+    import keras
+    import numpy as np
+
+    keras.utils.set_random_seed(1234)
+    model = keras.applications.InceptionV3(weights=None)
+    layers = []
+    for layer in model.layers:
+        # keras' legacy order: trainable then non-trainable (BN: beta, moving_mean, moving_variance)
+        variables = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        layers.append((layer.name, [(v.path.split("/")[-1], np.asarray(v.numpy())) for v in variables]))
+
+    folder = tmp_path_factory.mktemp("weights")
+    legacy = folder / "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+    _write_keras2_h5(legacy, layers)
+    keras3 = folder / "inception_v3.weights.h5"
+    model.save_weights(keras3)
+
+    top_name, top_weights = layers[-1]
+    kernel, bias = (value for _, value in top_weights)
+    bias = bias.copy()
+    bias[BIASED_CLASS] += 12.0  # random logits are near 0: ~0.99 for this class, others stay > 0
+    biased = folder / "inception_v3_biased_281.h5"
+    _write_keras2_h5(biased, layers[:-1] + [(top_name, [("kernel", kernel), ("bias", bias)])])
+    return WeightsFiles(legacy, keras3, biased)
+
+
+@_pytest.fixture
+def weights_file(weights_files):
+    return weights_files.legacy_h5
+
+
+@_pytest.fixture(scope="session")
+def biased_weights_file(weights_files):
+    return weights_files.biased_h5
+
+
+# --------------------------------------------------------------- end of model fixtures
+
+
+# ---------------------------------------------------------------------------
+# Store fixtures: a real database per test. `db_url` is a SQLite file path in
+# tmp_path (the PostgreSQL section below may parametrize it over both backends).
+# ---------------------------------------------------------------------------
+
+
+@_pytest.fixture
+def db_url(tmp_path):
+    return str(tmp_path / "db" / "labels.db")
+
+
+@_pytest.fixture
+def store(db_url):
+    from labelsd.store import open_store
+
+    s = open_store(db_url)
+    yield s
+    s.close()
+
+
+@_pytest.fixture(autouse=True)
+def _isolated_config(tmp_path, monkeypatch):
+    """No test reads the developer's own config, database or keras cache."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
+    for var in ("LABELS_DB", "LABELS_WEIGHTS", "LABELS_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr("labelsd.config.SYSTEM_CONFIG", tmp_path / "etc-labels-config.toml")
+
+# --------------------------------------------------------------- end of store fixtures

@@ -1,0 +1,69 @@
+"""The CLI's foundation: global options, the error boundary, exit codes."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from labels_cli.app import app
+
+runner = CliRunner()
+
+
+def _bad_dir(tmp_path):
+    path = tmp_path / "adir"
+    path.mkdir()
+    return path
+
+
+def _not_a_database(tmp_path):
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"definitely not sqlite\n" * 50)
+    return path
+
+
+def _under_a_file(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("x")
+    return blocker / "sub" / "labels.db"
+
+
+@pytest.mark.parametrize("make_db, fragment", [
+    (_bad_dir, "is a directory"),
+    (_not_a_database, "not a labelsd database"),
+    (_under_a_file, "cannot create the database folder"),
+])
+def test_bad_db_is_one_line_and_exit_1(tmp_path, make_db, fragment):
+    result = runner.invoke(app, ["--db", str(make_db(tmp_path)), "list"])
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("labels: error:")
+    assert "Traceback" not in result.output + result.stderr
+
+
+def test_bad_config_is_one_line_and_exit_1(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("this is = = not toml")
+    result = runner.invoke(app, ["--config", str(cfg), "list"])
+    assert result.exit_code == 1
+    assert "not valid TOML" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_db_from_environment(tmp_path, monkeypatch):
+    db = tmp_path / "env.db"
+    monkeypatch.setenv("LABELS_DB", str(db))
+    result = runner.invoke(app, ["list", "--json"])
+    assert result.exit_code == 0 and result.stdout.strip() == "[]"
+    assert db.exists()
+
+
+def test_usage_error_exits_2(tmp_path):
+    result = runner.invoke(app, ["--db", str(tmp_path / "x.db"), "list", "--status", "bogus"])
+    assert result.exit_code == 2
+
+
+def test_top_level_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("list", "show", "retry"):
+        assert command in result.stdout

@@ -1,0 +1,216 @@
+"""The store on real database files: round-trips, WAL, concurrency, migrations."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import create_engine, inspect, select, text
+
+from labelsd import migrations, queue
+from labelsd.errors import NotTracked, StoreUnavailable
+from labelsd.records import Prediction
+from labelsd.schema import Base, Content, Tag, TrackedPath
+from labelsd.store import canonical_path, open_store
+
+PREDS = [Prediction(1, "tabby", "n02123045", 281, 0.7),
+         Prediction(2, "tiger cat", "n02123159", 282, 0.2),
+         Prediction(3, "Egyptian cat", "n02124075", 285, 0.05)]
+
+
+def classify(store, path, sha, preds=PREDS, kind="classified", error=None):
+    """Drive a path through the queue as the pipeline does."""
+    queue.enqueue(store, [queue.FileFacts(path, 10, 1)])
+    claims = [c for c in queue.claim(store, "test-node", 100) if c.path == canonical_path(path)]
+    assert claims, f"{path} was not claimable"
+    queue.record_outcomes(store, "test-node", [queue.Outcome(
+        claims[0], kind, sha256=sha, size=10, mtime_ns=1, width=640, height=480,
+        format="JPEG", model="InceptionV3/test", predictions=list(preds), error=error)])
+
+
+def test_round_trip_contents_paths_predictions_tags(store, tmp_path):
+    path = str(tmp_path / "cat.jpg")
+    classify(store, path, "a" * 64)
+    with store.write() as session:
+        session.add(Tag(sha256="a" * 64, tag_key="vacation", tag="Vacation"))
+    rec = store.record(path)
+    assert rec.status == "done" and rec.sha256 == "a" * 64
+    assert (rec.width, rec.height) == (640, 480)
+    assert [p.label for p in rec.labels] == ["tabby", "tiger cat", "Egyptian cat"]
+    assert rec.labels[0].score == pytest.approx(0.7)
+    assert rec.tags == ["Vacation"]
+    assert rec.classified_at is not None and rec.classified_at.tzinfo is not None
+    assert rec.to_dict()["labels"][0] == {"rank": 1, "label": "tabby", "wnid": "n02123045",
+                                          "class_index": 281, "score": pytest.approx(0.7)}
+
+
+def test_statuses_derive_from_queue_content_and_presence(store, tmp_path):
+    a, b, c = (str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg"))
+    classify(store, a, "a" * 64)
+    classify(store, b, "b" * 64, preds=[], kind="bad_image", error="not an image")
+    queue.enqueue(store, [c])
+    assert store.counts() == {"pending": 1, "done": 1, "failed": 1, "missing": 0}
+    assert store.record(b).error == "not an image"
+    queue.mark_missing(store, [a])
+    assert store.record(a).status == "missing"
+    assert [p.label for p in store.record(a).labels][0] == "tabby"  # labels kept
+    assert [r.path for r in store.records(status="pending")] == [canonical_path(c)]
+
+
+def test_unchanged_file_is_not_queued_again(store, tmp_path):
+    path = str(tmp_path / "a.jpg")
+    classify(store, path, "a" * 64)
+    assert queue.enqueue(store, [queue.FileFacts(path, 10, 1)]) == 0
+    assert queue.enqueue(store, [queue.FileFacts(path, 11, 2)]) == 1
+
+
+def test_requeued_while_reading_is_released_not_deleted(store, tmp_path):
+    path = str(tmp_path / "a.jpg")
+    queue.enqueue(store, [path])
+    (claim,) = queue.claim(store, "n1", 10)
+    queue.enqueue(store, [queue.FileFacts(path, 99, 99)])  # the file changed meanwhile
+    queue.record_outcomes(store, "n1", [queue.Outcome(
+        claim, "classified", sha256="a" * 64, size=10, mtime_ns=1, predictions=PREDS,
+        model="m")])
+    again = queue.claim(store, "n1", 10)
+    assert [c.path for c in again] == [canonical_path(path)]
+
+
+def test_require_content_raises_not_tracked(store, tmp_path):
+    with store.read() as session, pytest.raises(NotTracked, match="not tracked"):
+        store.require_content(session, str(tmp_path / "nope.jpg"))
+
+
+def test_wal_file_exists_after_a_write(tmp_path):
+    db = tmp_path / "w.db"
+    store = open_store(str(db))
+    queue.enqueue(store, [str(tmp_path / "x.jpg")])
+    assert Path(str(db) + "-wal").exists()
+    with store.read() as session:
+        assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+        assert session.execute(text("PRAGMA synchronous")).scalar() == 1  # NORMAL
+        assert session.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+    store.close()
+
+
+def test_second_connection_reads_while_first_writes(tmp_path):
+    db = str(tmp_path / "c.db")
+    writer, reader = open_store(db), open_store(db)
+    classify(writer, str(tmp_path / "old.jpg"), "0" * 64)
+    inside = threading.Event()
+    release = threading.Event()
+
+    def long_write():
+        with writer.write() as session:
+            session.add(Content(sha256="f" * 64, size=1, status="done"))
+            session.flush()
+            inside.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=long_write)
+    thread.start()
+    try:
+        assert inside.wait(10)
+        # The write transaction is open and holds the write lock; a reader is not blocked
+        # and sees the last committed state.
+        assert reader.counts()["done"] == 1
+        with reader.read() as session:
+            assert session.get(Content, "f" * 64) is None
+    finally:
+        release.set()
+        thread.join(10)
+    with reader.read() as session:
+        assert session.get(Content, "f" * 64) is not None
+    writer.close()
+    reader.close()
+
+
+def test_migration_upgrades_a_database_built_by_the_previous_schema(tmp_path):
+    db = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{db}")
+    assert migrations.migrate(engine, target=1) == [1]
+    with engine.begin() as conn:
+        conn.execute(text(
+            "INSERT INTO contents (sha256, size, status) VALUES (:s, 1, 'done')"), {"s": "a" * 64})
+        conn.execute(text(
+            "INSERT INTO paths (path, sha256, first_seen, last_seen, missing) "
+            "VALUES ('/x/old.jpg', :s, '2026-01-01 00:00:00', '2026-01-01 00:00:00', 0)"),
+            {"s": "a" * 64})
+    assert "not_before" not in {c["name"] for c in inspect(engine).get_columns("queue")}
+    engine.dispose()
+
+    store = open_store(str(db))  # opening upgrades
+    assert store.record("/x/old.jpg").status == "done"
+    insp = inspect(store.engine)
+    assert "not_before" in {c["name"] for c in insp.get_columns("queue")}
+    with store.read() as session:
+        versions = session.execute(text(
+            "SELECT version FROM schema_migrations ORDER BY version")).scalars().all()
+    assert versions == [v for v, _, _ in migrations.MIGRATIONS]
+    assert migrations.migrate(store.engine) == []  # idempotent
+    store.close()
+
+
+def test_orm_models_match_the_migrated_schema(store):
+    insp = inspect(store.engine)
+    for table in Base.metadata.sorted_tables:
+        migrated = {c["name"] for c in insp.get_columns(table.name)}
+        assert migrated == {c.name for c in table.columns}, table.name
+        indexed = {i["name"] for i in insp.get_indexes(table.name)}
+        assert {i.name for i in table.indexes} <= indexed, table.name
+
+
+paths_text = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"),
+    min_size=1, max_size=40).filter(lambda s: s not in (".", ".."))
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=paths_text)
+def test_unicode_and_newline_paths_round_trip(store, tmp_path, name):
+    path = os.path.join(str(tmp_path), name + ".jpg")
+    sha = format(abs(hash(name)), "x").rjust(64, "0")[:64]
+    classify(store, path, sha)
+    rec = store.record(path)
+    assert rec is not None and rec.path == canonical_path(path)
+    with store.read() as session:
+        stored = session.scalar(select(TrackedPath.path).where(TrackedPath.path == rec.path))
+    assert stored == canonical_path(path)
+
+
+def test_newline_in_path_round_trips(store, tmp_path):
+    path = str(tmp_path / "two\nlines ünï 🐈.jpg")
+    classify(store, path, "e" * 64)
+    assert store.record(path).path.endswith("two\nlines ünï 🐈.jpg")
+
+
+@pytest.mark.parametrize("make_bad, message", [
+    (lambda p: p.mkdir(), "is a directory"),
+    (lambda p: p.write_bytes(b"this is not sqlite" * 100), "not a labelsd database"),
+])
+def test_bad_database_gives_a_clear_error(tmp_path, make_bad, message):
+    bad = tmp_path / "bad.db"
+    make_bad(bad)
+    with pytest.raises(StoreUnavailable, match=message):
+        open_store(str(bad))
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
+def test_unwritable_folder_gives_a_clear_error(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    with pytest.raises(StoreUnavailable, match="writable|permission|read-only|cannot"):
+        open_store(str(locked / "sub" / "labels.db"))
+
+
+def test_missing_parent_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreUnavailable, match="cannot create the database folder"):
+        open_store(str(blocker / "sub" / "labels.db"))
