@@ -111,3 +111,65 @@ def _isolated_config(tmp_path, monkeypatch):
     monkeypatch.setattr("labelsd.config.SYSTEM_CONFIG", tmp_path / "etc-labels-config.toml")
 
 # --------------------------------------------------------------- end of store fixtures
+
+
+# ---------------------------------------------------------------------------
+# PostgreSQL fixtures (owned by the PostgreSQL work; tests/pgserver.py).
+# One throwaway cluster per test session (unix socket in a temp folder, fsync
+# off), a fresh database per test. `db_url` is redefined here, parametrized over
+# both backends: this later definition replaces the SQLite-only one above, so
+# every test that uses `db_url` or `store` runs against SQLite and PostgreSQL.
+# Without the PostgreSQL binaries the postgresql cases skip, or FAIL when CI=true
+# (CI must install them: scripts/ci-postgres.sh).
+# ---------------------------------------------------------------------------
+
+import itertools as _itertools
+import os as _os
+
+
+def _pg_missing(reason):
+    if _os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        _pytest.fail(f"PostgreSQL is required in CI: {reason} "
+                     "(run scripts/ci-postgres.sh before the tests)", pytrace=False)
+    _pytest.skip(f"PostgreSQL not available: {reason}")
+
+
+@_pytest.fixture(scope="session")
+def pg_server():
+    """The session's PostgreSQL cluster (a tests.pgserver.PgServer)."""
+    from pgserver import PgServer, PgServerError, find_bindir
+
+    if find_bindir() is None:
+        _pg_missing("initdb/postgres not found (apt-get install postgresql, or set PG_BINDIR)")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _pg_missing("the psycopg driver is not installed (pip install 'psycopg[binary]')")
+    server = PgServer()
+    try:
+        server.start()
+    except PgServerError as err:
+        _pg_missing(str(err))
+    yield server
+    server.stop()
+
+
+_pg_database_numbers = _itertools.count(1)
+
+
+@_pytest.fixture
+def pg_url(pg_server):
+    """SQLAlchemy URL of a fresh, empty database in the session's cluster."""
+    name = f"test_{next(_pg_database_numbers)}"
+    url = pg_server.create_database(name)
+    yield url
+    pg_server.drop_database(name)
+
+
+@_pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):  # noqa: F811 (replaces the SQLite-only fixture above)
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "db" / "labels.db")
+
+# --------------------------------------------------------------- end of PostgreSQL fixtures

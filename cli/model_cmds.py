@@ -1,0 +1,41 @@
+"""`labels model info | fetch`: where the InceptionV3 weights are, and getting them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from labelsd import model
+
+model_app = typer.Typer(
+    help="Inspect and fetch the InceptionV3 ImageNet weights.", no_args_is_help=True
+)
+
+
+@model_app.command("info")
+def info(
+    weights: Optional[Path] = typer.Option(
+        None, "--weights", envvar="LABELS_WEIGHTS", help="A local weights file instead of keras' cache."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show where the weights are, their size and checksum, and the device that would be used."""
+    facts = model.weights_info(weights)
+    facts["device"] = model.describe_device(device)
+    if as_json:
+        typer.echo(json.dumps(facts, indent=2))
+        return
+    for key in ("path", "source", "exists", "size", "sha256", "official", "device"):
+        typer.echo(f"{key + ':':10}{facts[key] if facts[key] is not None else '-'}")
+    if not facts["exists"]:
+        typer.echo(f"hint:     {model.HOW_TO_GET_WEIGHTS}")
+
+
+@model_app.command("fetch")
+def fetch() -> None:
+    """Download the ImageNet weights into keras' cache (once), verify them, print the path."""
+    typer.echo(model.fetch_weights())

@@ -1,0 +1,397 @@
+"""The InceptionV3 classifier: weights resolution, device choice, one compiled forward per batch.
+
+TensorFlow and Keras are imported only inside the functions that need them, so
+`import labelsd.model` stays cheap and the CLI's query commands never pay for them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from labelsd.errors import ConfigError, DeviceUnavailable, WeightsUnavailable
+from labelsd.records import Prediction
+
+log = logging.getLogger(__name__)
+
+IMAGE_SIZE = 299
+NUM_CLASSES = 1000
+DEVICES = ("auto", "cpu", "gpu")
+OFFICIAL_FILENAME = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+# keras.applications.inception_v3 passes this literal to get_file (it is not a
+# module constant there); the URL is read from that module (WEIGHTS_PATH).
+OFFICIAL_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"
+OFFICIAL_NAME = "InceptionV3/imagenet"
+
+# Measured on a 2-core AVX-512 CPU (see the report in the commit history): XLA
+# made the forward slower there, so it is off on CPU; on GPU it is on.
+JIT_ON_CPU = False
+JIT_ON_GPU = True
+
+HOW_TO_GET_WEIGHTS = (
+    "run `labels model fetch` on a machine with internet, copy "
+    f"~/.keras/models/{OFFICIAL_FILENAME} to the same place here "
+    "(or $KERAS_HOME/models/), or pass --weights FILE / set LABELS_WEIGHTS"
+)
+
+
+# --------------------------------------------------------------------------- weights files
+
+
+def keras_home() -> Path:
+    """Keras' cache root, read at call time (keras itself reads KERAS_HOME once, at import)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def cached_weights_path() -> Path:
+    return keras_home() / "models" / OFFICIAL_FILENAME
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file in one pass: sha256 names custom weights, md5 is keras' check."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def weights_info(weights: str | os.PathLike | None = None) -> dict:
+    """Where the weights are and what they are, without importing TensorFlow."""
+    path = Path(weights).expanduser().resolve() if weights else cached_weights_path()
+    info = {
+        "path": str(path),
+        "source": "--weights" if weights else "keras cache",
+        "exists": path.is_file(),
+        "size": None,
+        "sha256": None,
+        "official": False,
+    }
+    if info["exists"]:
+        sha, md5 = _digests(path)
+        info.update(size=path.stat().st_size, sha256=sha, official=md5 == OFFICIAL_MD5)
+    return info
+
+
+def fetch_weights() -> Path:
+    """Download the official weights into keras' cache (once) and verify their hash."""
+    import keras
+    from keras.src.applications import inception_v3
+
+    url = inception_v3.WEIGHTS_PATH
+    target = cached_weights_path()
+    try:
+        # get_file re-verifies a cached file and downloads again when it does not
+        # match, so a half-downloaded file is never taken as good.
+        got = keras.utils.get_file(
+            OFFICIAL_FILENAME,
+            url,
+            cache_subdir="models",
+            file_hash=OFFICIAL_MD5,
+            cache_dir=str(keras_home()),
+        )
+    except Exception as e:  # offline, HTTP error, hash mismatch, unwritable cache
+        if target.exists() and _digests(target)[1] != OFFICIAL_MD5:
+            target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
+        raise WeightsUnavailable(
+            f"cannot get the InceptionV3 ImageNet weights from {url} ({_one_line(e)}): "
+            + HOW_TO_GET_WEIGHTS
+        ) from e
+    return Path(got)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def _h5_layout(path: Path) -> str:
+    """'legacy' (the file keras downloads, or model.save(.h5)) or 'keras3' (.weights.h5)."""
+    import h5py
+
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"weights file {path} does not exist: pass --weights FILE (or LABELS_WEIGHTS) "
+            "pointing at an InceptionV3 weights file, or leave both unset to use the "
+            "ImageNet weights from the keras cache"
+        )
+    if not h5py.is_hdf5(path):
+        raise WeightsUnavailable(
+            f"weights file {path} is not an HDF5 file: expected {OFFICIAL_FILENAME} "
+            "(the file keras downloads) or a Keras 3 .weights.h5"
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs or "model_weights" in f:
+                return "legacy"
+            if "layers" in f or "vars" in f:
+                return "keras3"
+    except OSError as e:
+        raise WeightsUnavailable(
+            f"weights file {path} cannot be read as HDF5 ({_one_line(e)}); "
+            "it may be truncated: copy it again"
+        ) from e
+    raise WeightsUnavailable(
+        f"weights file {path} is HDF5 but holds no Keras weights: expected "
+        f"{OFFICIAL_FILENAME} or a Keras 3 .weights.h5"
+    )
+
+
+def _load_weights_into(model, path: Path, layout: str) -> None:
+    """model.load_weights picks the format by file name; give it the name the content needs."""
+    name = path.name
+    right_name = name.endswith(".weights.h5") if layout == "keras3" else (
+        name.endswith((".h5", ".hdf5")) and not name.endswith(".weights.h5")
+    )
+    tmpdir = None
+    target = path
+    if not right_name:
+        tmpdir = tempfile.mkdtemp(prefix="labelsd-weights-")
+        target = Path(tmpdir) / ("w.weights.h5" if layout == "keras3" else "w.h5")
+        target.symlink_to(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # keras warns per layer before raising on a mismatch
+            model.load_weights(str(target))
+    except Exception as e:
+        raise WeightsUnavailable(
+            f"weights file {path} does not fit InceptionV3 with its 1000-class top "
+            f"({_one_line(e)}); use {OFFICIAL_FILENAME} or weights saved from "
+            "keras.applications.InceptionV3(include_top=True)"
+        ) from e
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- devices
+
+
+def _check_device(device: str) -> None:
+    if device not in DEVICES:
+        raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
+
+
+def _gpu_description(tf, gpu) -> tuple[str, tuple[int, int] | None]:
+    details = tf.config.experimental.get_device_details(gpu)
+    return details.get("device_name", "GPU"), details.get("compute_capability")
+
+
+def describe_device(device: str = "auto") -> str:
+    """The device `load_classifier(device=...)` would use, in words; initialises nothing."""
+    _check_device(device)
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "cpu" or not gpus:
+        if device == "gpu":
+            raise DeviceUnavailable(_NO_GPU)
+        return "cpu"
+    return f"gpu:0 {_gpu_description(tf, gpus[0])[0]}"
+
+
+_NO_GPU = (
+    "--device gpu: no GPU is visible to TensorFlow (check that `nvidia-smi` lists one, "
+    "that tensorflow[and-cuda] is installed (pip install 'labelsd[gpu]'), and that "
+    "CUDA_VISIBLE_DEVICES does not hide it), or use --device auto or cpu"
+)
+
+
+def _configure_device(tf, device: str):
+    """Returns (tf device string, description, compute capability or None)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise DeviceUnavailable(_NO_GPU)
+    if gpus and device in ("auto", "gpu"):
+        for gpu in gpus:
+            try:  # the service shares the GPU: grow on demand instead of taking it all
+                tf.config.experimental.set_memory_growth(gpu, True)
+            except RuntimeError:
+                log.debug("GPU already initialised; memory growth left as it was")
+        name, cc = _gpu_description(tf, gpus[0])
+        return "/GPU:0", f"gpu:0 {name}", cc
+    cores = len(os.sched_getaffinity(0))
+    try:
+        if gpus:
+            tf.config.set_visible_devices([], "GPU")
+        tf.config.threading.set_intra_op_parallelism_threads(cores)
+        tf.config.threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:
+        # TensorFlow was already initialised in this process (e.g. a second
+        # classifier); tf.device("/CPU:0") below still keeps the work on the CPU.
+        log.debug("TensorFlow already initialised; CPU placement by tf.device only")
+    return "/CPU:0", "cpu", None
+
+
+# --------------------------------------------------------------------------- classifier
+
+
+def batch_ladder(batch_size: int) -> tuple[int, ...]:
+    """Padded batch sizes 1, 2, 4, ... batch_size: a few fixed shapes, so XLA never recompiles."""
+    sizes, n = [], 1
+    while n < batch_size:
+        sizes.append(n)
+        n *= 2
+    sizes.append(batch_size)
+    return tuple(sizes)
+
+
+class Classifier:
+    """A loaded InceptionV3 with one compiled forward per padded batch size. Use load_classifier()."""
+
+    def __init__(self, model, *, name: str, device: str, weights_path: str, tf_device: str,
+                 batch_size: int, jit_compile: bool, mixed_precision: str | None):
+        import tensorflow as tf
+
+        self.model = model
+        self.name = name
+        self.device = device
+        self.weights_path = weights_path
+        self.batch_size = batch_size
+        self.jit_compile = jit_compile
+        self.mixed_precision = mixed_precision
+        # XLA compiles one program per static shape, so with jit every batch is padded
+        # up to a size in a short ladder and each size compiles once, at warm-up.
+        # Without jit, one trace with a free batch dimension serves every size
+        # (measured: later sizes cost no tracing), so nothing is padded.
+        self.ladder = batch_ladder(batch_size) if jit_compile else None
+        self.warm_sizes = self.ladder or tuple(sorted({1, batch_size}))
+        self.warmup_s: float | None = None
+        self._tf = tf
+        self._tf_device = tf_device
+
+        def forward(x):
+            logits = model(x, training=False)
+            # softmax in float32 even under mixed precision (the model outputs logits)
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+        if jit_compile:
+            self.forward_fn = tf.function(forward, jit_compile=True)
+        else:
+            spec = tf.TensorSpec([None, IMAGE_SIZE, IMAGE_SIZE, 3], tf.float32)
+            self.forward_fn = tf.function(forward, input_signature=[spec])
+
+    def __repr__(self) -> str:
+        return f"Classifier({self.name!r}, device={self.device!r}, batch_size={self.batch_size})"
+
+    @property
+    def trace_count(self) -> int:
+        """How many times the forward was traced; warm-up traces all there will be."""
+        return self.forward_fn.experimental_get_tracing_count()
+
+    def padded_size(self, n: int) -> int:
+        return next(size for size in self.ladder if size >= n) if self.ladder else n
+
+    def forward(self, padded: np.ndarray) -> np.ndarray:
+        """The bare compiled forward (for benchmarks); with jit, the size must be in self.ladder."""
+        with self._tf.device(self._tf_device):
+            return self.forward_fn(self._tf.constant(padded, dtype=self._tf.float32)).numpy()
+
+    def warm_up(self) -> float:
+        """Trace/compile now, so the first real image pays nothing."""
+        start = time.perf_counter()
+        for size in self.warm_sizes:
+            self.forward(np.zeros((size, IMAGE_SIZE, IMAGE_SIZE, 3), np.float32))
+        self.warmup_s = time.perf_counter() - start
+        return self.warmup_s
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (n, 1000) float32 for preprocessed images (n, 299, 299, 3)."""
+        x = np.asarray(batch, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE, 3):
+            raise ValueError(f"expected images of shape (n, 299, 299, 3), got {x.shape}")
+        out = np.empty((len(x), NUM_CLASSES), np.float32)
+        for start in range(0, len(x), self.batch_size):
+            chunk = x[start:start + self.batch_size]
+            size = self.padded_size(len(chunk))
+            if size > len(chunk):
+                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)
+                chunk = np.concatenate([chunk, pad])
+            out[start:start + self.batch_size] = self.forward(chunk)[: min(len(x) - start, self.batch_size)]
+        return out
+
+    def top3(self, batch: np.ndarray) -> list[list[Prediction]]:
+        from labelsd.taxonomy import class_by_index
+
+        probs = self.predict(batch)
+        results = []
+        for row in probs:
+            best = np.argsort(-row, kind="stable")[:3]
+            preds = []
+            for rank, index in enumerate(best, start=1):
+                cls = class_by_index(int(index))
+                preds.append(Prediction(rank=rank, label=cls.label, wnid=cls.wnid,
+                                        class_index=int(index), score=float(row[index])))
+            results.append(preds)
+        return results
+
+
+def _resolve_weights(weights) -> tuple[Path, str, str]:
+    """(path, layout, model name); checks a given file before TensorFlow is imported."""
+    if weights:
+        path = Path(weights).expanduser().resolve()
+        layout = _h5_layout(path)
+        sha, md5 = _digests(path)
+        name = OFFICIAL_NAME if md5 == OFFICIAL_MD5 else f"InceptionV3/{sha[:12]}"
+        return path, layout, name
+    path = fetch_weights()  # a verified cache hit, a download, or WeightsUnavailable
+    return path, _h5_layout(path), OFFICIAL_NAME
+
+
+def load_classifier(weights: str | os.PathLike | None = None, device: str = "auto",
+                    batch_size: int = 8, mixed_precision: bool | None = None,
+                    jit_compile: bool | None = None, warm: bool = True) -> Classifier:
+    """Load InceptionV3 once: weights from `weights` or keras' cache, on `device`, warmed up.
+
+    mixed_precision None: on for a GPU of compute capability >= 7, off on CPU.
+    jit_compile None: XLA on GPU, off on CPU (it measured slower there).
+    """
+    _check_device(device)
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, not {batch_size}")
+    if weights:
+        _h5_layout(Path(weights).expanduser())  # fail fast, before importing TensorFlow
+
+    import keras
+    import tensorflow as tf
+
+    tf_device, description, cc = _configure_device(tf, device)
+    on_gpu = tf_device.startswith("/GPU")
+    path, layout, name = _resolve_weights(weights)
+
+    if mixed_precision is None:
+        mixed_precision = on_gpu and cc is not None and tuple(cc) >= (7, 0)
+    # float16 where tensor cores take it; bfloat16 on CPUs (same range as float32)
+    policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else None
+    if jit_compile is None:
+        jit_compile = JIT_ON_GPU if on_gpu else JIT_ON_CPU
+
+    start = time.perf_counter()
+    previous = keras.mixed_precision.global_policy()
+    try:
+        if policy:
+            keras.mixed_precision.set_global_policy(policy)
+        with tf.device(tf_device):
+            model = keras.applications.InceptionV3(weights=None, classifier_activation=None)
+            _load_weights_into(model, path, layout)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    log.info("loaded %s from %s on %s in %.1fs", name, path, description, time.perf_counter() - start)
+
+    classifier = Classifier(model, name=name, device=description, weights_path=str(path),
+                            tf_device=tf_device, batch_size=batch_size,
+                            jit_compile=bool(jit_compile), mixed_precision=policy)
+    if warm:
+        log.info("warmed up batch sizes %s in %.1fs", classifier.warm_sizes, classifier.warm_up())
+    return classifier
