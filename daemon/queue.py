@@ -12,6 +12,7 @@ win. Claims older than the lease (a dead node's) are taken over.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,10 @@ from .store import Store, canonical_path
 
 log = logging.getLogger(__name__)
 
-CLAIM_LEASE = timedelta(seconds=60)
+# How long a claim protects a row: a live node renews its claims well within it;
+# a dead node's rows are taken over after it. LABELS_CLAIM_LEASE_S overrides it
+# (tests use a short lease to watch a killed node's work being taken over).
+CLAIM_LEASE = timedelta(seconds=float(os.environ.get("LABELS_CLAIM_LEASE_S") or 60))
 MAX_ATTEMPTS = 5
 
 

@@ -257,9 +257,12 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
                                  .order_by(Tag.sha256, Tag.tag_key)):
             tags.setdefault(t.sha256, []).append(t.tag)
     for rec in records:
-        if rec.classified_at is not None and rec.classified_at.tzinfo is None:
-            # SQLite hands back naive datetimes; we only ever store UTC.
-            rec.classified_at = rec.classified_at.replace(tzinfo=timezone.utc)
+        if rec.classified_at is not None:
+            # SQLite hands back naive datetimes (we only ever store UTC); PostgreSQL
+            # aware ones in the session's time zone: both are shown in UTC.
+            rec.classified_at = (rec.classified_at.replace(tzinfo=timezone.utc)
+                                 if rec.classified_at.tzinfo is None
+                                 else rec.classified_at.astimezone(timezone.utc))
         if rec.sha256:
             rec.labels = labels.get(rec.sha256, []) if rec.status != "pending" else []
             rec.tags = tags.get(rec.sha256, [])

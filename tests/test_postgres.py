@@ -1,0 +1,321 @@
+"""Several nodes on one database: the queue hands every path to exactly one node,
+a dead node's claims are taken over after the lease, and two nodes that see the
+same file enqueue it once. Store tests run on SQLite and PostgreSQL (`db_url` is
+parametrized in conftest); the ones named *_pg need PostgreSQL's row locks."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from datetime import timedelta, timezone
+
+import pytest
+from sqlalchemy import func, inspect, select
+
+from labelsd import migrations, queue
+from labelsd.records import Prediction as PredictionRecord
+from labelsd.schema import Base, Content, Prediction, QueueItem, TrackedPath
+from labelsd.store import open_store
+
+PREDICTIONS = [PredictionRecord(rank=1, label="tabby", wnid="n02123045", class_index=281,
+                                score=0.7),
+               PredictionRecord(rank=2, label="tiger cat", wnid="n02123159", class_index=282,
+                                score=0.2),
+               PredictionRecord(rank=3, label="Egyptian cat", wnid="n02124075",
+                                class_index=285, score=0.1)]
+
+
+def _classified(claim: queue.Claim) -> queue.Outcome:
+    sha = hashlib.sha256(claim.path.encode()).hexdigest()
+    return queue.Outcome(claim=claim, kind="classified", sha256=sha, size=10, mtime_ns=1,
+                         width=4, height=3, format="JPEG", model="test",
+                         predictions=PREDICTIONS)
+
+
+def _paths(tmp_path, n: int) -> list[str]:
+    return [str(tmp_path / "inbox" / f"img_{i:04d}.jpg") for i in range(n)]
+
+
+# ---- the fixture itself ----------------------------------------------------------
+
+
+def test_db_url_is_parametrized_over_both_backends(request, store):
+    backend = request.node.callspec.params["db_url"]
+    assert store.dialect == {"sqlite": "sqlite", "postgresql": "postgresql"}[backend]
+
+
+def test_migrations_on_postgresql_match_the_models(pg_url):
+    with open_store(pg_url) as store:
+        with store.engine.connect() as conn:
+            assert migrations.applied_versions(conn) == {v for v, _, _ in migrations.MIGRATIONS}
+            inspector = inspect(conn)
+            for table in Base.metadata.sorted_tables:
+                stored = {c["name"] for c in inspector.get_columns(table.name)}
+                assert stored == set(table.columns.keys()), table.name
+    # A second open (a second node starting) runs nothing.
+    with open_store(pg_url) as again:
+        assert migrations.migrate(again.engine) == []
+
+
+def test_nodes_starting_together_migrate_once(pg_url):
+    errors: list[BaseException] = []
+
+    def open_one():
+        try:
+            open_store(pg_url).close()
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=open_one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    with open_store(pg_url) as store, store.read() as session:
+        count = session.execute(select(func.count()).select_from(
+            migrations._migrations_table)).scalar_one()
+    assert count == len(migrations.MIGRATIONS)
+
+
+# ---- store and queue behaviour on both backends ----------------------------------------
+
+
+def test_classified_record_round_trip(store, tmp_path):
+    paths = _paths(tmp_path, 3)
+    assert queue.enqueue(store, paths) == 3
+    assert store.counts()["pending"] == 3
+    claims = queue.claim(store, "node-a", limit=10)
+    assert sorted(c.path for c in claims) == sorted(paths)
+    assert all(c.enqueued_at.tzinfo is not None for c in claims)
+    queue.record_outcomes(store, "node-a", [_classified(c) for c in claims])
+
+    records = list(store.records())
+    assert [r.path for r in records] == sorted(paths)
+    for rec in records:
+        assert rec.status == "done" and rec.error is None
+        assert [p.label for p in rec.labels] == ["tabby", "tiger cat", "Egyptian cat"]
+        assert rec.classified_at.tzinfo is not None
+        assert rec.classified_at.utcoffset() == timedelta(0)
+    assert store.counts() == {"pending": 0, "done": 3, "failed": 0, "missing": 0}
+    assert queue.queue_depth(store) == 0
+
+
+def test_missing_and_back_keep_labels(store, tmp_path):
+    paths = _paths(tmp_path, 2)
+    queue.enqueue(store, [queue.FileFacts(p, 10, 1) for p in paths])
+    queue.record_outcomes(store, "n", [_classified(c) for c in queue.claim(store, "n", 10)])
+    assert queue.mark_missing(store, paths[:1]) == 1
+    assert store.record(paths[0]).status == "missing"
+    assert store.record(paths[0]).labels  # kept
+    # Back, unchanged: not queued again, no longer missing.
+    assert queue.enqueue(store, [queue.FileFacts(paths[0], 10, 1)]) == 0
+    assert store.record(paths[0]).status == "done"
+
+
+def test_retry_backoff_and_failure(store, tmp_path, monkeypatch):
+    monkeypatch.setattr(queue, "MAX_ATTEMPTS", 2)
+    [path] = _paths(tmp_path, 1)
+    queue.enqueue(store, [path])
+    [c] = queue.claim(store, "n", 1)
+    queue.record_outcomes(store, "n", [queue.Outcome(claim=c, kind="retry", error="busy")])
+    assert queue.claim(store, "n", 1) == []  # not before its back-off
+    with store.write() as session:
+        session.get(QueueItem, c.id).not_before = None
+    [c] = queue.claim(store, "n", 1)
+    queue.record_outcomes(store, "n", [queue.Outcome(claim=c, kind="retry", error="busy")])
+    rec = store.record(path)
+    assert (rec.status, rec.error) == ("failed", "busy")
+    assert queue.retry_failed(store) == 1
+    assert store.record(path).status == "pending"
+
+
+def test_every_row_claimed_exactly_once_by_concurrent_nodes(store, tmp_path):
+    """500 rows, 8 nodes claiming (and finishing) concurrently, each with its
+    own connection pool: every row is processed by exactly one node."""
+    paths = _paths(tmp_path, 500)
+    queue.enqueue(store, paths)
+    claimed: dict[str, list[str]] = collections.defaultdict(list)
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def node(name: str) -> None:
+        try:
+            with open_store(store.db, migrate=False) as own:
+                start.wait(timeout=30)
+                while True:
+                    claims = queue.claim(own, name, limit=7)
+                    if not claims:
+                        return
+                    claimed[name] += [c.path for c in claims]
+                    queue.record_outcomes(own, name, [_classified(c) for c in claims])
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=node, args=(f"node-{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    every = [p for ps in claimed.values() for p in ps]
+    assert collections.Counter(every) == collections.Counter(paths)
+    assert store.counts()["done"] == 500
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 1500
+
+
+def test_dead_nodes_claims_are_taken_over_after_the_lease(store, tmp_path):
+    queue.enqueue(store, _paths(tmp_path, 5))
+    dead = queue.claim(store, "dead-node", limit=3)
+    assert len(dead) == 3
+    lease = timedelta(seconds=0.5)
+    alive = queue.claim(store, "live-node", limit=10, lease=lease)
+    assert {c.path for c in alive}.isdisjoint(c.path for c in dead)
+    assert len(alive) == 2
+    time.sleep(0.6)  # the lease itself is what is under test
+    queue.renew_claims(store, "live-node")  # alive: keeps its own
+    taken = queue.claim(store, "live-node", limit=10, lease=lease)
+    assert sorted(c.path for c in taken) == sorted(c.path for c in dead)
+    queue.record_outcomes(store, "live-node", [_classified(c) for c in alive + taken])
+    assert store.counts()["done"] == 5
+
+
+def test_renewed_claims_are_not_taken_over(store, tmp_path):
+    queue.enqueue(store, _paths(tmp_path, 2))
+    held = queue.claim(store, "slow-node", limit=2)
+    lease = timedelta(seconds=0.5)
+    time.sleep(0.6)
+    queue.renew_claims(store, "slow-node")
+    assert queue.claim(store, "other", limit=10, lease=lease) == []
+    queue.release_claims(store, "slow-node")
+    assert len(queue.claim(store, "other", limit=10, lease=lease)) == len(held)
+
+
+def test_two_nodes_watching_one_folder_enqueue_each_path_once(store, tmp_path):
+    paths = _paths(tmp_path, 200)
+    errors: list[BaseException] = []
+    start = threading.Barrier(2)
+
+    def watcher() -> None:
+        try:
+            with open_store(store.db, migrate=False) as own:
+                start.wait(timeout=30)
+                for i in range(0, len(paths), 20):
+                    queue.enqueue(own, [queue.FileFacts(p, 10, 1) for p in paths[i:i + 20]])
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=watcher) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors, errors
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(QueueItem)) == 200
+        assert session.scalar(select(func.count()).select_from(TrackedPath)) == 200
+    claims = queue.claim(store, "a", limit=1000)
+    assert len(claims) == 200
+
+
+def test_nodes_listed_with_their_counters(store):
+    from labelsd import nodes
+
+    nodes.register(store, "host:1", model="m", device="cpu", watching=["/a"])
+    nodes.register(store, "host:2", model="m", device="cpu", watching=["/a"])
+    nodes.heartbeat(store, "host:1", done=3, failed=1)
+    nodes.mark_stopped(store, "host:2")
+    listed = {n.node_id: n for n in nodes.list_nodes(store)}
+    assert listed["host:1"].alive and listed["host:1"].done == 3
+    assert not listed["host:2"].alive
+    assert nodes.watched_roots(store) == ["/a"]
+
+
+# ---- PostgreSQL specifics -----------------------------------------------------------
+
+
+def test_times_are_utc_whatever_the_server_time_zone_pg(pg_url, tmp_path):
+    tokyo = pg_url + "&options=-c%20timezone%3DAsia/Tokyo"
+    with open_store(tokyo) as store:
+        queue.enqueue(store, _paths(tmp_path, 1))
+        queue.record_outcomes(store, "n", [_classified(c) for c in queue.claim(store, "n", 1)])
+        [rec] = store.records()
+        assert rec.classified_at.tzinfo == timezone.utc
+        with store.read() as session:
+            raw = session.scalar(select(Content.classified_at))
+        assert raw.utcoffset() == timedelta(hours=9)  # the session zone really differed
+
+
+def test_claims_skip_rows_locked_by_an_open_transaction_pg(pg_url, tmp_path):
+    """While one node's claim transaction holds rows, another node skips them
+    instead of waiting or taking them."""
+    with open_store(pg_url) as store:
+        queue.enqueue(store, _paths(tmp_path, 10))
+        with store.write() as session:
+            locked = session.execute(select(QueueItem.id).order_by(QueueItem.id).limit(4)
+                                     .with_for_update(skip_locked=True)).scalars().all()
+            started = time.monotonic()
+            other = queue.claim(store, "other", limit=10)
+            assert time.monotonic() - started < 5
+        assert len(other) == 6
+        assert {c.id for c in other}.isdisjoint(locked)
+
+
+def test_claims_from_processes_each_row_once_pg(pg_url, tmp_path):
+    """Four separate processes claim from one PostgreSQL queue of 500 rows."""
+    with open_store(pg_url) as store:
+        queue.enqueue(store, _paths(tmp_path, 500))
+    script = (
+        "import sys\n"
+        "from labelsd import queue\n"
+        "from labelsd.store import open_store\n"
+        "store = open_store(sys.argv[1], migrate=False)\n"
+        "while True:\n"
+        "    claims = queue.claim(store, sys.argv[2], limit=5)\n"
+        "    if not claims:\n"
+        "        break\n"
+        "    print('\\n'.join(c.path for c in claims), flush=True)\n"
+        "    queue.record_outcomes(store, sys.argv[2], [queue.Outcome(claim=c, kind='vanished')\n"
+        "                                              for c in claims])\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, pg_url, f"proc-{i}"],
+                              stdout=subprocess.PIPE, text=True) for i in range(4)]
+    outputs = [p.communicate(timeout=120)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0]
+    every = [line for out in outputs for line in out.splitlines()]
+    assert len(every) == 500 and len(set(every)) == 500
+    assert sum(1 for out in outputs if out.strip()) >= 2  # the work really was shared
+
+
+def test_claim_lease_from_the_environment():
+    out = subprocess.run(
+        [sys.executable, "-c", "from labelsd import queue; print(queue.CLAIM_LEASE.total_seconds())"],
+        env={**os.environ, "LABELS_CLAIM_LEASE_S": "2.5"}, capture_output=True, text=True,
+        check=True).stdout
+    assert out.strip() == "2.5"
+
+
+def test_postgres_cases_fail_loudly_in_ci_without_binaries(tmp_path):
+    """CI=true and no PostgreSQL: the postgresql cases fail instead of skipping."""
+    (tmp_path / "test_one.py").write_text("def test_one(store):\n    assert store\n")
+    conftest = os.path.join(os.path.dirname(__file__), "conftest.py")
+    (tmp_path / "conftest.py").write_text(open(conftest).read())
+    import shutil
+    shutil.copy(os.path.join(os.path.dirname(__file__), "pgserver.py"), tmp_path)
+    env = {**os.environ, "PG_BINDIR": str(tmp_path / "nowhere"), "PATH": "/usr/bin:/bin"}
+    results = {}
+    for ci in ("true", ""):
+        proc = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rsf",
+             str(tmp_path / "test_one.py")],
+            env={**env, "CI": ci}, capture_output=True, text=True, cwd=tmp_path, timeout=120)
+        results[ci] = proc.stdout
+    assert "1 passed, 1 error" in results["true"], results["true"]
+    assert "PostgreSQL is required in CI" in results["true"]
+    assert "1 passed, 1 skipped" in results[""], results[""]
