@@ -100,6 +100,7 @@ def state(ctx: typer.Context) -> CliState:
 
 # Command modules register themselves on `app` when imported.
 from . import query_cmds  # noqa: E402,F401
+from . import db_cmds  # noqa: E402,F401  (labels db copy)
 
 
 def main() -> None:
