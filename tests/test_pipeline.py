@@ -1,0 +1,175 @@
+"""The pipeline over a real SQLite store and a real (random-weights) InceptionV3."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+
+import pytest
+from imagegen import make_image, make_not_an_image, make_truncated_jpeg
+from sqlalchemy import select
+
+from labelsd import queue
+from labelsd.model import load_classifier
+from labelsd.pipeline import Pipeline
+from labelsd.schema import QueueItem
+
+BIASED_CLASS = 281  # tabby: what conftest's biased weights put first
+
+
+@pytest.fixture(scope="module")
+def classifier(weights_files):
+    return load_classifier(weights_files.legacy_h5, device="cpu", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def biased_classifier(weights_files):
+    return load_classifier(weights_files.biased_h5, device="cpu", batch_size=4)
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads():
+    yield
+    leaked = [t.name for t in threading.enumerate() if t.name.startswith("labelsd-pipeline")]
+    assert not leaked, f"threads left running: {leaked}"
+
+
+def wait_for(condition, timeout=60.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def enqueue(store, paths):
+    return queue.enqueue(store, [queue.FileFacts(str(p), os.stat(p).st_size,
+                                                 os.stat(p).st_mtime_ns) for p in paths])
+
+
+def run(store, classifier, node="test:1", **kwargs):
+    with Pipeline(store, classifier, node, **kwargs) as pipe:
+        assert pipe.wait_idle(120), "pipeline did not become idle"
+    return pipe
+
+
+def queue_rows(store):
+    with store.read() as session:
+        return session.execute(select(QueueItem.path, QueueItem.claimed_by)).all()
+
+
+def test_formats_get_three_predictions(store, classifier, tmp_path):
+    files = [make_image(tmp_path / name, seed=i, **kw) for i, (name, kw) in enumerate([
+        ("a.jpg", {}), ("b.png", {"mode": "RGBA"}), ("c.webp", {}), ("d.gif", {"mode": "P"}),
+        ("e.tiff", {"mode": "L"}), ("f.heic", {}), ("g.bmp", {})])]
+    assert enqueue(store, files) == len(files)
+    pipe = run(store, classifier)
+    assert (pipe.done, pipe.failed, pipe.linked) == (len(files), 0, 0)
+    for f in files:
+        rec = store.record(str(f))
+        assert rec.status == "done", (f, rec.error)
+        assert [p.rank for p in rec.labels] == [1, 2, 3]
+        assert rec.width and rec.height
+    assert queue_rows(store) == []
+
+
+def test_biased_weights_put_tabby_first(store, biased_classifier, tmp_path):
+    files = [make_image(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
+    enqueue(store, files)
+    run(store, biased_classifier)
+    for f in files:
+        rec = store.record(str(f))
+        assert rec.labels[0].class_index == BIASED_CLASS
+        assert rec.labels[0].label == "tabby"
+
+
+def test_broken_file_fails_with_reason_and_the_rest_is_done(store, classifier, tmp_path):
+    good = [make_image(tmp_path / f"{i}.jpg", seed=i) for i in range(3)]
+    truncated = make_truncated_jpeg(tmp_path / "cut.jpg")
+    text = make_not_an_image(tmp_path / "notes.png")
+    enqueue(store, [*good, truncated, text])
+    pipe = run(store, classifier)
+    assert (pipe.done, pipe.failed) == (3, 2)
+    assert store.record(str(truncated)).status == "failed"
+    assert store.record(str(truncated)).error == "truncated JPEG"
+    assert store.record(str(text)).error
+    assert all(store.record(str(f)).status == "done" for f in good)
+
+
+def test_same_bytes_are_classified_once(store, classifier, tmp_path):
+    original = make_image(tmp_path / "cat.jpg", seed=42)
+    copy = tmp_path / "copy-of-cat.jpg"
+    shutil.copyfile(original, copy)
+    enqueue(store, [original, copy])
+    pipe = run(store, classifier)
+    assert pipe.model_rows == 1
+    assert pipe.done == 2
+    a, b = store.record(str(original)), store.record(str(copy))
+    assert a.sha256 == b.sha256 and a.labels == b.labels and a.status == "done"
+
+    # a later copy links to the stored content without a model call
+    later = tmp_path / "later.jpg"
+    shutil.copyfile(original, later)
+    enqueue(store, [later])
+    pipe = run(store, classifier)
+    assert (pipe.linked, pipe.model_rows) == (1, 0)
+    assert store.record(str(later)).labels == a.labels
+
+
+def test_file_deleted_after_enqueue_is_vanished_not_failed(store, classifier, tmp_path):
+    keep = make_image(tmp_path / "keep.jpg", seed=1)
+    gone = make_image(tmp_path / "gone.jpg", seed=2)
+    enqueue(store, [keep, gone])
+    gone.unlink()
+    pipe = run(store, classifier)
+    assert (pipe.done, pipe.failed, pipe.vanished) == (1, 0, 1)
+    assert store.record(str(gone)) is None  # never read: forgotten
+    assert store.record(str(keep)).status == "done"
+
+
+def test_stop_mid_run_hands_back_unprocessed_claims(store, classifier, tmp_path):
+    files = [make_image(tmp_path / f"{i:03}.jpg", seed=i) for i in range(40)]
+    enqueue(store, files)
+    pipe = Pipeline(store, classifier, "test:stop", batch_size=4, decode_workers=2)
+    pipe.start()
+    wait_for(lambda: pipe.done >= 1, what="a first batch")
+    pipe.stop()
+    pipe.stop()  # twice is fine
+    assert not any(t.is_alive() for t in pipe._threads)
+    rows = queue_rows(store)
+    assert rows, "stopped after everything was done: make the run longer"
+    assert all(claimed_by is None for _, claimed_by in rows)
+    assert pipe.done + len(rows) == len(files)
+    assert len(queue.claim(store, "test:other", 100)) == len(rows)  # claimable again
+
+
+def test_in_flight_stays_bounded(store, classifier, tmp_path):
+    # 200 queued files over 20 distinct contents: the model sees each content about once
+    (tmp_path / "src").mkdir()
+    (tmp_path / "in").mkdir()
+    sources = [make_image(tmp_path / "src" / f"{i}.png", seed=i, size=(32, 24)) for i in range(20)]
+    files = []
+    for i in range(200):
+        dest = tmp_path / "in" / f"{i:03}.png"
+        shutil.copyfile(sources[i % 20], dest)
+        files.append(dest)
+    enqueue(store, files)
+    pipe = run(store, classifier, batch_size=4, decode_workers=2)
+    assert pipe.max_in_flight == 2 * 4 + 2
+    assert 0 < pipe.max_in_flight_seen <= pipe.max_in_flight
+    assert pipe.done + pipe.linked == 200
+    assert pipe.model_rows < 200
+    assert store.counts()["done"] == 200
+
+
+def test_wake_claims_new_work_without_waiting_for_the_idle_timeout(store, classifier, tmp_path):
+    with Pipeline(store, classifier, "test:wake", idle_wait_s=30) as pipe:
+        assert pipe.wait_idle(10)
+        healthy = pipe.last_progress
+        f = make_image(tmp_path / "late.jpg", seed=9)
+        enqueue(store, [f])
+        pipe.wake()
+        wait_for(lambda: pipe.done == 1, timeout=20, what="the woken claim")
+        assert pipe.last_progress >= healthy
+    assert store.record(str(f)).status == "done"
