@@ -1,0 +1,130 @@
+"""systemd's readiness protocol (sd_notify), without libsystemd.
+
+The protocol is small and documented (sd_notify(3)): newline-separated
+`KEY=VALUE` assignments in one datagram to the AF_UNIX socket named by
+$NOTIFY_SOCKET (a path, or an abstract address written with a leading `@`).
+Without NOTIFY_SOCKET every call is a silent no-op, so the service runs the same
+from a terminal. Errors are logged at debug level and never raised: telling
+systemd how we are doing must not be able to take the service down.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+
+def _address(value: str) -> str | None:
+    if value.startswith("@"):
+        return "\0" + value[1:]  # abstract namespace
+    if value.startswith("/"):
+        return value
+    return None  # vsock: addresses and others this daemon does not speak
+
+
+class Notifier:
+    """Sends sd_notify messages to $NOTIFY_SOCKET (read once, at construction)."""
+
+    def __init__(self, env: dict[str, str] | None = None):
+        env = os.environ if env is None else env
+        raw = env.get("NOTIFY_SOCKET", "")
+        self.address = _address(raw) if raw else None
+        if raw and self.address is None:
+            log.debug("NOTIFY_SOCKET=%s is not a unix socket address; not notifying", raw)
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.watchdog_interval_s = watchdog_interval(env)
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def send(self, *assignments: str) -> bool:
+        """Send `READY=1`, `STATUS=...` etc. in one datagram. True if it was sent."""
+        if self.address is None:
+            return False
+        message = "\n".join(assignments).encode()
+        with self._lock:
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                self._sock.sendto(message, self.address)
+                return True
+            except OSError as err:
+                log.debug("sd_notify %r failed: %s", assignments, err)
+                return False
+
+    def ready(self, status: str | None = None) -> bool:
+        return self.send("READY=1", *([f"STATUS={status}"] if status else []))
+
+    def status(self, text: str) -> bool:
+        return self.send(f"STATUS={text}")
+
+    def stopping(self) -> bool:
+        return self.send("STOPPING=1")
+
+    def reloading(self) -> bool:
+        # RELOADING=1 wants MONOTONIC_USEC= too (systemd >= 253 checks it for Type=notify-reload).
+        return self.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
+
+    def watchdog(self) -> bool:
+        return self.send("WATCHDOG=1")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None
+
+
+def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
+    """Half of $WATCHDOG_USEC in seconds (how often to ping), or None when systemd
+    asked for no watchdog, or asked it of another process ($WATCHDOG_PID)."""
+    env = os.environ if env is None else env
+    try:
+        usec = int(env.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return None
+    pid = env.get("WATCHDOG_PID")
+    if usec <= 0 or (pid and pid.strip() != str(os.getpid())):
+        return None
+    return usec / 2 / 1_000_000
+
+
+class WatchdogPinger:
+    """Sends WATCHDOG=1 every `interval_s` while `healthy()` says the work loop
+    is alive. A hung pipeline makes `healthy()` false, the pings stop, and
+    systemd restarts the service (WatchdogSec=)."""
+
+    def __init__(self, notifier: Notifier, interval_s: float, healthy: Callable[[], bool]):
+        self.notifier = notifier
+        self.interval_s = interval_s
+        self.healthy = healthy
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sd-watchdog", daemon=True)
+        self._warned = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            if self.healthy():
+                self.notifier.watchdog()
+                self._warned = False
+            elif not self._warned:
+                log.error("the pipeline made no progress for too long; "
+                          "withholding the systemd watchdog ping so the service is restarted")
+                self._warned = True
+            self._stop.wait(self.interval_s)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
