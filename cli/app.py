@@ -101,6 +101,8 @@ def state(ctx: typer.Context) -> CliState:
 # Command modules register themselves on `app` when imported.
 from . import query_cmds  # noqa: E402,F401
 from . import db_cmds  # noqa: E402,F401  (labels db copy)
+from . import gallery_cmd  # noqa: E402,F401
+from . import scan_cmd  # noqa: E402,F401
 
 
 def main() -> None:

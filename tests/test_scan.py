@@ -1,0 +1,70 @@
+"""`labels scan DIR` through the real CLI, store and (random-weights) InceptionV3."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from imagegen import make_image, make_truncated_jpeg
+from typer.testing import CliRunner
+
+from labels_cli.app import app
+from labelsd.scan import walk_images
+
+
+@pytest.fixture
+def scan(db_url, weights_file):
+    runner = CliRunner()
+
+    def run(folder, *extra):
+        result = runner.invoke(app, ["--db", db_url, "scan", str(folder),
+                                     "--weights", str(weights_file), "--batch-size", "4",
+                                     "--device", "cpu", *extra])
+        assert result.exit_code == 0, (result.output, result.exception)
+        return result.stdout.strip().splitlines()[-1]
+
+    return run
+
+
+def test_scan_labels_a_folder_then_skips_it_then_links_a_copy(scan, store, tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "2024").mkdir(parents=True)
+    (photos / ".thumbnails").mkdir()
+    files = [make_image(photos / f"{i}.jpg", seed=i) for i in range(3)]
+    files.append(make_image(photos / "2024" / "deep.png", seed=10))
+    make_image(photos / ".thumbnails" / "hidden.jpg", seed=11)
+    (photos / "notes.txt").write_text("not an image")
+    broken = make_truncated_jpeg(photos / "broken.jpg")
+
+    assert scan(photos) == "4 labeled, 0 linked, 1 failed, 0 unchanged"
+    for f in files:
+        rec = store.record(str(f))
+        assert rec.status == "done" and len(rec.labels) == 3
+    assert store.record(str(broken)).error == "truncated JPEG"
+    assert store.record(str(photos / ".thumbnails" / "hidden.jpg")) is None
+
+    assert scan(photos) == "0 labeled, 0 linked, 0 failed, 5 unchanged"
+
+    shutil.copyfile(files[0], photos / "copy.jpg")
+    files[1].unlink()
+    assert scan(photos) == "0 labeled, 1 linked, 0 failed, 4 unchanged, 1 missing"
+    assert store.record(str(photos / "copy.jpg")).sha256 == store.record(str(files[0])).sha256
+    assert store.record(str(files[1])).status == "missing"
+
+
+def test_scan_rejects_a_missing_folder(db_url, tmp_path):
+    result = CliRunner().invoke(app, ["--db", db_url, "scan", str(tmp_path / "nope")])
+    assert result.exit_code == 2
+
+
+def test_walk_does_not_follow_symlinks_out_of_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    inside = make_image(root / "a.jpg")
+    make_image(outside / "b.jpg", seed=1)
+    (root / "link-out.jpg").symlink_to(outside / "b.jpg")
+    (root / "dir-out").symlink_to(outside, target_is_directory=True)
+    (root / "link-in.jpg").symlink_to(inside)
+    found = sorted(f.path for f in walk_images(str(root)))
+    assert found == [str(root / "a.jpg"), str(root / "link-in.jpg")]
