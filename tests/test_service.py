@@ -1,0 +1,274 @@
+"""The real `labelsd`, started as a subprocess on a folder in tmp_path, with the
+random-weights InceptionV3 and a SQLite file: every image that lands is labelled
+exactly once, through bursts, crashes, stops and half-written files.
+
+One long-lived service (`inbox_service`) serves the checks that do not need a
+restart, in file order; the crash test runs its own service three times. Waits
+poll the database or the log with deadlines (tests/servicekit.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from imagegen import make_image, make_not_an_image, make_truncated_jpeg, make_truncated_png
+from servicekit import LABELSD, Service, cpu_idle, service_env, sha256_of, wait_for
+
+SIZE = (320, 240)
+SETTLE_S = 60  # deadline for a handful of images
+IGNORED = [".hidden.jpg", "._x.jpg", "x.jpg.part", "notes.txt"]
+
+
+def real(path: Path) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def make_batch(folder: Path, n: int, *, first_seed: int, prefix: str = "img") -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_image(folder / f"{prefix}{i:03d}.jpg", size=SIZE, seed=first_seed + i)
+            for i in range(n)]
+
+
+def labelled_once(log: str, name: str) -> int:
+    return log.count(f"labeled {name}:")
+
+
+@pytest.fixture(scope="module")
+def inbox_service(tmp_path_factory, weights_files):
+    home = real(tmp_path_factory.mktemp("svc"))
+    inbox = home / "inbox"
+    inbox.mkdir()
+    svc = Service(home, db=home / "db" / "labels.db", weights=weights_files.legacy_h5,
+                  watch=[inbox])
+    svc.inbox = inbox
+    svc.staging = home / "staging"
+    svc.staging.mkdir()
+    svc.start().wait_ready()
+    yield svc
+    assert svc.stop() == 0, svc.tail()
+
+
+# --------------------------------------------------------------------------- one service
+
+
+def test_photos_of_several_formats_get_labels_broken_ones_a_reason(inbox_service):
+    svc, staging = inbox_service, inbox_service.staging / "formats"
+    staging.mkdir()
+    for name in IGNORED:  # first, so their events are handled before the images'
+        (svc.inbox / name).write_bytes(b"\xff\xd8 not really an image")
+    good = [make_image(staging / f"photo.{ext}", size=SIZE, seed=10 + i)
+            for i, ext in enumerate(["jpg", "png", "webp", "gif", "bmp", "tiff", "heic"])]
+    good.append(make_image(staging / "gray.png", size=SIZE, mode="L", seed=20))
+    broken = [make_not_an_image(staging / "not-a-photo.jpg"),
+              make_truncated_jpeg(staging / "cut.jpg"),
+              make_truncated_png(staging / "cut.png", keep=0.3)]
+    for src in good + broken:
+        shutil.copy(src, svc.inbox / src.name)
+
+    statuses = svc.wait_settled([svc.inbox / p.name for p in good + broken], SETTLE_S)
+    assert [statuses[str(svc.inbox / p.name)] for p in good] == ["done"] * len(good)
+    assert [statuses[str(svc.inbox / p.name)] for p in broken] == ["failed"] * len(broken)
+    errors = dict(svc.query("SELECT p.path, c.error FROM paths p JOIN contents c "
+                            "ON c.sha256 = p.sha256 WHERE c.status = 'failed'"))
+    for p in broken:
+        assert errors[str(svc.inbox / p.name)], f"{p.name} failed without a reason"
+    assert svc.predictions_per_content() == {sha256_of(p): 3 for p in good}
+
+    recorded = set(svc.statuses())
+    assert not [n for n in IGNORED if str(svc.inbox / n) in recorded]
+    assert svc.alive(), svc.tail()
+
+
+def test_burst_of_300_images_each_labelled_exactly_once(inbox_service):
+    svc = inbox_service
+    staged = make_batch(svc.staging / "burst", 300, first_seed=1000)
+    target = svc.inbox / "burst"
+    target.mkdir()  # the new folder is watched as it appears
+    for src in staged:
+        shutil.copy(src, target / src.name)
+    dests = [target / p.name for p in staged]
+
+    statuses = svc.wait_settled(dests, 300)
+    assert set(statuses.values()) == {"done"}
+    shas = {sha256_of(p) for p in dests}
+    assert len(shas) == 300
+    per_content = svc.predictions_per_content()
+    assert {per_content.get(s) for s in shas} == {3}
+    burst_paths = svc.query("SELECT path FROM paths WHERE path LIKE ?", (f"{target}/%",))
+    assert len(burst_paths) == 300
+    log = svc.log()
+    assert [n for n in (p.name for p in dests) if labelled_once(log, n) != 1] == []
+    assert svc.query("SELECT count(*) FROM queue")[0][0] == 0
+    assert svc.alive()
+
+
+def test_half_written_files_are_read_only_once_complete(inbox_service):
+    svc = inbox_service
+    data = make_image(svc.staging / "slow.jpg", size=(640, 480), seed=77, quality=95).read_bytes()
+    renamed = make_image(svc.staging / "download.jpg", size=SIZE, seed=78).read_bytes()
+    slow = svc.inbox / "slow.jpg"
+    chunk = len(data) // 6 + 1
+    with open(slow, "wb") as out:  # one writer, several seconds, pauses between chunks
+        for i, start in enumerate(range(0, len(data), chunk)):
+            out.write(data[start:start + chunk])
+            out.flush()
+            if i == 1:  # meanwhile, a download under a temporary name, then renamed
+                partial = svc.inbox / "download.jpg.part"
+                partial.write_bytes(renamed)
+                partial.rename(svc.inbox / "download.jpg")
+            time.sleep(0.7)  # the writer's pace, not a wait for the service
+
+    svc.wait_settled([slow, svc.inbox / "download.jpg"], SETTLE_S, want=("done",))
+    assert svc.path_row(slow)[0] == sha256_of(slow)
+    assert svc.path_row(svc.inbox / "download.jpg")[0] == sha256_of(svc.inbox / "download.jpg")
+    log = svc.log()
+    assert labelled_once(log, "slow.jpg") == 1 and "failed slow.jpg" not in log
+    assert labelled_once(log, "download.jpg") == 1
+    assert svc.path_row(svc.inbox / "download.jpg.part") is None
+
+
+def test_rename_delete_folder_moved_in_and_copy(inbox_service):
+    svc = inbox_service
+    (svc.inbox / "sub").mkdir()  # watched well before anything is moved into it
+    a, b, c = (make_image(svc.inbox / f"{n}.jpg", size=SIZE, seed=s)
+               for n, s in (("keep", 501), ("gone", 502), ("orig", 503)))
+    svc.wait_settled([a, b, c], SETTLE_S, want=("done",))
+    sha_a = svc.path_row(a)[0]
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")
+    with sqlite3.connect(svc.db, timeout=30) as conn:  # a tag, as `labels tag` stores it
+        conn.execute("INSERT INTO tags (sha256, tag_key, tag, created_at) VALUES (?, ?, ?, ?)",
+                     (sha_a, "vacation", "Vacation", now))
+
+    moved_a = svc.inbox / "sub" / "renamed.jpg"
+    a.rename(moved_a)
+    b.unlink()
+    album = make_batch(svc.staging / "album", 3, first_seed=600, prefix="album")[0].parent
+    album.rename(svc.inbox / "album")  # a folder with files already inside
+    copy = svc.inbox / "copy-of-orig.jpg"
+    shutil.copy(c, copy)
+
+    album_files = sorted((svc.inbox / "album").iterdir())
+    svc.wait_settled([moved_a, copy, *album_files], SETTLE_S, want=("done",))
+    wait_for(lambda: svc.statuses().get(str(b)) == "missing", SETTLE_S, "gone.jpg missing")
+    assert svc.path_row(a) is None
+    assert svc.path_row(moved_a)[0] == sha_a and svc.tags_of(moved_a) == ["Vacation"]
+    assert svc.path_row(b)[0] is not None  # labels kept for a missing file
+    assert svc.predictions_per_content()[svc.path_row(b)[0]] == 3
+    assert svc.path_row(copy)[0] == svc.path_row(c)[0]
+    log = svc.log()
+    assert "linked copy-of-orig.jpg" in log and labelled_once(log, "copy-of-orig.jpg") == 0
+    assert labelled_once(log, "renamed.jpg") == 0  # a rename is not a new image
+    assert svc.alive()
+
+
+def test_idle_service_uses_almost_no_cpu(inbox_service):
+    svc = inbox_service
+    wait_for(lambda: svc.query("SELECT count(*) FROM queue")[0][0] == 0, SETTLE_S, "empty queue")
+    used = cpu_idle(svc, 5.0)
+    assert used < 0.5, f"idle labelsd used {used:.2f}s of CPU in 5s"
+    assert svc.alive()
+
+
+# --------------------------------------------------------------------------- restarts
+
+
+def test_stop_crash_and_poll_restarts_label_everything_once(tmp_path, weights_files):
+    """SIGTERM mid-burst exits 0 quickly; the restart carries on and is killed -9
+    mid-work; files land while it is down; a --poll restart finishes everything,
+    picks up a dropped file, and every image is labelled exactly once."""
+    home = real(tmp_path)
+    inbox = home / "inbox"
+    inbox.mkdir()
+    svc = Service(home, db=home / "labels.db", weights=weights_files.legacy_h5, watch=[inbox])
+    staged = make_batch(home / "staging", 70, first_seed=2000)
+    try:
+        svc.start().wait_ready()
+        first = staged[:40]
+        for src in first:
+            shutil.copy(src, inbox / src.name)
+        wait_for(lambda: svc.count_with_status([inbox / p.name for p in first], "done") >= 3,
+                 120, "the first images to be labelled", on_timeout=svc.tail)
+
+        # 1. SIGTERM mid-burst: exit 0 within 10 s, claims handed back
+        started = time.monotonic()
+        svc.signal(signal.SIGTERM)
+        assert svc.wait_exit(15) == 0, svc.tail()
+        assert time.monotonic() - started < 10, svc.tail()
+        assert svc.query("SELECT count(*) FROM queue WHERE claimed_by IS NOT NULL")[0][0] == 0
+        assert svc.query("SELECT count(*) FROM nodes WHERE stopped_at IS NULL")[0][0] == 0
+        left = len(first) - svc.count_with_status([inbox / p.name for p in first], "done")
+        assert left > 0, "the burst finished before SIGTERM; the test proves nothing"
+
+        # 2. restart: it resumes the queue; kill -9 while it works
+        svc.start().wait_ready()
+        done_before = svc.count_with_status([inbox / p.name for p in first], "done")
+        more = staged[40:60]
+        for src in more:
+            shutil.copy(src, inbox / src.name)
+        wait_for(lambda: svc.count_with_status([inbox / p.name for p in first], "done")
+                 > done_before, 120, "the restart to resume the queue", on_timeout=svc.tail)
+        dead_node = svc.query("SELECT node_id FROM nodes WHERE stopped_at IS NULL")[0][0]
+        svc.signal(signal.SIGKILL)
+        svc.wait_exit(10)
+        while_down = staged[60:]
+        for src in while_down:
+            shutil.copy(src, inbox / src.name)
+
+        # 3. --poll restart: the dead node's claims are taken over at once, everything ends done
+        svc.start(["--poll"]).wait_ready()
+        assert svc.query("SELECT count(*) FROM queue WHERE claimed_by = ?", (dead_node,)) == [(0,)]
+        all_paths = [inbox / p.name for p in staged]
+        svc.wait_settled(all_paths, 240, want=("done",))
+        dropped = make_image(home / "dropped.jpg", size=SIZE, seed=2999)
+        shutil.copy(dropped, inbox / "dropped.jpg")  # seen by polling only
+        svc.wait_settled([inbox / "dropped.jpg"], SETTLE_S, want=("done",))
+        assert "polling every" in svc.log()
+
+        shas = [sha256_of(p) for p in all_paths]
+        assert len(set(shas)) == len(staged)
+        per_content = svc.predictions_per_content()
+        assert {per_content.get(s) for s in shas} == {3}
+        assert svc.query("SELECT count(*) FROM paths")[0][0] == len(staged) + 1
+        assert svc.query("SELECT count(*) FROM queue")[0][0] == 0
+        assert svc.stop() == 0, svc.tail()
+        assert svc.integrity() == "ok"
+    finally:
+        if svc.alive():
+            svc.proc.kill()
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_no_weights_is_one_line_and_exit_1(tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    run = subprocess.run([str(LABELSD), "--watch", str(inbox), "--db", str(tmp_path / "l.db"),
+                          "--weights", str(tmp_path / "nope.h5")],
+                         capture_output=True, text=True, env=service_env(tmp_path), timeout=120)
+    assert run.returncode == 1
+    errors = [line for line in run.stderr.splitlines() if line.startswith("labelsd: error:")]
+    assert len(errors) == 1 and "Traceback" not in run.stderr
+
+
+def test_nothing_to_watch_is_a_clear_line(tmp_path):
+    run = subprocess.run([str(LABELSD), "--db", str(tmp_path / "l.db")], capture_output=True,
+                         text=True, env=service_env(tmp_path), timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().startswith("labelsd: error: nothing to watch")
+
+
+def test_help_lists_every_option():
+    out = subprocess.run([str(LABELSD), "--help"], capture_output=True, text=True,
+                         timeout=60).stdout
+    for option in ("--watch", "--db", "--weights", "--config", "--batch-size", "--device",
+                   "--poll", "--log-level"):
+        assert option in out
