@@ -12,6 +12,7 @@ from __future__ import annotations
 # ---------------------------------------------------------------------------
 
 import collections as _collections
+import warnings as _warnings
 
 import pytest as _pytest
 
@@ -57,7 +58,9 @@ def weights_files(tmp_path_factory):
     legacy = folder / "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
     _write_keras2_h5(legacy, layers)
     keras3 = folder / "inception_v3.weights.h5"
-    model.save_weights(keras3)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("ignore", DeprecationWarning)  # keras' np.array(x) under numpy 2
+        model.save_weights(keras3)
 
     top_name, top_weights = layers[-1]
     kernel, bias = (value for _, value in top_weights)
