@@ -9,11 +9,14 @@ poll the database or the log with deadlines (tests/servicekit.py).
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -272,3 +275,38 @@ def test_help_lists_every_option():
     for option in ("--watch", "--db", "--weights", "--config", "--batch-size", "--device",
                    "--poll", "--log-level"):
         assert option in out
+
+
+# --------------------------------------------------------------------------- in process
+
+
+def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
+    """ENOSPC from inotify (fs.inotify.max_user_watches reached): one clear line,
+    and that root is polled instead of the service dying."""
+    from labelsd import queue
+    from labelsd.watcher import Watcher
+
+    class ExhaustedInotify:
+        def start(self):
+            pass
+
+        def schedule(self, *args, **kwargs):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def stop(self):
+            pass
+
+        def is_alive(self):
+            return False
+
+    inbox = real(tmp_path / "inbox")
+    inbox.mkdir()
+    woke = threading.Event()
+    with caplog.at_level(logging.INFO, logger="labelsd.watcher"):
+        with Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=ExhaustedInotify):
+            make_image(inbox / "a.jpg", size=SIZE)
+            wait_for(woke.is_set, 30, "the polled file to be queued")
+    assert queue.queue_depth(store) == 1
+    limit_lines = [r for r in caplog.records if "fs.inotify.max_user_watches" in r.getMessage()]
+    assert len(limit_lines) == 1 and limit_lines[0].levelno == logging.WARNING
+    assert any("polling every" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,208 @@
+"""labelsd under systemd: the unit files verify, the sd_notify protocol is
+spoken (READY=1 only once the model is loaded, WATCHDOG=1 while healthy,
+STATUS=, STOPPING=1), and SIGHUP adds a watched folder without a restart."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from imagegen import make_image
+from servicekit import LABELSD, Service, service_env, wait_for
+
+from labelsd.config import load_settings
+from labelsd.notify import Notifier, WatchdogPinger, watchdog_interval
+
+UNITS = Path(__file__).resolve().parent.parent / "systemd"
+
+
+def unit_lines(name: str) -> list[str]:
+    """The unit's settings, comments dropped."""
+    return [line.strip() for line in (UNITS / name).read_text().splitlines()
+            if line.strip() and not line.lstrip().startswith(("#", ";"))]
+
+
+# --------------------------------------------------------------------------- unit files
+
+
+@pytest.mark.parametrize("name, mode", [("labelsd.service", "--system"),
+                                        ("labelsd-user.service", "--user")])
+def test_unit_files_verify(tmp_path, name, mode):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd; `make test` does)")
+    # verify checks that ExecStart's binary exists: point it at this venv's labelsd
+    text = re.sub(r"^ExecStart=\S+", f"ExecStart={LABELSD}", (UNITS / name).read_text(),
+                  flags=re.M)
+    unit = tmp_path / "labelsd.service"
+    unit.write_text(text)
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(mode=0o700)
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
+    run = subprocess.run([analyze, mode, "verify", str(unit)], capture_output=True, text=True,
+                         env=env, timeout=60)
+    assert run.returncode == 0, run.stderr
+    # unknown keys and bad values are only warnings: any output is a failure here
+    assert run.stdout.strip() == "" and run.stderr.strip() == "", run.stdout + run.stderr
+
+
+def test_system_unit_is_notify_watchdog_and_hardened():
+    lines = set(unit_lines("labelsd.service"))
+    for wanted in ("Type=notify", "NotifyAccess=main", "Restart=on-failure",
+                   "ExecStart=/usr/local/bin/labelsd --config /etc/labels/config.toml",
+                   "User=labelsd", "StateDirectory=labelsd", "ReadWritePaths=/var/lib/labelsd",
+                   "Environment=KERAS_HOME=/var/lib/labelsd/keras", "NoNewPrivileges=yes",
+                   "ProtectSystem=strict", "ProtectHome=read-only", "PrivateTmp=yes",
+                   "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
+                   "ProtectControlGroups=yes", "RestrictNamespaces=yes", "LockPersonality=yes",
+                   "RestrictRealtime=yes", "SystemCallArchitectures=native"):
+        assert wanted in lines, wanted
+    keys = {line.split("=", 1)[0] for line in lines}
+    assert "PrivateDevices" not in keys  # the GPU's /dev/nvidia* must stay visible
+    assert "MemoryDenyWriteExecute" not in keys  # TensorFlow's JIT needs W+X pages
+    settings = dict(line.split("=", 1) for line in lines if "=" in line)
+    assert int(settings["WatchdogSec"]) >= 30
+    assert int(settings["TimeoutStopSec"]) >= 15  # the ~10 s drain fits
+
+
+def test_example_config_is_valid(monkeypatch, tmp_path):
+    settings = load_settings(str(UNITS / "config.toml"), env={})
+    assert settings.watch and settings.db == "/var/lib/labelsd/labels.db"
+    assert (settings.batch_size, settings.device, settings.poll, settings.log_level) == (
+        8, "auto", False, "info")
+
+
+# --------------------------------------------------------------------------- sd_notify
+
+
+class NotifyListener:
+    """A datagram socket standing in for systemd's notify socket."""
+
+    def __init__(self, address: str, on_message=None):
+        self.address = address
+        self.messages: list[tuple[float, str]] = []
+        self.on_message = on_message
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind("\0" + address[1:] if address.startswith("@") else address)
+        self.sock.settimeout(0.2)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(4096).decode()
+            except (TimeoutError, socket.timeout):
+                continue
+            for line in data.splitlines():
+                self.messages.append((time.monotonic(), line))
+                if self.on_message:
+                    self.on_message(line)
+
+    def lines(self, prefix: str = "") -> list[str]:
+        return [m for _, m in list(self.messages) if m.startswith(prefix)]
+
+    def close(self):
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+def test_notifier_speaks_the_protocol(tmp_path):
+    listener = NotifyListener(str(tmp_path / "notify.sock"))
+    abstract = NotifyListener(f"@labelsd-test-{os.getpid()}")
+    try:
+        assert not Notifier(env={}).ready()  # no NOTIFY_SOCKET: a silent no-op
+        Notifier(env={"NOTIFY_SOCKET": listener.address}).ready("watching 1 folder")
+        Notifier(env={"NOTIFY_SOCKET": abstract.address}).stopping()
+        wait_for(lambda: listener.lines() == ["READY=1", "STATUS=watching 1 folder"], 5, "READY")
+        wait_for(lambda: abstract.lines() == ["STOPPING=1"], 5, "STOPPING on an @ address")
+    finally:
+        listener.close()
+        abstract.close()
+
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000"}) == 1.0
+    assert watchdog_interval({"WATCHDOG_USEC": "2000000", "WATCHDOG_PID": "1"}) is None
+    assert watchdog_interval({}) is None
+
+
+def test_watchdog_pings_stop_when_the_pipeline_hangs(tmp_path):
+    listener = NotifyListener(str(tmp_path / "wd.sock"))
+    healthy = threading.Event()
+    healthy.set()
+    pinger = WatchdogPinger(Notifier(env={"NOTIFY_SOCKET": listener.address}), 0.05,
+                            healthy.is_set)
+    try:
+        pinger.start()
+        wait_for(lambda: len(listener.lines("WATCHDOG=1")) >= 3, 5, "pings while healthy")
+        healthy.clear()  # the pipeline stops making progress
+        time.sleep(0.2)  # let a ping already on its way land
+        count = len(listener.lines("WATCHDOG=1"))
+        time.sleep(0.5)  # ten intervals: a measurement window, not a wait
+        assert len(listener.lines("WATCHDOG=1")) == count
+    finally:
+        pinger.stop()
+        listener.close()
+
+
+def test_service_notifies_systemd_and_reloads_watched_folders(tmp_path, weights_files):
+    home = Path(os.path.realpath(tmp_path))
+    first, second = home / "first", home / "second"
+    first.mkdir()
+    second.mkdir()
+    config = home / "config.toml"
+    config.write_text(f'watch = ["{first}"]\n')
+    db = home / "labels.db"
+    address = f"@labelsd-test-notify-{os.getpid()}"
+    svc = Service(home, db=db, weights=weights_files.legacy_h5, args=["--config", str(config)],
+                  env=service_env(home, NOTIFY_SOCKET=address, WATCHDOG_USEC="2000000",
+                                  JOURNAL_STREAM="8:4242"))
+    seen_at_ready: dict[str, object] = {}
+
+    def on_message(line: str):
+        if line == "READY=1" and not seen_at_ready:
+            seen_at_ready["log"] = svc.log()
+            seen_at_ready["model"] = svc.query("SELECT model FROM nodes")
+
+    listener = NotifyListener(address, on_message)
+    try:
+        svc.start()
+        wait_for(lambda: "READY=1" in listener.lines(), 180, "READY=1", on_timeout=svc.tail)
+        # ready only once the model is loaded and warm, the node registered, the watch up
+        assert "warmed up" in seen_at_ready["log"] and "watching " in seen_at_ready["log"]
+        assert seen_at_ready["model"] and seen_at_ready["model"][0][0].startswith("InceptionV3")
+        assert any(s.startswith("STATUS=watching 1 folder, ") for s in listener.lines("STATUS="))
+        wait_for(lambda: len(listener.lines("WATCHDOG=1")) >= 3, 10, "repeated WATCHDOG=1")
+
+        # journald format: a priority prefix, no timestamp of our own
+        assert re.search(r"^<6>labelsd: ready: watching 1 folder", svc.log(), re.M)
+        assert not re.search(r"^\d{4}-\d\d-\d\d ", svc.log(), re.M)
+
+        # SIGHUP with a second folder in the config: watched without a restart
+        config.write_text(f'watch = ["{first}", "{second}"]\n')
+        svc.signal(signal.SIGHUP)
+        svc.wait_log("reloaded the config", 30)
+        assert "RELOADING=1" in listener.lines()
+        photo = make_image(home / "photo.jpg", size=(320, 240), seed=5)
+        shutil.copy(photo, second / "photo.jpg")
+        svc.wait_settled([second / "photo.jpg"], 60, want=("done",))
+        wait_for(lambda: any(s.startswith("STATUS=watching 2 folders")
+                             for s in listener.lines("STATUS=")), 10, "STATUS with 2 folders")
+
+        svc.signal(signal.SIGTERM)
+        assert svc.wait_exit(15) == 0, svc.tail()
+        wait_for(lambda: "STOPPING=1" in listener.lines(), 5, "STOPPING=1")
+        assert svc.alive() is False
+    finally:
+        if svc.alive():
+            svc.proc.kill()
+        listener.close()
