@@ -103,6 +103,9 @@ from . import query_cmds  # noqa: E402,F401
 from . import db_cmds  # noqa: E402,F401  (labels db copy)
 from . import gallery_cmd  # noqa: E402,F401
 from . import scan_cmd  # noqa: E402,F401
+from .model_cmds import model_app  # noqa: E402
+
+app.add_typer(model_app, name="model")
 
 
 def main() -> None:

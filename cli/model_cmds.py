@@ -17,14 +17,17 @@ model_app = typer.Typer(
 
 @model_app.command("info")
 def info(
+    ctx: typer.Context,
     weights: Optional[Path] = typer.Option(
-        None, "--weights", envvar="LABELS_WEIGHTS", help="A local weights file instead of keras' cache."
+        None, "--weights", help="A local weights file (default: LABELS_WEIGHTS, the config file, keras' cache)."
     ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
-    facts = model.weights_info(weights)
+    from .app import state
+
+    facts = model.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))

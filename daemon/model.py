@@ -20,6 +20,10 @@ import numpy as np
 from labelsd.errors import ConfigError, DeviceUnavailable, WeightsUnavailable
 from labelsd.records import Prediction
 
+# TensorFlow's C++ start-up chatter (oneDNN notes, "no CUDA drivers") is noise in a
+# service log; real failures reach us as Python exceptions. A user can still set it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
 log = logging.getLogger(__name__)
 
 IMAGE_SIZE = 299
