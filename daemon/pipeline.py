@@ -20,7 +20,7 @@ import os
 import queue as queue_mod
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -130,6 +130,7 @@ class Pipeline:
         self._wake = threading.Event()
         self._batcher_done = threading.Event()
         self._ready: queue_mod.Queue = queue_mod.Queue()
+        self._carry: deque[_Item] = deque()  # decoded, left for the next batch (batcher only)
         self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
         self._pool: ThreadPoolExecutor | None = None
         self._threads: list[threading.Thread] = []
@@ -409,7 +410,7 @@ class Pipeline:
             while True:
                 self._beat("batcher")
                 try:
-                    first = self._ready.get(timeout=POLL_S)
+                    first = self._carry.popleft() if self._carry else self._ready.get(timeout=POLL_S)
                 except queue_mod.Empty:
                     if self._stop.is_set():
                         return
@@ -436,7 +437,7 @@ class Pipeline:
         deadline = time.monotonic() + self.max_wait_s
         while wanted < self.batch_size:
             try:
-                item = self._ready.get_nowait()
+                item = self._carry.popleft() if self._carry else self._ready.get_nowait()
             except queue_mod.Empty:
                 with self._lock:
                     busy = self._preparing > 0
@@ -453,12 +454,34 @@ class Pipeline:
             wanted += item.final is None
         if self._stop.is_set():
             return None
+        items = self._fit_ladder(items, wanted)
         with self._lock:
             for item in items:
                 item.taken = True
                 if item.sha256 and self._pending_by_sha.get(item.sha256) is item:
                     del self._pending_by_sha[item.sha256]
         return items
+
+    def _fit_ladder(self, items: list[_Item], wanted: int) -> list[_Item]:
+        """While more images are coming, run the largest padded size that is full
+        (6 ready -> 4 now, 2 carried to the next batch) instead of padding 6 to 8:
+        a padded row costs a full forward row and labels nothing."""
+        with self._lock:
+            more_coming = self._preparing > 0 or not self._ready.empty()
+        ladder = getattr(self.classifier, "ladder", None)
+        if not more_coming or not ladder or wanted in ladder:
+            return items
+        fits = max(size for size in ladder if size <= wanted)
+        keep, carry, taken = [], [], 0
+        for item in items:
+            if item.final is None:
+                if taken >= fits:
+                    carry.append(item)
+                    continue
+                taken += 1
+            keep.append(item)
+        self._carry.extend(carry)
+        return keep
 
     def _classify(self, items: list[_Item]) -> list[Outcome]:
         """One model call for the batch; the same bytes twice go through it once."""
