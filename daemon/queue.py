@@ -91,7 +91,10 @@ def enqueue(store: Store, files: Iterable[FileFacts | str], *, force: bool = Fal
     mtime match what was last read there, and whose content is settled, is
     skipped unless `force`. Returns how many paths were queued or re-stamped."""
     facts = [f if isinstance(f, FileFacts) else FileFacts(f) for f in files]
-    facts = [FileFacts(canonical_path(f.path), f.size, f.mtime_ns) for f in facts]
+    # Sorted: concurrent enqueuers (nodes watching one shared folder) then lock
+    # rows in one order, which keeps PostgreSQL deadlocks between them rare.
+    facts = sorted((FileFacts(canonical_path(f.path), f.size, f.mtime_ns) for f in facts),
+                   key=lambda f: f.path)
     if not facts:
         return 0
     now = _now()

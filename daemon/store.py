@@ -99,7 +99,7 @@ def _explain(err: Exception, where: str) -> StoreUnavailable:
     elif "unable to open" in lowered:
         advice = (f"cannot open the database {where}; check that its folder exists and is "
                   "writable")
-    elif "locked" in lowered or "busy" in lowered:
+    elif any(word in lowered for word in ("locked", "busy", "deadlock", "could not serialize")):
         advice = f"the database {where} stayed locked by another process; try again"
     else:
         advice = f"database error on {where}: {detail}"

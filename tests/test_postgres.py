@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -319,3 +320,144 @@ def test_postgres_cases_fail_loudly_in_ci_without_binaries(tmp_path):
     assert "1 passed, 1 error" in results["true"], results["true"]
     assert "PostgreSQL is required in CI" in results["true"]
     assert "1 passed, 1 skipped" in results[""], results[""]
+
+
+# ---- two real labelsd services on one PostgreSQL --------------------------------------
+
+NODE_LEASE_S = "6"  # LABELS_CLAIM_LEASE_S for the services: a killed node's claims return fast
+
+
+def _start_nodes(tmp_path, pg_url, weights_file, n=2):
+    from servicekit import Service, service_env
+
+    inbox = tmp_path / "shared-inbox"
+    inbox.mkdir()
+    services = []
+    for i in range(n):
+        home = tmp_path / f"node{i}"
+        home.mkdir()
+        svc = Service(home, db=home / "unused.db", weights=weights_file, watch=[inbox],
+                      args=["--batch-size", "2"], name=f"labelsd-{i}",
+                      env=service_env(home, LABELS_CLAIM_LEASE_S=NODE_LEASE_S))
+        svc.argv[svc.argv.index("--db") + 1] = pg_url  # servicekit assumes a SQLite file
+        services.append(svc.start())
+    for svc in services:
+        svc.wait_ready()
+    return inbox, services
+
+
+def _drop_images(tmp_path, inbox, n: int) -> list[str]:
+    """Stage n distinct small JPEGs, then move them into the watched folder at once."""
+    from imagegen import make_image
+
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    staged = [make_image(staging / f"img_{i:03d}.jpg", size=(96, 72), seed=5000 + i)
+              for i in range(n)]
+    for src in staged:
+        os.rename(src, inbox / src.name)
+    return [os.path.realpath(inbox / src.name) for src in staged]
+
+
+def _library_facts(pg_url) -> dict:
+    with open_store(pg_url, migrate=False) as store, store.read() as session:
+        return {
+            "statuses": {r.path: r.status for r in store.records()},
+            "contents": session.scalar(select(func.count()).select_from(Content)),
+            "predictions": dict(session.execute(
+                select(Prediction.sha256, func.count()).group_by(Prediction.sha256)).all()),
+            "queue": session.scalar(select(func.count()).select_from(QueueItem)),
+        }
+
+
+def _wait_all_done(pg_url, paths, services, timeout=400):
+    from servicekit import wait_for
+
+    def done():
+        for svc in services:
+            if svc.proc.returncode not in (None, -9) and not svc.alive():
+                raise AssertionError(f"{svc.name} died\n{svc.tail()}")
+        facts = _library_facts(pg_url)
+        return facts if all(facts["statuses"].get(p) == "done" for p in paths) else None
+
+    def report():
+        facts = _library_facts(pg_url)
+        late = [p for p in paths if facts["statuses"].get(p) != "done"]
+        return (f"{len(late)} not done, e.g. {late[:3]}\n"
+                + "\n".join(s.tail(15) for s in services))
+
+    return wait_for(done, timeout, f"{len(paths)} images done", interval=0.5, on_timeout=report)
+
+
+def _node_rows(pg_url) -> dict:
+    from labelsd import nodes
+
+    with open_store(pg_url, migrate=False) as store:
+        return {n.pid: n for n in nodes.list_nodes(store)}
+
+
+def _assert_each_labeled_once(facts, paths):
+    assert facts["contents"] == len(paths)
+    assert sorted(facts["statuses"]) == sorted(paths)  # no duplicate or stray paths
+    assert set(facts["predictions"].values()) == {3} and len(facts["predictions"]) == len(paths)
+    assert facts["queue"] == 0
+
+
+@pytest.mark.timeout(900)
+def test_two_services_share_one_postgresql(tmp_path, pg_url, weights_file):
+    from labels_cli.app import app
+    from servicekit import wait_for
+    from typer.testing import CliRunner
+
+    inbox, services = _start_nodes(tmp_path, pg_url, weights_file)
+    try:
+        paths = _drop_images(tmp_path, inbox, 200)
+        facts = _wait_all_done(pg_url, paths, services)
+        _assert_each_labeled_once(facts, paths)
+        # Both nodes did part of the work (their counters reach the table with the heartbeat).
+        pids = {svc.pid for svc in services}
+        wait_for(lambda: (r := _node_rows(pg_url)) and all(r.get(p) and r[p].done > 0
+                                                            for p in pids)
+                 and sum(r[p].done for p in pids) >= 200, 30, "both nodes' done counters",
+                 on_timeout=lambda: str(_node_rows(pg_url)))
+        # Each image was classified by exactly one node, once.
+        logs = "".join(svc.log() for svc in services)
+        assert [p for p in paths if logs.count(f"labeled {os.path.basename(p)}:") != 1] == []
+        # Transient lock conflicts are retried with a warning; nothing may be an error.
+        assert "Traceback" not in logs
+        assert re.findall(r"^\S+ \S+ (?:ERROR|CRITICAL) .*$", logs, re.M) == []
+        # `labels status --json` lists every node.
+        result = CliRunner().invoke(app, ["--db", pg_url, "status", "--json"])
+        assert result.exit_code == 0, result.output
+        listed = {n["pid"] for n in __import__("json").loads(result.stdout)["nodes"]}
+        assert pids <= listed
+    finally:
+        for svc in services:
+            svc.stop()
+    assert [svc.proc.returncode for svc in services] == [0, 0], [s.tail() for s in services]
+
+
+@pytest.mark.timeout(900)
+def test_killed_service_work_is_finished_by_the_other(tmp_path, pg_url, weights_file):
+    from servicekit import wait_for
+
+    inbox, (victim, survivor) = _start_nodes(tmp_path, pg_url, weights_file)
+    try:
+        paths = _drop_images(tmp_path, inbox, 200)
+        victim_id = _node_rows(pg_url)[victim.pid].node_id
+
+        def victim_holds_claims():
+            with open_store(pg_url, migrate=False) as store, store.read() as session:
+                return session.scalar(select(func.count()).select_from(QueueItem).where(
+                    QueueItem.claimed_by == victim_id))
+
+        wait_for(victim_holds_claims, 300, "the victim to hold claims", interval=0.1)
+        victim.proc.kill()  # kill -9 mid-burst, claims in hand
+        victim.proc.wait(10)
+        facts = _wait_all_done(pg_url, paths, [survivor])
+        _assert_each_labeled_once(facts, paths)
+        assert survivor.alive(), survivor.tail()
+        assert "Traceback" not in survivor.log()
+    finally:
+        for svc in (victim, survivor):
+            svc.stop()
