@@ -123,7 +123,7 @@ def _isolated_config(tmp_path, monkeypatch):
 # both backends: this later definition replaces the SQLite-only one above, so
 # every test that uses `db_url` or `store` runs against SQLite and PostgreSQL.
 # Without the PostgreSQL binaries the postgresql cases skip, or FAIL when CI=true
-# (CI must install them: scripts/ci-postgres.sh).
+# (CI installs them: make test-deps, scripts/install-test-deps.sh).
 # ---------------------------------------------------------------------------
 
 import itertools as _itertools
@@ -133,7 +133,7 @@ import os as _os
 def _pg_missing(reason):
     if _os.environ.get("CI", "").lower() in ("1", "true", "yes"):
         _pytest.fail(f"PostgreSQL is required in CI: {reason} "
-                     "(run scripts/ci-postgres.sh before the tests)", pytrace=False)
+                     "(make test-deps / scripts/install-test-deps.sh installs it)", pytrace=False)
     _pytest.skip(f"PostgreSQL not available: {reason}")
 
 
