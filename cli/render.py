@@ -1,6 +1,8 @@
 """One render path for image records: a table for people, JSON, CSV or bare
 paths for scripts. `search`, `list`, `show` and `export` all go through
-`render_records`, which streams (a large export never sits in memory)."""
+`render_records`, which streams (a large export never sits in memory).
+Summaries that are not records (`stats`, `tags`, `status`) print their JSON
+through `render_json`."""
 
 from __future__ import annotations
 
@@ -38,6 +40,11 @@ def choose_format(as_json: bool = False, as_csv: bool = False, as_paths: bool = 
     if len(chosen) > 1:
         raise typer.BadParameter("choose one of --json, --csv, --paths")
     return chosen[0] if chosen else Format.table
+
+
+def render_json(value, out: TextIO | None = None) -> None:
+    """Print a JSON document (a summary, not records) the way records are printed."""
+    (out or sys.stdout).write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
 def csv_row(rec: ImageRecord) -> list:

@@ -1,0 +1,150 @@
+"""How fast `labels search cat` answers over a large library.
+
+Builds a SQLite store of --images images (default 100,000) with random but
+plausible top-3 predictions (bulk insert, SQLAlchemy Core executemany), then
+times, as the median of --runs runs:
+
+  * the library call `labelsd.query.search(store, "cat")` (and `search_hits`,
+    the SQL part alone, and a broad query, "animal");
+  * the CLI in a subprocess, `labels --db DB search cat --json`;
+  * the CLI start-up alone, `labels --help`.
+
+    .venv/bin/python bench/query.py [--images 100000] [--runs 7] [--db FILE]
+
+The goal is well under a second for the CLI, start-up included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import random
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from labelsd import query
+from labelsd.schema import Content, Prediction, TrackedPath
+from labelsd.store import open_store
+from labelsd.taxonomy import class_by_index, classes
+
+MODEL = "inception_v3"
+
+
+def plausible_top3(rng: random.Random) -> list[tuple[int, float]]:
+    """A top-1 class, two runners-up near it in ImageNet order (neighbours are
+    usually similar: cat breeds, dog breeds), scores that sum to at most 1."""
+    n = len(classes())
+    first = rng.randrange(n)
+    others = set()
+    while len(others) < 2:
+        other = min(n - 1, max(0, first + rng.randint(-6, 6)))
+        if other != first:
+            others.add(other)
+    s1 = rng.uniform(0.3, 0.99)
+    s2 = rng.uniform(0, 1 - s1)
+    s3 = rng.uniform(0, 1 - s1 - s2)
+    return list(zip([first, *sorted(others)], [s1, max(s2, s3), min(s2, s3)]))
+
+
+def build(db: str, images: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    now = datetime.now(timezone.utc)
+    started = time.perf_counter()
+    store = open_store(db)
+    chunk = 10_000
+    with store.write() as session:
+        for start in range(0, images, chunk):
+            contents, paths, preds = [], [], []
+            for i in range(start, min(images, start + chunk)):
+                sha = hashlib.sha256(f"image {i}".encode()).hexdigest()
+                contents.append({"sha256": sha, "size": 1_000_000 + i, "width": 4032,
+                                 "height": 3024, "format": "JPEG", "status": "done",
+                                 "model": MODEL, "classified_at": now})
+                paths.append({"path": f"/photos/{i // 1000:03d}/IMG_{i:06d}.jpg", "sha256": sha,
+                              "size": 1_000_000 + i, "mtime_ns": i, "first_seen": now,
+                              "last_seen": now, "missing": i % 97 == 0})
+                for rank, (index, score) in enumerate(plausible_top3(rng), start=1):
+                    cls = class_by_index(index)
+                    preds.append({"sha256": sha, "rank": rank, "model": MODEL,
+                                  "class_index": index, "wnid": cls.wnid, "label": cls.label,
+                                  "score": score})
+            session.execute(insert(Content), contents)
+            session.execute(insert(TrackedPath), paths)
+            session.execute(insert(Prediction), preds)
+    with store.engine.connect() as conn:
+        conn.exec_driver_sql("ANALYZE")
+    store.close()
+    print(f"built {images:,} images in {time.perf_counter() - started:.1f} s -> {db}")
+
+
+CPU_TIMES: dict[int, float] = {}  # id(fn) -> median CPU seconds (self + children)
+
+
+def _cpu() -> float:
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def median_time(fn, runs: int) -> tuple[float, float, object]:
+    """Median wall seconds, median CPU seconds (this process and its children:
+    a fair figure on a busy machine) and the last result."""
+    times, cpu, result = [], [], None
+    for _ in range(runs):
+        started, cpu_started = time.perf_counter(), _cpu()
+        result = fn()
+        times.append(time.perf_counter() - started)
+        cpu.append(_cpu() - cpu_started)
+    return statistics.median(times), statistics.median(cpu), result
+
+
+def labels_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()",
+                           *args], capture_output=True, text=True, check=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--db", help="reuse (or build) this SQLite file")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="labels-bench-") as tmp:
+        db = args.db or os.path.join(tmp, "labels.db")
+        if not Path(db).exists():
+            build(db, args.images)
+        store = open_store(db)
+        query.search(store, "cat")  # warm the page cache and the taxonomy once
+
+        timed = {
+            "search_hits('cat')": median_time(lambda: query.search_hits(store, "cat"), args.runs),
+            "search('cat')": median_time(lambda: query.search(store, "cat"), args.runs),
+            "search('animal', limit=50)": median_time(
+                lambda: query.search(store, "animal", limit=50), args.runs),
+            "search('animal')": median_time(lambda: query.search(store, "animal"), args.runs),
+        }
+        store.close()
+        timed["labels search cat --json"] = median_time(
+            lambda: labels_cli("--db", db, "search", "cat", "--json"), args.runs)
+        timed["labels --help (start-up)"] = median_time(lambda: labels_cli("--help"), args.runs)
+
+    print(f"median of {args.runs} runs over {args.images:,} images (wall / CPU):")
+    for name, (wall, cpu, result) in timed.items():
+        size = (f"{len(result):,} results" if isinstance(result, list)
+                else f"{len(result.stdout) / 1e6:.1f} MB out")
+        print(f"  {name:28} {wall * 1000:8.1f} ms / {cpu * 1000:8.1f} ms   {size}")
+    cli, start = timed["labels search cat --json"], timed["labels --help (start-up)"]
+    print(f"  {'CLI search minus start-up':28} {(cli[0] - start[0]) * 1000:8.1f} ms / "
+          f"{(cli[1] - start[1]) * 1000:8.1f} ms")
+
+if __name__ == "__main__":
+    main()
