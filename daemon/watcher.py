@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -69,7 +70,16 @@ WATCH_LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
 EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
                FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
 
+RECENT_NS = int(2 * SETTLE_S * 1e9)  # a scanned file modified this recently may be half-written
+
 _STOP = object()
+
+
+@dataclass(frozen=True)
+class _SettleRequest:
+    """From a scan to the intake: watch this file settle before queueing it."""
+
+    path: str
 
 
 class _ExistingPaths(set):
@@ -129,6 +139,20 @@ class _Settling:
     writer: bool = False
 
 
+class _OverflowAlarm(logging.Filter):
+    """watchdog reports a kernel inotify queue overflow (events lost) only in its
+    log; this filter on that logger turns the report into a rescan of every root."""
+
+    def __init__(self, on_overflow: Callable[[], None]):
+        super().__init__()
+        self.on_overflow = on_overflow
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "queue overflowed" in record.getMessage():
+            self.on_overflow()
+        return True
+
+
 class _Handler(FileSystemEventHandler):
     """Runs on watchdog's thread: must stay cheap, so it only hands events over."""
 
@@ -168,6 +192,7 @@ class Watcher:
         self._scans: list[threading.Thread] = []
         self._started = False
         self._stopped = False
+        self._rescanning = False
         self.queued = 0  # paths queued (or re-stamped) since start
 
     @property
@@ -187,6 +212,8 @@ class Watcher:
         """Watch every root, then reconcile them in the background."""
         self._started = True
         self._intake.start()
+        self._alarm = _OverflowAlarm(self.rescan)
+        logging.getLogger("watchdog.observers.inotify_c").addFilter(self._alarm)
         for root in self._initial:
             self.add_root(root)
         return self
@@ -197,6 +224,7 @@ class Watcher:
             return
         self._stopped = True
         self._stop.set()
+        logging.getLogger("watchdog.observers.inotify_c").removeFilter(self._alarm)
         for observer in (self._inotify, self._polling):
             if observer is not None:
                 observer.stop()
@@ -271,6 +299,27 @@ class Watcher:
 
     # ------------------------------------------------------------------ reconcile
 
+    def rescan(self) -> None:
+        """Reconcile every root again (events were lost), unless a rescan is running."""
+        with self._lock:
+            if self._rescanning or self._stop.is_set():
+                return
+            self._rescanning = True
+        log.warning("inotify dropped events (queue overflow); rescanning %d folder(s)",
+                    len(self.roots))
+
+        def run() -> None:
+            try:
+                for root in self.roots:
+                    self.reconcile(root)
+            finally:
+                with self._lock:
+                    self._rescanning = False
+
+        scan = threading.Thread(target=run, name="watch-rescan", daemon=True)
+        self._scans = [s for s in self._scans if s.is_alive()] + [scan]
+        scan.start()
+
     def reconcile(self, root: str) -> None:
         """Queue new or changed files under `root`, mark vanished ones missing."""
         started = time.monotonic()
@@ -278,8 +327,17 @@ class Watcher:
         chunk: list[FileFacts] = []
         queued = 0
         try:
+            # Rows still queued from before (a crash, a stop) are read fresh when
+            # claimed; re-stamping them would only send a claimed one round twice.
+            waiting = _queued_under(self.store, root)
             for facts in walk_candidates(root, self.roots or [root], self._stop):
                 seen.add(facts.path)
+                if facts.path in waiting:
+                    continue
+                if time.time_ns() - facts.mtime_ns < RECENT_NS:
+                    # maybe still being written: the settle tracker decides when it is whole
+                    self._events.put(_SettleRequest(facts.path))
+                    continue
                 chunk.append(facts)
                 if len(chunk) >= SCAN_CHUNK:
                     queued += self._enqueue(chunk)
@@ -333,7 +391,7 @@ class Watcher:
                 break
         return batch
 
-    def _apply(self, events: list[FileSystemEvent]) -> None:
+    def _apply(self, events: list[FileSystemEvent | _SettleRequest]) -> None:
         """Apply a window of events in order; consecutive enqueues share one transaction."""
         complete: dict[str, None] = {}  # paths to queue now, in arrival order
 
@@ -344,6 +402,9 @@ class Watcher:
                 self._enqueue(facts)
 
         for event in events:
+            if isinstance(event, _SettleRequest):
+                self._settle(event.path, created=True)
+                continue
             src = self._path(event.src_path)
             dest = self._path(getattr(event, "dest_path", "") or "")
             if isinstance(event, FileClosedEvent):
@@ -445,6 +506,15 @@ class Watcher:
             log.debug("queued %d file(s)", n)
             self.on_enqueued()
         return n
+
+
+def _queued_under(store: Store, root: str) -> set[str]:
+    from .schema import QueueItem
+
+    prefix = root.rstrip("/") + "/"
+    with store.read() as session:
+        return set(session.scalars(select(QueueItem.path).where(
+            QueueItem.state == "queued", QueueItem.path.startswith(prefix, autoescape=True))))
 
 
 def _inotify_observer():

@@ -65,8 +65,14 @@ def inbox_service(tmp_path_factory, weights_files):
 def test_photos_of_several_formats_get_labels_broken_ones_a_reason(inbox_service):
     svc, staging = inbox_service, inbox_service.staging / "formats"
     staging.mkdir()
-    for name in IGNORED:  # first, so their events are handled before the images'
+    outside = svc.staging / "outside"
+    outside.mkdir()
+    make_image(outside / "secret.jpg", size=SIZE, seed=9)
+    # first, so their events are handled before the images': never recorded
+    for name in IGNORED:
         (svc.inbox / name).write_bytes(b"\xff\xd8 not really an image")
+    (svc.inbox / "link-to-outside").symlink_to(outside, target_is_directory=True)
+    (svc.inbox / "link.jpg").symlink_to(outside / "secret.jpg")
     good = [make_image(staging / f"photo.{ext}", size=SIZE, seed=10 + i)
             for i, ext in enumerate(["jpg", "png", "webp", "gif", "bmp", "tiff", "heic"])]
     good.append(make_image(staging / "gray.png", size=SIZE, mode="L", seed=20))
@@ -87,6 +93,7 @@ def test_photos_of_several_formats_get_labels_broken_ones_a_reason(inbox_service
 
     recorded = set(svc.statuses())
     assert not [n for n in IGNORED if str(svc.inbox / n) in recorded]
+    assert not [p for p in recorded if "secret" in p or "link" in p]  # symlinks not followed
     assert svc.alive(), svc.tail()
 
 
@@ -310,3 +317,36 @@ def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
     limit_lines = [r for r in caplog.records if "fs.inotify.max_user_watches" in r.getMessage()]
     assert len(limit_lines) == 1 and limit_lines[0].levelno == logging.WARNING
     assert any("polling every" in r.getMessage() for r in caplog.records)
+
+
+def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
+    """The kernel dropped events (watchdog only logs it): every root is rescanned."""
+    from labelsd import queue
+    from labelsd.watcher import Watcher
+
+    class DeafInotify:  # watches, but the events it should report were lost
+        def start(self):
+            pass
+
+        def schedule(self, *args, **kwargs):
+            return object()
+
+        def stop(self):
+            pass
+
+        def is_alive(self):
+            return False
+
+    inbox = real(tmp_path / "inbox")
+    inbox.mkdir()
+    woke = threading.Event()
+    scans = lambda: [r for r in caplog.records if r.getMessage().startswith("scanned ")]  # noqa: E731
+    with caplog.at_level(logging.INFO, logger="labelsd.watcher"), \
+            Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=DeafInotify):
+        wait_for(lambda: len(scans()) == 1, 10, "the start-up scan to finish")
+        make_image(inbox / "lost.jpg", size=SIZE)
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost")
+        wait_for(lambda: len(scans()) == 2, 30, "the rescan")
+        wait_for(woke.is_set, 30, "the rescanned file to settle and be queued")
+    assert queue.queue_depth(store) == 1
