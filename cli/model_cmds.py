@@ -8,8 +8,6 @@ from typing import Optional
 
 import typer
 
-from labelsd import model
-
 model_app = typer.Typer(
     help="Inspect and fetch the InceptionV3 ImageNet weights.", no_args_is_help=True
 )
@@ -25,6 +23,8 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
+    from labelsd import model
+
     from .app import state
 
     facts = model.weights_info(weights or state(ctx).settings.weights)
@@ -41,4 +41,6 @@ def info(
 @model_app.command("fetch")
 def fetch() -> None:
     """Download the ImageNet weights into keras' cache (once), verify them, print the path."""
+    from labelsd import model
+
     typer.echo(model.fetch_weights())

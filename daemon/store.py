@@ -248,14 +248,16 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
     tags: dict[str, list[str]] = {}
     for start in range(0, len(shas), 500):
         part = shas[start:start + 500]
-        for p in session.scalars(select(Prediction).where(Prediction.sha256.in_(part))
-                                 .order_by(Prediction.sha256, Prediction.rank)):
-            labels.setdefault(p.sha256, []).append(PredictionRecord(
-                rank=p.rank, label=p.label, wnid=p.wnid, class_index=p.class_index,
-                score=p.score))
-        for t in session.scalars(select(Tag).where(Tag.sha256.in_(part))
-                                 .order_by(Tag.sha256, Tag.tag_key)):
-            tags.setdefault(t.sha256, []).append(t.tag)
+        # Plain rows, not ORM objects: this runs for every result of a search.
+        for row in session.execute(
+                select(Prediction.sha256, Prediction.rank, Prediction.label, Prediction.wnid,
+                       Prediction.class_index, Prediction.score)
+                .where(Prediction.sha256.in_(part))
+                .order_by(Prediction.sha256, Prediction.rank)):
+            labels.setdefault(row[0], []).append(PredictionRecord(*row[1:]))
+        for sha, tag in session.execute(select(Tag.sha256, Tag.tag).where(Tag.sha256.in_(part))
+                                        .order_by(Tag.sha256, Tag.tag_key)):
+            tags.setdefault(sha, []).append(tag)
     for rec in records:
         if rec.classified_at is not None:
             # SQLite hands back naive datetimes (we only ever store UTC); PostgreSQL
