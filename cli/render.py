@@ -100,21 +100,19 @@ def render_records(records: Iterable[ImageRecord], fmt: Format, out: TextIO | No
 
 
 def _render_table(records: Iterable[ImageRecord], out: TextIO) -> int:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    table.add_column("path", overflow="fold")
-    table.add_column("status")
-    table.add_column("labels", overflow="fold")
-    table.add_column("tags", overflow="fold")
+    """One line per image, streamed (a search over a large library starts printing
+    at once and never holds every row to compute column widths):
+    PATH  STATUS  LABELS  [TAGS]"""
     count = 0
     for rec in records:
-        table.add_row(rec.path, rec.status, _labels_text(rec), ", ".join(rec.tags))
+        tags = f"  [{', '.join(rec.tags)}]" if rec.tags else ""
+        out.write(f"{_printable(rec.path)}  {rec.status}  {_labels_text(rec)}{tags}\n")
         count += 1
-    console = Console(file=out, soft_wrap=False, width=None if out.isatty() else 200)
-    if count:
-        console.print(table)
-    else:
-        console.print("no images")
+    if not count:
+        out.write("no images\n")
     return count
+
+
+def _printable(path: str) -> str:
+    # A newline in a file name must not break the one-line-per-image layout.
+    return path.replace("\n", "\\n") if "\n" in path else path
