@@ -11,10 +11,10 @@ from dataclasses import dataclass
 
 from . import queue
 from .nodes import node_id_for_this_process
-from .paths import ignore_reason, under_root
 from .pipeline import Pipeline
 from .queue import FileFacts
 from .store import Store
+from .walk import walk_candidates
 
 log = logging.getLogger(__name__)
 
@@ -47,32 +47,7 @@ def walk_images(root: str) -> Iterator[FileFacts]:
     """Every candidate image under `root` (recursive), with its size and mtime.
     Symlinked folders are not followed; a symlinked file counts only when it
     points inside the root."""
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError as err:
-            log.warning("cannot list %s: %s", folder, err.strerror or err)
-            continue
-        for entry in sorted(entries, key=lambda e: e.name):
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    if not entry.name.startswith("."):
-                        stack.append(entry.path)
-                    continue
-                if entry.is_symlink():
-                    target = os.path.realpath(entry.path)
-                    if not under_root(target, root) or not os.path.isfile(target):
-                        continue
-                elif not entry.is_file(follow_symlinks=False):
-                    continue
-                if ignore_reason(entry.path, [root]) is not None:
-                    continue
-                st = entry.stat(follow_symlinks=True)
-            except OSError:
-                continue  # vanished while we looked
-            yield FileFacts(entry.path, st.st_size, st.st_mtime_ns)
+    return walk_candidates(root, [root], linked_files=True, unreadable_level=logging.WARNING)
 
 
 def scan_folder(store: Store, classifier, root: str | os.PathLike, *, batch_size: int = 8,

@@ -6,21 +6,14 @@ database transactions: new or changed files into the queue (`queue.enqueue`,
 then `on_enqueued()` wakes the pipeline), renames into `queue.move_path`,
 deletions into `queue.mark_missing`.
 
-A file is queued only once it is complete:
+A file is queued only once it is complete: closed after writing (inotify
+IN_CLOSE_WRITE), or moved into the tree (a rename is atomic, so the bytes are
+all there). A bare creation without a close waits in the settle tracker
+(settle.py) until its size and mtime stop changing.
 
-- closed after writing (inotify IN_CLOSE_WRITE), or moved into the tree (a
-  rename is atomic, so the bytes are all there);
-- a bare creation without a close (a hard link, a file copied in by another
-  machine on a share, every file under --poll) waits in the settle tracker until
-  its size and mtime stopped changing for `settle_s`. A file that was opened
-  after its creation has a local writer, whose close will come; the tracker
-  then waits for that close (and falls back to stability after WRITER_IDLE_S).
-
-At start, and for every root added by a reload, a reconcile scan walks the
-root (no symlinks followed), queues new or changed files (enqueue skips
-unchanged ones by size and mtime without reading them) and marks tracked files
-that are gone as missing. The watch is set up before the scan, so a file that
-lands during the scan is seen by one or the other (or both, harmlessly).
+At start, for every root added by a reload, and after an inotify queue
+overflow, a reconcile scan (reconcile.py) brings the store in step with the
+root in a background thread.
 """
 
 from __future__ import annotations
@@ -29,13 +22,11 @@ import errno
 import logging
 import os
 import queue as queue_mod
-import stat
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from watchdog.events import (
     DirCreatedEvent,
     DirDeletedEvent,
@@ -55,22 +46,20 @@ from . import queue
 from .errors import LabelsError
 from .paths import is_candidate
 from .queue import FileFacts
+from .reconcile import ExistingPaths, reconcile_root
+from .settle import SETTLE_S, SettleTracker
 from .store import Store, canonical_path
+from .walk import regular_file_facts, walk_candidates
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 0.05  # how long the intake gathers events into one transaction
-SETTLE_S = 1.0  # a file with no writer must keep its size and mtime this long
-WRITER_IDLE_S = 60.0  # a file whose writer never closes it is taken once stable this long
 IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at once)
 POLL_INTERVAL_S = 1.0  # --poll: how often each root is rescanned
-SCAN_CHUNK = 500  # files per enqueue transaction in a scan
 WATCH_LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
 
 EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
                FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
-
-RECENT_NS = int(2 * SETTLE_S * 1e9)  # a scanned file modified this recently may be half-written
 
 _STOP = object()
 
@@ -80,63 +69,6 @@ class _SettleRequest:
     """From a scan to the intake: watch this file settle before queueing it."""
 
     path: str
-
-
-class _ExistingPaths(set):
-    """The paths a scan saw, plus any path that exists right now: a file that
-    appeared after the walk passed its folder must not be marked missing."""
-
-    def __contains__(self, path: object) -> bool:
-        return set.__contains__(self, path) or (isinstance(path, str) and os.path.lexists(path))
-
-
-def regular_file_facts(path: str) -> FileFacts | None:
-    """Size and mtime of a regular file (not following a symlink), or None."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return None
-    if not stat.S_ISREG(st.st_mode):
-        return None
-    return FileFacts(path, st.st_size, st.st_mtime_ns)
-
-
-def walk_candidates(folder: str, roots: list[str],
-                    stop: threading.Event | None = None) -> Iterator[FileFacts]:
-    """Every candidate image file under `folder` (os.scandir, symlinks not
-    followed, hidden folders not entered). Stops early when `stop` is set."""
-    stack = [folder]
-    while stack:
-        if stop is not None and stop.is_set():
-            return
-        current = stack.pop()
-        try:
-            with os.scandir(current) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_symlink():
-                            continue
-                        if entry.is_dir(follow_symlinks=False):
-                            if not entry.name.startswith("."):
-                                stack.append(entry.path)
-                        elif entry.is_file(follow_symlinks=False) and is_candidate(entry.path, roots):
-                            st = entry.stat(follow_symlinks=False)
-                            yield FileFacts(entry.path, st.st_size, st.st_mtime_ns)
-                    except OSError:
-                        continue  # vanished or unreadable while we looked
-        except OSError as err:
-            if current == folder:
-                log.warning("cannot scan %s: %s", folder, err.strerror)
-            else:
-                log.debug("cannot scan %s: %s", current, err.strerror)
-
-
-@dataclass
-class _Settling:
-    size: int
-    mtime_ns: int
-    stable_since: float
-    writer: bool = False
 
 
 class _OverflowAlarm(logging.Filter):
@@ -182,7 +114,7 @@ class Watcher:
         self._watches: dict[str, tuple[object, object]] = {}
         self._events: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._handler = _Handler(self._events)
-        self._settling: dict[str, _Settling] = {}
+        self._settling = SettleTracker(settle_s, poll=poll)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._inotify = None
@@ -323,34 +255,20 @@ class Watcher:
     def reconcile(self, root: str) -> None:
         """Queue new or changed files under `root`, mark vanished ones missing."""
         started = time.monotonic()
-        seen: set[str] = set()
-        chunk: list[FileFacts] = []
-        queued = 0
         try:
-            # Rows still queued from before (a crash, a stop) are read fresh when
-            # claimed; re-stamping them would only send a claimed one round twice.
-            waiting = _queued_under(self.store, root)
-            for facts in walk_candidates(root, self.roots or [root], self._stop):
-                seen.add(facts.path)
-                if facts.path in waiting:
-                    continue
-                if time.time_ns() - facts.mtime_ns < RECENT_NS:
-                    # maybe still being written: the settle tracker decides when it is whole
-                    self._events.put(_SettleRequest(facts.path))
-                    continue
-                chunk.append(facts)
-                if len(chunk) >= SCAN_CHUNK:
-                    queued += self._enqueue(chunk)
-                    chunk = []
-            queued += self._enqueue(chunk)
-            if self._stop.is_set():
-                return
-            missing = queue.mark_missing_under(self.store, root, _ExistingPaths(seen))
+            result = reconcile_root(self.store, root, self.roots or [root],
+                                    enqueue=self._enqueue, settle_later=self._settle_later,
+                                    stop=self._stop)
         except LabelsError as err:
             log.error("scanning %s failed: %s", root, err)
             return
-        log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)",
-                 root, len(seen), queued, missing, time.monotonic() - started)
+        if result.finished:
+            log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
+                     result.queued, result.missing, time.monotonic() - started)
+
+    def _settle_later(self, path: str) -> None:
+        """From a scan thread: the intake's settle tracker decides when `path` is whole."""
+        self._events.put(_SettleRequest(path))
 
     # ------------------------------------------------------------------ intake
 
@@ -364,7 +282,7 @@ class Watcher:
                 self._apply([e for e in batch if e is not _STOP])
                 now = time.monotonic()
                 if self._settling and now >= next_check:
-                    self._check_settling(now)
+                    self._enqueue(self._settling.take_settled(now))
                     next_check = now + self.settle_s / 2
             except LabelsError as err:
                 # Database trouble: the events of this window are lost, but the
@@ -403,29 +321,27 @@ class Watcher:
 
         for event in events:
             if isinstance(event, _SettleRequest):
-                self._settle(event.path, created=True)
+                self._settling.track(event.path, created=True)
                 continue
             src = self._path(event.src_path)
             dest = self._path(getattr(event, "dest_path", "") or "")
             if isinstance(event, FileClosedEvent):
-                self._settling.pop(src, None)
+                self._settling.forget(src)
                 if self._tracked(src):
                     complete[src] = None
             elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
                 if event.is_synthetic:
                     continue  # inside a folder moved in: the DirMovedEvent walk queues it
                 if self._tracked(src):
-                    self._settle(src, created=isinstance(event, FileCreatedEvent))
+                    self._settling.track(src, created=isinstance(event, FileCreatedEvent))
             elif isinstance(event, FileOpenedEvent):
-                pending = self._settling.get(src)
-                if pending is not None:
-                    pending.writer = True  # a local writer: its close will come
+                self._settling.writer_opened(src)
             elif isinstance(event, FileMovedEvent):
-                self._settling.pop(src, None)
+                self._settling.forget(src)
                 flush()
                 self._moved(src, dest)
             elif isinstance(event, FileDeletedEvent):
-                self._settling.pop(src, None)
+                self._settling.forget(src)
                 if self._tracked(src):
                     flush()
                     queue.mark_missing(self.store, [src])
@@ -452,38 +368,9 @@ class Watcher:
             queue.mark_missing(self.store, [src])
 
     def _forget_folder(self, folder: str) -> None:
-        missing = queue.mark_missing_under(self.store, folder, _ExistingPaths())
+        missing = queue.mark_missing_under(self.store, folder, ExistingPaths())
         if missing:
             log.info("%d tracked file(s) under %s are gone", missing, folder)
-
-    def _settle(self, path: str, created: bool) -> None:
-        facts = regular_file_facts(path)
-        if facts is None:
-            self._settling.pop(path, None)
-            return
-        pending = self._settling.get(path)
-        now = time.monotonic()
-        if pending is None:
-            if not created and not self.poll:
-                return  # inotify: a modified file's close will queue it
-            self._settling[path] = _Settling(facts.size, facts.mtime_ns, now)
-        elif (pending.size, pending.mtime_ns) != (facts.size, facts.mtime_ns):
-            pending.size, pending.mtime_ns, pending.stable_since = facts.size, facts.mtime_ns, now
-            pending.writer = pending.writer or not self.poll
-
-    def _check_settling(self, now: float) -> None:
-        ready = []
-        for path, pending in list(self._settling.items()):
-            facts = regular_file_facts(path)
-            if facts is None:
-                del self._settling[path]
-            elif (pending.size, pending.mtime_ns) != (facts.size, facts.mtime_ns):
-                pending.size, pending.mtime_ns, pending.stable_since = (
-                    facts.size, facts.mtime_ns, now)
-            elif now - pending.stable_since >= (WRITER_IDLE_S if pending.writer else self.settle_s):
-                del self._settling[path]
-                ready.append(facts)
-        self._enqueue(ready)
 
     # ------------------------------------------------------------------ helpers
 
@@ -506,15 +393,6 @@ class Watcher:
             log.debug("queued %d file(s)", n)
             self.on_enqueued()
         return n
-
-
-def _queued_under(store: Store, root: str) -> set[str]:
-    from .schema import QueueItem
-
-    prefix = root.rstrip("/") + "/"
-    with store.read() as session:
-        return set(session.scalars(select(QueueItem.path).where(
-            QueueItem.state == "queued", QueueItem.path.startswith(prefix, autoescape=True))))
 
 
 def _inotify_observer():
