@@ -17,17 +17,16 @@ import base64
 import html
 import logging
 import os
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
 
-from . import images
+from . import gallery_html, images
 from .errors import LabelsError
+from .fileio import atomic_output
 from .records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -94,19 +93,12 @@ class Thumbnail:
     reason: str | None = None  # why there is no image ("missing", "not an image", ...)
 
 
-@lru_cache(maxsize=1)
-def _formats() -> tuple[str, ...]:
-    # The decoder's allow-list (no EPS, no PDF) and its HEIF opener.
-    images._register_openers()
-    Image.init()
-    return tuple(f for f in images.DECODE_FORMATS if f in Image.OPEN)
-
-
 def thumbnail(path: str, size: int) -> Thumbnail:
     """An upright thumbnail of the file at `path` fitting `size`x`size`, or the
     reason there is none. Never raises for a bad file."""
     try:
-        with Image.open(path, formats=_formats()) as img:
+        # The decoder's allow-list (no EPS, no PDF) and its HEIF opener.
+        with Image.open(path, formats=images.register_openers()) as img:
             width, height = img.size
             if width * height > images.MAX_PIXELS:
                 return Thumbnail(None, f"too large to show ({width}x{height})")
@@ -117,7 +109,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
             except Exception:  # noqa: BLE001 - broken EXIF: show it as stored
                 log.debug("unreadable EXIF in %s", path, exc_info=True)
                 upright = img
-            upright = images._to_rgb_or_rgba(upright)
+            upright = images.to_rgb_or_rgba(upright)
             upright.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
             if upright.mode == "RGBA":
                 flat = Image.new("RGB", upright.size, TILE_BACKGROUND)
@@ -244,7 +236,7 @@ def render_sheet(records: Sequence[ImageRecord], out_path: str | os.PathLike, *,
         sheet.save(buf, "JPEG", quality=90, optimize=True)
     else:
         sheet.save(buf, "PNG", optimize=False, compress_level=6)
-    _atomic_write(out_path, buf.getvalue())
+    _write_output(out_path, buf.getvalue())
     return result
 
 
@@ -305,57 +297,6 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
 
 # ---- HTML page -------------------------------------------------------------------------
 
-_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        "script-src 'unsafe-inline'")
-
-_STYLE = """
-body { font: 14px/1.35 system-ui, sans-serif; margin: 16px; color: #141414; background: #fff; }
-header { margin-bottom: 12px; }
-h1 { font-size: 18px; margin: 0 0 4px; }
-.note { color: #6e6e6e; margin: 0 0 8px; }
-#filter { font: inherit; padding: 4px 8px; width: 20em; }
-main { display: grid; grid-template-columns: repeat(auto-fill, minmax(200px, 1fr)); gap: 12px; }
-figure { margin: 0; }
-figure img, .placeholder { display: block; width: 100%; height: auto; aspect-ratio: 1;
-  object-fit: contain;
-  background: #e8e8e8; }
-.placeholder { display: flex; align-items: center; justify-content: center; text-align: center;
-  background: #fae2e2; color: #961e1e; border: 1px solid #961e1e; box-sizing: border-box; }
-figcaption { font-size: 13px; margin-top: 4px; overflow-wrap: anywhere; }
-figcaption .name { font-weight: 600; }
-figcaption ol { margin: 2px 0; padding-left: 1.4em; }
-figcaption .tags { color: #6e6e6e; }
-figure[hidden] { display: none; }
-"""
-
-# Filters figures by the words typed (every word must occur in the figure's
-# name, labels or tags); page.html#tabby opens with the box filled in. Reads
-# and writes text only through dataset/value/textContent, never as markup.
-_SCRIPT = """
-(function () {
-  var box = document.getElementById("filter");
-  var shown = document.getElementById("shown");
-  var figures = Array.prototype.slice.call(document.querySelectorAll("main figure"));
-  function apply() {
-    var words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
-    var count = 0;
-    figures.forEach(function (f) {
-      var text = f.dataset.search;
-      var keep = words.every(function (w) { return text.indexOf(w) !== -1; });
-      f.hidden = !keep;
-      if (keep) { count += 1; }
-    });
-    shown.textContent = count + " of " + figures.length + " shown";
-  }
-  if (location.hash.length > 1) {
-    try { box.value = decodeURIComponent(location.hash.slice(1)); } catch (e) {}
-  }
-  box.addEventListener("input", apply);
-  apply();
-})();
-"""
-
-
 def render_html(records: Sequence[ImageRecord], out_path: str | os.PathLike, *,
                 title: str, note: str | None = None) -> int:
     """Write a self-contained HTML page: a <figure> per record (thumbnail as a
@@ -366,9 +307,9 @@ def render_html(records: Sequence[ImageRecord], out_path: str | os.PathLike, *,
     esc = html.escape
     parts = [
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
-        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{_CSP}\">\n",
+        f"<meta http-equiv=\"Content-Security-Policy\" content=\"{gallery_html.CSP}\">\n",
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n",
-        f"<title>{esc(title)}</title>\n<style>{_STYLE}</style>\n</head>\n<body>\n",
+        f"<title>{esc(title)}</title>\n<style>{gallery_html.STYLE}</style>\n</head>\n<body>\n",
         f"<header>\n<h1>{esc(title)}</h1>\n",
     ]
     counted = f"{len(records)} image{'' if len(records) == 1 else 's'}" if records else "no images"
@@ -378,8 +319,8 @@ def render_html(records: Sequence[ImageRecord], out_path: str | os.PathLike, *,
                  "</header>\n<main>\n")
     for rec in records:
         parts.append(_figure(rec))
-    parts.append(f"</main>\n<script>{_SCRIPT}</script>\n</body>\n</html>\n")
-    _atomic_write(out_path, "".join(parts).encode("utf-8"))
+    parts.append(f"</main>\n<script>{gallery_html.SCRIPT}</script>\n</body>\n</html>\n")
+    _write_output(out_path, "".join(parts).encode("utf-8"))
     return len(records)
 
 
@@ -413,29 +354,15 @@ def _figure(rec: ImageRecord) -> str:
 # ---- output ---------------------------------------------------------------------------------
 
 
-def _atomic_write(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` beside `path` under a temporary name, then rename it over
-    `path`, so a reader never sees half a sheet."""
-    target = os.path.abspath(os.fspath(path))
-    folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
+def _write_output(path: str | os.PathLike, data: bytes) -> None:
+    """Replace `path` atomically, so a reader never sees half a sheet."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except FileNotFoundError:
-                pass
-            raise
+        with atomic_output(path, "wb") as out:
+            out.write(data)
     except OSError as err:
-        raise GalleryError(f"cannot write {target}: {err.strerror or err}; "
-                           "check that its folder exists and is writable") from err
+        raise GalleryError(f"cannot write {os.path.abspath(os.fspath(path))}: "
+                           f"{err.strerror or err}; check that its folder exists and is "
+                           "writable") from err
 
 
 __all__ = ["GalleryError", "SheetLayout", "SheetResult", "Thumbnail", "output_kind",

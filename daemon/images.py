@@ -87,17 +87,21 @@ _open_formats: tuple[str, ...] = ()  # DECODE_FORMATS that have an opener, set o
 _register_lock = threading.Lock()
 
 
-def _register_openers() -> None:
-    """Register HEIF once per process; AVIF is native in Pillow >= 11.3.
+def register_openers() -> tuple[str, ...]:
+    """Register HEIF once per process (AVIF is native in Pillow >= 11.3) and
+    return the DECODE_FORMATS this Pillow can open: the allow-list to pass to
+    ``Image.open(..., formats=...)`` (no EPS, no PDF).
 
     Pillow's own bomb check is turned off because it fires inside ``Image.open``
     without the size in words (and only warns between 89 and 179 MP, through the
     non-thread-safe warnings machinery); ``_check_size`` enforces MAX_PIXELS instead.
     """
     global _open_formats
+    if _open_formats:
+        return _open_formats
     with _register_lock:
         if _open_formats:
-            return
+            return _open_formats
         from pillow_heif import register_heif_opener
 
         register_heif_opener()
@@ -106,6 +110,7 @@ def _register_openers() -> None:
         # Keep only formats this Pillow build can open (Image.open rejects unknown names).
         # Multi-picture phone JPEGs need no "MPO" entry: the JPEG opener returns them.
         _open_formats = tuple(f for f in DECODE_FORMATS if f in Image.OPEN)
+        return _open_formats
 
 
 def preprocess_inception(rgb: np.ndarray) -> np.ndarray:
@@ -117,11 +122,10 @@ def decode_for_inception(data: bytes) -> DecodedImage:
     """Decode image bytes into an InceptionV3 input; raise ImageError with the reason."""
     if not data:
         raise EmptyFile("empty file")
-    if not _open_formats:
-        _register_openers()
+    formats = register_openers()
     fmt = _sniff(data)
     try:
-        with Image.open(BytesIO(data), formats=_open_formats) as img:
+        with Image.open(BytesIO(data), formats=formats) as img:
             fmt = "JPEG" if img.format == "MPO" else (img.format or fmt or "image")
             return _decode(img, fmt)
     except ImageError:
@@ -156,7 +160,7 @@ def _decode(img: Image.Image, fmt: str) -> DecodedImage:
         width, height = height, width
     if orientation not in (None, 1):
         img = ImageOps.exif_transpose(img)
-    rgb = _to_rgb_or_rgba(img)
+    rgb = to_rgb_or_rgba(img)
     # Squash to a square without cropping, like keras load_img(target_size=...).
     # BILINEAR is antialiased in Pillow (its support widens when shrinking); the
     # reducing gap first box-reduces big PNGs/TIFFs by an integer factor, for speed.
@@ -186,7 +190,7 @@ def _orientation(img: Image.Image) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
-def _to_rgb_or_rgba(img: Image.Image) -> Image.Image:
+def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 'RGB', or 'RGBA' when the image has transparency."""
     mode = img.mode
     if mode in ("RGB", "RGBA"):

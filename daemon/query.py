@@ -1,5 +1,5 @@
-"""What the query commands compute: search, stats, service status, and the
-atomic file writing behind `labels export -o`.
+"""What the query commands compute: search, stats and service status
+(`atomic_output`, behind `labels export -o`, lives in fileio.py).
 
 Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
 "cat" means the 13 felids) and finds, in SQL, every tracked path whose stored
@@ -18,16 +18,13 @@ filters on the matching label's score, leaves them out.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TextIO
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
 
+from .fileio import atomic_output  # `labels export -o` writes through it
 from .nodes import list_nodes
 from .records import ImageRecord
 from .schema import Content, Prediction, QueueItem, Tag, TrackedPath
@@ -192,33 +189,6 @@ def service_status(store: Store) -> dict:
             for n in nodes
         ],
     }
-
-
-# ---- export ----------------------------------------------------------------------
-
-
-@contextmanager
-def atomic_output(path: str | os.PathLike, encoding: str = "utf-8") -> Iterator[TextIO]:
-    """A text file that appears at `path` only when the block succeeds: written
-    beside it under a temporary name, flushed to disk, then renamed over it.
-    On error the temporary file is removed and `path` is left as it was."""
-    target = os.path.abspath(os.fspath(path))
-    folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
-    # 0o666 through the umask, as any file a person writes (mkstemp would give 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as out:
-            yield out
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 __all__ = ["SearchHit", "Stats", "atomic_output", "search", "search_hits", "service_status",

@@ -329,23 +329,26 @@ def test_html_escapes_paths_and_tags(store, tmp_path):
 # ---- the command ------------------------------------------------------------------------
 
 
+def _gallery(db_url: str, *args: str):
+    """`labels --db DB gallery ARGS...`, which must succeed."""
+    result = runner.invoke(app, ["--db", db_url, "gallery", *args])
+    assert result.exit_code == 0, result.output
+    return result
+
+
 def test_cli_writes_a_png_and_an_html_page(store, db_url, tmp_path):
     _cats(store, tmp_path / "photos", 4)
     dog = make_image(tmp_path / "photos" / "dog.png", seed=9)
     _classify(store, {dog: _predictions((GOLDEN, 0.9))})
 
     out = tmp_path / "cats.png"
-    result = runner.invoke(app, ["--db", db_url, "gallery", "cat", "-o", str(out),
-                                 "--columns", "2"])
-    assert result.exit_code == 0, result.output
+    result = _gallery(db_url, "cat", "-o", str(out), "--columns", "2")
     assert "wrote 4 image(s)" in result.stderr
     with Image.open(out) as sheet:
         assert sheet.size == _expected_size(4, 2, 256)
 
     page = tmp_path / "cats.html"
-    result = runner.invoke(app, ["--db", db_url, "gallery", "cat", "-o", str(page),
-                                 "--min-score", "0.8"])
-    assert result.exit_code == 0, result.output
+    _gallery(db_url, "cat", "-o", str(page), "--min-score", "0.8")
     names = [f["name"] for f in _parse(page).figures]
     assert names == ["cat0.png", "cat1.png", "cat2.png"]  # best first; 0.75 is cut
 
@@ -353,9 +356,7 @@ def test_cli_writes_a_png_and_an_html_page(store, db_url, tmp_path):
 def test_cli_cuts_at_the_limit_and_says_so(store, db_url, tmp_path):
     _cats(store, tmp_path / "photos", 5)
     out = tmp_path / "sheet.jpg"
-    result = runner.invoke(app, ["--db", db_url, "gallery", "cat", "-o", str(out),
-                                 "--limit", "3"])
-    assert result.exit_code == 0, result.output
+    result = _gallery(db_url, "cat", "-o", str(out), "--limit", "3")
     assert "more than 3 images match; showing the best 3" in result.stderr
     with Image.open(out) as sheet:
         assert sheet.size == _expected_size(3, 5, 256)
@@ -364,8 +365,7 @@ def test_cli_cuts_at_the_limit_and_says_so(store, db_url, tmp_path):
 def test_cli_empty_result_writes_an_empty_sheet_with_a_note(store, db_url, tmp_path):
     _cats(store, tmp_path / "photos", 2)
     out = tmp_path / "dogs.png"
-    result = runner.invoke(app, ["--db", db_url, "gallery", "dog", "-o", str(out)])
-    assert result.exit_code == 0, result.output
+    result = _gallery(db_url, "dog", "-o", str(out))
     assert "nothing matches 'dog'" in result.stderr
     with Image.open(out) as sheet:
         assert sheet.size == _expected_size(0, 5, 256)
@@ -373,8 +373,7 @@ def test_cli_empty_result_writes_an_empty_sheet_with_a_note(store, db_url, tmp_p
         assert sheet.convert("L").crop((0, 30, sheet.width, 60)).getextrema()[0] < 160
 
     page = tmp_path / "dogs.html"
-    result = runner.invoke(app, ["--db", db_url, "gallery", "dog", "-o", str(page)])
-    assert result.exit_code == 0, result.output
+    _gallery(db_url, "dog", "-o", str(page))
     assert _parse(page).figures == []
     assert "nothing matches" in page.read_text(encoding="utf-8")
 

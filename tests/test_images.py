@@ -184,8 +184,8 @@ def test_phone_jpeg_orientation_reports_displayed_full_size(tmp_path):
 )
 def test_jpeg_draft_decodes_small_but_never_below_input_size(tmp_path, monkeypatch, size, drafted):
     seen = []
-    real = images._to_rgb_or_rgba
-    monkeypatch.setattr(images, "_to_rgb_or_rgba", lambda img: seen.append(img.size) or real(img))
+    real = images.to_rgb_or_rgba
+    monkeypatch.setattr(images, "to_rgb_or_rgba", lambda img: seen.append(img.size) or real(img))
     path = make_phone_jpeg(tmp_path / "p.jpg", size=size)
     decoded = decode_file(path)
     assert seen == [drafted]
