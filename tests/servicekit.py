@@ -199,6 +199,25 @@ class Service:
         return self.query("PRAGMA integrity_check")[0][0]
 
 
+class FakeInotify:
+    """Stands in for watchdog's InotifyObserver in an in-process `Watcher`
+    (`inotify_factory=FakeInotify`): starts and stops at once, and its watches
+    never report an event, as when the kernel dropped them. Subclass it and
+    override `schedule` to fail the way a test needs."""
+
+    def start(self):
+        pass
+
+    def schedule(self, *args, **kwargs):
+        return object()
+
+    def stop(self):
+        pass
+
+    def is_alive(self):
+        return False
+
+
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 

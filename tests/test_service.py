@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from imagegen import make_image, make_not_an_image, make_truncated_jpeg, make_truncated_png
-from servicekit import LABELSD, Service, cpu_idle, service_env, sha256_of, wait_for
+from servicekit import (LABELSD, FakeInotify, Service, cpu_idle, service_env, sha256_of,
+                        wait_for)
 
 SIZE = (320, 240)
 SETTLE_S = 60  # deadline for a handful of images
@@ -293,18 +294,9 @@ def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
     from labelsd import queue
     from labelsd.watcher import Watcher
 
-    class ExhaustedInotify:
-        def start(self):
-            pass
-
+    class ExhaustedInotify(FakeInotify):
         def schedule(self, *args, **kwargs):
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-
-        def stop(self):
-            pass
-
-        def is_alive(self):
-            return False
 
     inbox = real(tmp_path / "inbox")
     inbox.mkdir()
@@ -324,25 +316,12 @@ def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
     from labelsd import queue
     from labelsd.watcher import Watcher
 
-    class DeafInotify:  # watches, but the events it should report were lost
-        def start(self):
-            pass
-
-        def schedule(self, *args, **kwargs):
-            return object()
-
-        def stop(self):
-            pass
-
-        def is_alive(self):
-            return False
-
     inbox = real(tmp_path / "inbox")
     inbox.mkdir()
     woke = threading.Event()
     scans = lambda: [r for r in caplog.records if r.getMessage().startswith("scanned ")]  # noqa: E731
     with caplog.at_level(logging.INFO, logger="labelsd.watcher"), \
-            Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=DeafInotify):
+            Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=FakeInotify):
         wait_for(lambda: len(scans()) == 1, 10, "the start-up scan to finish")
         make_image(inbox / "lost.jpg", size=SIZE)
         logging.getLogger("watchdog.observers.inotify_c").warning(
