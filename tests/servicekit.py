@@ -43,6 +43,12 @@ def service_env(home: Path, **extra: str) -> dict[str, str]:
     env.update(XDG_CONFIG_HOME=str(home / "xdg-config"), XDG_DATA_HOME=str(home / "xdg-data"),
                KERAS_HOME=str(home / "keras"), HOME=str(home), PYTHONUNBUFFERED="1",
                CUDA_VISIBLE_DEVICES="")
+    # An empty config file of our own, so a machine's /etc/labels/config.toml
+    # (a real installation beside the test run) never leaks into the service.
+    own_config = home / "empty-config.toml"
+    own_config.parent.mkdir(parents=True, exist_ok=True)
+    own_config.touch()
+    env["LABELS_CONFIG"] = str(own_config)
     env.update(extra)
     return env
 
