@@ -38,7 +38,7 @@ class Settings:
     db: str = field(default_factory=default_db)
     weights: str | None = None
     watch: tuple[str, ...] = ()
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the model's default (8 on CPU, 32 on GPU)
     device: str = "auto"
     poll: bool = False
     log_level: str = "info"
@@ -104,7 +104,8 @@ def _validate(s: Settings) -> Settings:
     if s.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, "
                           f"not {s.log_level!r}")
-    if not isinstance(s.batch_size, int) or not 1 <= s.batch_size <= 1024:
+    if s.batch_size is not None and (not isinstance(s.batch_size, int)
+                                     or not 1 <= s.batch_size <= 1024):
         raise ConfigError(f"batch size must be a whole number from 1 to 1024, "
                           f"not {s.batch_size!r}")
     return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch))

@@ -42,6 +42,21 @@ OFFICIAL_NAME = "InceptionV3/imagenet"
 JIT_ON_CPU = False
 JIT_ON_GPU = True
 
+# TensorFlow's inter-op threads on CPU; intra-op gets every core. Measured on the
+# 2-core AVX-512 CPU, one process, interleaved (img/s, bare forward batch 8 / scan
+# pipeline of 32 12 MP JPEGs): intra 2 + inter 2: 8.9 / 5.5; intra 2 + inter 1:
+# 12.9-16.2 / 8.6-9.8; intra 1 + inter 1: 8.6-8.9 / 6.1-7.5. Two inter-op threads
+# each running a multi-threaded op oversubscribe the cores; InceptionV3's branches
+# are not worth it. Decode threads at nice 10 gained nothing (inter 1: 9.6-9.9 img/s
+# either way) and left the model idle 8-10% of a burst (inter 2: batches of 2).
+INTER_OP_THREADS = 1
+
+# Batch size when none is given: a GPU needs wide batches to be busy (and the decode
+# pool, one worker per core, can feed it); on a CPU 8 is as fast per image as wider
+# batches and keeps a burst's first results quick.
+BATCH_SIZE_CPU = 8
+BATCH_SIZE_GPU = 32
+
 HOW_TO_GET_WEIGHTS = (
     "run `labels model fetch` on a machine with internet, copy "
     f"~/.keras/models/{OFFICIAL_FILENAME} to the same place here "
@@ -212,6 +227,25 @@ _NO_GPU = (
 )
 
 
+def cpu_threads() -> tuple[int, int]:
+    """TensorFlow's (intra-op, inter-op) threads on CPU, for the cores this process may
+    use (its affinity mask, e.g. systemd's CPUAffinity= or taskset, not the machine's).
+    Intra-op gets every core; inter-op INTER_OP_THREADS."""
+    cores = len(os.sched_getaffinity(0))
+    return cores, min(cores, INTER_OP_THREADS)
+
+
+def gpu_note() -> str:
+    """One line for benchmark output: whether a GPU is visible, without starting TensorFlow
+    on it (the driver and CUDA_VISIBLE_DEVICES decide)."""
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return "no GPU on this machine: CPU figures only (GPU path: batch 32, mixed precision, XLA)"
+    return f"{len(gpus)} GPU(s) visible (this benchmark pins the CPU)"
+
+
 def _configure_device(tf, device: str):
     """Returns (tf device string, description, compute capability or None)."""
     gpus = tf.config.list_physical_devices("GPU")
@@ -225,12 +259,12 @@ def _configure_device(tf, device: str):
                 log.debug("GPU already initialised; memory growth left as it was")
         name, cc = _gpu_description(tf, gpus[0])
         return "/GPU:0", f"gpu:0 {name}", cc
-    cores = len(os.sched_getaffinity(0))
+    intra, inter = cpu_threads()
     try:
         if gpus:
             tf.config.set_visible_devices([], "GPU")
-        tf.config.threading.set_intra_op_parallelism_threads(cores)
-        tf.config.threading.set_inter_op_parallelism_threads(cores)
+        tf.config.threading.set_intra_op_parallelism_threads(intra)
+        tf.config.threading.set_inter_op_parallelism_threads(inter)
     except RuntimeError:
         # TensorFlow was already initialised in this process (e.g. a second
         # classifier); tf.device("/CPU:0") below still keeps the work on the CPU.
@@ -356,15 +390,16 @@ def _resolve_weights(weights) -> tuple[Path, str, str]:
 
 
 def load_classifier(weights: str | os.PathLike | None = None, device: str = "auto",
-                    batch_size: int = 8, mixed_precision: bool | None = None,
+                    batch_size: int | None = None, mixed_precision: bool | None = None,
                     jit_compile: bool | None = None, warm: bool = True) -> Classifier:
     """Load InceptionV3 once: weights from `weights` or keras' cache, on `device`, warmed up.
 
+    batch_size None: BATCH_SIZE_GPU on a GPU, BATCH_SIZE_CPU on CPU.
     mixed_precision None: on for a GPU of compute capability >= 7, off on CPU.
     jit_compile None: XLA on GPU, off on CPU (it measured slower there).
     """
     _check_device(device)
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}")
     if weights:
         _h5_layout(Path(weights).expanduser())  # fail fast, before importing TensorFlow
@@ -375,6 +410,8 @@ def load_classifier(weights: str | os.PathLike | None = None, device: str = "aut
     tf_device, description, cc = _configure_device(tf, device)
     on_gpu = tf_device.startswith("/GPU")
     path, layout, name = _resolve_weights(weights)
+    if batch_size is None:
+        batch_size = BATCH_SIZE_GPU if on_gpu else BATCH_SIZE_CPU
 
     if mixed_precision is None:
         mixed_precision = on_gpu and cc is not None and tuple(cc) >= (7, 0)

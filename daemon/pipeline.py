@@ -51,10 +51,12 @@ _SENTINEL = object()
 class Pipeline:
     """Claim → decode → batch → classify → write, until stopped. A context manager."""
 
-    def __init__(self, store: Store, classifier, node_id: str, *, batch_size: int = 8,
+    def __init__(self, store: Store, classifier, node_id: str, *, batch_size: int | None = None,
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  on_batch: Callable[[list[Outcome]], None] | None = None,
                  idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None):
+        if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
+            batch_size = getattr(classifier, "batch_size", 8)
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.store = store
@@ -239,7 +241,7 @@ class Pipeline:
                     self._claiming = True
                 self._wake.clear()
                 try:
-                    claims = queue.claim(self.store, self.node_id, room)
+                    claims = queue.claim(self.store, self.node_id, min(room, self.batch_size))
                     with self._lock:
                         for c in claims:
                             self._held[c.id] = c

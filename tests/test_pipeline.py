@@ -173,3 +173,39 @@ def test_wake_claims_new_work_without_waiting_for_the_idle_timeout(store, classi
         wait_for(lambda: pipe.done == 1, timeout=20, what="the woken claim")
         assert pipe.last_progress >= healthy
     assert store.record(str(f)).status == "done"
+
+
+def test_batch_size_defaults_to_the_models_own(weights_files, classifier):
+    import labelsd.model as model
+
+    auto = load_classifier(weights_files.legacy_h5, device="cpu", batch_size=None, warm=False)
+    assert auto.batch_size == model.BATCH_SIZE_CPU == 8  # a GPU would get BATCH_SIZE_GPU
+    assert model.BATCH_SIZE_GPU == 32
+    pipe = Pipeline(None, classifier, "test:auto")  # never started: nothing touches the store
+    assert pipe.batch_size == classifier.batch_size == 4
+    assert pipe.decode_workers == len(os.sched_getaffinity(0))
+
+
+def test_tensorflow_threads_follow_the_cores_this_process_may_use():
+    from labelsd.model import cpu_threads
+
+    intra, inter = cpu_threads()
+    assert intra == len(os.sched_getaffinity(0))
+    assert inter == 1  # measured faster than one per core (labelsd.model.INTER_OP_THREADS)
+
+
+def test_timeline_shows_what_the_model_did(store, classifier, tmp_path):
+    from labelsd.timeline import Timeline
+
+    files = [make_image(tmp_path / f"{i}.jpg", seed=i, size=(640, 480)) for i in range(9)]
+    enqueue(store, files)
+    timeline = Timeline()
+    pipe = run(store, classifier, timeline=timeline)
+    assert pipe.done == 9
+    kinds = {s.kind for s in timeline.spans}
+    assert kinds == {"read", "decode", "forward", "write"}
+    summary = timeline.model_summary()
+    assert sum(summary["batch_sizes"]) == pipe.model_rows == 9
+    assert max(summary["batch_sizes"]) <= classifier.batch_size
+    assert 0 < summary["busy_fraction"] <= 1
+    assert summary["busy_s"] <= summary["window_s"] + 1e-6
