@@ -1,0 +1,39 @@
+"""bench/throughput.py --quick runs end to end and prints every figure.
+
+No timing assertions: the speed goals live in the benchmark's output, not in
+tests that would fail on a busy CI machine.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench" / "throughput.py"
+
+FIGURES = [
+    "(a) bare forward:", "(a) pipeline (scan):", "(a) seed loop:", "(a) pipeline/seed",
+    "(a) model timeline: busy", "(b) service burst:", "(c) single drop:", "(d) peak RSS:",
+    "(e) idle CPU:", "(f) start to READY:",
+]
+
+
+@pytest.mark.timeout(400)
+def test_quick_benchmark_prints_every_figure(tmp_path, weights_file):
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("LABELS_", "NOTIFY_SOCKET", "WATCHDOG_"))}
+    env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--quick", "--weights", str(weights_file),
+         "--cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=360, env=env, cwd=tmp_path)
+    out = proc.stdout
+    assert proc.returncode == 0, f"benchmark failed ({proc.returncode})\n{out}\n{proc.stderr[-3000:]}"
+    missing = [f for f in FIGURES if f not in out]
+    assert not missing, f"figures not printed: {missing}\n{out}"
+    assert "no GPU" in out or "GPU(s) visible" in out
+    assert "(0 failed)" in out, out
