@@ -192,6 +192,16 @@ def bench_timeline(classifier, photos: list[Path], batch_size: int, workdir: Pat
     return summary
 
 
+def gpu_note() -> str:
+    """Whether this machine has a GPU for TensorFlow; this benchmark measures the CPU only."""
+    import tensorflow as tf
+
+    if not tf.config.list_physical_devices("GPU"):
+        return ("no GPU on this machine: CPU figures only (on a GPU labelsd runs "
+                "batch 32, mixed precision, XLA, decode workers = cores)")
+    return "a GPU is visible, but these figures are the CPU's (--device cpu)"
+
+
 def forward_one_s(classifier, repeats: int = 5) -> float:
     """Median seconds of one forward pass over one image (batch 1)."""
     x = np.zeros((classifier.padded_size(1), 299, 299, 3), np.float32)
@@ -268,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = make_photos(args.cache / f"photos-{size[0]}x{size[1]}-{count}", count, size)
 
     # The classifier first: its thread settings only apply before TensorFlow starts.
-    from labelsd.model import gpu_note, load_classifier
+    from labelsd.model import load_classifier
 
     weights = args.weights or random_weights(args.cache)
     classifier = load_classifier(weights, device="cpu", batch_size=args.batch_size)

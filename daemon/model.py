@@ -42,18 +42,15 @@ OFFICIAL_NAME = "InceptionV3/imagenet"
 JIT_ON_CPU = False
 JIT_ON_GPU = True
 
-# TensorFlow's inter-op threads on CPU; intra-op gets every core. Measured on the
-# 2-core AVX-512 CPU, one process, interleaved (img/s, bare forward batch 8 / scan
-# pipeline of 32 12 MP JPEGs): intra 2 + inter 2: 8.9 / 5.5; intra 2 + inter 1:
-# 12.9-16.2 / 8.6-9.8; intra 1 + inter 1: 8.6-8.9 / 6.1-7.5. Two inter-op threads
-# each running a multi-threaded op oversubscribe the cores; InceptionV3's branches
-# are not worth it. Decode threads at nice 10 gained nothing (inter 1: 9.6-9.9 img/s
-# either way) and left the model idle 8-10% of a burst (inter 2: batches of 2).
+# TensorFlow's inter-op threads on CPU; intra-op gets every core. 2-core AVX-512 CPU,
+# img/s of bare forward (batch 8) / scan pipeline (32 12 MP JPEGs), one process each:
+# intra 2 + inter 2: 8.9 / 5.5; intra 2 + inter 1: 13-16 / 8.6-9.9; intra 1 + inter 1:
+# 8.6-8.9 / 6.1-7.5. Two inter-op threads running multi-threaded ops oversubscribe
+# the cores. Decode threads at nice 10 gained nothing and left the model idle 10%.
 INTER_OP_THREADS = 1
 
-# Batch size when none is given: a GPU needs wide batches to be busy (and the decode
-# pool, one worker per core, can feed it); on a CPU 8 is as fast per image as wider
-# batches and keeps a burst's first results quick.
+# Batch size when none is given: a GPU needs wide batches (the decode pool, one worker
+# per core, feeds it); on a CPU 8 is as fast per image and a burst's first results come sooner.
 BATCH_SIZE_CPU = 8
 BATCH_SIZE_GPU = 32
 
@@ -228,22 +225,10 @@ _NO_GPU = (
 
 
 def cpu_threads() -> tuple[int, int]:
-    """TensorFlow's (intra-op, inter-op) threads on CPU, for the cores this process may
-    use (its affinity mask, e.g. systemd's CPUAffinity= or taskset, not the machine's).
-    Intra-op gets every core; inter-op INTER_OP_THREADS."""
+    """TensorFlow's (intra-op, inter-op) threads on CPU, sized to the cores this process
+    may use (its affinity: systemd's CPUAffinity=, taskset), not the machine's."""
     cores = len(os.sched_getaffinity(0))
     return cores, min(cores, INTER_OP_THREADS)
-
-
-def gpu_note() -> str:
-    """One line for benchmark output: whether a GPU is visible, without starting TensorFlow
-    on it (the driver and CUDA_VISIBLE_DEVICES decide)."""
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "no GPU on this machine: CPU figures only (GPU path: batch 32, mixed precision, XLA)"
-    return f"{len(gpus)} GPU(s) visible (this benchmark pins the CPU)"
 
 
 def _configure_device(tf, device: str):

@@ -11,8 +11,9 @@ of the next, which is the only thing the model thread does. Content already
 `done` in the store is linked without decoding; two paths with the same bytes
 that are in flight together are decoded and classified once.
 
-The read stage lives in reader.py, the write stage in writer.py; this module
-claims, batches, runs the model and keeps the books.
+The read stage lives in reader.py, the model call in batcher.py, the write stage
+in writer.py; this module claims, gathers batches from what is ready, runs the
+threads and keeps the books.
 """
 
 from __future__ import annotations
@@ -26,13 +27,13 @@ from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-import numpy as np
 from sqlalchemy import func, or_, select
 
 from . import queue
 from .errors import StoreUnavailable
 from .queue import Outcome
-from .reader import Item, Known, Reader, classified_outcome
+from .batcher import classify_batch, fit_ladder
+from .reader import Item, Reader
 from .schema import QueueItem
 from .store import Store
 from .timeline import Timeline
@@ -320,59 +321,19 @@ class Pipeline:
         return items
 
     def _fit_ladder(self, items: list[Item], wanted: int) -> list[Item]:
-        """While more images are coming, run the largest padded size that is full
-        (6 ready -> 4 now, 2 carried to the next batch) instead of padding 6 to 8:
-        a padded row costs a full forward row and labels nothing."""
+        """While more images are coming, run a batch size that needs no padding."""
         with self._lock:
             more_coming = self._reader.preparing > 0 or not self._ready.empty()
-        ladder = getattr(self.classifier, "ladder", None)
-        if not more_coming or not ladder or wanted in ladder:
+        if not more_coming:
             return items
-        fits = max(size for size in ladder if size <= wanted)
-        keep, carry, taken = [], [], 0
-        for item in items:
-            if item.final is None:
-                if taken >= fits:
-                    carry.append(item)
-                    continue
-                taken += 1
-            keep.append(item)
+        keep, carry = fit_ladder(items, wanted, getattr(self.classifier, "ladder", None))
         self._carry.extend(carry)
         return keep
 
     def _classify(self, items: list[Item]) -> list[Outcome]:
-        """One model call for the batch; the same bytes twice go through it once."""
-        unique: dict[str, Item] = {}
-        for item in items:
-            if item.final is None and item.sha256 not in unique:
-                unique[item.sha256] = item
-        known: dict[str, Known] = {}
-        if unique:
-            leaders = list(unique.values())
-            start = time.monotonic()
-            try:
-                top3 = self.classifier.top3(np.stack([i.pixels for i in leaders]))
-            except Exception as err:  # noqa: BLE001 - e.g. out of memory: try again later
-                log.exception("model failed on a batch of %d", len(leaders))
-                for item in items:
-                    if item.final is None:
-                        item.final = Outcome(item.claim, "retry", error=f"model failed: {err}")
-                        for f in item.followers:
-                            f.final = Outcome(f.claim, "retry", error=f"model failed: {err}")
-                top3 = []
-            if self.timeline is not None:
-                self.timeline.add("forward", start, len(leaders))
-            self.model_rows += len(top3)
-            for leader, preds in zip(leaders, top3):
-                known[leader.sha256] = Known(preds, leader.width, leader.height, leader.format)
-            self._reader.remember(known)
-        outcomes = []
-        for item in items:
-            for one in (item, *item.followers):
-                if one.final is None:
-                    one.final = classified_outcome(one, known[item.sha256], self.classifier.name)
-                outcomes.append(one.final)
-            item.pixels = None
+        outcomes, known, rows = classify_batch(self.classifier, items, self.timeline)
+        self.model_rows += rows
+        self._reader.remember(known)
         return outcomes
 
     def _send(self, outcomes: list[Outcome]) -> None:
