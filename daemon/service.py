@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE",
                    help="TOML config file (default: $LABELS_CONFIG, "
                         "~/.config/labels/config.toml, /etc/labels/config.toml)")
-    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default 8)")
+    p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default auto)")
     p.add_argument("--poll", action="store_true", default=None,
                    help="poll the folders instead of inotify (NFS/SMB shares)")

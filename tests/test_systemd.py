@@ -77,7 +77,7 @@ def test_example_config_is_valid(monkeypatch, tmp_path):
     settings = load_settings(str(UNITS / "config.toml"), env={})
     assert settings.watch and settings.db == "/var/lib/labelsd/labels.db"
     assert (settings.batch_size, settings.device, settings.poll, settings.log_level) == (
-        8, "auto", False, "info")
+        None, "auto", False, "info")  # batch size unset: chosen for the device
 
 
 # --------------------------------------------------------------------------- sd_notify
