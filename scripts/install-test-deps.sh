@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, only where they are missing:
 # PostgreSQL (a throwaway server for the store tests), systemd-analyze (unit
-# verification), Chromium (rendering the HTML gallery). Needs root and apt-get;
+# verification), Chromium (rendering the HTML gallery), WordNet 3.0 (checking the
+# shipped taxonomy against its generator). Needs root and apt-get;
 # elsewhere it says what is missing and leaves the tests to skip or fail.
 set -euo pipefail
 
@@ -9,6 +10,7 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
 
 [ ${#missing[@]} -eq 0 ] && exit 0
 
