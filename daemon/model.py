@@ -6,10 +6,12 @@ TensorFlow and Keras are imported only inside the functions that need them, so
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
@@ -23,6 +25,29 @@ from labelsd.records import Prediction
 # TensorFlow's C++ start-up chatter (oneDNN notes, "no CUDA drivers") is noise in a
 # service log; real failures reach us as Python exceptions. A user can still set it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@contextlib.contextmanager
+def _native_stderr_quiet():
+    """TensorFlow >= 2.16 writes its start-up lines ("oneDNN custom operations are
+    on", "failed call to cuInit") from C++ before its logging is initialised, so
+    TF_CPP_MIN_LOG_LEVEL does not stop them; on a CPU-only machine the cuInit line
+    even reads as an error. Point file descriptor 2 at /dev/null while TensorFlow
+    starts (only then, in the loading thread, before the service starts its
+    others), unless debug logging asks to see everything."""
+    if log.isEnabledFor(logging.DEBUG) or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 log = logging.getLogger(__name__)
 
@@ -207,9 +232,10 @@ def _gpu_description(tf, gpu) -> tuple[str, tuple[int, int] | None]:
 def describe_device(device: str = "auto") -> str:
     """The device `load_classifier(device=...)` would use, in words; initialises nothing."""
     _check_device(device)
-    import tensorflow as tf
+    with _native_stderr_quiet():
+        import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
+        gpus = tf.config.list_physical_devices("GPU")
     if device == "cpu" or not gpus:
         if device == "gpu":
             raise DeviceUnavailable(_NO_GPU)
@@ -389,10 +415,11 @@ def load_classifier(weights: str | os.PathLike | None = None, device: str = "aut
     if weights:
         _h5_layout(Path(weights).expanduser())  # fail fast, before importing TensorFlow
 
-    import keras
-    import tensorflow as tf
+    with _native_stderr_quiet():
+        import keras
+        import tensorflow as tf
 
-    tf_device, description, cc = _configure_device(tf, device)
+        tf_device, description, cc = _configure_device(tf, device)
     on_gpu = tf_device.startswith("/GPU")
     path, layout, name = _resolve_weights(weights)
     if batch_size is None:
