@@ -24,10 +24,11 @@ def info(
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
     from labelsd import model
+    from labelsd import weights as weights_files
 
     from .app import state
 
-    facts = model.weights_info(weights or state(ctx).settings.weights)
+    facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
     if as_json:
         typer.echo(json.dumps(facts, indent=2))
@@ -35,12 +36,12 @@ def info(
     for key in ("path", "source", "exists", "size", "sha256", "official", "device"):
         typer.echo(f"{key + ':':10}{facts[key] if facts[key] is not None else '-'}")
     if not facts["exists"]:
-        typer.echo(f"hint:     {model.HOW_TO_GET_WEIGHTS}")
+        typer.echo(f"hint:     {weights_files.HOW_TO_GET_WEIGHTS}")
 
 
 @model_app.command("fetch")
 def fetch() -> None:
     """Download the ImageNet weights into keras' cache (once), verify them, print the path."""
-    from labelsd import model
+    from labelsd.weights import fetch_weights
 
-    typer.echo(model.fetch_weights())
+    typer.echo(fetch_weights())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from labelsd import model as model_mod
+from labelsd import weights as weights_mod
 from labelsd.errors import ConfigError, DeviceUnavailable, WeightsUnavailable
 from labelsd.model import load_classifier
 
@@ -192,7 +193,7 @@ def offline_empty_cache(tmp_path, monkeypatch):
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     monkeypatch.setattr(keras.utils, "get_file", offline)
-    return tmp_path / "keras" / "models" / model_mod.OFFICIAL_FILENAME
+    return tmp_path / "keras" / "models" / weights_mod.OFFICIAL_FILENAME
 
 
 def test_no_weights_offline_says_what_to_do(offline_empty_cache):
@@ -200,7 +201,7 @@ def test_no_weights_offline_says_what_to_do(offline_empty_cache):
         load_classifier(device="cpu")
     text = str(err.value)
     assert "labels model fetch" in text and "--weights" in text and "LABELS_WEIGHTS" in text
-    assert model_mod.OFFICIAL_FILENAME in text and "\n" not in text
+    assert weights_mod.OFFICIAL_FILENAME in text and "\n" not in text
 
 
 def test_half_downloaded_cache_file_is_not_taken_as_good(offline_empty_cache):
@@ -229,11 +230,11 @@ def test_unknown_device_is_a_config_error():
 
 
 def test_weights_info(weights_files, offline_empty_cache):
-    info = model_mod.weights_info(weights_files.legacy_h5)
+    info = weights_mod.weights_info(weights_files.legacy_h5)
     data = weights_files.legacy_h5.read_bytes()
     assert info["exists"] and info["size"] == len(data) and info["official"] is False
     assert info["sha256"] == hashlib.sha256(data).hexdigest()
-    cache = model_mod.weights_info()
+    cache = weights_mod.weights_info()
     assert cache["path"] == str(offline_empty_cache) and cache["exists"] is False
 
 
