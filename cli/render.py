@@ -62,7 +62,7 @@ def csv_row(rec: ImageRecord) -> list:
 
 def _labels_text(rec: ImageRecord) -> str:
     if rec.status == "failed":
-        return f"failed: {rec.error}"
+        return f"({rec.error})"
     return ", ".join(f"{p.label} {p.score:.0%}" for p in rec.labels)
 
 
@@ -106,7 +106,8 @@ def _render_table(records: Iterable[ImageRecord], out: TextIO) -> int:
     count = 0
     for rec in records:
         tags = f"  [{', '.join(rec.tags)}]" if rec.tags else ""
-        out.write(f"{_printable(rec.path)}  {rec.status}  {_labels_text(rec)}{tags}\n")
+        line = f"{_printable(rec.path)}  {rec.status}  {_labels_text(rec)}{tags}"
+        out.write(line.rstrip() + "\n")
         count += 1
     if not count:
         out.write("no images\n")
