@@ -34,8 +34,9 @@ def _native_stderr_quiet():
     even reads as an error. Point file descriptor 2 at /dev/null while TensorFlow
     starts (only then, in the loading thread, before the service starts its
     others), unless debug logging asks to see everything."""
-    if log.isEnabledFor(logging.DEBUG) or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
-        yield
+    wanted = os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0")
+    if log.isEnabledFor(logging.DEBUG) or not (wanted.isdigit() and int(wanted) >= 2):
+        yield  # debugging, or the user asked for TensorFlow's notes: leave stderr alone
         return
     sys.stderr.flush()
     saved = os.dup(2)
