@@ -48,7 +48,7 @@ def show(
 ) -> None:
     """Show one image: its status, labels and tags (exit 1 if untracked)."""
     from labelsd.nodes import watched_roots
-    from labelsd.paths import ignore_reason
+    from labelsd.paths import canonical_root, ignore_reason
 
     st = state(ctx)
     store = st.store()
@@ -61,7 +61,7 @@ def show(
             _show_text(record)
         return
     full = canonical_path(path)
-    roots = list(dict.fromkeys([canonical_path(r) for r in st.settings.watch]
+    roots = list(dict.fromkeys([canonical_root(r) for r in st.settings.watch]
                                + watched_roots(store)))
     reason = ignore_reason(full, roots) or "not seen by labelsd yet"
     if as_json:

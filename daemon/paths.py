@@ -11,6 +11,13 @@ PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".t
                     ".!qb", ".opdownload", ".filepart", "~")
 
 
+def canonical_root(folder: str) -> str:
+    """A watched folder as the watcher records it: fully resolved, the folder's
+    own name too (a root that is a symlink is watched at its target, so the
+    paths under it are the ones `store.canonical_path` gives its files)."""
+    return os.path.realpath(os.path.expanduser(folder))
+
+
 def under_root(path: str, root: str) -> bool:
     root = root.rstrip(os.sep) or os.sep
     return path == root or path.startswith(root + os.sep) or root == os.sep

@@ -28,6 +28,7 @@ from . import __version__, nodes, queue
 from .config import DEVICES, LOG_LEVELS, Settings, load_settings
 from .errors import ConfigError, LabelsError
 from .notify import Notifier, WatchdogPinger
+from .paths import canonical_root
 
 log = logging.getLogger("labelsd")
 
@@ -239,7 +240,7 @@ class Service:
         self.notifier.reloading()
         try:
             new = load_settings(self._config_arg, **self._flags)
-            new_roots = [os.path.realpath(os.path.expanduser(r)) for r in new.watch]
+            new_roots = [canonical_root(r) for r in new.watch]
             if not new_roots:
                 raise ConfigError("the reloaded config watches no folder; keeping the current ones")
         except LabelsError as err:
@@ -349,7 +350,7 @@ def _check_roots(watch: tuple[str, ...]) -> list[str]:
                           "/etc/labels/config.toml)")
     roots = []
     for folder in watch:
-        root = os.path.realpath(os.path.expanduser(folder))
+        root = canonical_root(folder)
         if not os.path.isdir(root):
             raise ConfigError(f"cannot watch {folder}: no such folder (create it first)")
         if root not in roots:

@@ -44,7 +44,7 @@ from watchdog.observers.polling import PollingObserver
 
 from . import queue
 from .errors import LabelsError
-from .paths import is_candidate
+from .paths import canonical_root, is_candidate
 from .queue import FileFacts
 from .reconcile import ExistingPaths, reconcile_root
 from .settle import SETTLE_S, SettleTracker
@@ -109,7 +109,7 @@ class Watcher:
         self.settle_s = settle_s
         self.window_s = window_s
         self.on_enqueued = on_enqueued
-        self._initial = [os.path.realpath(os.path.expanduser(r)) for r in roots]
+        self._initial = [canonical_root(r) for r in roots]
         self._roots: list[str] = []
         self._watches: dict[str, tuple[object, object]] = {}
         self._events: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
@@ -173,7 +173,7 @@ class Watcher:
 
     def add_root(self, root: str) -> bool:
         """Watch one more folder (recursively) and reconcile it. False if already watched."""
-        root = os.path.realpath(os.path.expanduser(root))
+        root = canonical_root(root)
         with self._lock:
             if root in self._roots:
                 return False
@@ -190,7 +190,7 @@ class Watcher:
 
     def remove_root(self, root: str) -> bool:
         """Stop watching a folder (its records stay as they are)."""
-        root = os.path.realpath(os.path.expanduser(root))
+        root = canonical_root(root)
         with self._lock:
             if root not in self._roots:
                 return False

@@ -67,3 +67,18 @@ def test_top_level_help_lists_commands():
     assert result.exit_code == 0
     for command in ("list", "show", "retry"):
         assert command in result.stdout
+
+
+def test_show_explains_an_untracked_file_under_a_symlinked_root(tmp_path):
+    # The watcher resolves a root that is itself a symlink; `show` must too, or
+    # every file under such a root reads as "outside the watched folders".
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    (real / "a.jpg").write_bytes(b"x")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'watch = ["{tmp_path / "link"}"]\n')
+    result = runner.invoke(app, ["--config", str(cfg), "--db", str(tmp_path / "x.db"),
+                                 "show", str(tmp_path / "link" / "a.jpg")])
+    assert result.exit_code == 1
+    assert "not seen by labelsd yet" in result.stdout, result.stdout
