@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from labels_cli.app import app
@@ -62,11 +63,31 @@ def test_usage_error_exits_2(tmp_path):
     assert result.exit_code == 2
 
 
+def _commands(group, prefix=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _commands(command, prefix + (name,))
+        else:
+            yield prefix + (name,), command
+
+
+ALL_COMMANDS = list(_commands(typer.main.get_command(app)))
+
+
 def test_top_level_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("list", "show", "retry"):
-        assert command in result.stdout
+    assert {"list", "show", "search", "tag", "export"} <= {path[0] for path, _ in ALL_COMMANDS}
+    for path, _ in ALL_COMMANDS:
+        assert path[0] in result.stdout
+
+
+@pytest.mark.parametrize("path, command", ALL_COMMANDS, ids=[" ".join(p) for p, _ in ALL_COMMANDS])
+def test_every_command_and_option_has_help(path, command):
+    assert command.help, f"`labels {' '.join(path)}` has no help text"
+    assert not [p.name for p in command.params if hasattr(p, "help") and not p.help]
+    result = runner.invoke(app, [*path, "--help"])
+    assert result.exit_code == 0 and "Usage:" in result.stdout
 
 
 def test_show_explains_an_untracked_file_under_a_symlinked_root(tmp_path):
