@@ -135,20 +135,40 @@ def test_notifier_speaks_the_protocol(tmp_path):
     assert watchdog_interval({}) is None
 
 
+class _PingRecorder(Notifier):
+    """A Notifier that also notes when each watchdog ping was sent."""
+
+    def __init__(self, env: dict[str, str]):
+        super().__init__(env=env)
+        self.pinged_at: list[float] = []
+
+    def watchdog(self) -> bool:
+        self.pinged_at.append(time.monotonic())
+        return super().watchdog()
+
+
 def test_watchdog_pings_stop_when_the_pipeline_hangs(tmp_path):
     listener = NotifyListener(str(tmp_path / "wd.sock"))
-    healthy = threading.Event()
-    healthy.set()
-    pinger = WatchdogPinger(Notifier(env={"NOTIFY_SOCKET": listener.address}), 0.05,
-                            healthy.is_set)
+    progressing = threading.Event()
+    progressing.set()
+    unhealthy_at: list[float] = []  # each time the pinger was told "no progress"
+
+    def healthy() -> bool:
+        if progressing.is_set():
+            return True
+        unhealthy_at.append(time.monotonic())
+        return False
+
+    notifier = _PingRecorder(env={"NOTIFY_SOCKET": listener.address})
+    pinger = WatchdogPinger(notifier, 0.05, healthy)
     try:
         pinger.start()
         wait_for(lambda: len(listener.lines("WATCHDOG=1")) >= 3, 5, "pings while healthy")
-        healthy.clear()  # the pipeline stops making progress
-        time.sleep(0.2)  # let a ping already on its way land
-        count = len(listener.lines("WATCHDOG=1"))
-        time.sleep(0.5)  # ten intervals: a measurement window, not a wait
-        assert len(listener.lines("WATCHDOG=1")) == count
+        progressing.clear()  # the pipeline stops making progress
+        # Ten intervals of "unhealthy" answers, counted rather than slept through;
+        # the pinger is one thread, so no ping may follow its first such answer.
+        wait_for(lambda: len(unhealthy_at) >= 10, 5, "ten unhealthy checks", interval=0.02)
+        assert max(notifier.pinged_at) < unhealthy_at[0]
     finally:
         pinger.stop()
         listener.close()
