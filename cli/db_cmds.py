@@ -3,12 +3,12 @@ PostgreSQL when one machine is no longer enough)."""
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
 from .app import app, state
+from .render import render_json
 
 db_app = typer.Typer(help="Manage the database itself (copy a library to another one).",
                      no_args_is_help=True)
@@ -40,7 +40,7 @@ def copy(
     with open_store(to) as target:
         counts = copy_library(source, target, chunk=chunk, merge=force)
     if as_json:
-        typer.echo(json.dumps(counts))
+        render_json(counts)
     else:
         typer.echo("copied " + ", ".join(f"{n} {table}" for table, n in counts.items())
                    + f" into {target.where}")

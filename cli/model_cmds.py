@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
+
+from .render import render_json
 
 model_app = typer.Typer(
     help="Inspect and fetch the InceptionV3 ImageNet weights.", no_args_is_help=True
@@ -16,22 +17,22 @@ model_app = typer.Typer(
 @model_app.command("info")
 def info(
     ctx: typer.Context,
-    weights: Optional[Path] = typer.Option(
-        None, "--weights", help="A local weights file (default: LABELS_WEIGHTS, the config file, keras' cache)."
-    ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or gpu."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights",
+        help="A local weights file (default: LABELS_WEIGHTS, the config file, keras' cache).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
     from labelsd import model
     from labelsd import weights as weights_files
 
-    from .app import state
+    from .app import state  # here: app.py imports this module to register it
 
     facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
     if as_json:
-        typer.echo(json.dumps(facts, indent=2))
+        render_json(facts)
         return
     for key in ("path", "source", "exists", "size", "sha256", "official", "device"):
         typer.echo(f"{key + ':':10}{facts[key] if facts[key] is not None else '-'}")
