@@ -1,4 +1,4 @@
-"""The InceptionV3 classifier: weights resolution, device choice, one compiled forward per batch.
+"""The InceptionV3 classifier: device choice, one compiled forward per batch (weights files: weights.py).
 
 TensorFlow and Keras are imported only inside the functions that need them, so
 `import labelsd.model` stays cheap and the CLI's query commands never pay for them.
@@ -11,13 +11,12 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
 from labelsd.errors import ConfigError, DeviceUnavailable
 from labelsd.records import Prediction
-from labelsd.weights import h5_layout, load_weights_into, resolve_weights
+from labelsd.weights import load_weights_into, resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +198,13 @@ class Classifier:
     def padded_size(self, n: int) -> int:
         return next(size for size in self.ladder if size >= n) if self.ladder else n
 
+    def pad(self, chunk: np.ndarray) -> np.ndarray:
+        """`chunk` (at most batch_size images) with zero rows up to padded_size."""
+        size = self.padded_size(len(chunk))
+        if size == len(chunk):
+            return chunk
+        return np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
+
     def forward(self, padded: np.ndarray) -> np.ndarray:
         """The bare compiled forward (for benchmarks); with jit, the size must be in self.ladder."""
         with self._tf.device(self._tf_device):
@@ -222,11 +228,7 @@ class Classifier:
         out = np.empty((len(x), NUM_CLASSES), np.float32)
         for start in range(0, len(x), self.batch_size):
             chunk = x[start:start + self.batch_size]
-            size = self.padded_size(len(chunk))
-            if size > len(chunk):
-                pad = np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)
-                chunk = np.concatenate([chunk, pad])
-            out[start:start + self.batch_size] = self.forward(chunk)[: min(len(x) - start, self.batch_size)]
+            out[start:start + len(chunk)] = self.forward(self.pad(chunk))[:len(chunk)]
         return out
 
     def top3(self, batch: np.ndarray) -> list[list[Prediction]]:
@@ -257,8 +259,9 @@ def load_classifier(weights: str | os.PathLike | None = None, device: str = "aut
     _check_device(device)
     if batch_size is not None and batch_size < 1:
         raise ConfigError(f"--batch-size must be at least 1, not {batch_size}")
-    if weights:
-        h5_layout(Path(weights).expanduser())  # fail fast, before importing TensorFlow
+    # A given file is checked (and hashed for its name) before importing TensorFlow, to
+    # fail fast; without one, the keras cache is resolved after (fetching needs keras).
+    resolved = resolve_weights(weights) if weights else None
 
     with _native_stderr_quiet():
         import keras
@@ -266,7 +269,7 @@ def load_classifier(weights: str | os.PathLike | None = None, device: str = "aut
 
         tf_device, description, cc = _configure_device(tf, device)
     on_gpu = tf_device.startswith("/GPU")
-    path, layout, name = resolve_weights(weights)
+    path, layout, name = resolved or resolve_weights(None)
     if batch_size is None:
         batch_size = BATCH_SIZE_GPU if on_gpu else BATCH_SIZE_CPU
 
