@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import Table, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -30,7 +30,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .errors import LabelsError
-from .schema import Content, Prediction, QueueItem, Tag, TrackedPath
+from .schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,8 @@ class SameDatabase(LabelsError):
 
 
 def _utc(value):
-    """Every stored time is UTC: SQLite hands back naive values, PostgreSQL aware
-    ones in the session's zone. Normalise both so neither target misreads them."""
-    if isinstance(value, datetime):
-        return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
-                else value.astimezone(timezone.utc))
-    return value
+    """A time column's value in UTC (see `as_utc`), so neither target misreads it."""
+    return as_utc(value) if isinstance(value, datetime) else value
 
 
 def _insert_ignoring_existing(session: Session, table: Table, keys: list[str]):

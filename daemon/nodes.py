@@ -9,19 +9,15 @@ import json
 import os
 import socket
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 
 from sqlalchemy import select
 
-from .schema import Node
+from .schema import Node, as_utc, utcnow
 from .store import Store
 
 HEARTBEAT_INTERVAL_S = 2.0
 ALIVE_WITHIN_S = 10.0
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def node_id_for_this_process() -> str:
@@ -47,7 +43,7 @@ class NodeStatus:
 
 def register(store: Store, node_id: str, *, model: str | None, device: str | None,
              watching: list[str]) -> None:
-    now = _now()
+    now = utcnow()
     with store.write() as session:
         node = session.get(Node, node_id)
         if node is None:
@@ -64,7 +60,7 @@ def heartbeat(store: Store, node_id: str, *, done: int, failed: int,
         node = session.get(Node, node_id)
         if node is None:
             return
-        node.heartbeat_at, node.done, node.failed = _now(), done, failed
+        node.heartbeat_at, node.done, node.failed = utcnow(), done, failed
         if watching is not None:
             node.watching = json.dumps(watching)
 
@@ -73,20 +69,18 @@ def mark_stopped(store: Store, node_id: str) -> None:
     with store.write() as session:
         node = session.get(Node, node_id)
         if node is not None:
-            node.stopped_at = _now()
+            node.stopped_at = utcnow()
 
 
 def _age(heartbeat_at: datetime | None, now: datetime) -> float | None:
     if heartbeat_at is None:
         return None
-    if heartbeat_at.tzinfo is None:
-        heartbeat_at = heartbeat_at.replace(tzinfo=timezone.utc)
-    return max(0.0, (now - heartbeat_at).total_seconds())
+    return max(0.0, (now - as_utc(heartbeat_at)).total_seconds())
 
 
 def list_nodes(store: Store, alive_within_s: float = ALIVE_WITHIN_S) -> list[NodeStatus]:
     """Every node ever registered, most recent heartbeat first."""
-    now = _now()
+    now = utcnow()
     with store.read() as session:
         rows = session.scalars(select(Node)).all()
     result = []

@@ -15,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -23,7 +23,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .records import Prediction as PredictionRecord
-from .schema import Content, Prediction, QueueItem, TrackedPath
+from .schema import Content, Prediction, QueueItem, TrackedPath, as_utc, utcnow
 from .store import Store, canonical_path
 
 log = logging.getLogger(__name__)
@@ -33,17 +33,6 @@ log = logging.getLogger(__name__)
 # (tests use a short lease to watch a killed node's work being taken over).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("LABELS_CLAIM_LEASE_S") or 60))
 MAX_ATTEMPTS = 5
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite returns naive datetimes; everything stored is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def _insert(session: Session, table):
@@ -97,7 +86,7 @@ def enqueue(store: Store, files: Iterable[FileFacts | str], *, force: bool = Fal
                    key=lambda f: f.path)
     if not facts:
         return 0
-    now = _now()
+    now = utcnow()
     queued = 0
     with store.write() as session:
         for start in range(0, len(facts), 500):
@@ -132,7 +121,7 @@ def enqueue(store: Store, files: Iterable[FileFacts | str], *, force: bool = Fal
 def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE) -> list[Claim]:
     """Atomically take up to `limit` queued paths for this node, oldest first.
     Rows claimed by another node more than `lease` ago are taken over."""
-    now = _now()
+    now = utcnow()
     with store.write() as session:
         rows = session.execute(
             select(QueueItem.id, QueueItem.path, QueueItem.enqueued_at, QueueItem.attempts)
@@ -145,14 +134,14 @@ def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE
             return []
         session.execute(update(QueueItem).where(QueueItem.id.in_([r.id for r in rows]))
                         .values(claimed_by=node_id, claimed_at=now))
-    return [Claim(r.id, r.path, _aware(r.enqueued_at), r.attempts) for r in rows]
+    return [Claim(r.id, r.path, as_utc(r.enqueued_at), r.attempts) for r in rows]
 
 
 def renew_claims(store: Store, node_id: str) -> None:
     """Keep this node's claims from being taken over while it is alive."""
     with store.write() as session:
         session.execute(update(QueueItem).where(QueueItem.claimed_by == node_id)
-                        .values(claimed_at=_now()))
+                        .values(claimed_at=utcnow()))
 
 
 def release_claims(store: Store, node_id: str, ids: Sequence[int] | None = None) -> None:
@@ -179,7 +168,7 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
     paths, and the queue rows done (or released, if re-stamped meanwhile)."""
     if not outcomes:
         return
-    now = _now()
+    now = utcnow()
     with store.write() as session:
         for o in outcomes:
             if o.kind in ("classified", "linked", "bad_image"):
@@ -276,7 +265,7 @@ def mark_missing(store: Store, paths: Iterable[str]) -> int:
             changed += session.execute(
                 update(TrackedPath).where(TrackedPath.path.in_(part),
                                           TrackedPath.missing.is_(False))
-                .values(missing=True, last_seen=_now())).rowcount
+                .values(missing=True, last_seen=utcnow())).rowcount
     return changed
 
 
@@ -295,7 +284,7 @@ def move_path(store: Store, src: str, dest: str, facts: FileFacts | None = None)
     tags) without being read again. Returns False when `src` was not known, so
     the caller should enqueue `dest` instead."""
     src, dest = canonical_path(src), canonical_path(dest)
-    now = _now()
+    now = utcnow()
     with store.write() as session:
         row = session.scalar(select(TrackedPath).where(TrackedPath.path == src))
         if row is None or row.sha256 is None:
@@ -311,7 +300,7 @@ def move_path(store: Store, src: str, dest: str, facts: FileFacts | None = None)
 
 def retry_failed(store: Store) -> int:
     """Queue failed images again (`labels retry`). Returns how many paths."""
-    now = _now()
+    now = utcnow()
     with store.write() as session:
         failed_rows = session.execute(update(QueueItem).where(QueueItem.state == "failed")
                                       .values(state="queued", attempts=0, last_error=None,

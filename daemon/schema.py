@@ -29,6 +29,15 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time, aware and in UTC. Everything is stored as UTC, but SQLite
+    hands back naive datetimes and PostgreSQL aware ones in the session's zone."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
+            else value.astimezone(timezone.utc))
+
+
 class Base(DeclarativeBase):
     pass
 

@@ -14,7 +14,6 @@ import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import timezone
 from pathlib import Path
 
 from sqlalchemy import Engine, case, create_engine, event, func, select
@@ -25,7 +24,7 @@ from . import migrations
 from .errors import NotTracked, StoreUnavailable
 from .records import ImageRecord
 from .records import Prediction as PredictionRecord
-from .schema import Content, Prediction, QueueItem, Tag, TrackedPath
+from .schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
 
 log = logging.getLogger(__name__)
 
@@ -259,12 +258,7 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
                                         .order_by(Tag.sha256, Tag.tag_key)):
             tags.setdefault(sha, []).append(tag)
     for rec in records:
-        if rec.classified_at is not None:
-            # SQLite hands back naive datetimes (we only ever store UTC); PostgreSQL
-            # aware ones in the session's time zone: both are shown in UTC.
-            rec.classified_at = (rec.classified_at.replace(tzinfo=timezone.utc)
-                                 if rec.classified_at.tzinfo is None
-                                 else rec.classified_at.astimezone(timezone.utc))
+        rec.classified_at = as_utc(rec.classified_at)
         if rec.sha256:
             rec.labels = labels.get(rec.sha256, []) if rec.status != "pending" else []
             rec.tags = tags.get(rec.sha256, [])
