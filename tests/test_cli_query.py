@@ -12,13 +12,13 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from test_search import LIBRARY, add_images
+from test_search import LIBRARY, add_images, add_library
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from labels_cli.app import app
 from labels_cli.render import CSV_COLUMNS
-from labelsd import nodes, query, queue, tags
+from labelsd import nodes, query, queue
 from labelsd.schema import Node
 
 runner = CliRunner()
@@ -26,13 +26,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def library(store, tmp_path, monkeypatch):
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    monkeypatch.chdir(photos)
-    paths = add_images(store, LIBRARY)
-    tags.add_tags(store, paths["persian.jpg"], ["fluffy"])
-    queue.mark_missing(store, [paths["gone_cat.jpg"]])
-    return paths
+    return add_library(store, tmp_path, monkeypatch, {"persian.jpg": ["fluffy"]})
 
 
 def labels(db_url, *args):

@@ -1,8 +1,8 @@
 """Search: query text in, images out, against a real store populated through
 the queue exactly as the service's writer does it.
 
-`add_images` is also used by test_cli_query.py and test_tags.py
-(tests/ is on sys.path: `from test_search import add_images`)."""
+`add_images` is also used by test_cli_query.py and test_tags.py, `add_library`
+by test_cli_query.py (tests/ is on sys.path: `from test_search import add_images`)."""
 
 from __future__ import annotations
 
@@ -62,18 +62,23 @@ LIBRARY = {
 }
 
 
-@pytest.fixture
-def library(store, tmp_path, monkeypatch):
-    """The LIBRARY in tmp_path/photos, with tags and one missing file."""
+def add_library(store, tmp_path, monkeypatch, tagged: dict[str, list[str]]) -> dict[str, str]:
+    """The LIBRARY in tmp_path/photos (the working directory), `tagged` name ->
+    tags, and gone_cat.jpg missing. Returns name -> stored path."""
     photos = tmp_path / "photos"
     photos.mkdir()
     monkeypatch.chdir(photos)
     paths = add_images(store, LIBRARY)
-    tags.add_tags(store, paths["persian.jpg"], ["fluffy"])
-    tags.add_tags(store, paths["tabby.jpg"], ["Fluffy", "indoor"])
-    tags.add_tags(store, paths["hotdog.jpg"], ["Lunch"])
+    for name, its_tags in tagged.items():
+        tags.add_tags(store, paths[name], its_tags)
     queue.mark_missing(store, [paths["gone_cat.jpg"]])
     return paths
+
+
+@pytest.fixture
+def library(store, tmp_path, monkeypatch):
+    return add_library(store, tmp_path, monkeypatch, {
+        "persian.jpg": ["fluffy"], "tabby.jpg": ["Fluffy", "indoor"], "hotdog.jpg": ["Lunch"]})
 
 
 def names(records) -> list[str]:
