@@ -24,14 +24,12 @@ import logging
 from collections.abc import Callable, Iterator
 from datetime import datetime
 
-from sqlalchemy import Table, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import Table, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from .errors import LabelsError
 from .schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
-from .store import Store
+from .store import Store, dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +51,7 @@ def _utc(value):
 
 
 def _insert_ignoring_existing(session: Session, table: Table, keys: list[str]):
-    dialect_insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=keys)
+    return dialect_insert(session, table).on_conflict_do_nothing(index_elements=keys)
 
 
 def row_counts(store: Store) -> dict[str, int]:
@@ -86,8 +83,6 @@ def _chunks(source: Store, stmt, key_columns, chunk: int) -> Iterator[list[dict]
 
 def _after(key_columns, last: tuple):
     """(a, b) > (x, y) spelled portably: a > x OR (a = x AND b > y)."""
-    from sqlalchemy import and_, or_
-
     first, *rest = key_columns
     if not rest:
         return first > last[0]
@@ -115,16 +110,16 @@ def copy_library(source: Store, target: Store, chunk: int = 1000, *, merge: bool
             "merge into it (rows it already has are kept as they are)")
 
     plans = [
-        # (name, table, columns selected, keyset key, conflict key, columns set to None)
+        # (name, table, columns selected, keyset key, conflict key)
         ("contents", Content.__table__, list(Content.__table__.c), [Content.sha256],
          ["sha256"]),
         ("predictions", Prediction.__table__, list(Prediction.__table__.c),
          [Prediction.sha256, Prediction.rank], ["sha256", "rank"]),
         ("tags", Tag.__table__, list(Tag.__table__.c), [Tag.sha256, Tag.tag_key],
          ["sha256", "tag_key"]),
-        # ids are the target's own (its sequences keep counting); order is kept.
-        ("paths", TrackedPath.__table__,
-         [c for c in TrackedPath.__table__.c if c.key != "id"] + [TrackedPath.id],
+        # paths and queue rows are read in id order (kept), but inserted without
+        # their ids: the target's sequences give its own.
+        ("paths", TrackedPath.__table__, list(TrackedPath.__table__.c),
          [TrackedPath.id], ["path"]),
         ("queue", QueueItem.__table__,
          [c for c in QueueItem.__table__.c if c.key not in ("claimed_by", "claimed_at")],
@@ -133,8 +128,7 @@ def copy_library(source: Store, target: Store, chunk: int = 1000, *, merge: bool
     for name, table, columns, key_columns, conflict_key in plans:
         written = 0
         for rows in _chunks(source, select(*columns), key_columns, chunk):
-            values = [{k: _utc(v) for k, v in row.items() if k != "id" or name not in
-                       ("paths", "queue")} for row in rows]
+            values = [{k: _utc(v) for k, v in row.items() if k != "id"} for row in rows]
             with target.write() as session:
                 session.execute(_insert_ignoring_existing(session, table, conflict_key), values)
             written += len(rows)

@@ -18,13 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .records import Prediction as PredictionRecord
 from .schema import Content, Prediction, QueueItem, TrackedPath, as_utc, utcnow
-from .store import Store, canonical_path
+from .store import Store, canonical_path, dialect_insert
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +31,6 @@ log = logging.getLogger(__name__)
 # (tests use a short lease to watch a killed node's work being taken over).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("LABELS_CLAIM_LEASE_S") or 60))
 MAX_ATTEMPTS = 5
-
-
-def _insert(session: Session, table):
-    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 @dataclass(frozen=True)
@@ -105,11 +99,11 @@ def enqueue(store: Store, files: Iterable[FileFacts | str], *, force: bool = Fal
                         session.execute(update(TrackedPath).where(TrackedPath.path == f.path)
                                         .values(missing=False, last_seen=now))
                     continue
-                session.execute(_insert(session, TrackedPath).values(
+                session.execute(dialect_insert(session, TrackedPath).values(
                     path=f.path, first_seen=now, last_seen=now, missing=False,
                 ).on_conflict_do_update(index_elements=["path"],
                                         set_={"missing": False, "last_seen": now}))
-                session.execute(_insert(session, QueueItem).values(
+                session.execute(dialect_insert(session, QueueItem).values(
                     path=f.path, state="queued", enqueued_at=now, attempts=0,
                 ).on_conflict_do_update(index_elements=["path"], set_={
                     "state": "queued", "enqueued_at": now, "attempts": 0,
@@ -207,7 +201,7 @@ def _store_content(session: Session, o: Outcome, now: datetime) -> None:
 
 
 def _point_path(session: Session, o: Outcome, now: datetime) -> None:
-    session.execute(_insert(session, TrackedPath).values(
+    session.execute(dialect_insert(session, TrackedPath).values(
         path=o.claim.path, sha256=o.sha256, size=o.size, mtime_ns=o.mtime_ns,
         first_seen=now, last_seen=now, missing=False,
     ).on_conflict_do_update(index_elements=["path"], set_={
@@ -312,7 +306,7 @@ def retry_failed(store: Store) -> int:
         session.execute(update(Content).where(Content.status == "failed")
                         .values(status="pending", error=None))
         for path in paths:
-            session.execute(_insert(session, QueueItem).values(
+            session.execute(dialect_insert(session, QueueItem).values(
                 path=path, state="queued", enqueued_at=now, attempts=0,
             ).on_conflict_do_nothing(index_elements=["path"]))
     return failed_rows + len(paths)

@@ -17,6 +17,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -103,6 +105,12 @@ def _explain(err: Exception, where: str) -> StoreUnavailable:
     else:
         advice = f"database error on {where}: {detail}"
     return StoreUnavailable(advice)
+
+
+def dialect_insert(session: Session, table):
+    """An INSERT with ON CONFLICT support for the session's database (both
+    dialects spell `on_conflict_do_update` / `_do_nothing` alike)."""
+    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
 class Store:
