@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-import time
 
 import pytest
 from imagegen import make_image, make_not_an_image, make_truncated_jpeg
+from servicekit import wait_for
 from sqlalchemy import select
 
 from labelsd import queue
@@ -36,16 +36,9 @@ def _no_leaked_threads():
     assert not leaked, f"threads left running: {leaked}"
 
 
-def wait_for(condition, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def enqueue(store, paths):
-    return queue.enqueue(store, [queue.FileFacts(str(p), os.stat(p).st_size,
-                                                 os.stat(p).st_mtime_ns) for p in paths])
+    stats = [(str(p), os.stat(p)) for p in paths]
+    return queue.enqueue(store, [queue.FileFacts(p, st.st_size, st.st_mtime_ns) for p, st in stats])
 
 
 def run(store, classifier, node="test:1", **kwargs):
@@ -133,7 +126,8 @@ def test_stop_mid_run_hands_back_unprocessed_claims(store, classifier, tmp_path)
     enqueue(store, files)
     pipe = Pipeline(store, classifier, "test:stop", batch_size=4, decode_workers=2)
     pipe.start()
-    wait_for(lambda: pipe.done >= 1, what="a first batch")
+    # a short interval: stop soon after the first batch, while most files are still queued
+    wait_for(lambda: pipe.done >= 1, 60, "a first batch", interval=0.02)
     pipe.stop()
     pipe.stop()  # twice is fine
     assert not any(t.is_alive() for t in pipe._threads)
@@ -170,7 +164,7 @@ def test_wake_claims_new_work_without_waiting_for_the_idle_timeout(store, classi
         f = make_image(tmp_path / "late.jpg", seed=9)
         enqueue(store, [f])
         pipe.wake()
-        wait_for(lambda: pipe.done == 1, timeout=20, what="the woken claim")
+        wait_for(lambda: pipe.done == 1, 20, "the woken claim", interval=0.02)
         assert pipe.last_progress >= healthy
     assert store.record(str(f)).status == "done"
 
