@@ -31,9 +31,9 @@ from sqlalchemy import func, or_, select
 
 from . import queue
 from .errors import StoreUnavailable
-from .queue import Outcome
+from .queue import Claim, Outcome
 from .batcher import classify_batch, fit_ladder
-from .reader import Item, Reader
+from .reader import MAX_BACKOFF_S, POLL_S, Item, Reader
 from .schema import QueueItem
 from .store import Store
 from .timeline import Timeline
@@ -42,9 +42,7 @@ from .writer import commit_outcomes, log_outcome
 log = logging.getLogger(__name__)
 
 IDLE_WAIT_S = 1.0  # how long the claimer sleeps when the queue is empty (wake() cuts it short)
-POLL_S = 0.25  # the timeout of every other blocking call: how fast threads notice stop()
 RENEW_EVERY_S = queue.CLAIM_LEASE.total_seconds() / 3
-MAX_BACKOFF_S = 5.0
 
 _SENTINEL = object()
 
@@ -220,8 +218,6 @@ class Pipeline:
             wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
             with self._changed:
                 self._changed.wait(wait)
-
-    drain = wait_idle
 
     # ------------------------------------------------------------------ claimer
 

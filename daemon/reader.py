@@ -31,8 +31,9 @@ from .store import Store
 
 log = logging.getLogger(__name__)
 
+# Shared by every stage of the pipeline (pipeline.py, writer.py import them):
 POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
-MAX_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 5.0  # the longest wait between retries on a locked database
 RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
 
 

@@ -11,11 +11,10 @@ from collections.abc import Sequence
 from . import queue
 from .errors import StoreUnavailable
 from .queue import Outcome
+from .reader import MAX_BACKOFF_S
 from .store import Store
 
 log = logging.getLogger(__name__)
-
-MAX_BACKOFF_S = 5.0
 
 
 def commit_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome],
