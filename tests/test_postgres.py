@@ -42,6 +42,27 @@ def _paths(tmp_path, n: int) -> list[str]:
     return [str(tmp_path / "inbox" / f"img_{i:04d}.jpg") for i in range(n)]
 
 
+def _run_in_threads(work, args_list: list[tuple], timeout: float) -> None:
+    """Run `work(*args)` for each args in its own thread, wait for all, and fail
+    on any error raised in a thread or on a thread still running at `timeout`."""
+    errors: list[BaseException] = []
+
+    def run(*args) -> None:
+        try:
+            work(*args)
+        except BaseException as err:  # noqa: BLE001 (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=run, args=args) for args in args_list]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(timeout=max(0.0, deadline - time.monotonic()))
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads), f"threads still running after {timeout}s"
+
+
 # ---- the fixture itself ----------------------------------------------------------
 
 
@@ -64,20 +85,7 @@ def test_migrations_on_postgresql_match_the_models(pg_url):
 
 
 def test_nodes_starting_together_migrate_once(pg_url):
-    errors: list[BaseException] = []
-
-    def open_one():
-        try:
-            open_store(pg_url).close()
-        except BaseException as err:  # noqa: BLE001 (reported below)
-            errors.append(err)
-
-    threads = [threading.Thread(target=open_one) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    assert not errors
+    _run_in_threads(lambda: open_store(pg_url).close(), [()] * 4, timeout=60)
     with open_store(pg_url) as store, store.read() as session:
         count = session.execute(select(func.count()).select_from(
             migrations._migrations_table)).scalar_one()
@@ -142,28 +150,19 @@ def test_every_row_claimed_exactly_once_by_concurrent_nodes(store, tmp_path):
     paths = _paths(tmp_path, 500)
     queue.enqueue(store, paths)
     claimed: dict[str, list[str]] = collections.defaultdict(list)
-    errors: list[BaseException] = []
     start = threading.Barrier(8)
 
     def node(name: str) -> None:
-        try:
-            with open_store(store.db, migrate=False) as own:
-                start.wait(timeout=30)
-                while True:
-                    claims = queue.claim(own, name, limit=7)
-                    if not claims:
-                        return
-                    claimed[name] += [c.path for c in claims]
-                    queue.record_outcomes(own, name, [_classified(c) for c in claims])
-        except BaseException as err:  # noqa: BLE001 (reported below)
-            errors.append(err)
+        with open_store(store.db, migrate=False) as own:
+            start.wait(timeout=30)
+            while True:
+                claims = queue.claim(own, name, limit=7)
+                if not claims:
+                    return
+                claimed[name] += [c.path for c in claims]
+                queue.record_outcomes(own, name, [_classified(c) for c in claims])
 
-    threads = [threading.Thread(target=node, args=(f"node-{i}",)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    _run_in_threads(node, [(f"node-{i}",) for i in range(8)], timeout=120)
     every = [p for ps in claimed.values() for p in ps]
     assert collections.Counter(every) == collections.Counter(paths)
     assert store.counts()["done"] == 500
@@ -200,24 +199,15 @@ def test_renewed_claims_are_not_taken_over(store, tmp_path):
 
 def test_two_nodes_watching_one_folder_enqueue_each_path_once(store, tmp_path):
     paths = _paths(tmp_path, 200)
-    errors: list[BaseException] = []
     start = threading.Barrier(2)
 
     def watcher() -> None:
-        try:
-            with open_store(store.db, migrate=False) as own:
-                start.wait(timeout=30)
-                for i in range(0, len(paths), 20):
-                    queue.enqueue(own, [queue.FileFacts(p, 10, 1) for p in paths[i:i + 20]])
-        except BaseException as err:  # noqa: BLE001 (reported below)
-            errors.append(err)
+        with open_store(store.db, migrate=False) as own:
+            start.wait(timeout=30)
+            for i in range(0, len(paths), 20):
+                queue.enqueue(own, [queue.FileFacts(p, 10, 1) for p in paths[i:i + 20]])
 
-    threads = [threading.Thread(target=watcher) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not errors, errors
+    _run_in_threads(watcher, [()] * 2, timeout=120)
     with store.read() as session:
         assert session.scalar(select(func.count()).select_from(QueueItem)) == 200
         assert session.scalar(select(func.count()).select_from(TrackedPath)) == 200
