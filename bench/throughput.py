@@ -136,26 +136,18 @@ _decode_s: list[float] = []  # read + sha256 + decode of one photo, one thread, 
 
 
 def bench_bare(classifier, photos: list[Path], batch_size: int) -> float:
-    import hashlib
-
     from labelsd.images import decode_for_inception
+    from labelsd.reader import read_file
 
     decoded = []
     start = time.perf_counter()
     for p in photos:
-        data = p.read_bytes()
-        hashlib.sha256(data).hexdigest()
+        data = read_file(str(p))[0]  # read and hash, as the pipeline's read stage does
         decoded.append(decode_for_inception(data).pixels)
     _decode_s.append((time.perf_counter() - start) / len(photos))
     pixels = np.stack(decoded)
-    batches = []
-    for start in range(0, len(pixels), batch_size):
-        chunk = pixels[start:start + batch_size]
-        size = classifier.padded_size(len(chunk))
-        if size > len(chunk):
-            chunk = np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]),
-                                                    np.float32)])
-        batches.append(chunk)
+    batches = [classifier.pad(pixels[start:start + batch_size])
+               for start in range(0, len(pixels), batch_size)]
     start = time.perf_counter()
     for batch in batches:
         classifier.forward(batch)
@@ -165,27 +157,14 @@ def bench_bare(classifier, photos: list[Path], batch_size: int) -> float:
 def bench_timeline(classifier, photos: list[Path], batch_size: int, workdir: Path,
                    decode_workers: int) -> dict:
     """One more pipeline run with a Timeline: is the model ever idle during the burst?"""
-    from labelsd import pipeline as pipeline_mod
     from labelsd.scan import scan_folder
     from labelsd.store import open_store
     from labelsd.timeline import Timeline
 
     timeline = Timeline()
-
-    class Recorded(pipeline_mod.Pipeline):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, timeline=timeline, **kwargs)
-
-    real, pipeline_mod.Pipeline = pipeline_mod.Pipeline, Recorded
-    scan_mod = sys.modules["labelsd.scan"]
-    scan_mod.Pipeline = Recorded
-    try:
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp, \
-                open_store(f"{tmp}/labels.db") as store:
-            scan_folder(store, classifier, photos[0].parent, batch_size=batch_size,
-                        decode_workers=decode_workers)
-    finally:
-        pipeline_mod.Pipeline = scan_mod.Pipeline = real
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp, open_store(f"{tmp}/labels.db") as store:
+        scan_folder(store, classifier, photos[0].parent, batch_size=batch_size,
+                    decode_workers=decode_workers, timeline=timeline)
     summary = timeline.model_summary()
     decodes = [s.end - s.start for s in timeline.spans if s.kind == "decode"]
     summary["decode_ms"] = 1000 * sum(decodes) / max(1, len(decodes))

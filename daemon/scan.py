@@ -14,6 +14,7 @@ from .nodes import node_id_for_this_process
 from .pipeline import Pipeline
 from .queue import FileFacts
 from .store import Store
+from .timeline import Timeline
 from .walk import walk_candidates
 
 log = logging.getLogger(__name__)
@@ -50,13 +51,14 @@ def walk_images(root: str) -> Iterator[FileFacts]:
     return walk_candidates(root, [root], linked_files=True, unreadable_level=logging.WARNING)
 
 
-def scan_folder(store: Store, classifier, root: str | os.PathLike, *, batch_size: int = 8,
-                decode_workers: int = 0, max_wait_ms: int = 50,
+def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
+                batch_size: int | None = None, decode_workers: int = 0, max_wait_ms: int = 50,
                 on_progress: Callable[[int, int], None] | None = None,
-                timeout: float | None = None) -> ScanResult:
+                timeout: float | None = None, timeline: Timeline | None = None) -> ScanResult:
     """Queue every new or changed image under `root`, mark vanished ones missing,
-    and run the pipeline until nothing is left to do. `on_progress(done, total)`
-    is called after each batch."""
+    and run the pipeline until nothing is left to do. batch_size None: the model's
+    own. `on_progress(done, total)` is called after each batch; `timeline` (the
+    benchmark's) records every stage."""
     start = time.monotonic()
     root = os.path.realpath(os.fspath(root))
     result = ScanResult(root=root)
@@ -78,7 +80,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *, batch_size
         on_progress(0, total)
     pipeline = Pipeline(store, classifier, f"{node_id_for_this_process()}:scan",
                         batch_size=batch_size, decode_workers=decode_workers,
-                        max_wait_ms=max_wait_ms, on_batch=progress)
+                        max_wait_ms=max_wait_ms, on_batch=progress, timeline=timeline)
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked
