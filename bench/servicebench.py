@@ -8,13 +8,12 @@ import os
 import shutil
 import socket
 import sqlite3
-import statistics
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servicekit import CLK_TCK, Service, service_env  # noqa: E402
+from servicekit import Service, service_env  # noqa: E402
 
 POLL_S = 0.01  # how often the database is read while timing one drop
 
@@ -157,4 +156,4 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
-__all__ = ["BenchService", "CLK_TCK", "percentile", "statistics"]
+__all__ = ["BenchService", "percentile"]
