@@ -164,9 +164,13 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
         return
     now = utcnow()
     with store.write() as session:
+        # The batch's known contents in one query, not one per image.
+        shas = {o.sha256 for o in outcomes if o.sha256}
+        contents = {c.sha256: c for c in session.scalars(
+            select(Content).where(Content.sha256.in_(shas)))} if shas else {}
         for o in outcomes:
             if o.kind in ("classified", "linked", "bad_image"):
-                _store_content(session, o, now)
+                _store_content(session, o, now, contents)
                 _point_path(session, o, now)
                 _finish_claim(session, o.claim, node_id)
             elif o.kind == "retry":
@@ -177,20 +181,25 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
                 raise ValueError(f"unknown outcome kind {o.kind!r}")
 
 
-def _store_content(session: Session, o: Outcome, now: datetime) -> None:
-    existing = session.get(Content, o.sha256)
+def _store_content(session: Session, o: Outcome, now: datetime,
+                   contents: dict[str, Content]) -> None:
+    """Create or update the content of `o`; `contents` holds the batch's stored
+    contents by SHA-256 and gains the ones created here."""
+    existing = contents.get(o.sha256)
     if existing is not None and existing.status == "done":
         return  # classified already (by another path, node or an earlier run): keep it
     if o.kind == "linked" and existing is not None:
         return
-    if existing is None:
-        existing = Content(sha256=o.sha256, size=o.size or 0)
+    new = existing is None
+    if new:
+        existing = contents[o.sha256] = Content(sha256=o.sha256, size=o.size or 0)
         session.add(existing)
     existing.width, existing.height, existing.format = o.width, o.height, o.format
     if o.kind == "classified":
         existing.status, existing.error = "done", None
         existing.model, existing.classified_at = o.model, now
-        session.execute(delete(Prediction).where(Prediction.sha256 == o.sha256))
+        if not new:  # a content that failed before may hold older predictions
+            session.execute(delete(Prediction).where(Prediction.sha256 == o.sha256))
         session.flush()
         session.add_all(Prediction(sha256=o.sha256, rank=p.rank, model=o.model,
                                    class_index=p.class_index, wnid=p.wnid, label=p.label,
