@@ -314,10 +314,11 @@ def retry_failed(store: Store) -> int:
             .where(Content.status == "failed", TrackedPath.missing.is_(False))).all()
         session.execute(update(Content).where(Content.status == "failed")
                         .values(status="pending", error=None))
-        for path in paths:
-            session.execute(dialect_insert(session, QueueItem).values(
-                path=path, state="queued", enqueued_at=now, attempts=0,
-            ).on_conflict_do_nothing(index_elements=["path"]))
+        if paths:  # one multi-row insert, not a statement per path
+            session.execute(
+                dialect_insert(session, QueueItem).on_conflict_do_nothing(index_elements=["path"]),
+                [{"path": path, "state": "queued", "enqueued_at": now, "attempts": 0}
+                 for path in paths])
     return failed_rows + len(paths)
 
 

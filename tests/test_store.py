@@ -80,6 +80,17 @@ def test_requeued_while_reading_is_released_not_deleted(store, tmp_path):
     assert [c.path for c in again] == [canonical_path(path)]
 
 
+def test_retry_requeues_failed_contents_at_each_present_path(store, tmp_path):
+    a, b, gone = (str(tmp_path / n) for n in ("a.jpg", "b.jpg", "gone.jpg"))
+    for path in (a, b, gone):
+        classify(store, path, "b" * 64, preds=[], kind="bad_image", error="truncated")
+    queue.mark_missing(store, [gone])
+    assert queue.retry_failed(store) == 2
+    assert store.counts() == {"pending": 2, "done": 0, "failed": 0, "missing": 1}
+    assert sorted(c.path for c in queue.claim(store, "n1", 10)) == sorted(
+        canonical_path(p) for p in (a, b))
+
+
 def test_require_content_raises_not_tracked(store, tmp_path):
     with store.read() as session, pytest.raises(NotTracked, match="not tracked"):
         store.require_content(session, str(tmp_path / "nope.jpg"))
