@@ -9,7 +9,6 @@ mutable state besides registering the HEIF opener once. Every failure becomes an
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from io import BytesIO
@@ -18,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from labelsd.errors import ImageError
+from labelsd.paths import IMAGE_EXTENSIONS, is_image_name  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +27,6 @@ INPUT_SIZE = 299
 # A 12 MP phone photo is far below; a 60000x60000 "PNG" of 100 bytes is far above.
 MAX_PIXELS = 178_956_970
 
-IMAGE_EXTENSIONS: frozenset[str] = frozenset(
-    {
-        ".jpg", ".jpeg", ".jpe", ".jfif",
-        ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
-        ".heic", ".heif", ".hif", ".avif",
-    }
-)  # fmt: skip
 
 # Only these Pillow plugins may open a file, whatever its name: the others include
 # EPS (runs Ghostscript) and PDF, which have no business in a photo inbox.
@@ -76,11 +69,6 @@ class DecodedImage:
     width: int  # as displayed (after EXIF orientation), at the original resolution
     height: int
     format: str  # Pillow's format name: 'JPEG', 'PNG', 'HEIF', 'AVIF', ...
-
-
-def is_image_name(path: str) -> bool:
-    """True when ``path`` has an image extension (case-insensitive); 'x.jpg.part' is not."""
-    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
 
 
 _open_formats: tuple[str, ...] = ()  # DECODE_FORMATS that have an opener, set once

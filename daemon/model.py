@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 
+from labelsd.config import DEVICES
 from labelsd.errors import ConfigError, DeviceUnavailable
 from labelsd.records import Prediction
 from labelsd.weights import load_weights_into, resolve_weights
@@ -51,7 +52,6 @@ def _native_stderr_quiet():
 
 IMAGE_SIZE = 299
 NUM_CLASSES = 1000
-DEVICES = ("auto", "cpu", "gpu")
 
 # XLA measured on a 2-core AVX-512 CPU (img/s, batch 1 / batch 8): quiet machine
 # 12.4 / 13.6 without, 8.9 / 14.7 with; interleaved A/B on a loaded machine

@@ -6,6 +6,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
+# Extensions that count as images by name (images.py decodes them).
+IMAGE_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        ".jpg", ".jpeg", ".jpe", ".jfif",
+        ".png", ".apng", ".gif", ".bmp", ".dib", ".tif", ".tiff", ".webp",
+        ".heic", ".heif", ".hif", ".avif",
+    }
+)  # fmt: skip
+
 # Names that browsers, sync tools and editors give files still being written.
 PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".temp",
                     ".!qb", ".opdownload", ".filepart", "~")
@@ -43,8 +52,6 @@ def ignore_reason(path: str, roots: Iterable[str] | None = None) -> str | None:
     lowered = name.lower()
     if lowered.endswith(PARTIAL_SUFFIXES):
         return "temporary or partial file (still being written)"
-    from .images import is_image_name
-
     if not is_image_name(name):
         return "not an image by name"
     return None
@@ -52,3 +59,8 @@ def ignore_reason(path: str, roots: Iterable[str] | None = None) -> str | None:
 
 def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:
     return ignore_reason(path, roots) is None
+
+
+def is_image_name(path: str) -> bool:
+    """True when ``path`` has an image extension (case-insensitive); 'x.jpg.part' is not."""
+    return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from . import queue
 from .nodes import node_id_for_this_process
+from .paths import canonical_root
 from .pipeline import Pipeline
 from .queue import FileFacts
 from .store import Store
@@ -60,7 +61,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     own. `on_progress(done, total)` is called after each batch; `timeline` (the
     benchmark's) records every stage."""
     start = time.monotonic()
-    root = os.path.realpath(os.fspath(root))
+    root = canonical_root(os.fspath(root))
     result = ScanResult(root=root)
     facts = list(walk_images(root))
     result.found = len(facts)
