@@ -18,7 +18,6 @@ root in a background thread.
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import queue as queue_mod
@@ -44,19 +43,19 @@ from watchdog.observers.polling import PollingObserver
 
 from . import queue
 from .errors import LabelsError
-from .paths import canonical_root, is_candidate
+from .paths import canonical_root, is_candidate, under_root
 from .queue import FileFacts
 from .reconcile import ExistingPaths, reconcile_root
 from .settle import SETTLE_S, SettleTracker
 from .store import Store, canonical_path
 from .walk import regular_file_facts, walk_candidates
+from .watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 0.05  # how long the intake gathers events into one transaction
 IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at once)
 POLL_INTERVAL_S = 1.0  # --poll: how often each root is rescanned
-WATCH_LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
 
 EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
                FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
@@ -103,7 +102,8 @@ class Watcher:
 
     def __init__(self, store: Store, roots: Iterable[str], *, on_enqueued: Callable[[], None],
                  poll: bool = False, settle_s: float = SETTLE_S, window_s: float = WINDOW_S,
-                 inotify_factory: Callable[[], object] | None = None):
+                 inotify_factory: Callable[[], object] | None = None,
+                 watch_room: Callable[[str], bool] = inotify_has_room):
         self.store = store
         self.poll = poll
         self.settle_s = settle_s
@@ -119,6 +119,7 @@ class Watcher:
         self._lock = threading.Lock()
         self._inotify = None
         self._inotify_factory = inotify_factory or _inotify_observer
+        self._watch_room = watch_room  # False once the inotify watch limit is reached
         self._polling: PollingObserver | None = None
         self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
         self._scans: list[threading.Thread] = []
@@ -180,13 +181,18 @@ class Watcher:
         if not os.path.isdir(root):
             raise LabelsError(f"cannot watch {root}: it is not a folder (create it, or fix the "
                               "watch setting)")
-        self._watches[root] = self._schedule(root)
+        scheduled = self._schedule(root)
         with self._lock:
+            self._watches[root] = scheduled
             self._roots.append(root)
-        scan = threading.Thread(target=self.reconcile, args=(root,), name="watch-scan", daemon=True)
-        self._scans = [s for s in self._scans if s.is_alive()] + [scan]
-        scan.start()
+        self._start_scan(self.reconcile, root)
         return True
+
+    def _start_scan(self, target: Callable[..., None], *args, name: str = "watch-scan") -> None:
+        scan = threading.Thread(target=target, args=args, name=name, daemon=True)
+        with self._lock:
+            self._scans = [s for s in self._scans if s.is_alive()] + [scan]
+        scan.start()
 
     def remove_root(self, root: str) -> bool:
         """Stop watching a folder (its records stay as they are)."""
@@ -195,13 +201,37 @@ class Watcher:
             if root not in self._roots:
                 return False
             self._roots.remove(root)
-        observer, watch = self._watches.pop(root)
+            observer, watch = self._watches.pop(root)
+        self._unschedule(observer, watch, root)
+        log.info("stopped watching %s", root)
+        return True
+
+    def _unschedule(self, observer, watch, root: str) -> None:
         try:
             observer.unschedule(watch)
         except (KeyError, OSError) as err:
             log.debug("unscheduling %s: %s", root, err)
-        log.info("stopped watching %s", root)
-        return True
+
+    def _check_watch_room(self, roots: Iterable[str]) -> None:
+        """Folders appeared under these roots: if inotify ran out of watches for
+        them (watchdog says nothing), poll the root instead and rescan it for
+        what landed in the folders no watch saw."""
+        for root in roots:
+            if self._stop.is_set():
+                return
+            with self._lock:
+                if root not in self._roots or self._watches[root][0] is not self._inotify:
+                    continue
+            if self._watch_room(root):
+                continue
+            log.warning("%s", limit_warning(root, "no watch left for a new subfolder"))
+            with self._lock:
+                if root not in self._roots:
+                    continue
+                observer, watch = self._watches[root]
+                self._unschedule(observer, watch, root)
+                self._watches[root] = self._schedule_polling(root)
+            self._start_scan(self.reconcile, root)
 
     def _schedule(self, root: str):
         if not self.poll:
@@ -212,16 +242,21 @@ class Watcher:
                     self._inotify = observer
                 watch = self._inotify.schedule(self._handler, root, recursive=True,
                                                event_filter=EVENT_TYPES, follow_symlink=False)
-                log.info("watching %s", root)
-                return self._inotify, watch
             except OSError as err:
                 if err.errno not in WATCH_LIMIT_ERRNOS:
                     raise LabelsError(f"cannot watch {root}: {err.strerror}") from err
-                log.warning("the inotify watch limit is reached (%s) while watching %s; polling "
-                            "it instead. Raise fs.inotify.max_user_watches (and "
-                            "fs.inotify.max_user_instances), e.g. `sysctl "
-                            "fs.inotify.max_user_watches=524288`, then restart labelsd",
-                            err.strerror, root)
+                log.warning("%s", limit_warning(root, err.strerror))
+            else:
+                # watchdog skips a subfolder it cannot watch without a word: with
+                # no room left after the root, some may have been skipped.
+                if self._watch_room(root):
+                    log.info("watching %s", root)
+                    return self._inotify, watch
+                self._unschedule(self._inotify, watch, root)
+                log.warning("%s", limit_warning(root, "no watch left for its subfolders"))
+        return self._schedule_polling(root)
+
+    def _schedule_polling(self, root: str):
         if self._polling is None:
             self._polling = PollingObserver(timeout=POLL_INTERVAL_S)
             self._polling.start()
@@ -248,9 +283,7 @@ class Watcher:
                 with self._lock:
                     self._rescanning = False
 
-        scan = threading.Thread(target=run, name="watch-rescan", daemon=True)
-        self._scans = [s for s in self._scans if s.is_alive()] + [scan]
-        scan.start()
+        self._start_scan(run, name="watch-rescan")
 
     def reconcile(self, root: str) -> None:
         """Queue new or changed files under `root`, mark vanished ones missing."""
@@ -312,6 +345,7 @@ class Watcher:
     def _apply(self, events: list[FileSystemEvent | _SettleRequest]) -> None:
         """Apply a window of events in order; consecutive enqueues share one transaction."""
         complete: dict[str, None] = {}  # paths to queue now, in arrival order
+        grown: set[str] = set()  # roots with new folders, each needing a watch
 
         def flush() -> None:
             if complete:
@@ -331,7 +365,7 @@ class Watcher:
                     complete[src] = None
             elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
                 if event.is_synthetic:
-                    continue  # inside a folder moved in: the DirMovedEvent walk queues it
+                    continue  # in a new folder: the DirCreatedEvent/DirMovedEvent walk has it
                 if self._tracked(src):
                     self._settling.track(src, created=isinstance(event, FileCreatedEvent))
             elif isinstance(event, FileOpenedEvent):
@@ -350,12 +384,23 @@ class Watcher:
                 if src and not dest:  # moved out of the tree
                     self._forget_folder(src)
                 elif dest and not src:  # moved in: inotify reports nothing for its files
+                    grown.update(self._roots_of(dest))
                     for facts in walk_candidates(dest, self.roots, self._stop):
                         complete[facts.path] = None
+            elif isinstance(event, DirCreatedEvent):
+                # A file written and closed in a new folder before watchdog had
+                # added the folder's watch sent no close event (`mkdir d; cp x d/`
+                # under load): whatever the folder holds by now settles from here.
+                # One still being written is closed later, and that close queues it.
+                grown.update(self._roots_of(src))
+                for facts in walk_candidates(src, self.roots, self._stop):
+                    self._settling.track(facts.path, created=True)
             elif isinstance(event, DirDeletedEvent):
                 flush()
                 self._forget_folder(src)
         flush()
+        if grown and not self.poll:
+            self._check_watch_room(grown)
 
     def _moved(self, src: str, dest: str) -> None:
         src_ok, dest_ok = bool(src) and self._tracked(src), bool(dest) and self._tracked(dest)
@@ -378,6 +423,9 @@ class Watcher:
         if not raw:
             return ""
         return canonical_path(os.fsdecode(raw))
+
+    def _roots_of(self, path: str) -> list[str]:
+        return [r for r in self.roots if under_root(path, r)]
 
     def _tracked(self, path: str) -> bool:
         """A candidate image under one of the roots (symlinked folders resolved,

@@ -329,3 +329,66 @@ def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
         wait_for(lambda: len(scans()) == 2, 30, "the rescan")
         wait_for(woke.is_set, 30, "the rescanned file to settle and be queued")
     assert queue.queue_depth(store) == 1
+
+
+def _user_namespaces() -> bool:
+    """Whether `unshare -Ur` works here (it lowers the inotify limit for one child)."""
+    try:
+        return subprocess.run(["unshare", "-Ur", "true"], capture_output=True,
+                              timeout=10).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@pytest.mark.parametrize("scenario", ["start", "grow"])
+def test_subfolders_past_the_inotify_limit_are_polled_not_lost(tmp_path, scenario):
+    """Real inotify with the watch limit lowered to 5 in a user namespace.
+    watchdog skips a subfolder it cannot watch without a word, so without the
+    watcher's own check the photo in such a folder is never seen:
+    start: the tree already needs more watches than the limit (9 folders);
+    grow: new folders, each with a photo, use the watches up while running."""
+    import json
+    import sys
+
+    if not _user_namespaces():
+        pytest.skip("unprivileged user namespaces (unshare -Ur) are off on this machine")
+    child = Path(__file__).with_name("watchlimit_child.py")
+    run = subprocess.run(["unshare", "-Ur", sys.executable, str(child), "5", scenario,
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    result = json.loads(run.stdout.strip().splitlines()[-1])
+    assert result["photos"] == (1 if scenario == "start" else 7)
+    assert result["queued"] == result["photos"], result["log"]
+    limit_lines = [line for line in result["log"] if "fs.inotify.max_user_watches" in line]
+    assert len(limit_lines) == 1 and limit_lines[0].startswith("WARNING"), result["log"]
+    assert any("polling every" in line for line in result["log"])
+
+
+def test_photo_closed_before_its_new_folders_watch_is_still_queued(tmp_path, store):
+    """`mkdir album; cp x.jpg album/` can finish before the folder's watch exists:
+    no close event comes, and watchdog (before 7.x) reports the file only as a
+    synthetic creation. The folder's own creation event settles what it holds."""
+    from watchdog.events import DirCreatedEvent, FileCreatedEvent
+
+    from labelsd import queue
+    from labelsd.watcher import Watcher
+
+    handlers = []
+
+    class RecordingInotify(FakeInotify):
+        def schedule(self, handler, *args, **kwargs):
+            handlers.append(handler)
+            return object()
+
+    inbox = real(tmp_path / "inbox")
+    inbox.mkdir()
+    woke = threading.Event()
+    with Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=RecordingInotify,
+                 settle_s=0.2):
+        album = inbox / "album"
+        album.mkdir()
+        photo = make_image(album / "p.jpg", size=SIZE)
+        handlers[0].dispatch(DirCreatedEvent(os.fsencode(album)))
+        handlers[0].dispatch(FileCreatedEvent(os.fsencode(photo), is_synthetic=True))
+        wait_for(woke.is_set, 30, "the photo in the new folder to be queued")
+    assert queue.queue_depth(store) == 1

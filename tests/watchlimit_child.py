@@ -1,0 +1,84 @@
+"""Runs under `unshare -Ur` for test_service's watch-limit tests: lowers this user
+namespace's inotify watch limit (`user.max_inotify_watches`, which the kernel
+enforces on top of the host's), then watches a folder with a real `Watcher`
+and real inotify, and prints what happened as one JSON line.
+
+    python watchlimit_child.py LIMIT start|grow HOME
+
+start: the folder already has more subfolders than the limit allows watches;
+       a photo then lands in the deepest one.
+grow:  the folder starts with room to spare; new subfolders, each with a photo,
+       then use the watches up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from imagegen import make_image  # noqa: E402
+
+from labelsd import queue  # noqa: E402
+from labelsd.store import open_store  # noqa: E402
+from labelsd.watcher import Watcher  # noqa: E402
+
+DEADLINE_S = 30.0
+
+
+class Lines(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname} {record.getMessage()}")
+
+
+def wait(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def main() -> int:
+    limit, scenario, home = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
+    Path("/proc/sys/user/max_inotify_watches").write_text(f"{limit}\n")
+    lines = Lines()
+    logging.getLogger("labelsd").addHandler(lines)
+    logging.getLogger("labelsd").setLevel(logging.INFO)
+
+    inbox = home / "inbox"
+    inbox.mkdir()
+    if scenario == "start":
+        deep = inbox.joinpath(*"abcdefgh")
+        deep.mkdir(parents=True)
+    store = open_store(f"sqlite:///{home / 'labels.db'}")
+    photos: list[Path] = []
+    with Watcher(store, [str(inbox)], on_enqueued=threading.Event().set):
+        wait(lambda: any(line.startswith("INFO scanned ") for line in lines.lines), DEADLINE_S)
+        if scenario == "start":
+            photos.append(make_image(deep / "deep.jpg", size=(64, 48), seed=1))
+        else:
+            for i in range(limit + 2):
+                folder = inbox / f"album{i}"
+                folder.mkdir()
+                time.sleep(0.2)  # the folder's watch is added (or not) before its photo lands
+                photos.append(make_image(folder / f"p{i}.jpg", size=(64, 48), seed=i))
+        wait(lambda: queue.queue_depth(store) == len(photos), DEADLINE_S)
+        queued = queue.queue_depth(store)
+    store.close()
+    print(json.dumps({"photos": len(photos), "queued": queued, "log": lines.lines}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
