@@ -29,7 +29,7 @@ def _status_sql(n: int) -> str:
 class BenchService:
     """One labelsd process on a fresh SQLite file, watching one fresh folder."""
 
-    def __init__(self, workdir: Path, weights: Path, args: tuple[str, ...] = ()):
+    def __init__(self, workdir: Path, weights: Path, args: tuple[str, ...] = ("--device", "cpu")):
         self.workdir = workdir
         self.inbox = workdir / "inbox"
         self.staging = workdir / "staging"  # same file system: a move into inbox is a rename
@@ -40,7 +40,7 @@ class BenchService:
         self.sock.bind(str(self.sock_path))
         env = service_env(workdir, NOTIFY_SOCKET=str(self.sock_path))
         self.service = Service(workdir, db=workdir / "labels.db", weights=weights,
-                               watch=[self.inbox], args=("--device", "cpu", *args), env=env)
+                               watch=[self.inbox], args=args, env=env)
         self._conn: sqlite3.Connection | None = None
 
     def start_until_ready(self, timeout: float = 300) -> float:

@@ -1,6 +1,7 @@
 """labelsd's speed, memory and start-up, every figure and ratio from ONE run.
 
     .venv/bin/python bench/throughput.py [--quick] [--weights FILE] [--batch-size N]
+                                         [--device auto|cpu|gpu] [--images N]
 
 On the same 12 MP phone-sized JPEGs (generated once, cached):
   (a) seed loop (keras load_img + preprocess_input + model.predict, one image at a
@@ -21,7 +22,10 @@ then the real `labelsd` service as a subprocess (bench/servicebench.py):
 --quick (CI): 8 photos, 1 round, 3 drops, a 100-image burst: about 1.5 minutes.
 Without --weights a random-weights InceptionV3 file is built (the ImageNet
 weights cannot be downloaded everywhere); speed does not depend on the weights.
-Everything runs on the CPU; the output says whether this machine has a GPU.
+The device and batch size are the service's defaults (--device auto: the GPU
+when TensorFlow sees one, batch 32 there and 8 on the CPU) unless given; the
+service under (b)-(f) runs with the same. On a GPU the model no longer shares
+the cores with decoding, so the ceiling printed under (a) is then the decoders'.
 """
 
 from __future__ import annotations
@@ -171,14 +175,26 @@ def bench_timeline(classifier, photos: list[Path], batch_size: int, workdir: Pat
     return summary
 
 
-def gpu_note() -> str:
-    """Whether this machine has a GPU for TensorFlow; this benchmark measures the CPU only."""
+def gpu_note(classifier) -> str:
+    """Which device these figures are for, and whether this machine has a GPU."""
     import tensorflow as tf
 
-    if not tf.config.list_physical_devices("GPU"):
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
         return ("no GPU on this machine: CPU figures only (on a GPU labelsd runs "
                 "batch 32, mixed precision, XLA, decode workers = cores)")
-    return "a GPU is visible, but these figures are the CPU's (--device cpu)"
+    if not classifier.on_gpu:
+        return f"{len(gpus)} GPU(s) visible, but these figures are the CPU's (--device cpu)"
+    return f"GPU figures ({len(gpus)} visible; the model on the first)"
+
+
+def pipeline_ceiling(bare: float, decode_s: float, cores: int, on_gpu: bool) -> float:
+    """The best pipeline/bare ratio that reading, hashing and decoding every photo
+    (`decode_s` CPU seconds each) leave: on the CPU they share the cores with the
+    model's own work; on a GPU the cores only decode, at `cores / decode_s` img/s."""
+    if on_gpu:
+        return min(1.0, cores / decode_s / bare)
+    return (1 / bare) / (1 / bare + decode_s / cores)
 
 
 def forward_one_s(classifier, repeats: int = 5) -> float:
@@ -194,14 +210,14 @@ def forward_one_s(classifier, repeats: int = 5) -> float:
 
 
 def bench_service(weights: Path, cache: Path, workdir: Path, photos: list[Path], quick: bool,
-                  drops: int, burst: int, idle_s: float) -> dict:
+                  drops: int, burst: int, idle_s: float, service_args: tuple[str, ...]) -> dict:
     """(b)-(f): the real labelsd subprocess, measured from outside."""
     from servicebench import BenchService, percentile
 
     drop_photos = make_photos(cache / f"drops-4000x3000-{drops}", drops, (4000, 3000),
                               seed_base=10_000)
     small = make_photos(cache / f"small-640x480-{burst}", burst, (640, 480), seed_base=20_000)
-    svc = BenchService(workdir, weights)
+    svc = BenchService(workdir, weights, service_args)
     out = {}
     try:
         out["ready_s"] = svc.start_until_ready()
@@ -229,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test for CI: 8 photos, 3 drops, a 100-image burst")
     parser.add_argument("--weights", type=Path, help="InceptionV3 weights file")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int,
+                        help="default: the service's (8 on the CPU, 32 on a GPU)")
+    parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                        help="as labelsd's --device (default auto)")
     parser.add_argument("--decode-workers", type=int, default=0, help="0: one per core")
     parser.add_argument("--images", type=int, help="how many phone photos (default 32, quick 8)")
     parser.add_argument("--rounds", type=int, help="interleaved rounds, best kept (default 3, quick 1)")
@@ -260,10 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     from labelsd.model import load_classifier
 
     weights = args.weights or random_weights(args.cache)
-    classifier = load_classifier(weights, device="cpu", batch_size=args.batch_size)
+    classifier = load_classifier(weights, device=args.device, batch_size=args.batch_size)
+    args.batch_size = classifier.batch_size
+    on_gpu = classifier.on_gpu
+    service_args = ("--device", "gpu" if on_gpu else "cpu", "--batch-size", str(args.batch_size))
     cores = len(os.sched_getaffinity(0))
     print(f"{count} JPEGs {size[0]}x{size[1]}, batch size {args.batch_size}, "
-          f"{cores} cores, device {classifier.device}; {gpu_note()}", flush=True)
+          f"{cores} cores, device {classifier.device}; {gpu_note(classifier)}", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
 
     # Rounds interleave the three, and each keeps its best round: on a shared
@@ -283,13 +305,11 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         svc = bench_service(weights, args.cache, Path(tmp), photos, args.quick, drops, burst,
-                            args.idle_seconds)
+                            args.idle_seconds, service_args)
 
     latency_goal = one + GOAL_DROP_OVER_FORWARD_S
-    # The pipeline does the bare forward's work plus reading, hashing and decoding
-    # every photo, on the same cores: with every core busy, its best is this.
     decode_s = min(_decode_s)
-    ceiling = (1 / bare) / (1 / bare + decode_s / cores)
+    ceiling = pipeline_ceiling(bare, decode_s, cores, on_gpu)
     print()
     print(f"== figures (one run; load average {os.getloadavg()[0]:.2f} at the end) ==")
     print(f"(a) bare forward:      {bare:6.2f} img/s")
@@ -298,8 +318,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{seed_tuned:.2f} with labelsd's, pipeline/that {pipeline / seed_tuned:.2f}x)")
     print(f"(a) pipeline/seed {pipeline / seed:.2f}x (goal >= {GOAL_VS_SEED}x), "
           f"pipeline/bare {pipeline / bare:.2f}x (goal >= {GOAL_VS_BARE}x)")
+    shared = "the decoders alone" if on_gpu else "the model and the decoders"
     print(f"(a) read+hash+decode {1000 * decode_s:.0f} ms/photo on one core: with {cores} "
-          f"cores fully busy the pipeline can reach at most {ceiling:.2f}x bare "
+          f"cores fully busy for {shared} the pipeline can reach at most {ceiling:.2f}x bare "
           f"(measured {pipeline / bare / ceiling:.0%} of that)")
     print(f"(a) model timeline: busy {100 * tl['busy_fraction']:.0f}% of "
           f"{tl['window_s']:.2f} s, idle {tl['idle_s']:.2f} s, longest gap "

@@ -191,6 +191,10 @@ class Classifier:
         return f"Classifier({self.name!r}, device={self.device!r}, batch_size={self.batch_size})"
 
     @property
+    def on_gpu(self) -> bool:
+        return self._tf_device.startswith("/GPU")
+
+    @property
     def trace_count(self) -> int:
         """How many times the forward was traced; warm-up traces all there will be."""
         return self.forward_fn.experimental_get_tracing_count()
