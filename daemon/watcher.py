@@ -11,9 +11,10 @@ IN_CLOSE_WRITE), or moved into the tree (a rename is atomic, so the bytes are
 all there). A bare creation without a close waits in the settle tracker
 (settle.py) until its size and mtime stop changing.
 
-At start, for every root added by a reload, and after an inotify queue
-overflow, a reconcile scan (reconcile.py) brings the store in step with the
-root in a background thread.
+At start, for every root added by a reload, after an inotify queue overflow,
+and whenever a root is watched anew (watches.py: past the inotify watch limit,
+or a root deleted and made again, or mounted on), a reconcile scan
+(reconcile.py) brings the store in step with the root in a background thread.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from watchdog.events import (
     FileSystemEvent,
     FileSystemEventHandler,
 )
-from watchdog.observers.polling import PollingObserver
 
 from . import queue
 from .errors import LabelsError
@@ -49,13 +49,14 @@ from .reconcile import ExistingPaths, reconcile_root
 from .settle import SETTLE_S, SettleTracker
 from .store import Store, canonical_path
 from .walk import regular_file_facts, walk_candidates
-from .watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
+from .watches import REWATCHED, VANISHED, Watches
+from .watchlimit import inotify_has_room
 
 log = logging.getLogger(__name__)
 
 WINDOW_S = 0.05  # how long the intake gathers events into one transaction
 IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at once)
-POLL_INTERVAL_S = 1.0  # --poll: how often each root is rescanned
+ROOT_CHECK_S = 5.0  # how often each root is checked to still be the folder being watched
 
 EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
                FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
@@ -103,7 +104,8 @@ class Watcher:
     def __init__(self, store: Store, roots: Iterable[str], *, on_enqueued: Callable[[], None],
                  poll: bool = False, settle_s: float = SETTLE_S, window_s: float = WINDOW_S,
                  inotify_factory: Callable[[], object] | None = None,
-                 watch_room: Callable[[str], bool] = inotify_has_room):
+                 watch_room: Callable[[str], bool] = inotify_has_room,
+                 root_check_s: float = ROOT_CHECK_S):
         self.store = store
         self.poll = poll
         self.settle_s = settle_s
@@ -111,16 +113,14 @@ class Watcher:
         self.on_enqueued = on_enqueued
         self._initial = [canonical_root(r) for r in roots]
         self._roots: list[str] = []
-        self._watches: dict[str, tuple[object, object]] = {}
+        self.root_check_s = root_check_s
         self._events: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
-        self._handler = _Handler(self._events)
+        self._watches = Watches(_Handler(self._events), EVENT_TYPES, poll=poll,
+                                inotify_factory=inotify_factory or _inotify_observer,
+                                watch_room=watch_room)
         self._settling = SettleTracker(settle_s, poll=poll)
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._inotify = None
-        self._inotify_factory = inotify_factory or _inotify_observer
-        self._watch_room = watch_room  # False once the inotify watch limit is reached
-        self._polling: PollingObserver | None = None
         self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
         self._scans: list[threading.Thread] = []
         self._started = False
@@ -158,12 +158,7 @@ class Watcher:
         self._stopped = True
         self._stop.set()
         logging.getLogger("watchdog.observers.inotify_c").removeFilter(self._alarm)
-        for observer in (self._inotify, self._polling):
-            if observer is not None:
-                observer.stop()
-        for observer in (self._inotify, self._polling):
-            if observer is not None and observer.is_alive():
-                observer.join(timeout)
+        self._watches.stop(timeout)
         self._events.put(_STOP)  # events already received are still written
         self._intake.join(timeout)
         for scan in self._scans:
@@ -181,9 +176,8 @@ class Watcher:
         if not os.path.isdir(root):
             raise LabelsError(f"cannot watch {root}: it is not a folder (create it, or fix the "
                               "watch setting)")
-        scheduled = self._schedule(root)
+        self._watches.add(root)
         with self._lock:
-            self._watches[root] = scheduled
             self._roots.append(root)
         self._start_scan(self.reconcile, root)
         return True
@@ -201,68 +195,30 @@ class Watcher:
             if root not in self._roots:
                 return False
             self._roots.remove(root)
-            observer, watch = self._watches.pop(root)
-        self._unschedule(observer, watch, root)
+        self._watches.remove(root)
         log.info("stopped watching %s", root)
         return True
 
-    def _unschedule(self, observer, watch, root: str) -> None:
-        try:
-            observer.unschedule(watch)
-        except (KeyError, OSError) as err:
-            log.debug("unscheduling %s: %s", root, err)
+    def _check_roots(self) -> None:
+        """Each root must still be the folder its watch is on (watches.py): the files
+        of one deleted or unmounted are missing; one watched anew is rescanned."""
+        for root in self.roots:
+            if self._stop.is_set():
+                return
+            change = self._watches.check(root)
+            if change == VANISHED:
+                self._forget_folder(root)
+            elif change == REWATCHED:
+                self._start_scan(self.reconcile, root)
 
     def _check_watch_room(self, roots: Iterable[str]) -> None:
-        """Folders appeared under these roots: if inotify ran out of watches for
-        them (watchdog says nothing), poll the root instead and rescan it for
-        what landed in the folders no watch saw."""
+        """Folders appeared under these roots: one that inotify ran out of watches
+        for is polled from now on, and rescanned for what no watch saw."""
         for root in roots:
             if self._stop.is_set():
                 return
-            with self._lock:
-                if root not in self._roots or self._watches[root][0] is not self._inotify:
-                    continue
-            if self._watch_room(root):
-                continue
-            log.warning("%s", limit_warning(root, "no watch left for a new subfolder"))
-            with self._lock:
-                if root not in self._roots:
-                    continue
-                observer, watch = self._watches[root]
-                self._unschedule(observer, watch, root)
-                self._watches[root] = self._schedule_polling(root)
-            self._start_scan(self.reconcile, root)
-
-    def _schedule(self, root: str):
-        if not self.poll:
-            try:
-                if self._inotify is None:
-                    observer = self._inotify_factory()
-                    observer.start()
-                    self._inotify = observer
-                watch = self._inotify.schedule(self._handler, root, recursive=True,
-                                               event_filter=EVENT_TYPES, follow_symlink=False)
-            except OSError as err:
-                if err.errno not in WATCH_LIMIT_ERRNOS:
-                    raise LabelsError(f"cannot watch {root}: {err.strerror}") from err
-                log.warning("%s", limit_warning(root, err.strerror))
-            else:
-                # watchdog skips a subfolder it cannot watch without a word: with
-                # no room left after the root, some may have been skipped.
-                if self._watch_room(root):
-                    log.info("watching %s", root)
-                    return self._inotify, watch
-                self._unschedule(self._inotify, watch, root)
-                log.warning("%s", limit_warning(root, "no watch left for its subfolders"))
-        return self._schedule_polling(root)
-
-    def _schedule_polling(self, root: str):
-        if self._polling is None:
-            self._polling = PollingObserver(timeout=POLL_INTERVAL_S)
-            self._polling.start()
-        watch = self._polling.schedule(self._handler, root, recursive=True, event_filter=EVENT_TYPES)
-        log.info("watching %s (polling every %.0fs)", root, POLL_INTERVAL_S)
-        return self._polling, watch
+            if self._watches.poll_if_full(root):
+                self._start_scan(self.reconcile, root)
 
     # ------------------------------------------------------------------ reconcile
 
@@ -307,8 +263,10 @@ class Watcher:
 
     def _intake_loop(self) -> None:
         next_check = 0.0
+        next_root_check = time.monotonic() + self.root_check_s
+        idle_wait = min(IDLE_WAIT_S, self.root_check_s)
         while True:
-            timeout = min(self.settle_s / 2, IDLE_WAIT_S) if self._settling else IDLE_WAIT_S
+            timeout = min(self.settle_s / 2, idle_wait) if self._settling else idle_wait
             batch = self._gather(timeout)
             stopping = _STOP in batch
             try:
@@ -317,6 +275,9 @@ class Watcher:
                 if self._settling and now >= next_check:
                     self._enqueue(self._settling.take_settled(now))
                     next_check = now + self.settle_s / 2
+                if now >= next_root_check and not stopping:
+                    self._check_roots()
+                    next_root_check = now + self.root_check_s
             except LabelsError as err:
                 # Database trouble: the events of this window are lost, but the
                 # next start's reconcile scan finds every file that was missed.

@@ -301,7 +301,7 @@ def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
     inbox = real(tmp_path / "inbox")
     inbox.mkdir()
     woke = threading.Event()
-    with caplog.at_level(logging.INFO, logger="labelsd.watcher"):
+    with caplog.at_level(logging.INFO, logger="labelsd"):
         with Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=ExhaustedInotify):
             make_image(inbox / "a.jpg", size=SIZE)
             wait_for(woke.is_set, 30, "the polled file to be queued")
@@ -320,7 +320,7 @@ def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
     inbox.mkdir()
     woke = threading.Event()
     scans = lambda: [r for r in caplog.records if r.getMessage().startswith("scanned ")]  # noqa: E731
-    with caplog.at_level(logging.INFO, logger="labelsd.watcher"), \
+    with caplog.at_level(logging.INFO, logger="labelsd"), \
             Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=FakeInotify):
         wait_for(lambda: len(scans()) == 1, 10, "the start-up scan to finish")
         make_image(inbox / "lost.jpg", size=SIZE)
@@ -331,13 +331,24 @@ def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
     assert queue.queue_depth(store) == 1
 
 
-def _user_namespaces() -> bool:
-    """Whether `unshare -Ur` works here (it lowers the inotify limit for one child)."""
+def _in_user_namespace(tmp_path: Path, limit: int, scenario: str) -> dict:
+    """Run tests/userns_child.py in a user and mount namespace of its own, where it may
+    lower the inotify watch limit and mount file systems; its JSON result."""
+    import json
+    import sys
+
     try:
-        return subprocess.run(["unshare", "-Ur", "true"], capture_output=True,
-                              timeout=10).returncode == 0
+        usable = subprocess.run(["unshare", "-Urm", "true"], capture_output=True,
+                                timeout=10).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
-        return False
+        usable = False
+    if not usable:
+        pytest.skip("unprivileged user namespaces (unshare -Urm) are off on this machine")
+    child = Path(__file__).with_name("userns_child.py")
+    run = subprocess.run(["unshare", "-Urm", sys.executable, str(child), str(limit), scenario,
+                          str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
 
 
 @pytest.mark.parametrize("scenario", ["start", "grow"])
@@ -347,16 +358,7 @@ def test_subfolders_past_the_inotify_limit_are_polled_not_lost(tmp_path, scenari
     watcher's own check the photo in such a folder is never seen:
     start: the tree already needs more watches than the limit (9 folders);
     grow: new folders, each with a photo, use the watches up while running."""
-    import json
-    import sys
-
-    if not _user_namespaces():
-        pytest.skip("unprivileged user namespaces (unshare -Ur) are off on this machine")
-    child = Path(__file__).with_name("watchlimit_child.py")
-    run = subprocess.run(["unshare", "-Ur", sys.executable, str(child), "5", scenario,
-                          str(tmp_path)], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr[-3000:]
-    result = json.loads(run.stdout.strip().splitlines()[-1])
+    result = _in_user_namespace(tmp_path, 5, scenario)
     assert result["photos"] == (1 if scenario == "start" else 7)
     assert result["queued"] == result["photos"], result["log"]
     limit_lines = [line for line in result["log"] if "fs.inotify.max_user_watches" in line]
@@ -392,3 +394,42 @@ def test_photo_closed_before_its_new_folders_watch_is_still_queued(tmp_path, sto
         handlers[0].dispatch(FileCreatedEvent(os.fsencode(photo), is_synthetic=True))
         wait_for(woke.is_set, 30, "the photo in the new folder to be queued")
     assert queue.queue_depth(store) == 1
+
+
+def test_share_mounted_on_the_watched_folder_after_start_is_watched(tmp_path):
+    """A NAS share mounted on the watched folder after labelsd began watching it (the
+    watch is on the folder underneath, which hears nothing): the photo already on
+    the share and one that lands later are both queued."""
+    result = _in_user_namespace(tmp_path, 0, "mount")
+    assert result["queued"] == result["photos"] == 2, result["log"]
+    assert any("is a new folder" in line and line.startswith("INFO")
+               for line in result["log"]), result["log"]
+
+
+def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store, caplog):
+    """`rm -r inbox; mkdir inbox` (or a drive unplugged and back): one warning, the
+    photos show as missing meanwhile, and a photo in the new folder is queued."""
+    from labelsd import queue
+    from labelsd.watcher import Watcher
+
+    inbox = real(tmp_path / "inbox")
+    inbox.mkdir()
+    make_image(inbox / "old.jpg", size=SIZE)
+    lines = lambda text: [r for r in caplog.records if text in r.getMessage()]  # noqa: E731
+    with caplog.at_level(logging.INFO, logger="labelsd"), \
+            Watcher(store, [inbox], on_enqueued=lambda: None, root_check_s=0.2):
+        wait_for(lambda: queue.queue_depth(store) == 1, 30, "old.jpg to be queued")
+        shutil.rmtree(inbox)
+        wait_for(lambda: lines("is gone"), 30, "the folder to be noticed gone")
+        wait_for(lambda: queue.queue_depth(store) == 0, 30, "old.jpg to leave the queue")
+        inbox.mkdir()
+        wait_for(lambda: lines("is back"), 30, "the folder to be noticed back")
+        make_image(inbox / "new.jpg", size=SIZE, seed=7)
+        wait_for(lambda: queue.queue_depth(store) == 1, 30, "new.jpg to be queued")
+    gone = lines("is gone")
+    assert len(gone) == 1 and gone[0].levelno == logging.WARNING
+    with store.read() as session:
+        from labelsd.schema import TrackedPath
+        rows = {row.path: row.missing for row in session.query(TrackedPath)}
+    # old.jpg was never read (no pipeline here), so it is forgotten rather than kept missing
+    assert rows == {str(inbox / "new.jpg"): False}

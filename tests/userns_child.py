@@ -1,20 +1,24 @@
-"""Runs under `unshare -Ur` for test_service's watch-limit tests: lowers this user
-namespace's inotify watch limit (`user.max_inotify_watches`, which the kernel
-enforces on top of the host's), then watches a folder with a real `Watcher`
-and real inotify, and prints what happened as one JSON line.
+"""Runs in a user namespace of its own (`unshare -Urm`) for test_service: there it
+may lower the inotify watch limit (`user.max_inotify_watches`, which the kernel
+enforces on top of the host's) and mount file systems. It watches a folder with
+a real `Watcher` and real inotify, and prints what happened as one JSON line.
 
-    python watchlimit_child.py LIMIT start|grow HOME
+    python userns_child.py LIMIT start|grow|mount HOME      (LIMIT 0: unchanged)
 
 start: the folder already has more subfolders than the limit allows watches;
        a photo then lands in the deepest one.
 grow:  the folder starts with room to spare; new subfolders, each with a photo,
        then use the watches up.
+mount: a share that already holds a photo is mounted on the watched (empty)
+       folder after the watch began, as when a NAS comes up after labelsd;
+       then a second photo lands on it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -51,7 +55,8 @@ def wait(predicate, seconds: float) -> bool:
 
 def main() -> int:
     limit, scenario, home = int(sys.argv[1]), sys.argv[2], Path(sys.argv[3])
-    Path("/proc/sys/user/max_inotify_watches").write_text(f"{limit}\n")
+    if limit:
+        Path("/proc/sys/user/max_inotify_watches").write_text(f"{limit}\n")
     lines = Lines()
     logging.getLogger("labelsd").addHandler(lines)
     logging.getLogger("labelsd").setLevel(logging.INFO)
@@ -63,10 +68,19 @@ def main() -> int:
         deep.mkdir(parents=True)
     store = open_store(f"sqlite:///{home / 'labels.db'}")
     photos: list[Path] = []
-    with Watcher(store, [str(inbox)], on_enqueued=threading.Event().set):
+    with Watcher(store, [str(inbox)], on_enqueued=threading.Event().set, root_check_s=0.5):
         wait(lambda: any(line.startswith("INFO scanned ") for line in lines.lines), DEADLINE_S)
         if scenario == "start":
             photos.append(make_image(deep / "deep.jpg", size=(64, 48), seed=1))
+        elif scenario == "mount":
+            share = home / "share"
+            share.mkdir()
+            subprocess.run(["mount", "-t", "tmpfs", "labelsd-test", str(share)], check=True)
+            make_image(share / "already-there.jpg", size=(64, 48), seed=1)
+            subprocess.run(["mount", "--bind", str(share), str(inbox)], check=True)
+            photos.append(inbox / "already-there.jpg")
+            wait(lambda: queue.queue_depth(store) == 1, DEADLINE_S)  # found by the rescan
+            photos.append(make_image(inbox / "new.jpg", size=(64, 48), seed=2))
         else:
             for i in range(limit + 2):
                 folder = inbox / f"album{i}"
