@@ -9,6 +9,10 @@ two promises that watchdog does not:
   whenever a folder appears later. After watching a root, and when folders
   appear (`poll_if_full`), one spare watch is probed for
   (watchlimit.inotify_has_room); with none left the root is polled instead.
+- Polling a big tree costs. A polled root is snapshotted (every file
+  stat()ed) at most every POLL_INTERVAL_S, but never more often than
+  POLL_PACE times as long as its last snapshot took, so a share of 100,000
+  photos costs a tenth of a core at most instead of all of it.
 - The folder under the watch. A watch follows the folder it was put on: once
   the root is deleted, moved away or unmounted, or a new folder (or a file
   system mounted on it, like a NAS share that came up late) stands at its
@@ -26,11 +30,14 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from watchdog.events import FileSystemEventHandler
-from watchdog.observers.polling import PollingObserver
+from watchdog.observers.api import BaseObserver
+from watchdog.observers.polling import PollingEmitter
 
 from .errors import LabelsError
 from .watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
@@ -38,12 +45,41 @@ from .watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 1.0  # --poll, or past the inotify limit: how often each root is rescanned
+POLL_PACE = 10.0  # ... but a snapshot that takes S seconds waits at least S * POLL_PACE
 
 # What `Watches.check` found: the same folder; the folder is gone but may come
 # back as it was (EIO, EACCES: nothing to mark missing); the folder is gone
 # (deleted, moved away, unmounted: its files are missing); a new watch is on
 # the folder now there (rescan it).
 UNCHANGED, UNREACHABLE, VANISHED, REWATCHED = "unchanged", "unreachable", "vanished", "rewatched"
+
+
+class PacedPollingEmitter(PollingEmitter):
+    """watchdog's polling emitter, waiting longer between snapshots of a big tree:
+    at least POLL_PACE times as long as the last snapshot took."""
+
+    pace = POLL_PACE
+    snapshots = 0  # how many were taken (for tests)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._extra_wait = 0.0
+
+    def queue_events(self, timeout: float) -> None:
+        wait = timeout + self._extra_wait
+        began = time.monotonic()
+        super().queue_events(wait)  # waits `wait`, then snapshots and compares
+        if self.stopped_event.is_set():
+            return
+        self.snapshots += 1
+        snapshot_s = time.monotonic() - began - wait
+        self._extra_wait = max(0.0, self.pace * snapshot_s - timeout)
+
+
+def paced_polling_observer(timeout: float = POLL_INTERVAL_S, **emitter_kwargs) -> BaseObserver:
+    """A polling observer whose emitters pace themselves (PacedPollingEmitter)."""
+    emitter = partial(PacedPollingEmitter, **emitter_kwargs) if emitter_kwargs else PacedPollingEmitter
+    return BaseObserver(emitter, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -81,7 +117,7 @@ class Watches:
         self._inotify_factory = inotify_factory
         self._watch_room = watch_room  # False once the inotify watch limit is reached
         self._inotify = None
-        self._polling: PollingObserver | None = None
+        self._polling: BaseObserver | None = None
         self._scheduled: dict[str, tuple[object, object]] = {}  # none while a root is absent
         self._identity: dict[str, tuple[int, int] | Absent] = {}  # the folder each watch is on
         self._lock = threading.RLock()
@@ -187,9 +223,10 @@ class Watches:
 
     def _schedule_polling(self, root: str) -> tuple[object, object]:
         if self._polling is None:
-            self._polling = PollingObserver(timeout=POLL_INTERVAL_S)
+            self._polling = paced_polling_observer()
             self._polling.start()
         watch = self._polling.schedule(self._handler, root, recursive=True,
                                        event_filter=self._event_types)
-        log.info("watching %s (polling every %.0fs)", root, POLL_INTERVAL_S)
+        log.info("watching %s (polling every %.0fs, or less often if a pass takes long)",
+                 root, POLL_INTERVAL_S)
         return self._polling, watch

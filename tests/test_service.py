@@ -433,3 +433,31 @@ def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store
         rows = {row.path: row.missing for row in session.query(TrackedPath)}
     # old.jpg was never read (no pipeline here), so it is forgotten rather than kept missing
     assert rows == {str(inbox / "new.jpg"): False}
+
+
+def test_polling_paces_itself_on_a_tree_that_takes_long_to_snapshot(tmp_path):
+    """A polled root whose snapshot takes 50 ms is snapshotted every 0.5 s at most
+    (POLL_PACE 10), not every 10 ms: a big share costs a tenth of a core at most."""
+    from watchdog.events import FileSystemEventHandler
+
+    from labelsd.watches import POLL_PACE, paced_polling_observer
+
+    root = str(real(tmp_path))
+    snapshots: list[float] = []
+
+    def slow_scandir(path):
+        if os.fsdecode(path) == root:  # once per snapshot
+            snapshots.append(time.monotonic())
+            time.sleep(0.05)  # stands for the stat()s of a big tree or a slow share
+        return os.scandir(path)
+
+    observer = paced_polling_observer(timeout=0.01, listdir=slow_scandir)
+    observer.schedule(FileSystemEventHandler(), root, recursive=True)
+    observer.start()
+    try:
+        wait_for(lambda: len(snapshots) >= 4, 30, "four snapshots")
+    finally:
+        observer.stop()
+        observer.join(5)
+    gaps = [b - a for a, b in zip(snapshots[1:], snapshots[2:])]  # after the first paced one
+    assert min(gaps) >= 0.8 * POLL_PACE * 0.05, snapshots
