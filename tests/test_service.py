@@ -406,9 +406,11 @@ def test_share_mounted_on_the_watched_folder_after_start_is_watched(tmp_path):
                for line in result["log"]), result["log"]
 
 
-def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store, caplog):
+@pytest.mark.parametrize("poll", [False, True], ids=["inotify", "poll"])
+def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store, caplog, poll):
     """`rm -r inbox; mkdir inbox` (or a drive unplugged and back): one warning, the
-    photos show as missing meanwhile, and a photo in the new folder is queued."""
+    photos show as missing meanwhile, and a photo in the new folder is queued.
+    (watchdog's polling emitter even stops for good once its folder is gone.)"""
     from labelsd import queue
     from labelsd.watcher import Watcher
 
@@ -417,7 +419,7 @@ def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store
     make_image(inbox / "old.jpg", size=SIZE)
     lines = lambda text: [r for r in caplog.records if text in r.getMessage()]  # noqa: E731
     with caplog.at_level(logging.INFO, logger="labelsd"), \
-            Watcher(store, [inbox], on_enqueued=lambda: None, root_check_s=0.2):
+            Watcher(store, [inbox], on_enqueued=lambda: None, poll=poll, root_check_s=0.2):
         wait_for(lambda: queue.queue_depth(store) == 1, 30, "old.jpg to be queued")
         shutil.rmtree(inbox)
         wait_for(lambda: lines("is gone"), 30, "the folder to be noticed gone")
