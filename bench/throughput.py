@@ -12,7 +12,8 @@ On the same 12 MP phone-sized JPEGs (generated once, cached):
       (is the model ever idle during the burst?) and the ceiling that decoding on
       the same cores leaves the pipeline;
 then the real `labelsd` service as a subprocess (bench/servicebench.py):
-  (b) a burst of the photos copied into its watched folder, until all are done;
+  (b) bursts of phone photos copied into its watched folder, until all are done
+      (as many bursts as rounds, each with photos of its own, best kept);
   (c) single drops: one photo at a time moved into the idle service's folder,
       move to `done` (the database polled every 10 ms), p50/p95 against one
       forward pass (batch 1) + 0.3 s;
@@ -210,7 +211,8 @@ def forward_one_s(classifier, repeats: int = 5) -> float:
 
 
 def bench_service(weights: Path, cache: Path, workdir: Path, photos: list[Path], quick: bool,
-                  drops: int, burst: int, idle_s: float, service_args: tuple[str, ...]) -> dict:
+                  drops: int, burst: int, idle_s: float, service_args: tuple[str, ...],
+                  rounds: int = 1) -> dict:
     """(b)-(f): the real labelsd subprocess, measured from outside."""
     from servicebench import BenchService, percentile
 
@@ -226,8 +228,17 @@ def bench_service(weights: Path, cache: Path, workdir: Path, photos: list[Path],
         print("(c) single drops, s: " + " ".join(f"{s:.2f}" for s in out["drops"]), flush=True)
         out["drop_p50"] = percentile(out["drops"], 50)
         out["drop_p95"] = percentile(out["drops"], 95)
-        out["burst_ips"] = svc.burst(photos)
-        print(f"(b) {len(photos)}-photo burst: {out['burst_ips']:.2f} img/s", flush=True)
+        # Like (a), the best of `rounds` bursts: one burst lasts a few seconds, and a
+        # neighbour's work in those seconds would decide the figure. Each round
+        # takes photos of its own (the same bytes again would only be linked).
+        bursts = []
+        for round_no in range(rounds):
+            batch = photos if round_no == 0 else make_photos(
+                cache / f"burst{round_no}-4000x3000-{len(photos)}", len(photos), (4000, 3000),
+                seed_base=30_000 + 1_000 * round_no)
+            bursts.append(svc.burst(batch))
+            print(f"(b) {len(batch)}-photo burst {round_no + 1}: {bursts[-1]:.2f} img/s", flush=True)
+        out["burst_ips"] = max(bursts)
         out["idle_cpu_per_min"] = svc.idle_cpu_per_minute(idle_s)
         print(f"(e) idle: {out['idle_cpu_per_min']:.2f} CPU s/min over {idle_s:.0f} s", flush=True)
         out["small_burst_ips"] = svc.burst(small)
@@ -305,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         svc = bench_service(weights, args.cache, Path(tmp), photos, args.quick, drops, burst,
-                            args.idle_seconds, service_args)
+                            args.idle_seconds, service_args, args.rounds)
 
     latency_goal = one + GOAL_DROP_OVER_FORWARD_S
     decode_s = min(_decode_s)
@@ -326,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{tl['window_s']:.2f} s, idle {tl['idle_s']:.2f} s, longest gap "
           f"{1000 * tl['longest_gap_s']:.0f} ms, batches {tl['batch_sizes']}, "
           f"decode {tl['decode_ms']:.0f} ms/image")
-    print(f"(b) service burst:     {svc['burst_ips']:6.2f} img/s ({count} photos); "
+    print(f"(b) service burst:     {svc['burst_ips']:6.2f} img/s (best of {args.rounds} bursts of {count} photos); "
           f"service/seed {svc['burst_ips'] / seed:.2f}x, service/bare {svc['burst_ips'] / bare:.2f}x")
     print(f"(c) single drop:       p50 {svc['drop_p50']:.2f} s, p95 {svc['drop_p95']:.2f} s "
           f"({drops} drops); one forward (batch 1) {one:.2f} s + "
