@@ -17,11 +17,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from .records import Prediction as PredictionRecord
-from .schema import Content, Prediction, QueueItem, TrackedPath, as_utc, utcnow
+from .schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc, utcnow
 from .store import Store, canonical_path, dialect_insert
 
 log = logging.getLogger(__name__)
@@ -99,6 +99,11 @@ def enqueue(store: Store, files: Iterable[FileFacts | str], *, force: bool = Fal
                         session.execute(update(TrackedPath).where(TrackedPath.path == f.path)
                                         .values(missing=False, last_seen=now))
                     continue
+                if row is not None and row.missing and row.sha256 is not None:
+                    # A file again where one was deleted, but not the same file: a new
+                    # photo under an old name, pending until read (and given no tags).
+                    session.execute(update(TrackedPath).where(TrackedPath.path == f.path)
+                                    .values(sha256=None, size=None, mtime_ns=None))
                 session.execute(dialect_insert(session, TrackedPath).values(
                     path=f.path, first_seen=now, last_seen=now, missing=False,
                 ).on_conflict_do_update(index_elements=["path"],
@@ -168,10 +173,15 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
         shas = {o.sha256 for o in outcomes if o.sha256}
         contents = {c.sha256: c for c in session.scalars(
             select(Content).where(Content.sha256.in_(shas)))} if shas else {}
+        # What each path pointed at before, in one query too (a changed photo keeps its tags).
+        before = {row.path: row for row in session.execute(
+            select(TrackedPath.path, TrackedPath.sha256, TrackedPath.missing)
+            .where(TrackedPath.path.in_([o.claim.path for o in outcomes])))}
         for o in outcomes:
             if o.kind in ("classified", "linked", "bad_image"):
                 _store_content(session, o, now, contents)
                 _point_path(session, o, now)
+                _carry_tags(session, before.get(o.claim.path), o)
                 _finish_claim(session, o.claim, node_id)
             elif o.kind == "retry":
                 _retry_later(session, o, now)
@@ -216,6 +226,25 @@ def _point_path(session: Session, o: Outcome, now: datetime) -> None:
     ).on_conflict_do_update(index_elements=["path"], set_={
         "sha256": o.sha256, "size": o.size, "mtime_ns": o.mtime_ns,
         "last_seen": now, "missing": False}))
+
+
+def _carry_tags(session: Session, before, o: Outcome) -> None:
+    """A photo changed in place (rotated, cropped, keywords written into it by
+    another app) is new content, classified anew; the tags a person gave it carry
+    over to the new version. Not for a path that was missing in between: a new
+    photo saved under a deleted one's name is another picture (`enqueue` cut such
+    a path loose from its old content). The old content keeps its tags (a copy
+    elsewhere may still show it)."""
+    if before is None or before.missing or before.sha256 in (None, o.sha256):
+        return
+    carried = session.execute(
+        dialect_insert(session, Tag).from_select(
+            ["sha256", "tag_key", "tag", "created_at"],
+            select(literal(o.sha256), Tag.tag_key, Tag.tag, Tag.created_at)
+            .where(Tag.sha256 == before.sha256))
+        .on_conflict_do_nothing(index_elements=["sha256", "tag_key"])).rowcount
+    if carried:
+        log.info("%s changed: %d tag(s) carried over to the new version", o.claim.path, carried)
 
 
 def _finish_claim(session: Session, c: Claim, node_id: str) -> None:

@@ -68,3 +68,36 @@ def test_walk_does_not_follow_symlinks_out_of_the_root(tmp_path):
     (root / "link-in.jpg").symlink_to(inside)
     found = sorted(f.path for f in walk_images(str(root)))
     assert found == [str(root / "a.jpg"), str(root / "link-in.jpg")]
+
+
+def test_a_photo_changed_in_place_keeps_its_tags_a_new_one_under_an_old_name_does_not(
+        scan, store, tmp_path):
+    """Rotating a photo, or an app writing keywords into it, changes its bytes: the new
+    version is classified anew and keeps the tags. A different photo saved under the
+    name of one deleted meanwhile (`missing` in between) starts without them."""
+    from PIL import Image
+
+    from labelsd.tags import add_tags
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    edited, reused, copy = (make_image(photos / f"{n}.jpg", size=(96, 64), seed=s)
+                            for n, s in (("edited", 1), ("reused", 2), ("copy-of-edited", 1)))
+    assert scan(photos).endswith("0 failed, 0 unchanged")  # the copy rode along with its twin
+    assert store.record(str(copy)).sha256 == store.record(str(edited)).sha256
+    add_tags(store, str(edited), ["Vacation", "grandma"])
+    add_tags(store, str(reused), ["kitchen"])
+    old_sha = store.record(str(edited)).sha256
+
+    with Image.open(edited) as img:  # rotated in place, as an editor saves it
+        img.transpose(Image.Transpose.ROTATE_90).save(edited, "JPEG", quality=90)
+    reused.unlink()
+    assert scan(photos) == "1 labeled, 0 linked, 0 failed, 1 unchanged, 1 missing"
+    make_image(reused, size=(96, 64), seed=99)  # another picture, the same name
+    assert scan(photos) == "1 labeled, 0 linked, 0 failed, 2 unchanged"
+
+    rec = store.record(str(edited))
+    assert rec.sha256 != old_sha and (rec.width, rec.height) == (64, 96)
+    assert sorted(rec.tags) == ["Vacation", "grandma"]
+    assert sorted(store.record(str(copy)).tags) == ["Vacation", "grandma"]  # the old bytes
+    assert store.record(str(reused)).tags == []
