@@ -133,6 +133,11 @@ class Watcher:
         with self._lock:
             return list(self._roots)
 
+    @property
+    def absent_roots(self) -> dict[str, str]:
+        """Roots that are gone (deleted, unmounted, unreachable) for now, with why."""
+        return self._watches.absent()
+
     def __enter__(self) -> Watcher:
         return self.start()
 

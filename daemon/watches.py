@@ -174,6 +174,12 @@ class Watches:
             log.info("watched folder %s %s: watching it again and rescanning it", root, how)
             return REWATCHED
 
+    def absent(self) -> dict[str, str]:
+        """The roots not there as a folder now, with why."""
+        with self._lock:
+            return {root: seen.reason for root, seen in self._identity.items()
+                    if isinstance(seen, Absent)}
+
     def stop(self, timeout: float) -> None:
         with self._lock:
             self._stopped = True

@@ -419,13 +419,17 @@ def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store
     make_image(inbox / "old.jpg", size=SIZE)
     lines = lambda text: [r for r in caplog.records if text in r.getMessage()]  # noqa: E731
     with caplog.at_level(logging.INFO, logger="labelsd"), \
-            Watcher(store, [inbox], on_enqueued=lambda: None, poll=poll, root_check_s=0.2):
+            Watcher(store, [inbox], on_enqueued=lambda: None, poll=poll,
+                    root_check_s=0.2) as watcher:
         wait_for(lambda: queue.queue_depth(store) == 1, 30, "old.jpg to be queued")
+        assert watcher.absent_roots == {}
         shutil.rmtree(inbox)
         wait_for(lambda: lines("is gone"), 30, "the folder to be noticed gone")
+        assert watcher.absent_roots == {str(inbox): os.strerror(errno.ENOENT)}
         wait_for(lambda: queue.queue_depth(store) == 0, 30, "old.jpg to leave the queue")
         inbox.mkdir()
-        wait_for(lambda: lines("is back"), 30, "the folder to be noticed back")
+        wait_for(lambda: lines(" is back: "), 30, "the folder to be noticed back")
+        assert watcher.absent_roots == {}
         make_image(inbox / "new.jpg", size=SIZE, seed=7)
         wait_for(lambda: queue.queue_depth(store) == 1, 30, "new.jpg to be queued")
     gone = lines("is gone")
