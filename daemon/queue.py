@@ -181,7 +181,9 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
             if o.kind in ("classified", "linked", "bad_image"):
                 _store_content(session, o, now, contents)
                 _point_path(session, o, now)
-                _carry_tags(session, before.get(o.claim.path), o)
+                was = before.get(o.claim.path)
+                if was is not None and not was.missing:
+                    _carry_tags(session, o.claim.path, was.sha256, o.sha256)
                 _finish_claim(session, o.claim, node_id)
             elif o.kind == "retry":
                 _retry_later(session, o, now)
@@ -228,23 +230,23 @@ def _point_path(session: Session, o: Outcome, now: datetime) -> None:
         "last_seen": now, "missing": False}))
 
 
-def _carry_tags(session: Session, before, o: Outcome) -> None:
-    """A photo changed in place (rotated, cropped, keywords written into it by
-    another app) is new content, classified anew; the tags a person gave it carry
-    over to the new version. Not for a path that was missing in between: a new
-    photo saved under a deleted one's name is another picture (`enqueue` cut such
-    a path loose from its old content). The old content keeps its tags (a copy
-    elsewhere may still show it)."""
-    if before is None or before.missing or before.sha256 in (None, o.sha256):
+def _carry_tags(session: Session, path: str, old_sha: str | None, new_sha: str | None) -> None:
+    """The photo at `path` was replaced in place (rotated, cropped, keywords written
+    into it by another app, or saved over through a rename): it is new content,
+    classified anew, and the tags a person gave it carry over to the new version.
+    The callers skip a path that was missing in between: a new photo saved under a
+    deleted one's name is another picture (`enqueue` cuts such a path loose from
+    its old content). The old content keeps its tags (a copy may still show it)."""
+    if old_sha is None or new_sha is None or old_sha == new_sha:
         return
     carried = session.execute(
         dialect_insert(session, Tag).from_select(
             ["sha256", "tag_key", "tag", "created_at"],
-            select(literal(o.sha256), Tag.tag_key, Tag.tag, Tag.created_at)
-            .where(Tag.sha256 == before.sha256))
+            select(literal(new_sha), Tag.tag_key, Tag.tag, Tag.created_at)
+            .where(Tag.sha256 == old_sha))
         .on_conflict_do_nothing(index_elements=["sha256", "tag_key"])).rowcount
     if carried:
-        log.info("%s changed: %d tag(s) carried over to the new version", o.claim.path, carried)
+        log.info("%s changed: %d tag(s) carried over to the new version", path, carried)
 
 
 def _finish_claim(session: Session, c: Claim, node_id: str) -> None:
@@ -321,6 +323,10 @@ def move_path(store: Store, src: str, dest: str, facts: FileFacts | None = None)
         row = session.scalar(select(TrackedPath).where(TrackedPath.path == src))
         if row is None or row.sha256 is None:
             return False
+        replaced = session.execute(select(TrackedPath.sha256, TrackedPath.missing)
+                                   .where(TrackedPath.path == dest)).first()
+        if replaced is not None and not replaced.missing:  # saved over: keeps dest's tags
+            _carry_tags(session, dest, replaced.sha256, row.sha256)
         session.execute(delete(TrackedPath).where(TrackedPath.path == dest))
         session.execute(delete(QueueItem).where(QueueItem.path == dest))
         row.path, row.last_seen, row.missing = dest, now, False

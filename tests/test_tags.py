@@ -87,3 +87,23 @@ def test_tag_counts(store, tmp_path):
     assert [(c.tag.casefold(), c.images, c.contents) for c in counts] == [("b", 3, 3), ("a", 1, 1)]
     assert counts[1].to_dict() == {"tag": "a", "count": 1, "contents": 1}
     assert query.stats(store).tags == 2
+
+
+def test_a_photo_saved_over_through_a_rename_keeps_its_tags(store, tmp_path):
+    """An editor that writes `IMG.tmp.jpg` and renames it over `IMG.jpg`: the new
+    version (classified already under its temporary name) keeps IMG.jpg's tags, and
+    its own. A photo moved onto a path that was missing does not take the tags."""
+    photo, edit, gone, other = (str(tmp_path / n) for n in
+                                ("IMG.jpg", "IMG.tmp.jpg", "gone.jpg", "other.jpg"))
+    add_images(store, {photo: CAT, edit: CAT, gone: CAT, other: CAT},
+               sha_of={photo: "a1" * 32, edit: "b2" * 32, gone: "c3" * 32, other: "d4" * 32})
+    tags.add_tags(store, photo, ["Grandma"])
+    tags.add_tags(store, edit, ["draft"])
+    tags.add_tags(store, gone, ["old"])
+    assert queue.move_path(store, edit, photo)
+    assert store.record(photo).sha256 == "b2" * 32
+    assert store.record(photo).tags == ["draft", "Grandma"]
+
+    queue.mark_missing(store, [gone])
+    assert queue.move_path(store, other, gone)
+    assert store.record(gone).tags == []
