@@ -175,10 +175,10 @@ class Watches:
             return REWATCHED
 
     def absent(self) -> dict[str, str]:
-        """The roots not there as a folder now, with why."""
-        with self._lock:
-            return {root: seen.reason for root, seen in self._identity.items()
-                    if isinstance(seen, Absent)}
+        """The roots not there as a folder now, with why. Without the lock: the
+        heartbeat asks, and must not wait while a big tree is being watched."""
+        seen = list(self._identity.items())  # one step under the GIL: a consistent copy
+        return {root: what.reason for root, what in seen if isinstance(what, Absent)}
 
     def stop(self, timeout: float) -> None:
         with self._lock:
