@@ -301,9 +301,9 @@ class Service:
                                           if self.pipeline else 0)
         folders = "folder" if len(roots) == 1 else "folders"
         gone = len(self.watcher.absent_roots) if self.watcher else 0
-        gone_text = f" ({gone} gone, waiting for it to come back)" if gone == 1 else (
-            f" ({gone} gone, waiting for them to come back)" if gone else "")
-        return f"watching {len(roots)} {folders}{gone_text}, {queued} queued, {labeled} labeled"
+        if gone:
+            folders += f" ({gone} gone, waiting for {'it' if gone == 1 else 'them'} to come back)"
+        return f"watching {len(roots)} {folders}, {queued} queued, {labeled} labeled"
 
     def _pipeline_healthy(self) -> bool:
         limit = max(PIPELINE_STALL_S, 2 * (self.notifier.watchdog_interval_s or 0))

@@ -194,13 +194,8 @@ class Watches:
 
     def _drop(self, root: str) -> None:
         scheduled = self._scheduled.pop(root, None)
-        if scheduled is None:
-            return
-        observer, watch = scheduled
-        try:
-            observer.unschedule(watch)
-        except (KeyError, OSError) as err:
-            log.debug("unscheduling %s: %s", root, err)
+        if scheduled is not None:
+            _unschedule(*scheduled, root)
 
     def _schedule(self, root: str) -> tuple[object, object]:
         if not self._poll:
@@ -222,8 +217,7 @@ class Watches:
                 if self._watch_room(root):
                     log.info("watching %s", root)
                     return self._inotify, watch
-                self._scheduled[root] = (self._inotify, watch)
-                self._drop(root)
+                _unschedule(self._inotify, watch, root)
                 log.warning("%s", limit_warning(root, "no watch left for its subfolders"))
         return self._schedule_polling(root)
 
@@ -236,3 +230,10 @@ class Watches:
         log.info("watching %s (polling every %.0fs, or less often if a pass takes long)",
                  root, POLL_INTERVAL_S)
         return self._polling, watch
+
+
+def _unschedule(observer, watch, root: str) -> None:
+    try:
+        observer.unschedule(watch)
+    except (KeyError, OSError) as err:  # its emitter already stopped with its folder
+        log.debug("unscheduling %s: %s", root, err)

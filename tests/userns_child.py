@@ -7,8 +7,8 @@ a real `Watcher` and real inotify, and prints what happened as one JSON line.
 
 start: the folder already has more subfolders than the limit allows watches;
        a photo then lands in the deepest one.
-grow:  the folder starts with room to spare; new subfolders, each with a photo,
-       then use the watches up.
+grow:  the folder starts with room to spare; new subfolders use the watches
+       up, then a photo lands in each.
 mount: a share that already holds a photo is mounted on the watched (empty)
        folder after the watch began, as when a NAS comes up after labelsd;
        then a second photo lands on it.
@@ -82,11 +82,14 @@ def main() -> int:
             wait(lambda: queue.queue_depth(store) == 1, DEADLINE_S)  # found by the rescan
             photos.append(make_image(inbox / "new.jpg", size=(64, 48), seed=2))
         else:
-            for i in range(limit + 2):
-                folder = inbox / f"album{i}"
+            folders = [inbox / f"album{i}" for i in range(limit + 2)]
+            for folder in folders:
                 folder.mkdir()
-                time.sleep(0.2)  # the folder's watch is added (or not) before its photo lands
-                photos.append(make_image(folder / f"p{i}.jpg", size=(64, 48), seed=i))
+            # The photos land once the watches are used up, so no folder's own
+            # creation event finds them: only a watch (or polling) can.
+            wait(lambda: any("no watch left" in line for line in lines.lines), DEADLINE_S)
+            photos += [make_image(folder / f"p{i}.jpg", size=(64, 48), seed=i)
+                       for i, folder in enumerate(folders)]
         wait(lambda: queue.queue_depth(store) == len(photos), DEADLINE_S)
         queued = queue.queue_depth(store)
     store.close()
