@@ -181,9 +181,7 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
             if o.kind in ("classified", "linked", "bad_image"):
                 _store_content(session, o, now, contents)
                 _point_path(session, o, now)
-                was = before.get(o.claim.path)
-                if was is not None and not was.missing:
-                    _carry_tags(session, o.claim.path, was.sha256, o.sha256)
+                _carry_tags(session, o.claim.path, before.get(o.claim.path), o.sha256)
                 _finish_claim(session, o.claim, node_id)
             elif o.kind == "retry":
                 _retry_later(session, o, now)
@@ -230,15 +228,17 @@ def _point_path(session: Session, o: Outcome, now: datetime) -> None:
         "last_seen": now, "missing": False}))
 
 
-def _carry_tags(session: Session, path: str, old_sha: str | None, new_sha: str | None) -> None:
-    """The photo at `path` was replaced in place (rotated, cropped, keywords written
-    into it by another app, or saved over through a rename): it is new content,
-    classified anew, and the tags a person gave it carry over to the new version.
-    The callers skip a path that was missing in between: a new photo saved under a
-    deleted one's name is another picture (`enqueue` cuts such a path loose from
-    its old content). The old content keeps its tags (a copy may still show it)."""
-    if old_sha is None or new_sha is None or old_sha == new_sha:
+def _carry_tags(session: Session, path: str, was, new_sha: str | None) -> None:
+    """The photo at `path` (whose row `was` read: sha256, missing) was replaced in
+    place (rotated, cropped, keywords written into it by another app, or saved over
+    through a rename): it is new content, classified anew, and the tags a person
+    gave it carry over to the new version. Not when the path was missing: a new
+    photo saved under a deleted one's name is another picture (`enqueue` also cuts
+    such a path loose from its old content). The old content keeps its tags (a
+    copy may still show it)."""
+    if was is None or was.missing or was.sha256 in (None, new_sha) or new_sha is None:
         return
+    old_sha = was.sha256
     carried = session.execute(
         dialect_insert(session, Tag).from_select(
             ["sha256", "tag_key", "tag", "created_at"],
@@ -325,8 +325,7 @@ def move_path(store: Store, src: str, dest: str, facts: FileFacts | None = None)
             return False
         replaced = session.execute(select(TrackedPath.sha256, TrackedPath.missing)
                                    .where(TrackedPath.path == dest)).first()
-        if replaced is not None and not replaced.missing:  # saved over: keeps dest's tags
-            _carry_tags(session, dest, replaced.sha256, row.sha256)
+        _carry_tags(session, dest, replaced, row.sha256)  # saved over: keeps dest's tags
         session.execute(delete(TrackedPath).where(TrackedPath.path == dest))
         session.execute(delete(QueueItem).where(QueueItem.path == dest))
         row.path, row.last_seen, row.missing = dest, now, False
