@@ -4,7 +4,7 @@ Builds a SQLite store of --images images (default 100,000) with random but
 plausible top-3 predictions (bulk insert, SQLAlchemy Core executemany), then
 times, as the median of --runs runs:
 
-  * the library call `labelsd.query.search(store, "cat")` (and `search_hits`,
+  * the library call `labelsd.serve.query.search(store, "cat")` (and `search_hits`,
     the SQL part alone, and a broad query, "animal");
   * the CLI in a subprocess, `labels --db DB search cat --json`;
   * the CLI start-up alone, `labels --help`.
@@ -31,10 +31,10 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from labelsd import query
-from labelsd.schema import Content, Prediction, TrackedPath
-from labelsd.store import open_store
-from labelsd.taxonomy import class_by_index, classes
+from labelsd.model.taxonomy import class_by_index, classes
+from labelsd.serve import query
+from labelsd.store.engine import open_store
+from labelsd.store.schema import Content, Prediction, TrackedPath
 
 MODEL = "inception_v3"
 

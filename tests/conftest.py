@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-
 # ---------------------------------------------------------------------------
-# Model fixtures (owned by the classifier, labelsd.model). A real InceptionV3
+# Model fixtures (owned by the classifier, labelsd.model.classifier). A real InceptionV3
 # with random weights is built ONCE per session and saved as the legacy .h5
 # layout keras downloads, as a Keras 3 .weights.h5, and as a "biased" legacy
 # .h5 whose top bias makes every image come out as BIASED_CLASS first.
 # Service tests pass `weights_file` (or `biased_weights_file`) via --weights.
 # ---------------------------------------------------------------------------
-
 import collections as _collections
 import warnings as _warnings
 
@@ -97,7 +95,7 @@ def db_url(tmp_path):
 
 @_pytest.fixture
 def store(db_url):
-    from labelsd.store import open_store
+    from labelsd.store.engine import open_store
 
     s = open_store(db_url)
     yield s

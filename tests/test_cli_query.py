@@ -12,14 +12,15 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
-from test_search import LIBRARY, add_images, add_library
 from typer.main import get_command
 from typer.testing import CliRunner
 
 from labels_cli.app import app
 from labels_cli.render import CSV_COLUMNS
-from labelsd import nodes, query, queue
-from labelsd.schema import Node
+from labelsd.serve import query
+from labelsd.store import contents, nodes, workqueue
+from labelsd.store.schema import Node
+from test_search import LIBRARY, add_images, add_library
 
 runner = CliRunner()
 
@@ -146,7 +147,7 @@ def test_tags_follow_a_rename_and_apply_to_copies(db_url, store, tmp_path):
     ok(labels(db_url, "tag", a, "東京"))
     assert json.loads(ok(labels(db_url, "show", b, "--json")))["tags"] == ["東京"]
     renamed = str(tmp_path / "renamed.jpg")
-    assert queue.move_path(store, a, renamed)
+    assert contents.move_path(store, a, renamed)
     assert json.loads(ok(labels(db_url, "show", renamed, "--json")))["tags"] == ["東京"]
     assert names(ok(labels(db_url, "search", "cat", "--tag", "東京", "--paths")).splitlines()) == [
         "b.jpg", "renamed.jpg"]
@@ -189,7 +190,7 @@ def test_status_without_a_service(db_url, library):
 
 
 def test_status_with_a_live_then_stale_service(db_url, store, library, tmp_path):
-    queue.enqueue(store, [str(tmp_path / "photos" / "new.jpg")])
+    workqueue.enqueue(store, [str(tmp_path / "photos" / "new.jpg")])
     nodes.register(store, "box:4242", model="inception_v3", device="GPU:0",
                    watching=[str(tmp_path / "photos")])
     nodes.heartbeat(store, "box:4242", done=7, failed=0)
@@ -333,8 +334,8 @@ def test_queries_never_import_tensorflow(db_url, library, args):
 
 def test_the_query_library_never_imports_the_model():
     code = ("import sys\n"
-            "import labelsd.query, labelsd.tags\n"
-            "print(sorted(m for m in ('labelsd.model', 'tensorflow', 'keras', 'numpy')"
+            "import labelsd.serve.query, labelsd.store.tags\n"
+            "print(sorted(m for m in ('labelsd.model.classifier', 'tensorflow', 'keras', 'numpy')"
             " if m in sys.modules))\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)

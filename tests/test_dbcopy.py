@@ -1,4 +1,4 @@
-"""`labels db copy` / labelsd.dbcopy: a library moves between databases intact
+"""`labels db copy` / labelsd.store.copy: a library moves between databases intact
 (SQLite to PostgreSQL and back, SQLite to SQLite), in chunks, refusing to
 overwrite a library unless told to merge, and merging idempotently."""
 
@@ -10,10 +10,12 @@ import pytest
 from sqlalchemy import select
 from typer.testing import CliRunner
 
-from labelsd import dbcopy, queue
+from labelsd import records
 from labelsd.records import Prediction
-from labelsd.schema import Node, QueueItem, Tag
-from labelsd.store import open_store
+from labelsd.store import contents, workqueue
+from labelsd.store import copy as dbcopy
+from labelsd.store.engine import open_store
+from labelsd.store.schema import Node, QueueItem, Tag
 
 runner = CliRunner()
 
@@ -31,24 +33,24 @@ def _fill(store, folder, n: int = 40) -> None:
     row, tags, and a node (which must not be copied)."""
     folder = str(folder)
     paths = [f"{folder}/img_{i:03d}.jpg" for i in range(n)]
-    queue.enqueue(store, [queue.FileFacts(p, 100 + i, i) for i, p in enumerate(paths)])
-    claims = queue.claim(store, "node-1", limit=n)
+    workqueue.enqueue(store, [records.FileFacts(p, 100 + i, i) for i, p in enumerate(paths)])
+    claims = workqueue.claim(store, "node-1", limit=n)
     outcomes = []
     for i, c in enumerate(claims[:n - 6]):
         sha = f"{i // 2 if i < 4 else i:064x}"  # img_000/001 and 002/003 share a content
-        outcomes.append(queue.Outcome(c, "classified", sha256=sha, size=100 + i, mtime_ns=i,
+        outcomes.append(records.Outcome(c, "classified", sha256=sha, size=100 + i, mtime_ns=i,
                                       width=640, height=480, format="JPEG", model="m/test",
                                       predictions=CAT if i % 2 else DOG))
     bad = claims[n - 6]
-    outcomes.append(queue.Outcome(bad, "bad_image", sha256="f" * 64, size=3, mtime_ns=1,
+    outcomes.append(records.Outcome(bad, "bad_image", sha256="f" * 64, size=3, mtime_ns=1,
                                   error="not an image (truncated)"))
     gave_up = claims[n - 5]
-    queue.record_outcomes(store, "node-1", outcomes)
+    contents.record_outcomes(store, "node-1", outcomes)
     with store.write() as session:  # one queue row has already failed for good
         session.execute(QueueItem.__table__.update().where(QueueItem.id == gave_up.id)
                         .values(state="failed", last_error="disk error", attempts=5))
-    queue.release_claims(store, "node-1")
-    queue.mark_missing(store, [paths[10]])
+    workqueue.release_claims(store, "node-1")
+    contents.mark_missing(store, [paths[10]])
     with store.write() as session:
         session.add_all([Tag(sha256=f"{5:064x}", tag_key="vacation", tag="Vacation"),
                          Tag(sha256=f"{5:064x}", tag_key="beach", tag="beach"),
@@ -84,7 +86,7 @@ def test_sqlite_to_postgresql_round_trip(library, pg_url, tmp_path):
             assert _records(back) == before
         # The copied queue works: the target's nodes claim the pending rows.
         pending = {r["path"] for r in before if r["status"] == "pending"}
-        assert {c.path for c in queue.claim(target, "pg-node", limit=100)} == pending
+        assert {c.path for c in workqueue.claim(target, "pg-node", limit=100)} == pending
 
 
 def test_copy_streams_in_chunks(library, tmp_path):
@@ -133,9 +135,9 @@ def test_cli_copy_to_postgresql(library, pg_url):
 
 
 def test_search_output_identical_after_copy(library, pg_url):
-    from labels_cli.app import app
-
     import typer
+
+    from labels_cli.app import app
 
     if "search" not in typer.main.get_command(app).commands:
         pytest.skip("`labels search` is not there yet")

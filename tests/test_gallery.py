@@ -1,4 +1,4 @@
-"""Contact sheets (labelsd.gallery, `labels gallery`): real image files in
+"""Contact sheets (labelsd.serve.gallery, `labels gallery`): real image files in
 tmp_path, real records written through the queue into a real store, and the
 HTML page rendered by a real headless Chromium."""
 
@@ -20,10 +20,12 @@ from typer.testing import CliRunner
 
 from imagegen import make_exif_rotated_jpeg, make_image, make_not_an_image, make_phone_jpeg
 from labels_cli.app import app
-from labelsd import gallery, queue, tags
+from labelsd import records
+from labelsd.model.taxonomy import class_by_index
 from labelsd.records import ImageRecord, Prediction
-from labelsd.store import canonical_path
-from labelsd.taxonomy import class_by_index
+from labelsd.serve import gallery
+from labelsd.store import contents, tags, workqueue
+from labelsd.store.engine import canonical_path
 
 runner = CliRunner()
 
@@ -42,8 +44,8 @@ def _predictions(*pairs: tuple[int, float]) -> list[Prediction]:
 def _classify(store, files: dict[Path, list[Prediction]]) -> None:
     """Put `files` through the queue as the service would: enqueue, claim,
     record one 'classified' outcome per file in one transaction."""
-    queue.enqueue(store, [str(p) for p in files])
-    claims = queue.claim(store, "gallery-test", len(files))
+    workqueue.enqueue(store, [str(p) for p in files])
+    claims = workqueue.claim(store, "gallery-test", len(files))
     assert len(claims) == len(files)
     by_path = {canonical_path(p): preds for p, preds in files.items()}
     outcomes = []
@@ -51,12 +53,12 @@ def _classify(store, files: dict[Path, list[Prediction]]) -> None:
         data = Path(c.path).read_bytes()
         with Image.open(c.path) as img:
             size = img.size
-        outcomes.append(queue.Outcome(
+        outcomes.append(records.Outcome(
             claim=c, kind="classified", sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), mtime_ns=os.stat(c.path).st_mtime_ns, width=size[0],
             height=size[1], format="PNG", model="inception_v3",
             predictions=by_path[c.path]))
-    queue.record_outcomes(store, "gallery-test", outcomes)
+    contents.record_outcomes(store, "gallery-test", outcomes)
 
 
 def _cats(store, folder: Path, n: int) -> list[Path]:
@@ -169,7 +171,7 @@ def _placeholder_files(store, tmp_path, monkeypatch):
     broken = make_image(folder / "broken.png", seed=4)
     _classify(store, {p: _predictions((TABBY, 0.5)) for p in (good, gone, locked, broken)})
     gone.unlink()
-    queue.mark_missing(store, [str(gone)])
+    contents.mark_missing(store, [str(gone)])
     make_not_an_image(broken)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads mode-000 files: make open() answer as for a user

@@ -27,9 +27,9 @@ from imagegen import (
     pattern,
     to_mode,
 )
-from labelsd import images
 from labelsd.errors import ImageError, LabelsError
-from labelsd.images import (
+from labelsd.model import decode as images
+from labelsd.model.decode import (
     INPUT_SIZE,
     EmptyFile,
     ImageTooLarge,
@@ -272,7 +272,7 @@ def test_preprocessing_equals_keras():
 
 
 def test_module_does_not_import_tensorflow():
-    code = "import sys, labelsd.images; sys.exit(any(m in sys.modules for m in ('tensorflow', 'keras')))"
+    code = "import sys, labelsd.model.decode; sys.exit(any(m in sys.modules for m in ('tensorflow', 'keras')))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 

@@ -11,10 +11,10 @@ import sys
 import numpy as np
 import pytest
 
-from labelsd import model as model_mod
-from labelsd import weights as weights_mod
 from labelsd.errors import ConfigError, DeviceUnavailable, WeightsUnavailable
-from labelsd.model import load_classifier
+from labelsd.model import classifier as model_mod
+from labelsd.model import weights as weights_mod
+from labelsd.model.classifier import load_classifier
 
 BIASED_CLASS = 281  # tabby: the class tests/conftest.py biases `biased_weights_file` towards
 
@@ -35,7 +35,7 @@ def photos():
     """Real encoded photos (JPEG, PNG with alpha, grey JPEG) decoded the service's way."""
     from PIL import Image
 
-    from labelsd.images import decode_for_inception
+    from labelsd.model.decode import decode_for_inception
 
     rng = np.random.RandomState(3)
     out = []
@@ -60,7 +60,7 @@ def keras_reference(weights_files):
 
 
 def test_import_does_not_load_tensorflow():
-    code = "import sys, labelsd.model; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
+    code = "import sys, labelsd.model.classifier; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -94,7 +94,7 @@ def test_content_decides_format_not_file_name(classifier, weights_files, images,
 
 
 def test_top3_shape_ranks_and_labels(classifier, images):
-    from labelsd.taxonomy import class_by_index
+    from labelsd.model.taxonomy import class_by_index
 
     results = classifier.top3(images[:3])
     probs = classifier.predict(images[:3])

@@ -7,14 +7,15 @@ import shutil
 import threading
 
 import pytest
-from imagegen import make_image, make_not_an_image, make_truncated_jpeg
-from servicekit import wait_for
 from sqlalchemy import select
 
-from labelsd import queue
-from labelsd.model import load_classifier
-from labelsd.pipeline import Pipeline
-from labelsd.schema import QueueItem
+from imagegen import make_image, make_not_an_image, make_truncated_jpeg
+from labelsd import records
+from labelsd.model.classifier import load_classifier
+from labelsd.pipeline.runner import Pipeline
+from labelsd.store import workqueue
+from labelsd.store.schema import QueueItem
+from servicekit import wait_for
 
 BIASED_CLASS = 281  # tabby: what conftest's biased weights put first
 
@@ -38,7 +39,7 @@ def _no_leaked_threads():
 
 def enqueue(store, paths):
     stats = [(str(p), os.stat(p)) for p in paths]
-    return queue.enqueue(store, [queue.FileFacts(p, st.st_size, st.st_mtime_ns) for p, st in stats])
+    return workqueue.enqueue(store, [records.FileFacts(p, st.st_size, st.st_mtime_ns) for p, st in stats])
 
 
 def run(store, classifier, node="test:1", **kwargs):
@@ -135,7 +136,7 @@ def test_stop_mid_run_hands_back_unprocessed_claims(store, classifier, tmp_path)
     assert rows, "stopped after everything was done: make the run longer"
     assert all(claimed_by is None for _, claimed_by in rows)
     assert pipe.done + len(rows) == len(files)
-    assert len(queue.claim(store, "test:other", 100)) == len(rows)  # claimable again
+    assert len(workqueue.claim(store, "test:other", 100)) == len(rows)  # claimable again
 
 
 def test_in_flight_stays_bounded(store, classifier, tmp_path):
@@ -170,7 +171,7 @@ def test_wake_claims_new_work_without_waiting_for_the_idle_timeout(store, classi
 
 
 def test_batch_size_defaults_to_the_models_own(weights_files, classifier):
-    import labelsd.model as model
+    import labelsd.model.classifier as model
 
     auto = load_classifier(weights_files.legacy_h5, device="cpu", batch_size=None, warm=False)
     assert auto.batch_size == model.BATCH_SIZE_CPU == 8  # a GPU would get BATCH_SIZE_GPU
@@ -181,15 +182,15 @@ def test_batch_size_defaults_to_the_models_own(weights_files, classifier):
 
 
 def test_tensorflow_threads_follow_the_cores_this_process_may_use():
-    from labelsd.model import cpu_threads
+    from labelsd.model.classifier import cpu_threads
 
     intra, inter = cpu_threads()
     assert intra == len(os.sched_getaffinity(0))
-    assert inter == 1  # measured faster than one per core (labelsd.model.INTER_OP_THREADS)
+    assert inter == 1  # measured faster than one per core (labelsd.model.classifier.INTER_OP_THREADS)
 
 
 def test_timeline_shows_what_the_model_did(store, classifier, tmp_path):
-    from labelsd.timeline import Timeline
+    from labelsd.pipeline.timeline import Timeline
 
     files = [make_image(tmp_path / f"{i}.jpg", seed=i, size=(640, 480)) for i in range(9)]
     enqueue(store, files)

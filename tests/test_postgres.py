@@ -18,10 +18,11 @@ from datetime import timedelta, timezone
 import pytest
 from sqlalchemy import func, inspect, select
 
-from labelsd import migrations, queue
+from labelsd import records
 from labelsd.records import Prediction as PredictionRecord
-from labelsd.schema import Base, Content, Prediction, QueueItem, TrackedPath
-from labelsd.store import open_store
+from labelsd.store import contents, migrations, workqueue
+from labelsd.store.engine import open_store
+from labelsd.store.schema import Base, Content, Prediction, QueueItem, TrackedPath
 
 PREDICTIONS = [PredictionRecord(rank=1, label="tabby", wnid="n02123045", class_index=281,
                                 score=0.7),
@@ -31,9 +32,9 @@ PREDICTIONS = [PredictionRecord(rank=1, label="tabby", wnid="n02123045", class_i
                                 class_index=285, score=0.1)]
 
 
-def _classified(claim: queue.Claim) -> queue.Outcome:
+def _classified(claim: records.Claim) -> records.Outcome:
     sha = hashlib.sha256(claim.path.encode()).hexdigest()
-    return queue.Outcome(claim=claim, kind="classified", sha256=sha, size=10, mtime_ns=1,
+    return records.Outcome(claim=claim, kind="classified", sha256=sha, size=10, mtime_ns=1,
                          width=4, height=3, format="JPEG", model="test",
                          predictions=PREDICTIONS)
 
@@ -97,12 +98,12 @@ def test_nodes_starting_together_migrate_once(pg_url):
 
 def test_classified_record_round_trip(store, tmp_path):
     paths = _paths(tmp_path, 3)
-    assert queue.enqueue(store, paths) == 3
+    assert workqueue.enqueue(store, paths) == 3
     assert store.counts()["pending"] == 3
-    claims = queue.claim(store, "node-a", limit=10)
+    claims = workqueue.claim(store, "node-a", limit=10)
     assert sorted(c.path for c in claims) == sorted(paths)
     assert all(c.enqueued_at.tzinfo is not None for c in claims)
-    queue.record_outcomes(store, "node-a", [_classified(c) for c in claims])
+    contents.record_outcomes(store, "node-a", [_classified(c) for c in claims])
 
     records = list(store.records())
     assert [r.path for r in records] == sorted(paths)
@@ -112,35 +113,35 @@ def test_classified_record_round_trip(store, tmp_path):
         assert rec.classified_at.tzinfo is not None
         assert rec.classified_at.utcoffset() == timedelta(0)
     assert store.counts() == {"pending": 0, "done": 3, "failed": 0, "missing": 0}
-    assert queue.queue_depth(store) == 0
+    assert workqueue.queue_depth(store) == 0
 
 
 def test_missing_and_back_keep_labels(store, tmp_path):
     paths = _paths(tmp_path, 2)
-    queue.enqueue(store, [queue.FileFacts(p, 10, 1) for p in paths])
-    queue.record_outcomes(store, "n", [_classified(c) for c in queue.claim(store, "n", 10)])
-    assert queue.mark_missing(store, paths[:1]) == 1
+    workqueue.enqueue(store, [records.FileFacts(p, 10, 1) for p in paths])
+    contents.record_outcomes(store, "n", [_classified(c) for c in workqueue.claim(store, "n", 10)])
+    assert contents.mark_missing(store, paths[:1]) == 1
     assert store.record(paths[0]).status == "missing"
     assert store.record(paths[0]).labels  # kept
     # Back, unchanged: not queued again, no longer missing.
-    assert queue.enqueue(store, [queue.FileFacts(paths[0], 10, 1)]) == 0
+    assert workqueue.enqueue(store, [records.FileFacts(paths[0], 10, 1)]) == 0
     assert store.record(paths[0]).status == "done"
 
 
 def test_retry_backoff_and_failure(store, tmp_path, monkeypatch):
-    monkeypatch.setattr(queue, "MAX_ATTEMPTS", 2)
+    monkeypatch.setattr(workqueue, "MAX_ATTEMPTS", 2)
     [path] = _paths(tmp_path, 1)
-    queue.enqueue(store, [path])
-    [c] = queue.claim(store, "n", 1)
-    queue.record_outcomes(store, "n", [queue.Outcome(claim=c, kind="retry", error="busy")])
-    assert queue.claim(store, "n", 1) == []  # not before its back-off
+    workqueue.enqueue(store, [path])
+    [c] = workqueue.claim(store, "n", 1)
+    contents.record_outcomes(store, "n", [records.Outcome(claim=c, kind="retry", error="busy")])
+    assert workqueue.claim(store, "n", 1) == []  # not before its back-off
     with store.write() as session:
         session.get(QueueItem, c.id).not_before = None
-    [c] = queue.claim(store, "n", 1)
-    queue.record_outcomes(store, "n", [queue.Outcome(claim=c, kind="retry", error="busy")])
+    [c] = workqueue.claim(store, "n", 1)
+    contents.record_outcomes(store, "n", [records.Outcome(claim=c, kind="retry", error="busy")])
     rec = store.record(path)
     assert (rec.status, rec.error) == ("failed", "busy")
-    assert queue.retry_failed(store) == 1
+    assert workqueue.retry_failed(store) == 1
     assert store.record(path).status == "pending"
 
 
@@ -148,7 +149,7 @@ def test_every_row_claimed_exactly_once_by_concurrent_nodes(store, tmp_path):
     """500 rows, 8 nodes claiming (and finishing) concurrently, each with its
     own connection pool: every row is processed by exactly one node."""
     paths = _paths(tmp_path, 500)
-    queue.enqueue(store, paths)
+    workqueue.enqueue(store, paths)
     claimed: dict[str, list[str]] = collections.defaultdict(list)
     start = threading.Barrier(8)
 
@@ -156,11 +157,11 @@ def test_every_row_claimed_exactly_once_by_concurrent_nodes(store, tmp_path):
         with open_store(store.db, migrate=False) as own:
             start.wait(timeout=30)
             while True:
-                claims = queue.claim(own, name, limit=7)
+                claims = workqueue.claim(own, name, limit=7)
                 if not claims:
                     return
                 claimed[name] += [c.path for c in claims]
-                queue.record_outcomes(own, name, [_classified(c) for c in claims])
+                contents.record_outcomes(own, name, [_classified(c) for c in claims])
 
     _run_in_threads(node, [(f"node-{i}",) for i in range(8)], timeout=120)
     every = [p for ps in claimed.values() for p in ps]
@@ -171,30 +172,30 @@ def test_every_row_claimed_exactly_once_by_concurrent_nodes(store, tmp_path):
 
 
 def test_dead_nodes_claims_are_taken_over_after_the_lease(store, tmp_path):
-    queue.enqueue(store, _paths(tmp_path, 5))
-    dead = queue.claim(store, "dead-node", limit=3)
+    workqueue.enqueue(store, _paths(tmp_path, 5))
+    dead = workqueue.claim(store, "dead-node", limit=3)
     assert len(dead) == 3
     lease = timedelta(seconds=0.5)
-    alive = queue.claim(store, "live-node", limit=10, lease=lease)
+    alive = workqueue.claim(store, "live-node", limit=10, lease=lease)
     assert {c.path for c in alive}.isdisjoint(c.path for c in dead)
     assert len(alive) == 2
     time.sleep(0.6)  # the lease itself is what is under test
-    queue.renew_claims(store, "live-node")  # alive: keeps its own
-    taken = queue.claim(store, "live-node", limit=10, lease=lease)
+    workqueue.renew_claims(store, "live-node")  # alive: keeps its own
+    taken = workqueue.claim(store, "live-node", limit=10, lease=lease)
     assert sorted(c.path for c in taken) == sorted(c.path for c in dead)
-    queue.record_outcomes(store, "live-node", [_classified(c) for c in alive + taken])
+    contents.record_outcomes(store, "live-node", [_classified(c) for c in alive + taken])
     assert store.counts()["done"] == 5
 
 
 def test_renewed_claims_are_not_taken_over(store, tmp_path):
-    queue.enqueue(store, _paths(tmp_path, 2))
-    held = queue.claim(store, "slow-node", limit=2)
+    workqueue.enqueue(store, _paths(tmp_path, 2))
+    held = workqueue.claim(store, "slow-node", limit=2)
     lease = timedelta(seconds=0.5)
     time.sleep(0.6)
-    queue.renew_claims(store, "slow-node")
-    assert queue.claim(store, "other", limit=10, lease=lease) == []
-    queue.release_claims(store, "slow-node")
-    assert len(queue.claim(store, "other", limit=10, lease=lease)) == len(held)
+    workqueue.renew_claims(store, "slow-node")
+    assert workqueue.claim(store, "other", limit=10, lease=lease) == []
+    workqueue.release_claims(store, "slow-node")
+    assert len(workqueue.claim(store, "other", limit=10, lease=lease)) == len(held)
 
 
 def test_two_nodes_watching_one_folder_enqueue_each_path_once(store, tmp_path):
@@ -205,18 +206,18 @@ def test_two_nodes_watching_one_folder_enqueue_each_path_once(store, tmp_path):
         with open_store(store.db, migrate=False) as own:
             start.wait(timeout=30)
             for i in range(0, len(paths), 20):
-                queue.enqueue(own, [queue.FileFacts(p, 10, 1) for p in paths[i:i + 20]])
+                workqueue.enqueue(own, [records.FileFacts(p, 10, 1) for p in paths[i:i + 20]])
 
     _run_in_threads(watcher, [()] * 2, timeout=120)
     with store.read() as session:
         assert session.scalar(select(func.count()).select_from(QueueItem)) == 200
         assert session.scalar(select(func.count()).select_from(TrackedPath)) == 200
-    claims = queue.claim(store, "a", limit=1000)
+    claims = workqueue.claim(store, "a", limit=1000)
     assert len(claims) == 200
 
 
 def test_nodes_listed_with_their_counters(store):
-    from labelsd import nodes
+    from labelsd.store import nodes
 
     nodes.register(store, "host:1", model="m", device="cpu", watching=["/a"])
     nodes.register(store, "host:2", model="m", device="cpu", watching=["/a"])
@@ -234,8 +235,8 @@ def test_nodes_listed_with_their_counters(store):
 def test_times_are_utc_whatever_the_server_time_zone_pg(pg_url, tmp_path):
     tokyo = pg_url + "&options=-c%20timezone%3DAsia/Tokyo"
     with open_store(tokyo) as store:
-        queue.enqueue(store, _paths(tmp_path, 1))
-        queue.record_outcomes(store, "n", [_classified(c) for c in queue.claim(store, "n", 1)])
+        workqueue.enqueue(store, _paths(tmp_path, 1))
+        contents.record_outcomes(store, "n", [_classified(c) for c in workqueue.claim(store, "n", 1)])
         [rec] = store.records()
         assert rec.classified_at.tzinfo == timezone.utc
         with store.read() as session:
@@ -247,12 +248,12 @@ def test_claims_skip_rows_locked_by_an_open_transaction_pg(pg_url, tmp_path):
     """While one node's claim transaction holds rows, another node skips them
     instead of waiting or taking them."""
     with open_store(pg_url) as store:
-        queue.enqueue(store, _paths(tmp_path, 10))
+        workqueue.enqueue(store, _paths(tmp_path, 10))
         with store.write() as session:
             locked = session.execute(select(QueueItem.id).order_by(QueueItem.id).limit(4)
                                      .with_for_update(skip_locked=True)).scalars().all()
             started = time.monotonic()
-            other = queue.claim(store, "other", limit=10)
+            other = workqueue.claim(store, "other", limit=10)
             assert time.monotonic() - started < 5
         assert len(other) == 6
         assert {c.id for c in other}.isdisjoint(locked)
@@ -261,18 +262,19 @@ def test_claims_skip_rows_locked_by_an_open_transaction_pg(pg_url, tmp_path):
 def test_claims_from_processes_each_row_once_pg(pg_url, tmp_path):
     """Four separate processes claim from one PostgreSQL queue of 500 rows."""
     with open_store(pg_url) as store:
-        queue.enqueue(store, _paths(tmp_path, 500))
+        workqueue.enqueue(store, _paths(tmp_path, 500))
     script = (
         "import sys\n"
-        "from labelsd import queue\n"
-        "from labelsd.store import open_store\n"
+        "from labelsd import records\n"
+        "from labelsd.store import contents, workqueue\n"
+        "from labelsd.store.engine import open_store\n"
         "store = open_store(sys.argv[1], migrate=False)\n"
         "while True:\n"
-        "    claims = queue.claim(store, sys.argv[2], limit=5)\n"
+        "    claims = workqueue.claim(store, sys.argv[2], limit=5)\n"
         "    if not claims:\n"
         "        break\n"
         "    print('\\n'.join(c.path for c in claims), flush=True)\n"
-        "    queue.record_outcomes(store, sys.argv[2], [queue.Outcome(claim=c, kind='vanished')\n"
+        "    contents.record_outcomes(store, sys.argv[2], [records.Outcome(claim=c, kind='vanished')\n"
         "                                              for c in claims])\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, pg_url, f"proc-{i}"],
@@ -286,7 +288,7 @@ def test_claims_from_processes_each_row_once_pg(pg_url, tmp_path):
 
 def test_claim_lease_from_the_environment():
     out = subprocess.run(
-        [sys.executable, "-c", "from labelsd import queue; print(queue.CLAIM_LEASE.total_seconds())"],
+        [sys.executable, "-c", "from labelsd.store import workqueue; print(workqueue.CLAIM_LEASE.total_seconds())"],
         env={**os.environ, "LABELS_CLAIM_LEASE_S": "2.5"}, capture_output=True, text=True,
         check=True).stdout
     assert out.strip() == "2.5"
@@ -380,7 +382,7 @@ def _wait_all_done(pg_url, paths, services, timeout=400):
 
 
 def _node_rows(pg_url) -> dict:
-    from labelsd import nodes
+    from labelsd.store import nodes
 
     with open_store(pg_url, migrate=False) as store:
         return {n.pid: n for n in nodes.list_nodes(store)}
@@ -395,9 +397,10 @@ def _assert_each_labeled_once(facts, paths):
 
 @pytest.mark.timeout(900)
 def test_two_services_share_one_postgresql(tmp_path, pg_url, weights_file):
+    from typer.testing import CliRunner
+
     from labels_cli.app import app
     from servicekit import wait_for
-    from typer.testing import CliRunner
 
     inbox, services = _start_nodes(tmp_path, pg_url, weights_file)
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from imagegen import make_image, make_truncated_jpeg
 from typer.testing import CliRunner
 
+from imagegen import make_image, make_truncated_jpeg
 from labels_cli.app import app
-from labelsd.scan import walk_images
+from labelsd.pipeline.scan import walk_images
 
 
 @pytest.fixture
@@ -77,7 +77,7 @@ def test_a_photo_changed_in_place_keeps_its_tags_a_new_one_under_an_old_name_doe
     name of one deleted meanwhile (`missing` in between) starts without them."""
     from PIL import Image
 
-    from labelsd.tags import add_tags
+    from labelsd.store.tags import add_tags
 
     photos = tmp_path / "photos"
     photos.mkdir()

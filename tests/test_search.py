@@ -11,12 +11,14 @@ import hashlib
 import pytest
 from sqlalchemy import func, select
 
-from labelsd import query, queue, tags
+from labelsd import records
+from labelsd.model.taxonomy import class_by_index
 from labelsd.records import Prediction
-from labelsd.schema import Prediction as PredictionRow
-from labelsd.schema import TrackedPath
-from labelsd.store import canonical_path
-from labelsd.taxonomy import class_by_index
+from labelsd.serve import query
+from labelsd.store import contents, tags, workqueue
+from labelsd.store.engine import canonical_path
+from labelsd.store.schema import Prediction as PredictionRow
+from labelsd.store.schema import TrackedPath
 
 MODEL = "test-inception"
 
@@ -37,16 +39,16 @@ def add_images(store, images: dict[str, list[tuple[int, float]]], *,
     Returns name -> stored (canonical) path."""
     sha_of = sha_of or {}
     stored = {name: canonical_path(name) for name in images}
-    queue.enqueue(store, list(stored.values()))
-    claims = {c.path: c for c in queue.claim(store, "test-node", limit=len(images) + 10)}
+    workqueue.enqueue(store, list(stored.values()))
+    claims = {c.path: c for c in workqueue.claim(store, "test-node", limit=len(images) + 10)}
     outcomes = []
     for name, top3 in images.items():
         sha = sha_of.get(name) or hashlib.sha256(name.encode()).hexdigest()
-        outcomes.append(queue.Outcome(
+        outcomes.append(records.Outcome(
             claim=claims[stored[name]], kind="classified", sha256=sha, size=1000,
             mtime_ns=1, width=640, height=480, format="JPEG", model=MODEL,
             predictions=predictions(top3)))
-    queue.record_outcomes(store, "test-node", outcomes)
+    contents.record_outcomes(store, "test-node", outcomes)
     return stored
 
 
@@ -71,7 +73,7 @@ def add_library(store, tmp_path, monkeypatch, tagged: dict[str, list[str]]) -> d
     paths = add_images(store, LIBRARY)
     for name, its_tags in tagged.items():
         tags.add_tags(store, paths[name], its_tags)
-    queue.mark_missing(store, [paths["gone_cat.jpg"]])
+    contents.mark_missing(store, [paths["gone_cat.jpg"]])
     return paths
 
 
@@ -222,7 +224,7 @@ def test_a_copy_is_found_at_every_path(store, tmp_path):
 
 def test_a_requeued_image_is_not_found_by_its_old_labels(store, library):
     """A changed file waits in the queue: its stored labels describe older bytes."""
-    queue.enqueue(store, [library["tabby.jpg"]], force=True)
+    workqueue.enqueue(store, [library["tabby.jpg"]], force=True)
     assert names(query.search(store, "cat")) == ["persian.jpg", "shy_cat.jpg"]
 
 

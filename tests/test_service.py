@@ -22,9 +22,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+
 from imagegen import make_image, make_not_an_image, make_truncated_jpeg, make_truncated_png
-from servicekit import (LABELSD, FakeInotify, Service, cpu_idle, service_env, sha256_of,
-                        wait_for)
+from servicekit import LABELSD, FakeInotify, Service, cpu_idle, service_env, sha256_of, wait_for
 
 SIZE = (320, 240)
 SETTLE_S = 60  # deadline for a handful of images
@@ -291,8 +291,8 @@ def test_help_lists_every_option():
 def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
     """ENOSPC from inotify (fs.inotify.max_user_watches reached): one clear line,
     and that root is polled instead of the service dying."""
-    from labelsd import queue
-    from labelsd.watcher import Watcher
+    from labelsd.store import workqueue
+    from labelsd.watch.watcher import Watcher
 
     class ExhaustedInotify(FakeInotify):
         def schedule(self, *args, **kwargs):
@@ -305,7 +305,7 @@ def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
         with Watcher(store, [inbox], on_enqueued=woke.set, inotify_factory=ExhaustedInotify):
             make_image(inbox / "a.jpg", size=SIZE)
             wait_for(woke.is_set, 30, "the polled file to be queued")
-    assert queue.queue_depth(store) == 1
+    assert workqueue.queue_depth(store) == 1
     limit_lines = [r for r in caplog.records if "fs.inotify.max_user_watches" in r.getMessage()]
     assert len(limit_lines) == 1 and limit_lines[0].levelno == logging.WARNING
     assert any("polling every" in r.getMessage() for r in caplog.records)
@@ -313,8 +313,8 @@ def test_inotify_watch_limit_falls_back_to_polling(tmp_path, store, caplog):
 
 def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
     """The kernel dropped events (watchdog only logs it): every root is rescanned."""
-    from labelsd import queue
-    from labelsd.watcher import Watcher
+    from labelsd.store import workqueue
+    from labelsd.watch.watcher import Watcher
 
     inbox = real(tmp_path / "inbox")
     inbox.mkdir()
@@ -328,7 +328,7 @@ def test_inotify_queue_overflow_rescans_the_roots(tmp_path, store, caplog):
             "Inotify queue overflowed; filesystem events were lost")
         wait_for(lambda: len(scans()) == 2, 30, "the rescan")
         wait_for(woke.is_set, 30, "the rescanned file to settle and be queued")
-    assert queue.queue_depth(store) == 1
+    assert workqueue.queue_depth(store) == 1
 
 
 def _in_user_namespace(tmp_path: Path, limit: int, scenario: str) -> dict:
@@ -372,8 +372,8 @@ def test_photo_closed_before_its_new_folders_watch_is_still_queued(tmp_path, sto
     synthetic creation. The folder's own creation event settles what it holds."""
     from watchdog.events import DirCreatedEvent, FileCreatedEvent
 
-    from labelsd import queue
-    from labelsd.watcher import Watcher
+    from labelsd.store import workqueue
+    from labelsd.watch.watcher import Watcher
 
     handlers = []
 
@@ -393,7 +393,7 @@ def test_photo_closed_before_its_new_folders_watch_is_still_queued(tmp_path, sto
         handlers[0].dispatch(DirCreatedEvent(os.fsencode(album)))
         handlers[0].dispatch(FileCreatedEvent(os.fsencode(photo), is_synthetic=True))
         wait_for(woke.is_set, 30, "the photo in the new folder to be queued")
-    assert queue.queue_depth(store) == 1
+    assert workqueue.queue_depth(store) == 1
 
 
 def test_share_mounted_on_the_watched_folder_after_start_is_watched(tmp_path):
@@ -411,8 +411,8 @@ def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store
     """`rm -r inbox; mkdir inbox` (or a drive unplugged and back): one warning, the
     photos show as missing meanwhile, and a photo in the new folder is queued.
     (watchdog's polling emitter even stops for good once its folder is gone.)"""
-    from labelsd import queue
-    from labelsd.watcher import Watcher
+    from labelsd.store import workqueue
+    from labelsd.watch.watcher import Watcher
 
     inbox = real(tmp_path / "inbox")
     inbox.mkdir()
@@ -421,21 +421,21 @@ def test_watched_folder_deleted_then_made_again_is_watched_again(tmp_path, store
     with caplog.at_level(logging.INFO, logger="labelsd"), \
             Watcher(store, [inbox], on_enqueued=lambda: None, poll=poll,
                     root_check_s=0.2) as watcher:
-        wait_for(lambda: queue.queue_depth(store) == 1, 30, "old.jpg to be queued")
+        wait_for(lambda: workqueue.queue_depth(store) == 1, 30, "old.jpg to be queued")
         assert watcher.absent_roots == {}
         shutil.rmtree(inbox)
         wait_for(lambda: lines("is gone"), 30, "the folder to be noticed gone")
         assert watcher.absent_roots == {str(inbox): os.strerror(errno.ENOENT)}
-        wait_for(lambda: queue.queue_depth(store) == 0, 30, "old.jpg to leave the queue")
+        wait_for(lambda: workqueue.queue_depth(store) == 0, 30, "old.jpg to leave the queue")
         inbox.mkdir()
         wait_for(lambda: lines(" is back: "), 30, "the folder to be noticed back")
         assert watcher.absent_roots == {}
         make_image(inbox / "new.jpg", size=SIZE, seed=7)
-        wait_for(lambda: queue.queue_depth(store) == 1, 30, "new.jpg to be queued")
+        wait_for(lambda: workqueue.queue_depth(store) == 1, 30, "new.jpg to be queued")
     gone = lines("is gone")
     assert len(gone) == 1 and gone[0].levelno == logging.WARNING
     with store.read() as session:
-        from labelsd.schema import TrackedPath
+        from labelsd.store.schema import TrackedPath
         rows = {row.path: row.missing for row in session.query(TrackedPath)}
     # old.jpg was never read (no pipeline here), so it is forgotten rather than kept missing
     assert rows == {str(inbox / "new.jpg"): False}
@@ -446,7 +446,7 @@ def test_polling_paces_itself_on_a_tree_that_takes_long_to_snapshot(tmp_path):
     (POLL_PACE 10), not every 10 ms: a big share costs a tenth of a core at most."""
     from watchdog.events import FileSystemEventHandler
 
-    from labelsd.watches import POLL_PACE, paced_polling_observer
+    from labelsd.watch.watches import POLL_PACE, paced_polling_observer
 
     root = str(real(tmp_path))
     snapshots: list[float] = []

@@ -11,11 +11,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, inspect, select, text
 
-from labelsd import migrations, queue
+from labelsd import records
 from labelsd.errors import NotTracked, StoreUnavailable
 from labelsd.records import Prediction
-from labelsd.schema import Base, Content, Tag, TrackedPath
-from labelsd.store import canonical_path, open_store
+from labelsd.store import contents, migrations, workqueue
+from labelsd.store.engine import canonical_path, open_store
+from labelsd.store.schema import Base, Content, Tag, TrackedPath
 
 PREDS = [Prediction(1, "tabby", "n02123045", 281, 0.7),
          Prediction(2, "tiger cat", "n02123159", 282, 0.2),
@@ -24,10 +25,10 @@ PREDS = [Prediction(1, "tabby", "n02123045", 281, 0.7),
 
 def classify(store, path, sha, preds=PREDS, kind="classified", error=None):
     """Drive a path through the queue as the pipeline does."""
-    queue.enqueue(store, [queue.FileFacts(path, 10, 1)])
-    claims = [c for c in queue.claim(store, "test-node", 100) if c.path == canonical_path(path)]
+    workqueue.enqueue(store, [records.FileFacts(path, 10, 1)])
+    claims = [c for c in workqueue.claim(store, "test-node", 100) if c.path == canonical_path(path)]
     assert claims, f"{path} was not claimable"
-    queue.record_outcomes(store, "test-node", [queue.Outcome(
+    contents.record_outcomes(store, "test-node", [records.Outcome(
         claims[0], kind, sha256=sha, size=10, mtime_ns=1, width=640, height=480,
         format="JPEG", model="InceptionV3/test", predictions=list(preds), error=error)])
 
@@ -52,10 +53,10 @@ def test_statuses_derive_from_queue_content_and_presence(store, tmp_path):
     a, b, c = (str(tmp_path / n) for n in ("a.jpg", "b.jpg", "c.jpg"))
     classify(store, a, "a" * 64)
     classify(store, b, "b" * 64, preds=[], kind="bad_image", error="not an image")
-    queue.enqueue(store, [c])
+    workqueue.enqueue(store, [c])
     assert store.counts() == {"pending": 1, "done": 1, "failed": 1, "missing": 0}
     assert store.record(b).error == "not an image"
-    queue.mark_missing(store, [a])
+    contents.mark_missing(store, [a])
     assert store.record(a).status == "missing"
     assert [p.label for p in store.record(a).labels][0] == "tabby"  # labels kept
     assert [r.path for r in store.records(status="pending")] == [canonical_path(c)]
@@ -64,19 +65,19 @@ def test_statuses_derive_from_queue_content_and_presence(store, tmp_path):
 def test_unchanged_file_is_not_queued_again(store, tmp_path):
     path = str(tmp_path / "a.jpg")
     classify(store, path, "a" * 64)
-    assert queue.enqueue(store, [queue.FileFacts(path, 10, 1)]) == 0
-    assert queue.enqueue(store, [queue.FileFacts(path, 11, 2)]) == 1
+    assert workqueue.enqueue(store, [records.FileFacts(path, 10, 1)]) == 0
+    assert workqueue.enqueue(store, [records.FileFacts(path, 11, 2)]) == 1
 
 
 def test_requeued_while_reading_is_released_not_deleted(store, tmp_path):
     path = str(tmp_path / "a.jpg")
-    queue.enqueue(store, [path])
-    (claim,) = queue.claim(store, "n1", 10)
-    queue.enqueue(store, [queue.FileFacts(path, 99, 99)])  # the file changed meanwhile
-    queue.record_outcomes(store, "n1", [queue.Outcome(
+    workqueue.enqueue(store, [path])
+    (claim,) = workqueue.claim(store, "n1", 10)
+    workqueue.enqueue(store, [records.FileFacts(path, 99, 99)])  # the file changed meanwhile
+    contents.record_outcomes(store, "n1", [records.Outcome(
         claim, "classified", sha256="a" * 64, size=10, mtime_ns=1, predictions=PREDS,
         model="m")])
-    again = queue.claim(store, "n1", 10)
+    again = workqueue.claim(store, "n1", 10)
     assert [c.path for c in again] == [canonical_path(path)]
 
 
@@ -84,10 +85,10 @@ def test_retry_requeues_failed_contents_at_each_present_path(store, tmp_path):
     a, b, gone = (str(tmp_path / n) for n in ("a.jpg", "b.jpg", "gone.jpg"))
     for path in (a, b, gone):
         classify(store, path, "b" * 64, preds=[], kind="bad_image", error="truncated")
-    queue.mark_missing(store, [gone])
-    assert queue.retry_failed(store) == 2
+    contents.mark_missing(store, [gone])
+    assert workqueue.retry_failed(store) == 2
     assert store.counts() == {"pending": 2, "done": 0, "failed": 0, "missing": 1}
-    assert sorted(c.path for c in queue.claim(store, "n1", 10)) == sorted(
+    assert sorted(c.path for c in workqueue.claim(store, "n1", 10)) == sorted(
         canonical_path(p) for p in (a, b))
 
 
@@ -99,7 +100,7 @@ def test_require_content_raises_not_tracked(store, tmp_path):
 def test_wal_file_exists_after_a_write(tmp_path):
     db = tmp_path / "w.db"
     store = open_store(str(db))
-    queue.enqueue(store, [str(tmp_path / "x.jpg")])
+    workqueue.enqueue(store, [str(tmp_path / "x.jpg")])
     assert Path(str(db) + "-wal").exists()
     with store.read() as session:
         assert session.execute(text("PRAGMA journal_mode")).scalar() == "wal"

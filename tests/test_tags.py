@@ -4,10 +4,11 @@ surviving renames and shared by copies."""
 from __future__ import annotations
 
 import pytest
-from test_search import add_images
 
-from labelsd import query, queue, tags
 from labelsd.errors import NotTracked
+from labelsd.serve import query
+from labelsd.store import contents, tags, workqueue
+from test_search import add_images
 
 CAT = [(281, 0.9), (282, 0.05), (285, 0.01)]
 
@@ -52,14 +53,14 @@ def test_untracked_paths_are_named(store, tmp_path, cat):
 
 
 def test_a_path_not_read_yet_cannot_be_tagged(store, tmp_path):
-    queue.enqueue(store, [str(tmp_path / "new.jpg")])
+    workqueue.enqueue(store, [str(tmp_path / "new.jpg")])
     with pytest.raises(NotTracked, match="not been read yet"):
         tags.add_tags(store, tmp_path / "new.jpg", ["x"])
 
 
 def test_tags_follow_a_rename(store, tmp_path, cat):
     tags.add_tags(store, cat, ["Ferien 🏖"])
-    assert queue.move_path(store, cat, str(tmp_path / "renamed.jpg"))
+    assert contents.move_path(store, cat, str(tmp_path / "renamed.jpg"))
     assert store.record(str(tmp_path / "renamed.jpg")).tags == ["Ferien 🏖"]
     assert [r.path.rsplit("/", 1)[-1] for r in query.search(store, "ferien 🏖")] == [
         "renamed.jpg"]
@@ -100,10 +101,10 @@ def test_a_photo_saved_over_through_a_rename_keeps_its_tags(store, tmp_path):
     tags.add_tags(store, photo, ["Grandma"])
     tags.add_tags(store, edit, ["draft"])
     tags.add_tags(store, gone, ["old"])
-    assert queue.move_path(store, edit, photo)
+    assert contents.move_path(store, edit, photo)
     assert store.record(photo).sha256 == "b2" * 32
     assert store.record(photo).tags == ["draft", "Grandma"]
 
-    queue.mark_missing(store, [gone])
-    assert queue.move_path(store, other, gone)
+    contents.mark_missing(store, [gone])
+    assert contents.move_path(store, other, gone)
     assert store.record(gone).tags == []

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labelsd import taxonomy
-from labelsd.taxonomy import class_by_index, class_by_wnid, classes, normalise, select_classes
+from labelsd.model import taxonomy
+from labelsd.model.taxonomy import class_by_index, class_by_wnid, classes, normalise, select_classes
 
 CATS = set(range(281, 294))  # tabby ... cheetah
 DOMESTIC_CATS = set(range(281, 286))  # tabby, tiger cat, Persian, Siamese, Egyptian

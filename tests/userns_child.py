@@ -27,10 +27,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from imagegen import make_image  # noqa: E402
-
-from labelsd import queue  # noqa: E402
-from labelsd.store import open_store  # noqa: E402
-from labelsd.watcher import Watcher  # noqa: E402
+from labelsd.store import workqueue  # noqa: E402
+from labelsd.store.engine import open_store  # noqa: E402
+from labelsd.watch.watcher import Watcher  # noqa: E402
 
 DEADLINE_S = 30.0
 
@@ -79,7 +78,7 @@ def main() -> int:
             make_image(share / "already-there.jpg", size=(64, 48), seed=1)
             subprocess.run(["mount", "--bind", str(share), str(inbox)], check=True)
             photos.append(inbox / "already-there.jpg")
-            wait(lambda: queue.queue_depth(store) == 1, DEADLINE_S)  # found by the rescan
+            wait(lambda: workqueue.queue_depth(store) == 1, DEADLINE_S)  # found by the rescan
             photos.append(make_image(inbox / "new.jpg", size=(64, 48), seed=2))
         else:
             folders = [inbox / f"album{i}" for i in range(limit + 2)]
@@ -90,8 +89,8 @@ def main() -> int:
             wait(lambda: any("no watch left" in line for line in lines.lines), DEADLINE_S)
             photos += [make_image(folder / f"p{i}.jpg", size=(64, 48), seed=i)
                        for i, folder in enumerate(folders)]
-        wait(lambda: queue.queue_depth(store) == len(photos), DEADLINE_S)
-        queued = queue.queue_depth(store)
+        wait(lambda: workqueue.queue_depth(store) == len(photos), DEADLINE_S)
+        queued = workqueue.queue_depth(store)
     store.close()
     print(json.dumps({"photos": len(photos), "queued": queued, "log": lines.lines}))
     return 0

@@ -1,0 +1,48 @@
+"""`labels model info | fetch`: where the InceptionV3 weights are, and getting them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .render import render_json
+
+model_app = typer.Typer(
+    help="Inspect and fetch the InceptionV3 ImageNet weights.", no_args_is_help=True
+)
+
+
+@model_app.command("info")
+def info(
+    ctx: typer.Context,
+    weights: Annotated[Optional[Path], typer.Option(
+        "--weights",
+        help="A local weights file (default: LABELS_WEIGHTS, the config file, keras' cache).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Show where the weights are, their size and checksum, and the device that would be used."""
+    from labelsd.model import classifier as model
+    from labelsd.model import weights as weights_files
+
+    from .app import state  # here: app.py imports this module to register it
+
+    facts = weights_files.weights_info(weights or state(ctx).settings.weights)
+    facts["device"] = model.describe_device(device)
+    if as_json:
+        render_json(facts)
+        return
+    for key in ("path", "source", "exists", "size", "sha256", "official", "device"):
+        typer.echo(f"{key + ':':10}{facts[key] if facts[key] is not None else '-'}")
+    if not facts["exists"]:
+        typer.echo(f"hint:     {weights_files.HOW_TO_GET_WEIGHTS}")
+
+
+@model_app.command("fetch")
+def fetch() -> None:
+    """Download the ImageNet weights into keras' cache (once), verify them, print the path."""
+    from labelsd.model.weights import fetch_weights
+
+    typer.echo(fetch_weights())

@@ -1,0 +1,61 @@
+"""`labels scan DIR`: classify a folder now, in the foreground, with a progress bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .app import app, state
+
+
+@app.command()
+def scan(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(
+        help="Folder to classify (recursively).", exists=True, file_okay=False,
+        dir_okay=True, resolve_path=True)],
+    weights: Annotated[Optional[str], typer.Option(
+        "--weights", help="InceptionV3 weights file (default: LABELS_WEIGHTS, the config, "
+                          "or the ImageNet weights in the keras cache).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        "--batch-size", min=1, max=1024, help="Images per model call.")] = None,
+    device: Annotated[Optional[str], typer.Option(
+        "--device", help="auto, cpu or gpu.")] = None,
+) -> None:
+    """Classify every new or changed image under DIR now, with a progress bar."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from labelsd.model.classifier import load_classifier  # imports TensorFlow: only here
+    from labelsd.pipeline.scan import scan_folder
+
+    st = state(ctx)
+    settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
+                                          device=device)
+    store = st.store()
+    console = Console(stderr=True)
+    with console.status("loading the model...", spinner="dots"):
+        classifier = load_classifier(settings.weights, device=settings.device,
+                                     batch_size=settings.batch_size)
+    columns = (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task("scan", total=None, rate="")
+
+        def on_progress(done: int, total: int) -> None:
+            speed = bar.tasks[0].speed
+            bar.update(task, completed=done, total=total,
+                       rate=f"{speed:.1f} img/s" if speed else "")
+
+        result = scan_folder(store, classifier, directory, batch_size=settings.batch_size,
+                             decode_workers=settings.decode_workers,
+                             max_wait_ms=settings.max_wait_ms, on_progress=on_progress)
+    typer.echo(result.summary())

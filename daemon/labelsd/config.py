@@ -1,0 +1,130 @@
+"""Settings, one loader for `labels` and `labelsd`.
+
+Highest first: command-line flags, environment (LABELS_DB, LABELS_WEIGHTS,
+LABELS_CONFIG), a TOML file ($LABELS_CONFIG, else ~/.config/labels/config.toml,
+else /etc/labels/config.toml), defaults.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import tomllib
+
+from labelsd.errors import ConfigError
+
+APP = "labels"
+SYSTEM_CONFIG = Path("/etc/labels/config.toml")
+
+ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS"}
+DEVICES = ("auto", "cpu", "gpu")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def default_db() -> str:
+    return str(Path(platformdirs.user_data_dir(APP)) / "labels.db")
+
+
+def user_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP)) / "config.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str = field(default_factory=default_db)
+    weights: str | None = None
+    watch: tuple[str, ...] = ()
+    batch_size: int | None = None  # None: the model's default (8 on CPU, 32 on GPU)
+    device: str = "auto"
+    poll: bool = False
+    log_level: str = "info"
+    decode_workers: int = 0  # 0: one per core the process may use
+    max_wait_ms: int = 50
+    config_file: str | None = None  # the file these settings were read from, if any
+
+    def with_overrides(self, **values: Any) -> Settings:
+        """These settings with every non-None value replaced (flags)."""
+        given = {k: v for k, v in values.items() if v is not None and v != ()}
+        return replace(self, **given)
+
+
+def config_path(explicit: str | None = None, env: dict[str, str] | None = None) -> Path | None:
+    """The config file to read: the flag, $LABELS_CONFIG, the user's, the system's.
+    An explicitly named file must exist; the default locations may be absent."""
+    env = os.environ if env is None else env
+    named = explicit or env.get("LABELS_CONFIG")
+    if named:
+        path = Path(named).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        return path
+    for candidate in (user_config_path(), SYSTEM_CONFIG):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file {path} is not valid TOML: {err}") from err
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err.strerror}") from err
+    known = {f.name for f in fields(Settings)} - {"config_file"}
+    # `watch` may be a string or a list; `batch-size` spelled with a dash is fine too.
+    values = {key.replace("-", "_"): value for key, value in data.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ConfigError(f"config file {path}: unknown setting(s) {', '.join(unknown)}")
+    if isinstance(values.get("watch"), str):
+        values["watch"] = [values["watch"]]
+    base = path.parent
+    if "watch" in values:
+        values["watch"] = tuple(str(_relative_to(base, w)) for w in values["watch"])
+    for key in ("db", "weights"):
+        if key in values and "://" not in str(values[key]):
+            values[key] = str(_relative_to(base, values[key]))
+    return values
+
+
+def _relative_to(base: Path, value: str) -> Path:
+    path = Path(str(value)).expanduser()
+    return path if path.is_absolute() else base / path
+
+
+def _validate(s: Settings) -> Settings:
+    if s.device not in DEVICES:
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {s.device!r}")
+    if s.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, "
+                          f"not {s.log_level!r}")
+    if s.batch_size is not None and (not isinstance(s.batch_size, int)
+                                     or not 1 <= s.batch_size <= 1024):
+        raise ConfigError(f"batch size must be a whole number from 1 to 1024, "
+                          f"not {s.batch_size!r}")
+    return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch))
+
+
+def load_settings(config: str | None = None, env: dict[str, str] | None = None,
+                  **flags: Any) -> Settings:
+    """Settings from flags > environment > config file > defaults.
+
+    `flags` are the command-line values, None where not given.
+    """
+    env = os.environ if env is None else env
+    path = config_path(config, env)
+    values: dict[str, Any] = _read_toml(path) if path else {}
+    for key, var in ENV_VARS.items():
+        if env.get(var):
+            values[key] = env[var]
+    try:
+        settings = Settings(**values, config_file=str(path) if path else None)
+    except TypeError as err:
+        raise ConfigError(f"config file {path}: {err}") from err
+    return _validate(settings.with_overrides(**flags))

@@ -1,0 +1,171 @@
+"""InceptionV3 weights files: where they are, what they are, fetching and loading them.
+
+No TensorFlow at import: `labels model info` and the checks on a --weights file
+run before (or without) the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+from labelsd.errors import WeightsUnavailable
+
+log = logging.getLogger(__name__)
+
+OFFICIAL_FILENAME = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+# keras.applications.inception_v3 passes this literal to get_file (it is not a
+# module constant there); the URL is read from that module (WEIGHTS_PATH).
+OFFICIAL_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"
+OFFICIAL_NAME = "InceptionV3/imagenet"
+
+HOW_TO_GET_WEIGHTS = (
+    "run `labels model fetch` on a machine with internet, copy "
+    f"~/.keras/models/{OFFICIAL_FILENAME} to the same place here "
+    "(or $KERAS_HOME/models/), or pass --weights FILE / set LABELS_WEIGHTS"
+)
+
+
+
+def keras_home() -> Path:
+    """Keras' cache root, read at call time (keras itself reads KERAS_HOME once, at import)."""
+    return Path(os.environ.get("KERAS_HOME") or Path.home() / ".keras").expanduser()
+
+
+def cached_weights_path() -> Path:
+    return keras_home() / "models" / OFFICIAL_FILENAME
+
+
+def _digests(path: Path) -> tuple[str, str]:
+    """(sha256, md5) of a file in one pass: sha256 names custom weights, md5 is keras' check."""
+    sha, md5 = hashlib.sha256(), hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            sha.update(chunk)
+            md5.update(chunk)
+    return sha.hexdigest(), md5.hexdigest()
+
+
+def weights_info(weights: str | os.PathLike | None = None) -> dict:
+    """Where the weights are and what they are, without importing TensorFlow."""
+    path = Path(weights).expanduser().resolve() if weights else cached_weights_path()
+    info = {
+        "path": str(path),
+        "source": "--weights" if weights else "keras cache",
+        "exists": path.is_file(),
+        "size": None,
+        "sha256": None,
+        "official": False,
+    }
+    if info["exists"]:
+        sha, md5 = _digests(path)
+        info.update(size=path.stat().st_size, sha256=sha, official=md5 == OFFICIAL_MD5)
+    return info
+
+
+def fetch_weights() -> Path:
+    """Download the official weights into keras' cache (once) and verify their hash."""
+    import keras
+    from keras.src.applications import inception_v3
+
+    url = inception_v3.WEIGHTS_PATH
+    target = cached_weights_path()
+    try:
+        # get_file re-verifies a cached file and downloads again when it does not
+        # match, so a half-downloaded file is never taken as good.
+        got = keras.utils.get_file(
+            OFFICIAL_FILENAME,
+            url,
+            cache_subdir="models",
+            file_hash=OFFICIAL_MD5,
+            cache_dir=str(keras_home()),
+        )
+    except Exception as e:  # offline, HTTP error, hash mismatch, unwritable cache
+        if target.exists() and _digests(target)[1] != OFFICIAL_MD5:
+            target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
+        raise WeightsUnavailable(
+            f"cannot get the InceptionV3 ImageNet weights from {url} ({_one_line(e)}): "
+            + HOW_TO_GET_WEIGHTS
+        ) from e
+    return Path(got)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:300]
+
+
+def h5_layout(path: Path) -> str:
+    """'legacy' (the file keras downloads, or model.save(.h5)) or 'keras3' (.weights.h5)."""
+    import h5py
+
+    if not path.is_file():
+        raise WeightsUnavailable(
+            f"weights file {path} does not exist: pass --weights FILE (or LABELS_WEIGHTS) "
+            "pointing at an InceptionV3 weights file, or leave both unset to use the "
+            "ImageNet weights from the keras cache"
+        )
+    if not h5py.is_hdf5(path):
+        raise WeightsUnavailable(
+            f"weights file {path} is not an HDF5 file: expected {OFFICIAL_FILENAME} "
+            "(the file keras downloads) or a Keras 3 .weights.h5"
+        )
+    try:
+        with h5py.File(path, "r") as f:
+            if "layer_names" in f.attrs or "model_weights" in f:
+                return "legacy"
+            if "layers" in f or "vars" in f:
+                return "keras3"
+    except OSError as e:
+        raise WeightsUnavailable(
+            f"weights file {path} cannot be read as HDF5 ({_one_line(e)}); "
+            "it may be truncated: copy it again"
+        ) from e
+    raise WeightsUnavailable(
+        f"weights file {path} is HDF5 but holds no Keras weights: expected "
+        f"{OFFICIAL_FILENAME} or a Keras 3 .weights.h5"
+    )
+
+
+def load_weights_into(model, path: Path, layout: str) -> None:
+    """model.load_weights picks the format by file name; give it the name the content needs."""
+    name = path.name
+    right_name = name.endswith(".weights.h5") if layout == "keras3" else (
+        name.endswith((".h5", ".hdf5")) and not name.endswith(".weights.h5")
+    )
+    tmpdir = None
+    target = path
+    if not right_name:
+        tmpdir = tempfile.mkdtemp(prefix="labelsd-weights-")
+        target = Path(tmpdir) / ("w.weights.h5" if layout == "keras3" else "w.h5")
+        target.symlink_to(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # keras warns per layer before raising on a mismatch
+            model.load_weights(str(target))
+    except Exception as e:
+        raise WeightsUnavailable(
+            f"weights file {path} does not fit InceptionV3 with its 1000-class top "
+            f"({_one_line(e)}); use {OFFICIAL_FILENAME} or weights saved from "
+            "keras.applications.InceptionV3(include_top=True)"
+        ) from e
+    finally:
+        if tmpdir:
+            shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def resolve_weights(weights) -> tuple[Path, str, str]:
+    """(path, layout, model name); checks a given file before TensorFlow is imported."""
+    if weights:
+        path = Path(weights).expanduser().resolve()
+        layout = h5_layout(path)
+        sha, md5 = _digests(path)
+        name = OFFICIAL_NAME if md5 == OFFICIAL_MD5 else f"InceptionV3/{sha[:12]}"
+        return path, layout, name
+    path = fetch_weights()  # a verified cache hit, a download, or WeightsUnavailable
+    return path, h5_layout(path), OFFICIAL_NAME

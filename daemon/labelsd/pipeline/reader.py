@@ -1,0 +1,247 @@
+"""The pipeline's read stage: read each claimed file once, hash it, look its content
+up, then link it (content already `done`), share it (the same bytes are on their
+way to the model, or were classified moments ago) or decode it, on a thread pool.
+
+Every claim handed to `Reader.prepare` ends on the ready queue exactly once (as a
+decoded item or an item with a final outcome), or rides along as a follower of an
+item with the same bytes; only stop() interrupts that, and then the pipeline hands
+the claims back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from labelsd.errors import ImageError, StoreUnavailable
+from labelsd.model.decode import decode_for_inception
+from labelsd.records import Claim, Outcome, Prediction
+from labelsd.store import contents
+from labelsd.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+# Shared by every stage of the pipeline (pipeline.py, writer.py import them):
+POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
+MAX_BACKOFF_S = 5.0  # the longest wait between retries on a locked database
+RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
+
+
+@dataclass
+class Item:
+    """One claimed path on its way through the pipeline."""
+
+    claim: Claim
+    sha256: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    data: bytes | None = None
+    pixels: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    final: Outcome | None = None  # set when no model call is needed
+    followers: list[Item] = field(default_factory=list)  # same bytes, other paths
+    taken: bool = False  # the batcher has it; no more followers may join
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the model said about one content, kept to answer copies of it."""
+
+    predictions: list[Prediction]
+    width: int | None
+    height: int | None
+    format: str | None
+
+
+def read_file(path: str) -> tuple[bytes, int, int, str]:
+    """The file's bytes (read once), size, mtime_ns and SHA-256."""
+    with open(path, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        data = fh.read()
+    return data, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()
+
+
+def read_failure(claim: Claim, err: BaseException) -> Outcome:
+    """The outcome of a file that could not be read."""
+    if isinstance(err, (FileNotFoundError, NotADirectoryError)):
+        return Outcome(claim, "vanished")
+    if isinstance(err, IsADirectoryError):
+        return Outcome(claim, "bad_image", error="is a folder, not an image")
+    if isinstance(err, OSError):  # permission denied, I/O error: maybe better later
+        return Outcome(claim, "retry", error=f"cannot read the file: {err.strerror or err}")
+    return Outcome(claim, "retry", error=f"cannot read the file: {err}")
+
+
+def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
+    return Outcome(item.claim, "classified", sha256=item.sha256, size=item.size,
+                   mtime_ns=item.mtime_ns, width=known.width, height=known.height,
+                   format=known.format, model=model, predictions=list(known.predictions))
+
+
+class Reader:
+    """Read, hash and decode claimed files on `workers` threads; put each on `ready`.
+
+    `lock` is the pipeline's lock: it guards `preparing` (claimed, not yet on the
+    ready queue), which the claimer raises and the batcher reads to decide whether
+    waiting for more images is worth it.
+    """
+
+    def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
+                 stop: threading.Event, model_name: str, timeline=None):
+        self.store = store
+        self.workers = workers
+        self.preparing = 0
+        self._lock = lock
+        self._ready = ready
+        self._stop = stop
+        self._model_name = model_name
+        self._timeline = timeline
+        self._pending_by_sha: dict[str, Item] = {}
+        self._recent: OrderedDict[str, Known] = OrderedDict()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def start(self) -> None:
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="labelsd-pipeline-decode")
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def busy(self) -> bool:
+        """Some claimed files are still being read or decoded."""
+        with self._lock:
+            return self.preparing > 0
+
+    # ------------------------------------------------------------------ stage
+
+    def prepare(self, claims: list[Claim]) -> None:
+        """Read and hash the claimed files in the pool, look their contents up in one
+        query, then link, share or decode each. Runs in the claimer thread."""
+        items = [Item(c) for c in claims]
+        reads = [self._pool.submit(self._read, c.path) for c in claims]
+        pending = set(reads)
+        while pending:
+            _, pending = wait_futures(pending, timeout=POLL_S)
+            if pending and self._stop.is_set():
+                return  # these claims are handed back by stop()
+        for item, fut in zip(items, reads):
+            try:
+                item.data, item.size, item.mtime_ns, item.sha256 = fut.result()
+            except Exception as err:  # noqa: BLE001 - every failure becomes an outcome
+                item.final = read_failure(item.claim, err)
+
+        status = self._content_status({i.sha256 for i in items if i.final is None})
+        if status is None:
+            return  # stopping while the database was locked: claims are handed back
+        for item in items:
+            if item.final is not None:
+                self._to_ready(item)
+            elif status.get(item.sha256) == "done":
+                item.final = Outcome(item.claim, "linked", sha256=item.sha256,
+                                     size=item.size, mtime_ns=item.mtime_ns)
+                item.data = None
+                self._to_ready(item)
+            elif not self._share(item):
+                self._pool.submit(self._decode, item)
+
+    def _read(self, path: str):
+        start = time.monotonic()
+        try:
+            return read_file(path)
+        finally:
+            if self._timeline is not None:
+                self._timeline.add("read", start)
+
+    def _content_status(self, shas: set[str]) -> dict[str, str] | None:
+        backoff = 0.1
+        while True:
+            try:
+                return contents.content_status(self.store, shas)
+            except StoreUnavailable as err:
+                log.warning("database busy (%s); retrying in %.1fs", err, backoff)
+                if self._stop.wait(backoff):
+                    return None
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    def _share(self, item: Item) -> bool:
+        """Attach `item` to a path with the same bytes that is already on its way to
+        the model, or answer it from a content classified moments ago."""
+        with self._lock:
+            known = self._recent.get(item.sha256)
+            leader = self._pending_by_sha.get(item.sha256)
+            if known is None and leader is not None and not leader.taken:
+                item.data = None
+                leader.followers.append(item)
+                self.preparing -= 1
+                return True
+            if known is None:
+                self._pending_by_sha[item.sha256] = item
+                return False
+        item.data = None
+        item.final = classified_outcome(item, known, self._model_name)
+        self._to_ready(item)
+        return True
+
+    def _decode(self, item: Item) -> None:
+        start = time.monotonic()
+        try:
+            decoded = decode_for_inception(item.data)
+            item.pixels, item.width, item.height, item.format = (
+                decoded.pixels, decoded.width, decoded.height, decoded.format)
+        except ImageError as err:
+            item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
+                                 mtime_ns=item.mtime_ns, error=str(err))
+        except Exception as err:  # noqa: BLE001 - one file never kills the pipeline
+            log.debug("decoding %s failed", item.claim.path, exc_info=True)
+            item.final = Outcome(item.claim, "retry", error=f"cannot decode: {err}")
+        finally:
+            item.data = None
+            if self._timeline is not None:
+                self._timeline.add("decode", start)
+        if item.final is not None:
+            with self._lock:
+                if self._pending_by_sha.get(item.sha256) is item:
+                    del self._pending_by_sha[item.sha256]
+                item.taken = True  # no follower joins once this outcome is fixed
+            for follower in item.followers:
+                follower.final = Outcome(follower.claim, item.final.kind, sha256=item.sha256,
+                                         size=follower.size, mtime_ns=follower.mtime_ns,
+                                         error=item.final.error)
+        self._to_ready(item)
+
+    def _to_ready(self, item: Item) -> None:
+        with self._lock:
+            self.preparing -= 1
+        self._ready.put(item)
+
+    # ------------------------------------------------------------------ batcher's side
+
+    def take(self, items: list[Item]) -> None:
+        """The batcher has these: copies arriving from now on are not attached to them."""
+        with self._lock:
+            for item in items:
+                item.taken = True
+                if item.sha256 and self._pending_by_sha.get(item.sha256) is item:
+                    del self._pending_by_sha[item.sha256]
+
+    def remember(self, known: dict[str, Known]) -> None:
+        """Contents just classified, so a copy claimed moments later skips the model."""
+        with self._lock:
+            for sha, k in known.items():
+                self._recent[sha] = k
+            while len(self._recent) > RECENT_CONTENTS:
+                self._recent.popitem(last=False)
+
+
+__all__ = ["Item", "Known", "Reader", "classified_outcome", "read_failure", "read_file"]

@@ -1,0 +1,376 @@
+"""The processing pipeline shared by the service and `labels scan`.
+
+    claimer thread ──► decode pool ──► ready queue ──► batcher (model) ──► writer thread
+    (workqueue.claim,       (read once,      (decoded or     (one top3 per      (one record_outcomes
+     bounded)            sha256, decode)  final items)    batch)             per batch)
+
+The claimer never holds more than `max_in_flight` claims (2 x batch_size + decode
+workers), so memory stays bounded however many files are queued. Reading,
+hashing, decoding and the database writes of one batch overlap with the forward
+of the next, which is the only thing the model thread does. Content already
+`done` in the store is linked without decoding; two paths with the same bytes
+that are in flight together are decoded and classified once.
+
+The read stage lives in reader.py, the model call in batcher.py, the write stage
+in writer.py; this module claims, gathers batches from what is ready, runs the
+threads and keeps the books.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import threading
+import time
+from collections import deque
+from datetime import datetime, timezone
+
+from sqlalchemy import func, or_, select
+
+from labelsd.errors import StoreUnavailable
+from labelsd.events import Events
+from labelsd.pipeline.batcher import classify_batch, fit_ladder
+from labelsd.pipeline.reader import MAX_BACKOFF_S, POLL_S, Item, Reader
+from labelsd.pipeline.timeline import Timeline
+from labelsd.pipeline.writer import commit_outcomes, log_outcome
+from labelsd.records import Claim, Outcome
+from labelsd.store import workqueue
+from labelsd.store.engine import Store
+from labelsd.store.schema import QueueItem
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0  # how long the claimer sleeps when the queue is empty (wake() cuts it short)
+RENEW_EVERY_S = workqueue.CLAIM_LEASE.total_seconds() / 3
+
+_SENTINEL = object()
+
+
+class Pipeline:
+    """Claim → decode → batch → classify → write, until stopped. A context manager."""
+
+    def __init__(self, store: Store, classifier, node_id: str, *, batch_size: int | None = None,
+                 decode_workers: int = 0, max_wait_ms: int = 50,
+                 events: Events | None = None,
+                 idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None):
+        if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
+            batch_size = getattr(classifier, "batch_size", 8)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.store = store
+        self.classifier = classifier
+        self.node_id = node_id
+        self.batch_size = batch_size
+        self.decode_workers = decode_workers or len(os.sched_getaffinity(0))
+        self.max_wait_s = max_wait_ms / 1000
+        self.events = events if events is not None else Events()
+        self.idle_wait_s = idle_wait_s
+        self.timeline = timeline  # spans of every stage, for the benchmark; None: not recorded
+        self.max_in_flight = 2 * batch_size + self.decode_workers
+
+        # counters (paths), read by the service's heartbeat and `labels scan`
+        self.done = 0
+        self.linked = 0
+        self.failed = 0
+        self.vanished = 0
+        self.retried = 0
+        self.model_rows = 0  # images that went through the model
+        self.batches = 0
+        self.max_in_flight_seen = 0  # high-water mark of claims held
+
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)  # in-flight count went down
+        self._held: dict[int, Claim] = {}  # claimed and not yet written
+        self._claiming = False
+        self._claim_generation = 0
+
+        self._stop = threading.Event()
+        self._abandon = threading.Event()  # stop() ran out of time: give up retries
+        self._wake = threading.Event()
+        self._batcher_done = threading.Event()
+        self._ready: queue_mod.Queue = queue_mod.Queue()
+        self._carry: deque[Item] = deque()  # decoded, left for the next batch (batcher only)
+        self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
+        self._reader = Reader(store, self.decode_workers, lock=self._lock, ready=self._ready,
+                              stop=self._stop, model_name=classifier.name, timeline=timeline)
+        self._threads: list[threading.Thread] = []
+        self._beats: dict[str, float] = {}
+        self._created = time.monotonic()
+        self._started = False
+        self._stopped = False
+        self._stop_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Pipeline:
+        if self._started:
+            return self
+        self._started = True
+        self._reader.start()
+        for name, target in (("claimer", self._claim_loop), ("batcher", self._batch_loop),
+                             ("writer", self._write_loop)):
+            self._beats[name] = time.monotonic()
+            thread = threading.Thread(target=target, name=f"labelsd-pipeline-{name}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+        return self
+
+    def __enter__(self) -> Pipeline:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def wake(self) -> None:
+        """New work was enqueued: claim now instead of at the next idle timeout."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 10) -> None:
+        """Stop claiming, finish and commit the batch in the model, hand back every
+        other claim, join the threads. Safe to call twice."""
+        with self._stop_lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        deadline = time.monotonic() + timeout
+        self._stop.set()
+        self._wake.set()
+        self._ready.put(_SENTINEL)
+        with self._changed:
+            self._changed.notify_all()
+        for thread in self._threads:
+            left = deadline - time.monotonic()
+            if thread.name.endswith("writer") and left < 1:
+                self._abandon.set()  # a locked database must not hold shutdown forever
+            thread.join(max(0.0, left))
+            if thread.is_alive():
+                self._abandon.set()
+                thread.join(1.0)
+                if thread.is_alive():
+                    log.warning("%s did not stop within %.0fs", thread.name, timeout)
+        self._reader.shutdown()
+        with self._lock:
+            unprocessed = sorted(self._held)
+            self._held.clear()
+            self._changed.notify_all()
+        if unprocessed:
+            try:
+                workqueue.release_claims(self.store, self.node_id, unprocessed)
+                log.info("handed back %d claimed image(s) to the queue", len(unprocessed))
+            except StoreUnavailable as err:  # they come back after the claim lease
+                log.warning("could not hand back %d claim(s): %s", len(unprocessed), err)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopped
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    @property
+    def last_progress(self) -> float:
+        """time.monotonic() of the last healthy iteration of the slowest loop (for
+        the systemd watchdog): a thread stuck on the database or the model stops it."""
+        if not self._beats:
+            return self._created
+        return min(self._beats.values())
+
+    def _beat(self, name: str) -> None:
+        self._beats[name] = time.monotonic()
+
+    # ------------------------------------------------------------------ idleness
+
+    def _claimable(self) -> int:
+        now = datetime.now(timezone.utc)
+        with self.store.read() as session:
+            return session.scalar(select(func.count()).select_from(QueueItem).where(
+                QueueItem.state == "queued",
+                or_(QueueItem.not_before.is_(None), QueueItem.not_before <= now),
+                or_(QueueItem.claimed_by.is_(None),
+                    QueueItem.claimed_at < now - workqueue.CLAIM_LEASE)))
+
+    def _quiet(self) -> tuple[bool, int]:
+        with self._lock:
+            return (not self._held and not self._claiming), self._claim_generation
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is claimable and nothing is in flight; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.wake()
+        while True:
+            quiet, generation = self._quiet()
+            if quiet:
+                try:
+                    claimable = self._claimable()
+                except StoreUnavailable:
+                    claimable = 1
+                if not claimable and self._quiet() == (True, generation):
+                    return True
+                if claimable:
+                    self.wake()
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            if self._stopped:
+                return False
+            wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
+            with self._changed:
+                self._changed.wait(wait)
+
+    # ------------------------------------------------------------------ claimer
+
+    def _claim_loop(self) -> None:
+        last_renew = time.monotonic()
+        backoff = 0.1
+        while not self._stop.is_set():
+            self._beat("claimer")
+            try:
+                if time.monotonic() - last_renew > RENEW_EVERY_S:
+                    workqueue.renew_claims(self.store, self.node_id)
+                    last_renew = time.monotonic()
+                with self._changed:
+                    room = self.max_in_flight - len(self._held)
+                    if room <= 0:
+                        self._changed.wait(POLL_S)
+                        continue
+                    self._claiming = True
+                self._wake.clear()
+                try:
+                    claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size))
+                    with self._lock:
+                        for c in claims:
+                            self._held[c.id] = c
+                        self._reader.preparing += len(claims)
+                        self._claim_generation += 1
+                        self.max_in_flight_seen = max(self.max_in_flight_seen, len(self._held))
+                finally:
+                    with self._lock:
+                        self._claiming = False
+                backoff = 0.1
+                if not claims:
+                    self._wake.wait(self.idle_wait_s)
+                    continue
+                self._reader.prepare(claims)
+            except StoreUnavailable as err:
+                log.warning("database busy while claiming (%s); retrying in %.1fs", err, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
+                log.exception("claimer error; continuing")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    # ------------------------------------------------------------------ batcher
+
+    def _batch_loop(self) -> None:
+        try:
+            while True:
+                self._beat("batcher")
+                try:
+                    first = self._carry.popleft() if self._carry else self._ready.get(timeout=POLL_S)
+                except queue_mod.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                if first is _SENTINEL or self._stop.is_set():
+                    return  # not started: stop() hands these claims back
+                items = self._gather(first)
+                if items is None:
+                    return
+                outcomes = self._classify(items)
+                self._send(outcomes)
+        finally:
+            self._batcher_done.set()
+            try:
+                self._to_writer.put(_SENTINEL, timeout=POLL_S)
+            except queue_mod.Full:
+                pass  # the writer also ends once the batcher is done and its queue is empty
+
+    def _gather(self, first: Item) -> list[Item] | None:
+        """What is ready now, up to batch_size images for the model; wait up to
+        max_wait_ms for more only while more are being read or decoded."""
+        items = [first]
+        wanted = 1 if first.final is None else 0
+        deadline = time.monotonic() + self.max_wait_s
+        while wanted < self.batch_size:
+            try:
+                item = self._carry.popleft() if self._carry else self._ready.get_nowait()
+            except queue_mod.Empty:
+                busy = self._reader.busy()
+                left = deadline - time.monotonic()
+                if not busy or left <= 0:
+                    break
+                try:
+                    item = self._ready.get(timeout=min(left, POLL_S))
+                except queue_mod.Empty:
+                    continue
+            if item is _SENTINEL:
+                return None
+            items.append(item)
+            wanted += item.final is None
+        if self._stop.is_set():
+            return None
+        items = self._fit_ladder(items, wanted)
+        self._reader.take(items)
+        return items
+
+    def _fit_ladder(self, items: list[Item], wanted: int) -> list[Item]:
+        """While more images are coming, run a batch size that needs no padding."""
+        with self._lock:
+            more_coming = self._reader.preparing > 0 or not self._ready.empty()
+        if not more_coming:
+            return items
+        keep, carry = fit_ladder(items, wanted, getattr(self.classifier, "ladder", None))
+        self._carry.extend(carry)
+        return keep
+
+    def _classify(self, items: list[Item]) -> list[Outcome]:
+        outcomes, known, rows = classify_batch(self.classifier, items, self.timeline)
+        self.model_rows += rows
+        self._reader.remember(known)
+        return outcomes
+
+    def _send(self, outcomes: list[Outcome]) -> None:
+        while True:
+            try:
+                self._to_writer.put(outcomes, timeout=POLL_S)
+                return
+            except queue_mod.Full:
+                if self._abandon.is_set():
+                    return
+
+    # ------------------------------------------------------------------ writer
+
+    def _write_loop(self) -> None:
+        while True:
+            self._beat("writer")
+            try:
+                outcomes = self._to_writer.get(timeout=POLL_S)
+            except queue_mod.Empty:
+                if self._batcher_done.is_set():
+                    return
+                continue
+            if outcomes is _SENTINEL:
+                return
+            start = time.monotonic()
+            committed = commit_outcomes(self.store, self.node_id, outcomes, self._abandon)
+            if self.timeline is not None:
+                self.timeline.add("write", start, len(outcomes))
+            if committed:
+                self._finish(outcomes)
+
+    def _finish(self, outcomes: list[Outcome]) -> None:
+        for o in outcomes:
+            counter = log_outcome(o)
+            setattr(self, counter, getattr(self, counter) + 1)
+        self.batches += 1
+        with self._changed:
+            for o in outcomes:
+                self._held.pop(o.claim.id, None)
+            self._changed.notify_all()
+        self.events.emit("batch_written", outcomes)
+
+
+__all__ = ["Pipeline"]

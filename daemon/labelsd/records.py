@@ -1,0 +1,98 @@
+"""Plain records that cross module boundaries: what a stat() says of a file, a
+claimed queue row and what became of it, what the model predicts, and what the
+CLI renders. Kept free of SQLAlchemy and TensorFlow so anything can import them
+(the watcher and the pipeline use them without touching SQL)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import Enum
+
+STATUSES = ("pending", "done", "failed", "missing")
+
+
+class OutcomeKind(str, Enum):
+    """What became of one claimed path. A str enum, so it logs and compares as its value."""
+
+    CLASSIFIED = "classified"  # the model ran
+    LINKED = "linked"          # content already known: no decode, no model
+    BAD_IMAGE = "bad_image"    # read, but cannot be decoded (the content fails)
+    RETRY = "retry"            # transient error: try again later
+    VANISHED = "vanished"      # the file went away before it was read
+
+
+@dataclass(frozen=True)
+class FileFacts:
+    """What a stat() says about a file; enough to tell 'unchanged' without reading it."""
+
+    path: str
+    size: int | None = None
+    mtime_ns: int | None = None
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: int
+    path: str
+    enqueued_at: datetime
+    attempts: int
+
+
+@dataclass
+class Outcome:
+    """What happened to one claimed path (see `OutcomeKind`)."""
+
+    claim: Claim
+    kind: OutcomeKind
+    sha256: str | None = None
+    size: int | None = None
+    mtime_ns: int | None = None
+    width: int | None = None
+    height: int | None = None
+    format: str | None = None
+    error: str | None = None
+    model: str | None = None
+    predictions: list[Prediction] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    rank: int
+    label: str
+    wnid: str
+    class_index: int
+    score: float
+
+    def to_dict(self) -> dict:
+        # Spelled out: dataclasses.asdict deep-copies and was most of `search --json`'s time.
+        return {"rank": self.rank, "label": self.label, "wnid": self.wnid,
+                "class_index": self.class_index, "score": self.score}
+
+
+@dataclass
+class ImageRecord:
+    """One tracked path and what is known of its content (the JSON contract in DESIGN.md)."""
+
+    path: str
+    sha256: str | None
+    status: str
+    error: str | None = None
+    width: int | None = None
+    height: int | None = None
+    labels: list[Prediction] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    classified_at: datetime | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "status": self.status,
+            "error": self.error,
+            "width": self.width,
+            "height": self.height,
+            "labels": [p.to_dict() for p in self.labels],
+            "tags": list(self.tags),
+            "classified_at": self.classified_at.isoformat() if self.classified_at else None,
+        }

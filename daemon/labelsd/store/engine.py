@@ -1,0 +1,278 @@
+"""The store: opening the database (SQLite or PostgreSQL), short explicit
+transactions, and reading image records.
+
+Writes go through `Store.write()`, reads through `Store.read()`; each is one
+transaction. On SQLite the connect hook sets WAL, a busy timeout, foreign keys
+and synchronous=NORMAL, and write transactions start with BEGIN IMMEDIATE so two
+writers queue on the busy timeout instead of failing half-way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from labelsd.errors import NotTracked, StoreUnavailable
+from labelsd.records import ImageRecord
+from labelsd.records import Prediction as PredictionRecord
+from labelsd.store import migrations
+from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def is_url(db: str) -> bool:
+    return "://" in db
+
+
+def canonical_path(path: str | os.PathLike) -> str:
+    """The absolute path under which a file is stored: its folder resolved
+    (symlinks, `..`), its own name kept, so a missing file still resolves."""
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    folder, name = os.path.split(absolute)
+    return os.path.join(os.path.realpath(folder), name)
+
+
+def _sqlite_engine(db_path: str) -> Engine:
+    path = Path(db_path).expanduser()
+    if path.is_dir():
+        raise StoreUnavailable(
+            f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreUnavailable(
+            f"cannot create the database folder {path.parent}: {err.strerror}; "
+            "check that the parent directory exists and is writable") from err
+    if path.exists() and not os.access(path, os.R_OK):
+        raise StoreUnavailable(f"cannot read the database {path}: permission denied")
+    engine = create_engine(
+        f"sqlite:///{path.resolve()}",
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: sqlite3.Connection, _record) -> None:
+        # We issue BEGIN ourselves (below), so pysqlite must not.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        write = conn.get_execution_options().get("labelsd_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def _url_engine(url: str) -> Engine:
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as err:
+        raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
+
+
+def _explain(err: Exception, where: str) -> StoreUnavailable:
+    """Turn a driver error into advice a person can act on."""
+    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
+    lowered = detail.lower()
+    if "not a database" in lowered:
+        advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
+    elif "readonly" in lowered or "read-only" in lowered:
+        advice = f"the database {where} is read-only; check its permissions and its folder's"
+    elif "unable to open" in lowered:
+        advice = (f"cannot open the database {where}; check that its folder exists and is "
+                  "writable")
+    elif any(word in lowered for word in ("locked", "busy", "deadlock", "could not serialize")):
+        advice = f"the database {where} stayed locked by another process; try again"
+    else:
+        advice = f"database error on {where}: {detail}"
+    return StoreUnavailable(advice)
+
+
+def dialect_insert(session: Session, table):
+    """An INSERT with ON CONFLICT support for the session's database (both
+    dialects spell `on_conflict_do_update` / `_do_nothing` alike)."""
+    return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+class Store:
+    """One database. Thread-safe: every transaction takes its own connection."""
+
+    def __init__(self, db: str, *, migrate: bool = True):
+        self.db = db
+        self.where = db if is_url(db) else str(Path(db).expanduser())
+        self.engine = _url_engine(db) if is_url(db) else _sqlite_engine(db)
+        self._write_engine = self.engine.execution_options(labelsd_write=True)
+        if migrate:
+            try:
+                migrations.migrate(self.engine)
+            except (DBAPIError, OperationalError) as err:
+                self.engine.dispose()
+                raise _explain(err, self.where) from err
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self, engine: Engine) -> Iterator[Session]:
+        try:
+            with Session(engine, expire_on_commit=False) as session, session.begin():
+                yield session
+        except (OperationalError, DBAPIError) as err:
+            raise _explain(err, self.where) from err
+
+    def write(self) -> contextmanager:
+        """One write transaction (committed on success, rolled back on error)."""
+        return self._transaction(self._write_engine)
+
+    def read(self) -> contextmanager:
+        """One read transaction (a consistent snapshot)."""
+        return self._transaction(self.engine)
+
+    # ---- records -----------------------------------------------------------
+
+    def record(self, path: str) -> ImageRecord | None:
+        """The record of one path, or None when the store does not track it."""
+        with self.read() as session:
+            found = _load_records(session, _record_select().where(
+                TrackedPath.path == canonical_path(path)))
+        return found[0] if found else None
+
+    def require_content(self, session: Session, path: str) -> TrackedPath:
+        """The tracked path row for `path` that has a content, or NotTracked."""
+        row = session.scalar(select(TrackedPath).where(TrackedPath.path == canonical_path(path)))
+        if row is None:
+            raise NotTracked(f"{canonical_path(path)} is not tracked by labelsd")
+        if row.sha256 is None:
+            raise NotTracked(
+                f"{row.path} has not been read yet; try again once `labels show` says done")
+        return row
+
+    def records(self, status: str | None = None, chunk: int = 1000) -> Iterator[ImageRecord]:
+        """Every record (optionally of one status), ordered by path, streamed in
+        chunks so a large library never sits in memory at once."""
+        last = ""
+        while True:
+            stmt = _record_select().where(TrackedPath.path > last)
+            if status:
+                stmt = stmt.where(STATUS_EXPR == status)
+            with self.read() as session:
+                batch = _load_records(session, stmt.order_by(TrackedPath.path).limit(chunk))
+            yield from batch
+            if len(batch) < chunk:
+                return
+            last = batch[-1].path
+
+    def records_for_paths(self, paths: Iterable[str]) -> list[ImageRecord]:
+        """Records of the given stored paths, in the given order."""
+        wanted = list(paths)
+        by_path: dict[str, ImageRecord] = {}
+        with self.read() as session:
+            for start in range(0, len(wanted), 500):
+                part = wanted[start:start + 500]
+                for rec in _load_records(
+                        session, _record_select().where(TrackedPath.path.in_(part))):
+                    by_path[rec.path] = rec
+        return [by_path[p] for p in wanted if p in by_path]
+
+    def counts(self) -> dict[str, int]:
+        """How many tracked paths are in each status (all four keys present)."""
+        totals = dict.fromkeys(("pending", "done", "failed", "missing"), 0)
+        stmt = _join(select(STATUS_EXPR, func.count())).group_by(STATUS_EXPR)
+        with self.read() as session:
+            for status, count in session.execute(stmt):
+                totals[status] = count
+        return totals
+
+
+# A path's status, derived (never stored twice): missing wins; a queue row means
+# the path is waiting (or failed before its content could be read); otherwise the
+# status of its content.
+STATUS_EXPR = case(
+    (TrackedPath.missing.is_(True), "missing"),
+    (QueueItem.state == "failed", "failed"),
+    (QueueItem.id.is_not(None), "pending"),
+    (Content.status.is_(None), "pending"),
+    else_=Content.status,
+).label("status")
+
+ERROR_EXPR = case(
+    (QueueItem.state == "failed", QueueItem.last_error),
+    (QueueItem.id.is_not(None), None),
+    else_=Content.error,
+).label("error")
+
+
+def _join(stmt):
+    return (stmt.select_from(TrackedPath)
+            .outerjoin(Content, Content.sha256 == TrackedPath.sha256)
+            .outerjoin(QueueItem, QueueItem.path == TrackedPath.path))
+
+
+def _record_select():
+    return _join(select(TrackedPath.path, TrackedPath.sha256, STATUS_EXPR, ERROR_EXPR,
+                        Content.width, Content.height, Content.classified_at))
+
+
+def _load_records(session: Session, stmt) -> list[ImageRecord]:
+    """Run a `_record_select()` and attach predictions and tags with one query
+    each for the whole batch (never a query per image)."""
+    records = [
+        ImageRecord(path=row.path, sha256=row.sha256, status=row.status, error=row.error,
+                    width=row.width, height=row.height, classified_at=row.classified_at)
+        for row in session.execute(stmt)
+    ]
+    shas = sorted({r.sha256 for r in records if r.sha256})
+    labels: dict[str, list[PredictionRecord]] = {}
+    tags: dict[str, list[str]] = {}
+    for start in range(0, len(shas), 500):
+        part = shas[start:start + 500]
+        # Plain rows, not ORM objects: this runs for every result of a search.
+        for row in session.execute(
+                select(Prediction.sha256, Prediction.rank, Prediction.label, Prediction.wnid,
+                       Prediction.class_index, Prediction.score)
+                .where(Prediction.sha256.in_(part))
+                .order_by(Prediction.sha256, Prediction.rank)):
+            labels.setdefault(row[0], []).append(PredictionRecord(*row[1:]))
+        for sha, tag in session.execute(select(Tag.sha256, Tag.tag).where(Tag.sha256.in_(part))
+                                        .order_by(Tag.sha256, Tag.tag_key)):
+            tags.setdefault(sha, []).append(tag)
+    for rec in records:
+        rec.classified_at = as_utc(rec.classified_at)
+        if rec.sha256:
+            rec.labels = labels.get(rec.sha256, []) if rec.status != "pending" else []
+            rec.tags = tags.get(rec.sha256, [])
+    return records
+
+
+def open_store(db: str, *, migrate: bool = True) -> Store:
+    """Open (creating if needed) the database at a file path or SQLAlchemy URL."""
+    return Store(db, migrate=migrate)

@@ -1,0 +1,155 @@
+"""The database schema as typed SQLAlchemy 2.0 ORM models.
+
+Content identity is the SHA-256 of the file bytes: labels and tags belong to a
+`Content`; a `TrackedPath` points at one. The `QueueItem` table is the durable
+work queue: a path waits there until its content has been read and classified.
+The schema is created and upgraded by `labelsd.store.migrations`, never by
+`create_all`, so these models must match the newest migration (a test checks).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A stored time, aware and in UTC. Everything is stored as UTC, but SQLite
+    hands back naive datetimes and PostgreSQL aware ones in the session's zone."""
+    if value is None:
+        return None
+    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
+            else value.astimezone(timezone.utc))
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Content(Base):
+    """One distinct file content, classified once."""
+
+    __tablename__ = "contents"
+
+    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    format: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | failed
+    error: Mapped[str | None] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(String(80))
+    classified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    predictions: Mapped[list[Prediction]] = relationship(
+        back_populates="content", order_by="Prediction.rank", cascade="all, delete-orphan"
+    )
+    tags: Mapped[list[Tag]] = relationship(
+        back_populates="content", order_by="Tag.tag", cascade="all, delete-orphan"
+    )
+
+
+class TrackedPath(Base):
+    """A file path in a watched folder, pointing at the content last read there."""
+
+    __tablename__ = "paths"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    sha256: Mapped[str | None] = mapped_column(ForeignKey("contents.sha256"), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
+    first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    missing: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    content: Mapped[Content | None] = relationship()
+
+
+class Prediction(Base):
+    """One of the top-3 predictions of a model for a content."""
+
+    __tablename__ = "predictions"
+
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("contents.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(80))
+    class_index: Mapped[int] = mapped_column(Integer)
+    wnid: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(Text)
+    score: Mapped[float] = mapped_column(Float)
+
+    content: Mapped[Content] = relationship(back_populates="predictions")
+
+    __table_args__ = (Index("ix_predictions_class_score", "class_index", "score"),)
+
+
+class Tag(Base):
+    """A user tag on a content. `tag_key` is the case-folded form used for matching."""
+
+    __tablename__ = "tags"
+
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("contents.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    tag_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    tag: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    content: Mapped[Content] = relationship(back_populates="tags")
+
+    __table_args__ = (Index("ix_tags_tag_key", "tag_key"),)
+
+
+class QueueItem(Base):
+    """A path waiting to be read and classified (durable: survives crashes)."""
+
+    __tablename__ = "queue"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    path: Mapped[str] = mapped_column(Text, unique=True)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | failed
+    enqueued_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    claimed_by: Mapped[str | None] = mapped_column(String(200))
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_queue_state_claim", "state", "claimed_at"),)
+
+
+class Node(Base):
+    """A running (or once running) labelsd service and its heartbeat."""
+
+    __tablename__ = "nodes"
+
+    node_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    model: Mapped[str | None] = mapped_column(String(80))
+    device: Mapped[str | None] = mapped_column(String(200))
+    watching: Mapped[str] = mapped_column(Text, default="[]")  # JSON list of roots
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    done: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)

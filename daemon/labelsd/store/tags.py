@@ -1,0 +1,107 @@
+"""User tags: free text on a content, so they follow a renamed file and apply
+to every copy of it.
+
+A tag is trimmed and otherwise kept as typed (case, spaces, any script);
+`tag_key` (the case-folded form) is what matching and uniqueness use, so
+tagging "Vacation" where "vacation" exists keeps the one already there.
+Each change is one write transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from sqlalchemy import delete, func, select
+
+from labelsd.store.engine import Store
+from labelsd.store.schema import Tag, TrackedPath
+
+log = logging.getLogger(__name__)
+
+MAX_TAG_LENGTH = 200  # the width of tags.tag / tags.tag_key
+
+
+class InvalidTag(ValueError):
+    """A tag that is empty after trimming, or too long. The CLI reports it as a
+    usage error (exit 2)."""
+
+
+def clean_tag(tag: str) -> str:
+    """The tag as stored: trimmed; InvalidTag when nothing (or too much) is left."""
+    cleaned = tag.strip()
+    if not cleaned:
+        raise InvalidTag("a tag cannot be empty")
+    if len(cleaned) > MAX_TAG_LENGTH:
+        raise InvalidTag(f"a tag is at most {MAX_TAG_LENGTH} characters: {cleaned[:40]!r}...")
+    return cleaned
+
+
+def tag_key(tag: str) -> str:
+    """The form tags are matched by: trimmed and case-folded."""
+    return tag.strip().casefold()
+
+
+def _clean_all(tags: Iterable[str]) -> dict[str, str]:
+    """key -> tag as typed, first spelling wins, order kept."""
+    cleaned: dict[str, str] = {}
+    for tag in tags:
+        text = clean_tag(tag)
+        cleaned.setdefault(tag_key(text), text)
+    return cleaned
+
+
+def _tags_of(session, sha256: str) -> list[str]:
+    return list(session.scalars(select(Tag.tag).where(Tag.sha256 == sha256)
+                                .order_by(Tag.tag_key)))
+
+
+def add_tags(store: Store, path: str, tags: Iterable[str]) -> list[str]:
+    """Tag the content at `path` (NotTracked if the store does not know it).
+    Returns every tag the content carries afterwards."""
+    wanted = _clean_all(tags)
+    with store.write() as session:
+        row = store.require_content(session, path)
+        have = set(session.scalars(select(Tag.tag_key).where(Tag.sha256 == row.sha256)))
+        session.add_all(Tag(sha256=row.sha256, tag_key=key, tag=text)
+                        for key, text in wanted.items() if key not in have)
+        session.flush()
+        return _tags_of(session, row.sha256)
+
+
+def remove_tags(store: Store, path: str, tags: Iterable[str]) -> list[str]:
+    """Remove tags (matched case-insensitively) from the content at `path`.
+    Tags it does not carry are ignored. Returns the tags left."""
+    keys = list(_clean_all(tags))
+    with store.write() as session:
+        row = store.require_content(session, path)
+        session.execute(delete(Tag).where(Tag.sha256 == row.sha256, Tag.tag_key.in_(keys)))
+        return _tags_of(session, row.sha256)
+
+
+@dataclass(frozen=True)
+class TagCount:
+    tag: str  # one spelling of the tag (the first in sort order)
+    images: int  # tracked paths whose content carries it (copies count each)
+    contents: int  # distinct contents carrying it
+
+    def to_dict(self) -> dict:
+        return {"tag": self.tag, "count": self.images, "contents": self.contents}
+
+
+def tag_counts(store: Store) -> list[TagCount]:
+    """Every tag with how many images carry it, most used first."""
+    images = func.count(TrackedPath.id)
+    stmt = (select(func.min(Tag.tag), images, func.count(func.distinct(Tag.sha256)))
+            .select_from(Tag)
+            .outerjoin(TrackedPath, TrackedPath.sha256 == Tag.sha256)
+            .group_by(Tag.tag_key)
+            .order_by(images.desc(), Tag.tag_key))
+    with store.read() as session:
+        return [TagCount(tag, n_images, n_contents)
+                for tag, n_images, n_contents in session.execute(stmt)]
+
+
+__all__ = ["InvalidTag", "TagCount", "add_tags", "clean_tag", "remove_tags", "tag_counts",
+           "tag_key"]

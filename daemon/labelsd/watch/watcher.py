@@ -1,0 +1,417 @@
+"""Watching folders: filesystem events in, durable queue rows out.
+
+The watchdog callbacks only put events on an in-memory queue. One intake thread
+takes them off in small windows (~50 ms) and turns each window into a few
+database transactions: new or changed files into the queue (`workqueue.enqueue`,
+then `on_enqueued()` wakes the pipeline), renames into `contents.move_path`,
+deletions into `contents.mark_missing`.
+
+A file is queued only once it is complete: closed after writing (inotify
+IN_CLOSE_WRITE), or moved into the tree (a rename is atomic, so the bytes are
+all there). A bare creation without a close waits in the settle tracker
+(settle.py) until its size and mtime stop changing.
+
+At start, for every root added by a reload, after an inotify queue overflow,
+and whenever a root is watched anew (watches.py: past the inotify watch limit,
+or a root deleted and made again, or mounted on), a reconcile scan
+(reconcile.py) brings the store in step with the root in a background thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue as queue_mod
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from watchdog.events import (
+    DirCreatedEvent,
+    DirDeletedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+    FileSystemEvent,
+    FileSystemEventHandler,
+)
+
+from labelsd.errors import LabelsError
+from labelsd.paths import canonical_root, is_candidate, under_root
+from labelsd.records import FileFacts
+from labelsd.store import contents, workqueue
+from labelsd.store.engine import Store, canonical_path
+from labelsd.watch.reconcile import ExistingPaths, reconcile_root
+from labelsd.watch.settle import SETTLE_S, SettleTracker
+from labelsd.watch.walk import regular_file_facts, walk_candidates
+from labelsd.watch.watches import REWATCHED, VANISHED, Watches
+from labelsd.watch.watchlimit import inotify_has_room
+
+log = logging.getLogger(__name__)
+
+WINDOW_S = 0.05  # how long the intake gathers events into one transaction
+IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at once)
+ROOT_CHECK_S = 5.0  # how often each root is checked to still be the folder being watched
+
+EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
+               FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
+
+_STOP = object()
+
+
+@dataclass(frozen=True)
+class _SettleRequest:
+    """From a scan to the intake: watch this file settle before queueing it."""
+
+    path: str
+
+
+class _OverflowAlarm(logging.Filter):
+    """watchdog reports a kernel inotify queue overflow (events lost) only in its
+    log; this filter on that logger turns the report into a rescan of every root."""
+
+    def __init__(self, on_overflow: Callable[[], None]):
+        super().__init__()
+        self.on_overflow = on_overflow
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "queue overflowed" in record.getMessage():
+            self.on_overflow()
+        return True
+
+
+class _Handler(FileSystemEventHandler):
+    """Runs on watchdog's thread: must stay cheap, so it only hands events over."""
+
+    def __init__(self, events: queue_mod.SimpleQueue):
+        self._events = events
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._events.put(event)
+
+
+class Watcher:
+    """Watches `roots` recursively and keeps the durable queue in step with them.
+
+    A stoppable object: `start()`, `stop()` (idempotent, joins every thread),
+    `add_root()` / `remove_root()` for a reload, and a context manager."""
+
+    def __init__(self, store: Store, roots: Iterable[str], *, on_enqueued: Callable[[], None],
+                 poll: bool = False, settle_s: float = SETTLE_S, window_s: float = WINDOW_S,
+                 inotify_factory: Callable[[], object] | None = None,
+                 watch_room: Callable[[str], bool] = inotify_has_room,
+                 root_check_s: float = ROOT_CHECK_S):
+        self.store = store
+        self.poll = poll
+        self.settle_s = settle_s
+        self.window_s = window_s
+        self.on_enqueued = on_enqueued
+        self._initial = [canonical_root(r) for r in roots]
+        self._roots: list[str] = []
+        self.root_check_s = root_check_s
+        self._events: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
+        self._watches = Watches(_Handler(self._events), EVENT_TYPES, poll=poll,
+                                inotify_factory=inotify_factory or _inotify_observer,
+                                watch_room=watch_room)
+        self._settling = SettleTracker(settle_s, poll=poll)
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
+        self._scans: list[threading.Thread] = []
+        self._started = False
+        self._stopped = False
+        self._rescanning = False
+        self.queued = 0  # paths queued (or re-stamped) since start
+
+    @property
+    def roots(self) -> list[str]:
+        with self._lock:
+            return list(self._roots)
+
+    @property
+    def absent_roots(self) -> dict[str, str]:
+        """Roots that are gone (deleted, unmounted, unreachable) for now, with why."""
+        return self._watches.absent()
+
+    def __enter__(self) -> Watcher:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Watcher:
+        """Watch every root, then reconcile them in the background."""
+        self._started = True
+        self._intake.start()
+        self._alarm = _OverflowAlarm(self.rescan)
+        logging.getLogger("watchdog.observers.inotify_c").addFilter(self._alarm)
+        for root in self._initial:
+            self.add_root(root)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._stopped or not self._started:
+            self._stopped = True
+            return
+        self._stopped = True
+        self._stop.set()
+        logging.getLogger("watchdog.observers.inotify_c").removeFilter(self._alarm)
+        self._watches.stop(timeout)
+        self._events.put(_STOP)  # events already received are still written
+        self._intake.join(timeout)
+        for scan in self._scans:
+            scan.join(timeout)
+        for thread in [self._intake, *self._scans]:
+            if thread.is_alive():
+                log.warning("%s did not stop within %.0fs", thread.name, timeout)
+
+    def add_root(self, root: str) -> bool:
+        """Watch one more folder (recursively) and reconcile it. False if already watched."""
+        root = canonical_root(root)
+        with self._lock:
+            if root in self._roots:
+                return False
+        if not os.path.isdir(root):
+            raise LabelsError(f"cannot watch {root}: it is not a folder (create it, or fix the "
+                              "watch setting)")
+        self._watches.add(root)
+        with self._lock:
+            self._roots.append(root)
+        self._start_scan(self.reconcile, root)
+        return True
+
+    def _start_scan(self, target: Callable[..., None], *args, name: str = "watch-scan") -> None:
+        scan = threading.Thread(target=target, args=args, name=name, daemon=True)
+        with self._lock:
+            self._scans = [s for s in self._scans if s.is_alive()] + [scan]
+        scan.start()
+
+    def remove_root(self, root: str) -> bool:
+        """Stop watching a folder (its records stay as they are)."""
+        root = canonical_root(root)
+        with self._lock:
+            if root not in self._roots:
+                return False
+            self._roots.remove(root)
+        self._watches.remove(root)
+        log.info("stopped watching %s", root)
+        return True
+
+    def _check_roots(self) -> None:
+        """Each root must still be the folder its watch is on (watches.py): the files
+        of one deleted or unmounted are missing; one watched anew is rescanned."""
+        for root in self.roots:
+            if self._stop.is_set():
+                return
+            change = self._watches.check(root)
+            if change == VANISHED:
+                self._forget_folder(root)
+            elif change == REWATCHED:
+                self._start_scan(self.reconcile, root)
+
+    def _check_watch_room(self, roots: Iterable[str]) -> None:
+        """Folders appeared under these roots: one that inotify ran out of watches
+        for is polled from now on, and rescanned for what no watch saw."""
+        for root in roots:
+            if self._stop.is_set():
+                return
+            if self._watches.poll_if_full(root):
+                self._start_scan(self.reconcile, root)
+
+    # ------------------------------------------------------------------ reconcile
+
+    def rescan(self) -> None:
+        """Reconcile every root again (events were lost), unless a rescan is running."""
+        with self._lock:
+            if self._rescanning or self._stop.is_set():
+                return
+            self._rescanning = True
+        log.warning("inotify dropped events (queue overflow); rescanning %d folder(s)",
+                    len(self.roots))
+
+        def run() -> None:
+            try:
+                for root in self.roots:
+                    self.reconcile(root)
+            finally:
+                with self._lock:
+                    self._rescanning = False
+
+        self._start_scan(run, name="watch-rescan")
+
+    def reconcile(self, root: str) -> None:
+        """Queue new or changed files under `root`, mark vanished ones missing."""
+        started = time.monotonic()
+        try:
+            result = reconcile_root(self.store, root, self.roots or [root],
+                                    enqueue=self._enqueue, settle_later=self._settle_later,
+                                    stop=self._stop)
+        except LabelsError as err:
+            log.error("scanning %s failed: %s", root, err)
+            return
+        if result.finished:
+            log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
+                     result.queued, result.missing, time.monotonic() - started)
+
+    def _settle_later(self, path: str) -> None:
+        """From a scan thread: the intake's settle tracker decides when `path` is whole."""
+        self._events.put(_SettleRequest(path))
+
+    # ------------------------------------------------------------------ intake
+
+    def _intake_loop(self) -> None:
+        next_check = 0.0
+        next_root_check = time.monotonic() + self.root_check_s
+        idle_wait = min(IDLE_WAIT_S, self.root_check_s)
+        while True:
+            timeout = min(self.settle_s / 2, idle_wait) if self._settling else idle_wait
+            batch = self._gather(timeout)
+            stopping = _STOP in batch
+            try:
+                self._apply([e for e in batch if e is not _STOP])
+                now = time.monotonic()
+                if self._settling and now >= next_check:
+                    self._enqueue(self._settling.take_settled(now))
+                    next_check = now + self.settle_s / 2
+                if now >= next_root_check and not stopping:
+                    self._check_roots()
+                    next_root_check = now + self.root_check_s
+            except LabelsError as err:
+                # Database trouble: the events of this window are lost, but the
+                # next start's reconcile scan finds every file that was missed.
+                log.error("could not record file changes: %s", err)
+            except Exception:  # noqa: BLE001 - one bad event must not end the watch
+                log.exception("error handling file events; continuing")
+            if stopping:
+                return
+
+    def _gather(self, timeout: float) -> list:
+        try:
+            batch = [self._events.get(timeout=timeout)]
+        except queue_mod.Empty:
+            return []
+        deadline = time.monotonic() + self.window_s
+        while batch[-1] is not _STOP and len(batch) < 10_000:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._events.get(timeout=left))
+            except queue_mod.Empty:
+                break
+        return batch
+
+    def _apply(self, events: list[FileSystemEvent | _SettleRequest]) -> None:
+        """Apply a window of events in order; consecutive enqueues share one transaction."""
+        complete: dict[str, None] = {}  # paths to queue now, in arrival order
+        grown: set[str] = set()  # roots with new folders, each needing a watch
+
+        def flush() -> None:
+            if complete:
+                facts = [f for f in map(regular_file_facts, complete) if f is not None]
+                complete.clear()
+                self._enqueue(facts)
+
+        for event in events:
+            if isinstance(event, _SettleRequest):
+                self._settling.track(event.path, created=True)
+                continue
+            src = self._path(event.src_path)
+            dest = self._path(getattr(event, "dest_path", "") or "")
+            if isinstance(event, FileClosedEvent):
+                self._settling.forget(src)
+                if self._tracked(src):
+                    complete[src] = None
+            elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
+                if event.is_synthetic:
+                    continue  # in a new folder: the DirCreatedEvent/DirMovedEvent walk has it
+                if self._tracked(src):
+                    self._settling.track(src, created=isinstance(event, FileCreatedEvent))
+            elif isinstance(event, FileOpenedEvent):
+                self._settling.writer_opened(src)
+            elif isinstance(event, FileMovedEvent):
+                self._settling.forget(src)
+                flush()
+                self._moved(src, dest)
+            elif isinstance(event, FileDeletedEvent):
+                self._settling.forget(src)
+                if self._tracked(src):
+                    flush()
+                    contents.mark_missing(self.store, [src])
+            elif isinstance(event, DirMovedEvent):
+                flush()
+                if src and not dest:  # moved out of the tree
+                    self._forget_folder(src)
+                elif dest and not src:  # moved in: inotify reports nothing for its files
+                    grown.update(self._roots_of(dest))
+                    for facts in walk_candidates(dest, self.roots, self._stop):
+                        complete[facts.path] = None
+            elif isinstance(event, DirCreatedEvent):
+                # A file written and closed in a new folder before watchdog had
+                # added the folder's watch sent no close event (`mkdir d; cp x d/`
+                # under load): whatever the folder holds by now settles from here.
+                # One still being written is closed later, and that close queues it.
+                grown.update(self._roots_of(src))
+                for facts in walk_candidates(src, self.roots, self._stop):
+                    self._settling.track(facts.path, created=True)
+            elif isinstance(event, DirDeletedEvent):
+                flush()
+                self._forget_folder(src)
+        flush()
+        if grown and not self.poll:
+            self._check_watch_room(grown)
+
+    def _moved(self, src: str, dest: str) -> None:
+        src_ok, dest_ok = bool(src) and self._tracked(src), bool(dest) and self._tracked(dest)
+        if dest_ok and src_ok:
+            if not contents.move_path(self.store, src, dest, regular_file_facts(dest)):
+                self._enqueue([f for f in [regular_file_facts(dest)] if f])
+        elif dest_ok:  # moved in from outside, or renamed from a temporary name
+            self._enqueue([f for f in [regular_file_facts(dest)] if f])
+        elif src_ok:  # moved out, or renamed to a name we ignore
+            contents.mark_missing(self.store, [src])
+
+    def _forget_folder(self, folder: str) -> None:
+        missing = contents.mark_missing_under(self.store, folder, ExistingPaths())
+        if missing:
+            log.info("%d tracked file(s) under %s are gone", missing, folder)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _path(self, raw) -> str:
+        if not raw:
+            return ""
+        return canonical_path(os.fsdecode(raw))
+
+    def _roots_of(self, path: str) -> list[str]:
+        return [r for r in self.roots if under_root(path, r)]
+
+    def _tracked(self, path: str) -> bool:
+        """A candidate image under one of the roots (symlinked folders resolved,
+        so nothing outside a root is ever recorded)."""
+        return is_candidate(path, self.roots)
+
+    def _enqueue(self, facts: list[FileFacts]) -> int:
+        if not facts:
+            return 0
+        n = workqueue.enqueue(self.store, facts)
+        if n:
+            self.queued += n
+            log.debug("queued %d file(s)", n)
+            self.on_enqueued()
+        return n
+
+
+def _inotify_observer():
+    # full events: a file moved in from outside arrives as a move with no source
+    # (complete at once), not as a bare creation that has to settle.
+    from watchdog.observers.inotify import InotifyObserver
+
+    return InotifyObserver(generate_full_events=True)
