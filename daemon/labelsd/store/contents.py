@@ -16,9 +16,9 @@ from datetime import datetime
 from sqlalchemy import delete, literal, select, update
 from sqlalchemy.orm import Session
 
-from labelsd.records import Claim, FileFacts, Outcome
+from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import workqueue
-from labelsd.store.engine import Store, canonical_path, dialect_insert
+from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
@@ -34,70 +34,100 @@ def content_status(store: Store, shas: Iterable[str]) -> dict[str, str]:
                                     .where(Content.sha256.in_(wanted))).all())
 
 
+FINAL = (OutcomeKind.CLASSIFIED, OutcomeKind.LINKED, OutcomeKind.BAD_IMAGE)
+
+
 def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> None:
     """Store a batch of outcomes in ONE transaction: contents, predictions,
-    paths, and the queue rows done (or released, if re-stamped meanwhile)."""
+    paths, and the queue rows done (or released, if re-stamped meanwhile).
+
+    The batch costs the same handful of statements whatever its size: two
+    lookups, then multi-row writes (contents, predictions, paths, queue rows).
+    Only the rare outcomes (a retry, a vanished file, a photo changed in place
+    whose tags carry over) add statements of their own."""
     if not outcomes:
         return
     now = utcnow()
+    final = [o for o in outcomes if o.kind in FINAL]
     with store.write() as session:
-        # The batch's known contents in one query, not one per image.
-        shas = {o.sha256 for o in outcomes if o.sha256}
-        contents = {c.sha256: c for c in session.scalars(
-            select(Content).where(Content.sha256.in_(shas)))} if shas else {}
-        # What each path pointed at before, in one query too (a changed photo keeps its tags).
+        # The batch's known contents and what each path pointed at before (a
+        # changed photo keeps its tags), one query each.
+        shas = sorted({o.sha256 for o in final if o.sha256})
+        stored = dict(session.execute(select(Content.sha256, Content.status)
+                                      .where(Content.sha256.in_(shas))).all()) if shas else {}
         before = {row.path: row for row in session.execute(
             select(TrackedPath.path, TrackedPath.sha256, TrackedPath.missing)
-            .where(TrackedPath.path.in_([o.claim.path for o in outcomes])))}
-        for o in outcomes:
-            if o.kind in ("classified", "linked", "bad_image"):
-                _store_content(session, o, now, contents)
-                _point_path(session, o, now)
+            .where(TrackedPath.path.in_([o.claim.path for o in final])))} if final else {}
+        if final:
+            _store_contents(session, final, stored, now)
+            _point_paths(session, final, now)
+            for o in final:
                 _carry_tags(session, o.claim.path, before.get(o.claim.path), o.sha256)
-                workqueue.finish_claim(session, o.claim, node_id)
-            elif o.kind == "retry":
+            workqueue.finish_claims(session, [o.claim for o in final], node_id)
+        for o in outcomes:
+            if o.kind == OutcomeKind.RETRY:
                 workqueue.retry_later(session, o, now)
-            elif o.kind == "vanished":
+            elif o.kind == OutcomeKind.VANISHED:
                 _forget_vanished(session, o.claim, node_id, now)
-            else:
+            elif o.kind not in FINAL:
                 raise ValueError(f"unknown outcome kind {o.kind!r}")
 
 
-def _store_content(session: Session, o: Outcome, now: datetime,
-                   contents: dict[str, Content]) -> None:
-    """Create or update the content of `o`; `contents` holds the batch's stored
-    contents by SHA-256 and gains the ones created here."""
-    existing = contents.get(o.sha256)
-    if existing is not None and existing.status == "done":
-        return  # classified already (by another path, node or an earlier run): keep it
-    if o.kind == "linked" and existing is not None:
+def _store_contents(session: Session, final: list[Outcome], stored: dict[str, str],
+                    now: datetime) -> None:
+    """Create or update the batch's contents. `stored` is the status of each one
+    already in the database. A content `done` is never touched again (classified
+    by another path, node or an earlier run); a `linked` outcome only creates its
+    content when it is not stored. Within the batch the first classification of
+    some bytes wins, as it would one outcome at a time."""
+    status = dict(stored)
+    done, failed, refreshed = {}, {}, []
+    for o in final:
+        current = status.get(o.sha256)
+        if current == "done" or (o.kind == OutcomeKind.LINKED and current is not None):
+            continue
+        row = {"sha256": o.sha256, "size": o.size or 0, "width": o.width, "height": o.height,
+               "format": o.format}
+        if o.kind == OutcomeKind.CLASSIFIED:
+            done[o.sha256] = (o, {**row, "status": "done", "error": None, "model": o.model,
+                                  "classified_at": now})
+            failed.pop(o.sha256, None)
+            if o.sha256 in stored:  # it failed before, and may hold older predictions
+                refreshed.append(o.sha256)
+        else:
+            failed[o.sha256] = {**row, "status": "failed", "error": o.error, "model": None,
+                                "classified_at": None}
+        status[o.sha256] = "done" if o.kind == OutcomeKind.CLASSIFIED else "failed"
+    table = Content.__table__
+    not_done = table.c.status != "done"  # another node may have classified it meanwhile
+    if failed:
+        ins = dialect_insert(session, table)
+        session.execute(ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
+            name: ins.excluded[name] for name in ("width", "height", "format", "status", "error")}),
+            list(failed.values()))
+    if not done:
         return
-    new = existing is None
-    if new:
-        existing = contents[o.sha256] = Content(sha256=o.sha256, size=o.size or 0)
-        session.add(existing)
-    existing.width, existing.height, existing.format = o.width, o.height, o.format
-    if o.kind == "classified":
-        existing.status, existing.error = "done", None
-        existing.model, existing.classified_at = o.model, now
-        if not new:  # a content that failed before may hold older predictions
-            session.execute(delete(Prediction).where(Prediction.sha256 == o.sha256))
-        session.flush()
-        session.add_all(Prediction(sha256=o.sha256, rank=p.rank, model=o.model,
-                                   class_index=p.class_index, wnid=p.wnid, label=p.label,
-                                   score=float(p.score)) for p in o.predictions)
-    else:
-        existing.status, existing.error = "failed", o.error
-    session.flush()
+    if refreshed:
+        session.execute(delete(Prediction.__table__).where(Prediction.sha256.in_(refreshed)))
+    ins = dialect_insert(session, table)
+    session.execute(ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
+        name: ins.excluded[name] for name in ("width", "height", "format", "status", "error",
+                                              "model", "classified_at")}),
+        [row for _, row in done.values()])
+    session.execute(
+        dialect_insert(session, Prediction.__table__).on_conflict_do_nothing(
+            index_elements=["sha256", "rank"]),
+        [{"sha256": o.sha256, "rank": p.rank, "model": o.model, "class_index": p.class_index,
+          "wnid": p.wnid, "label": p.label, "score": float(p.score)}
+         for o, _ in done.values() for p in o.predictions])
 
 
-def _point_path(session: Session, o: Outcome, now: datetime) -> None:
-    session.execute(dialect_insert(session, TrackedPath).values(
-        path=o.claim.path, sha256=o.sha256, size=o.size, mtime_ns=o.mtime_ns,
-        first_seen=now, last_seen=now, missing=False,
-    ).on_conflict_do_update(index_elements=["path"], set_={
-        "sha256": o.sha256, "size": o.size, "mtime_ns": o.mtime_ns,
-        "last_seen": now, "missing": False}))
+def _point_paths(session: Session, final: list[Outcome], now: datetime) -> None:
+    ins = dialect_insert(session, TrackedPath.__table__)
+    session.execute(ins.on_conflict_do_update(index_elements=["path"], set_={
+        name: ins.excluded[name] for name in ("sha256", "size", "mtime_ns", "last_seen", "missing")}),
+        [{"path": o.claim.path, "sha256": o.sha256, "size": o.size, "mtime_ns": o.mtime_ns,
+          "first_seen": now, "last_seen": now, "missing": False} for o in final])
 
 
 def _carry_tags(session: Session, path: str, was, new_sha: str | None) -> None:
@@ -127,7 +157,7 @@ def _forget_vanished(session: Session, c: Claim, node_id: str, now: datetime) ->
     gone = session.execute(delete(QueueItem).where(
         QueueItem.id == c.id, QueueItem.enqueued_at == c.enqueued_at)).rowcount
     if not gone:
-        workqueue.finish_claim(session, c, node_id)
+        workqueue.finish_claims(session, [c], node_id)
         return
     session.execute(delete(TrackedPath).where(TrackedPath.path == c.path,
                                               TrackedPath.sha256.is_(None)))
@@ -141,8 +171,8 @@ def mark_missing(store: Store, paths: Iterable[str]) -> int:
     wanted = [canonical_path(p) for p in paths]
     changed = 0
     with store.write() as session:
-        for start in range(0, len(wanted), 500):
-            part = wanted[start:start + 500]
+        for start in range(0, len(wanted), CHUNK):
+            part = wanted[start:start + CHUNK]
             session.execute(delete(QueueItem).where(QueueItem.path.in_(part)))
             session.execute(delete(TrackedPath).where(TrackedPath.path.in_(part),
                                                       TrackedPath.sha256.is_(None)))

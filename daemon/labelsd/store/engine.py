@@ -31,6 +31,9 @@ from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPat
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# The most values in one `IN (...)` list or one multi-row write: SQLite before 3.32
+# allowed 999 bound variables per statement; 500 stays below it with room to spare.
+CHUNK = 500
 
 
 def is_url(db: str) -> bool:
@@ -196,8 +199,8 @@ class Store:
         wanted = list(paths)
         by_path: dict[str, ImageRecord] = {}
         with self.read() as session:
-            for start in range(0, len(wanted), 500):
-                part = wanted[start:start + 500]
+            for start in range(0, len(wanted), CHUNK):
+                part = wanted[start:start + CHUNK]
                 for rec in _load_records(
                         session, _record_select().where(TrackedPath.path.in_(part))):
                     by_path[rec.path] = rec
@@ -253,8 +256,8 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
     shas = sorted({r.sha256 for r in records if r.sha256})
     labels: dict[str, list[PredictionRecord]] = {}
     tags: dict[str, list[str]] = {}
-    for start in range(0, len(shas), 500):
-        part = shas[start:start + 500]
+    for start in range(0, len(shas), CHUNK):
+        part = shas[start:start + CHUNK]
         # Plain rows, not ORM objects: this runs for every result of a search.
         for row in session.execute(
                 select(Prediction.sha256, Prediction.rank, Prediction.label, Prediction.wnid,

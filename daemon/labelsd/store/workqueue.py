@@ -4,7 +4,7 @@ A path enters the queue (`enqueue`) before anything else happens to it, so a
 crash loses nothing. Workers `claim` rows (FOR UPDATE SKIP LOCKED on PostgreSQL,
 BEGIN IMMEDIATE on SQLite); `claimable` is the one rule for which rows may be
 taken. A claim carries the row's `enqueued_at`: if the file changed again while
-it was being read, the row was re-stamped and `finish_claim` releases it for
+it was being read, the row was re-stamped and `finish_claims` releases it for
 another pass instead of deleting it, so the newest bytes always win. Claims
 older than the lease (a dead node's) are taken over. What a finished claim
 changes in the library (contents, paths, tags) is `contents.py`'s job.
@@ -17,11 +17,11 @@ import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from labelsd.records import Claim, FileFacts, Outcome
-from labelsd.store.engine import Store, canonical_path, dialect_insert
+from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert
 from labelsd.store.schema import Content, QueueItem, TrackedPath, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -31,54 +31,92 @@ log = logging.getLogger(__name__)
 # (tests use a short lease to watch a killed node's work being taken over).
 CLAIM_LEASE = timedelta(seconds=float(os.environ.get("LABELS_CLAIM_LEASE_S") or 60))
 MAX_ATTEMPTS = 5
+QUEUE_CHANNEL = "labelsd_queue"  # PostgreSQL NOTIFY channel: "work was queued"
 
 
 def enqueue(store: Store, files: Iterable[FileFacts | str], *, force: bool = False) -> int:
     """Put paths in the queue (and track them as pending). A path whose size and
     mtime match what was last read there, and whose content is settled, is
-    skipped unless `force`. Returns how many paths were queued or re-stamped."""
-    facts = [f if isinstance(f, FileFacts) else FileFacts(f) for f in files]
+    skipped unless `force`. Returns how many paths were queued or re-stamped.
+
+    A burst costs a few statements per CHUNK paths (one lookup, then multi-row
+    upserts), whatever its size, and wakes the other nodes once (`notify_queued`)."""
+    by_path = {}
+    for f in files:
+        f = f if isinstance(f, FileFacts) else FileFacts(f)
+        by_path[canonical_path(f.path)] = f  # the newest facts of a path seen twice win
     # Sorted: concurrent enqueuers (nodes watching one shared folder) then lock
     # rows in one order, which keeps PostgreSQL deadlocks between them rare.
-    facts = sorted((FileFacts(canonical_path(f.path), f.size, f.mtime_ns) for f in facts),
-                   key=lambda f: f.path)
+    facts = [FileFacts(path, f.size, f.mtime_ns) for path, f in sorted(by_path.items())]
     if not facts:
         return 0
     now = utcnow()
     queued = 0
     with store.write() as session:
-        for start in range(0, len(facts), 500):
-            part = facts[start:start + 500]
-            known = {row.path: row for row in session.execute(
-                select(TrackedPath.path, TrackedPath.sha256, TrackedPath.size,
-                       TrackedPath.mtime_ns, TrackedPath.missing, Content.status)
-                .outerjoin(Content, Content.sha256 == TrackedPath.sha256)
-                .where(TrackedPath.path.in_([f.path for f in part])))}
-            for f in part:
-                row = known.get(f.path)
-                if (not force and row is not None and row.sha256 is not None
-                        and f.size is not None and row.size == f.size
-                        and row.mtime_ns == f.mtime_ns and row.status in ("done", "failed")):
-                    if row.missing:  # back where it was, unchanged
-                        session.execute(update(TrackedPath).where(TrackedPath.path == f.path)
-                                        .values(missing=False, last_seen=now))
-                    continue
-                if row is not None and row.missing and row.sha256 is not None:
-                    # A file again where one was deleted, but not the same file: a new
-                    # photo under an old name, pending until read (and given no tags).
-                    session.execute(update(TrackedPath).where(TrackedPath.path == f.path)
-                                    .values(sha256=None, size=None, mtime_ns=None))
-                session.execute(dialect_insert(session, TrackedPath).values(
-                    path=f.path, first_seen=now, last_seen=now, missing=False,
-                ).on_conflict_do_update(index_elements=["path"],
-                                        set_={"missing": False, "last_seen": now}))
-                session.execute(dialect_insert(session, QueueItem).values(
-                    path=f.path, state="queued", enqueued_at=now, attempts=0,
-                ).on_conflict_do_update(index_elements=["path"], set_={
-                    "state": "queued", "enqueued_at": now, "attempts": 0,
-                    "last_error": None, "not_before": None}))
-                queued += 1
+        for start in range(0, len(facts), CHUNK):
+            queued += _enqueue_chunk(session, facts[start:start + CHUNK], now, force)
+        if queued:
+            notify_queued(session)
     return queued
+
+
+def _enqueue_chunk(session: Session, part: list[FileFacts], now: datetime, force: bool) -> int:
+    known = {row.path: row for row in session.execute(
+        select(TrackedPath.path, TrackedPath.sha256, TrackedPath.size,
+               TrackedPath.mtime_ns, TrackedPath.missing, Content.status)
+        .outerjoin(Content, Content.sha256 == TrackedPath.sha256)
+        .where(TrackedPath.path.in_([f.path for f in part])))}
+    back, cut_loose, wanted = [], [], []
+    for f in part:
+        row = known.get(f.path)
+        if (not force and row is not None and row.sha256 is not None
+                and f.size is not None and row.size == f.size
+                and row.mtime_ns == f.mtime_ns and row.status in ("done", "failed")):
+            if row.missing:  # back where it was, unchanged
+                back.append(f.path)
+            continue
+        if row is not None and row.missing and row.sha256 is not None:
+            # A file again where one was deleted, but not the same file: a new
+            # photo under an old name, pending until read (and given no tags).
+            cut_loose.append(f.path)
+        wanted.append(f.path)
+    paths, queue = TrackedPath.__table__, QueueItem.__table__
+    if back:
+        session.execute(update(paths).where(paths.c.path.in_(back))
+                        .values(missing=False, last_seen=now))
+    if cut_loose:
+        session.execute(update(paths).where(paths.c.path.in_(cut_loose))
+                        .values(sha256=None, size=None, mtime_ns=None))
+    if not wanted:
+        return 0
+    insert_paths = dialect_insert(session, paths)
+    session.execute(insert_paths.on_conflict_do_update(index_elements=["path"], set_={
+        "missing": False, "last_seen": insert_paths.excluded.last_seen}),
+        [{"path": path, "first_seen": now, "last_seen": now, "missing": False} for path in wanted])
+    insert_queue = dialect_insert(session, queue)
+    session.execute(insert_queue.on_conflict_do_update(index_elements=["path"], set_={
+        "state": "queued", "enqueued_at": insert_queue.excluded.enqueued_at, "attempts": 0,
+        "last_error": None, "not_before": None}),
+        [{"path": path, "state": "queued", "enqueued_at": now, "attempts": 0} for path in wanted])
+    return len(wanted)
+
+
+def notify_queued(session: Session) -> None:
+    """Wake the idle nodes (PostgreSQL LISTEN/NOTIFY, delivered at commit). Once per
+    transaction, never per row: NOTIFY takes a database-wide lock at commit, and
+    PostgreSQL folds identical notifications of one transaction into one anyway.
+    On SQLite there is one machine; its own pipeline is woken in-process."""
+    if session.bind.dialect.name == "postgresql":
+        session.execute(text(f"NOTIFY {QUEUE_CHANNEL}"))
+
+
+def claimable(now: datetime, lease: timedelta = CLAIM_LEASE) -> tuple:
+    """THE rule for which queue rows a node may take (claim, and the pipeline's
+    idleness check, use it): queued, past its back-off, and not claimed, or
+    claimed longer than `lease` ago by a node that stopped renewing (a dead one)."""
+    return (QueueItem.state == "queued",
+            or_(QueueItem.not_before.is_(None), QueueItem.not_before <= now),
+            or_(QueueItem.claimed_by.is_(None), QueueItem.claimed_at < now - lease))
 
 
 def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE) -> list[Claim]:
@@ -88,9 +126,7 @@ def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE
     with store.write() as session:
         rows = session.execute(
             select(QueueItem.id, QueueItem.path, QueueItem.enqueued_at, QueueItem.attempts)
-            .where(QueueItem.state == "queued",
-                   or_(QueueItem.not_before.is_(None), QueueItem.not_before <= now),
-                   or_(QueueItem.claimed_by.is_(None), QueueItem.claimed_at < now - lease))
+            .where(*claimable(now, lease))
             .order_by(QueueItem.id).limit(limit)
             .with_for_update(skip_locked=True)).all()
         if not rows:
@@ -100,8 +136,15 @@ def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE
     return [Claim(r.id, r.path, as_utc(r.enqueued_at), r.attempts) for r in rows]
 
 
+def has_claimable(store: Store) -> bool:
+    """Whether any row is claimable now (an index probe, not a count of the queue)."""
+    with store.read() as session:
+        return session.scalar(select(QueueItem.id).where(*claimable(utcnow())).limit(1)) is not None
+
+
 def renew_claims(store: Store, node_id: str) -> None:
-    """Keep this node's claims from being taken over while it is alive."""
+    """Keep this node's claims from being taken over while it is alive. The
+    pipeline, which holds the claims, is the one caller (every RENEW_EVERY_S)."""
     with store.write() as session:
         session.execute(update(QueueItem).where(QueueItem.claimed_by == node_id)
                         .values(claimed_at=utcnow()))
@@ -113,17 +156,25 @@ def release_claims(store: Store, node_id: str, ids: Sequence[int] | None = None)
         stmt = update(QueueItem).where(QueueItem.claimed_by == node_id)
         if ids is not None:
             stmt = stmt.where(QueueItem.id.in_(list(ids)))
-        session.execute(stmt.values(claimed_by=None, claimed_at=None))
+        if session.execute(stmt.values(claimed_by=None, claimed_at=None)).rowcount:
+            notify_queued(session)
 
 
-def finish_claim(session: Session, c: Claim, node_id: str) -> None:
-    """Delete the queue row, unless the file was re-queued while we read it."""
-    gone = session.execute(delete(QueueItem).where(
-        QueueItem.id == c.id, QueueItem.enqueued_at == c.enqueued_at)).rowcount
-    if not gone:
-        session.execute(update(QueueItem).where(QueueItem.id == c.id,
-                                                QueueItem.claimed_by == node_id)
-                        .values(claimed_by=None, claimed_at=None))
+def finish_claims(session: Session, claims: Sequence[Claim], node_id: str) -> None:
+    """Delete the batch's queue rows, except those re-queued while they were read
+    (their `enqueued_at` moved on): those are released for another pass. Two
+    statements whatever the batch's size."""
+    ids = [c.id for c in claims]
+    gone = 0
+    for start in range(0, len(claims), CHUNK):
+        part = claims[start:start + CHUNK]
+        gone += session.execute(delete(QueueItem).where(tuple_(QueueItem.id, QueueItem.enqueued_at).in_(
+            [(c.id, c.enqueued_at) for c in part]))).rowcount
+    if gone < len(ids):
+        for start in range(0, len(ids), CHUNK):
+            session.execute(update(QueueItem).where(QueueItem.id.in_(ids[start:start + CHUNK]),
+                                                    QueueItem.claimed_by == node_id)
+                            .values(claimed_by=None, claimed_at=None))
 
 
 def retry_later(session: Session, o: Outcome, now: datetime) -> None:
@@ -157,6 +208,8 @@ def retry_failed(store: Store) -> int:
                 dialect_insert(session, QueueItem).on_conflict_do_nothing(index_elements=["path"]),
                 [{"path": path, "state": "queued", "enqueued_at": now, "attempts": 0}
                  for path in paths])
+        if failed_rows or paths:
+            notify_queued(session)
     return failed_rows + len(paths)
 
 

