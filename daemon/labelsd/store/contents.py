@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import workqueue
-from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert
+from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
     not_done = table.c.status != "done"  # another node may have classified it meanwhile
     if failed:
         ins = dialect_insert(session, table)
-        session.execute(ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
+        write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
             name: ins.excluded[name] for name in ("width", "height", "format", "status", "error")}),
             list(failed.values()))
     if not done:
@@ -110,12 +110,12 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
     if refreshed:
         session.execute(delete(Prediction.__table__).where(Prediction.sha256.in_(refreshed)))
     ins = dialect_insert(session, table)
-    session.execute(ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
+    write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
         name: ins.excluded[name] for name in ("width", "height", "format", "status", "error",
                                               "model", "classified_at")}),
         [row for _, row in done.values()])
-    session.execute(
-        dialect_insert(session, Prediction.__table__).on_conflict_do_nothing(
+    write_rows(
+        session, dialect_insert(session, Prediction.__table__).on_conflict_do_nothing(
             index_elements=["sha256", "rank"]),
         [{"sha256": o.sha256, "rank": p.rank, "model": o.model, "class_index": p.class_index,
           "wnid": p.wnid, "label": p.label, "score": float(p.score)}
@@ -124,7 +124,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
 
 def _point_paths(session: Session, final: list[Outcome], now: datetime) -> None:
     ins = dialect_insert(session, TrackedPath.__table__)
-    session.execute(ins.on_conflict_do_update(index_elements=["path"], set_={
+    write_rows(session, ins.on_conflict_do_update(index_elements=["path"], set_={
         name: ins.excluded[name] for name in ("sha256", "size", "mtime_ns", "last_seen", "missing")}),
         [{"path": o.claim.path, "sha256": o.sha256, "size": o.size, "mtime_ns": o.mtime_ns,
           "first_seen": now, "last_seen": now, "missing": False} for o in final])

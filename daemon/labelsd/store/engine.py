@@ -116,6 +116,20 @@ def dialect_insert(session: Session, table):
     return (pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert)(table)
 
 
+def write_rows(session: Session, stmt, rows: list[dict]) -> None:
+    """Run an INSERT (upsert) for many rows in as few round trips as the database
+    allows. PostgreSQL: one multi-row VALUES statement per CHUNK rows, since each
+    statement of an executemany is a round trip and a plan even in pipeline mode.
+    SQLite: executemany, a loop in C within the process."""
+    if not rows:
+        return
+    if session.bind.dialect.name != "postgresql":
+        session.execute(stmt, rows)
+        return
+    for start in range(0, len(rows), CHUNK):
+        session.execute(stmt.values(rows[start:start + CHUNK]))
+
+
 class Store:
     """One database. Thread-safe: every transaction takes its own connection."""
 

@@ -21,7 +21,7 @@ from sqlalchemy import delete, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from labelsd.records import Claim, FileFacts, Outcome
-from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert
+from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
 from labelsd.store.schema import Content, QueueItem, TrackedPath, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -90,11 +90,11 @@ def _enqueue_chunk(session: Session, part: list[FileFacts], now: datetime, force
     if not wanted:
         return 0
     insert_paths = dialect_insert(session, paths)
-    session.execute(insert_paths.on_conflict_do_update(index_elements=["path"], set_={
+    write_rows(session, insert_paths.on_conflict_do_update(index_elements=["path"], set_={
         "missing": False, "last_seen": insert_paths.excluded.last_seen}),
         [{"path": path, "first_seen": now, "last_seen": now, "missing": False} for path in wanted])
     insert_queue = dialect_insert(session, queue)
-    session.execute(insert_queue.on_conflict_do_update(index_elements=["path"], set_={
+    write_rows(session, insert_queue.on_conflict_do_update(index_elements=["path"], set_={
         "state": "queued", "enqueued_at": insert_queue.excluded.enqueued_at, "attempts": 0,
         "last_error": None, "not_before": None}),
         [{"path": path, "state": "queued", "enqueued_at": now, "attempts": 0} for path in wanted])
