@@ -16,7 +16,10 @@ from typing import Literal
 log = logging.getLogger(__name__)
 
 # batch_written(outcomes: list[Outcome]): one committed batch, after its transaction.
-EventName = Literal["batch_written"]
+# model_ran(images: int, seconds: float): one forward of the model over a batch.
+# db_wrote(images: int, seconds: float): one batch's transaction, retries included.
+# image_decoded(seconds: float): one image read, hashed and decoded.
+EventName = Literal["batch_written", "model_ran", "db_wrote", "image_decoded"]
 
 
 class Events:

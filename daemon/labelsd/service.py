@@ -35,7 +35,6 @@ log = logging.getLogger("labelsd")
 
 STOP_TIMEOUT_S = 8.0  # the pipeline's drain budget; systemd's TimeoutStopSec= is larger
 PIPELINE_STALL_S = 60.0  # no loop iteration for this long = hung (stops the watchdog pings)
-RENEW_EVERY = 10  # heartbeats between claim-lease renewals (the lease is 60 s)
 
 _PRIORITY = {logging.DEBUG: 7, logging.INFO: 6, logging.WARNING: 4, logging.ERROR: 3,
              logging.CRITICAL: 2}
@@ -274,13 +273,10 @@ class Service:
     # ---- heartbeat, status, watchdog -------------------------------------------
 
     def _heartbeat_loop(self) -> None:
-        beats = 0
+        # Claims are renewed by the pipeline's claimer, which holds them, not here.
         while not self._heartbeat_stop.wait(nodes.HEARTBEAT_INTERVAL_S):
-            beats += 1
             try:
                 self._beat()
-                if beats % RENEW_EVERY == 0:
-                    workqueue.renew_claims(self.store, self.node_id)
             except LabelsError as err:
                 log.warning("heartbeat failed: %s", err)
             except Exception:  # noqa: BLE001 - the heartbeat must keep beating

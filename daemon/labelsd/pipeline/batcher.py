@@ -1,14 +1,19 @@
-"""The pipeline's model stage, as plain functions: cut a gathered batch to a size the
-model runs without padding, and run one model call over it."""
+"""The pipeline's model stage: gather what the read stage has ready into a batch
+(`BatchStage`), cut it to a size the model runs without padding, and run one
+model call over it (plain functions under the stage)."""
 
 from __future__ import annotations
 
 import logging
+import queue as queue_mod
+import threading
 import time
+from collections import deque
 
 import numpy as np
 
-from labelsd.pipeline.reader import Item, Known, classified_outcome
+from labelsd.events import Events
+from labelsd.pipeline.reader import POLL_S, Item, Known, Reader, classified_outcome
 from labelsd.records import Outcome
 
 log = logging.getLogger(__name__)
@@ -72,4 +77,76 @@ def classify_batch(classifier, items: list[Item],
     return outcomes, known, rows
 
 
-__all__ = ["classify_batch", "fit_ladder"]
+class BatchStage:
+    """What the batcher thread does between the ready queue and the writer. Emits
+    `model_ran(images, seconds)` after each forward."""
+
+    def __init__(self, classifier, reader: Reader, ready: queue_mod.Queue, *,
+                 lock: threading.Lock, stop: threading.Event, batch_size: int,
+                 max_wait_s: float, sentinel: object, events: Events, timeline=None):
+        self.classifier = classifier
+        self.model_rows = 0  # images that went through the model
+        self._reader = reader
+        self._ready = ready
+        self._lock = lock
+        self._stop = stop
+        self._batch_size = batch_size
+        self._max_wait_s = max_wait_s
+        self._sentinel = sentinel
+        self._events = events
+        self._timeline = timeline
+        self._carry: deque[Item] = deque()  # decoded, left for the next batch
+
+    def next_ready(self, timeout: float):
+        """The first item of the next batch (raises queue.Empty on timeout)."""
+        return self._carry.popleft() if self._carry else self._ready.get(timeout=timeout)
+
+    def gather(self, first: Item) -> list[Item] | None:
+        """What is ready now, up to batch_size images for the model; wait up to
+        max_wait_ms for more only while more are being read or decoded. None: stop."""
+        items = [first]
+        wanted = 1 if first.final is None else 0
+        deadline = time.monotonic() + self._max_wait_s
+        while wanted < self._batch_size:
+            try:
+                item = self._carry.popleft() if self._carry else self._ready.get_nowait()
+            except queue_mod.Empty:
+                busy = self._reader.busy()
+                left = deadline - time.monotonic()
+                if not busy or left <= 0:
+                    break
+                try:
+                    item = self._ready.get(timeout=min(left, POLL_S))
+                except queue_mod.Empty:
+                    continue
+            if item is self._sentinel:
+                return None
+            items.append(item)
+            wanted += item.final is None
+        if self._stop.is_set():
+            return None
+        items = self._fit_ladder(items, wanted)
+        self._reader.take(items)
+        return items
+
+    def _fit_ladder(self, items: list[Item], wanted: int) -> list[Item]:
+        """While more images are coming, run a batch size that needs no padding."""
+        with self._lock:
+            more_coming = self._reader.preparing > 0 or not self._ready.empty()
+        if not more_coming:
+            return items
+        keep, carry = fit_ladder(items, wanted, getattr(self.classifier, "ladder", None))
+        self._carry.extend(carry)
+        return keep
+
+    def classify(self, items: list[Item]) -> list[Outcome]:
+        start = time.monotonic()
+        outcomes, known, rows = classify_batch(self.classifier, items, self._timeline)
+        if rows:
+            self._events.emit("model_ran", rows, time.monotonic() - start)
+        self.model_rows += rows
+        self._reader.remember(known)
+        return outcomes
+
+
+__all__ = ["BatchStage", "classify_batch", "fit_ladder"]

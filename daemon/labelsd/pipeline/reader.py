@@ -98,7 +98,7 @@ class Reader:
     """
 
     def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
-                 stop: threading.Event, model_name: str, timeline=None):
+                 stop: threading.Event, model_name: str, timeline=None, events=None):
         self.store = store
         self.workers = workers
         self.preparing = 0
@@ -107,6 +107,7 @@ class Reader:
         self._stop = stop
         self._model_name = model_name
         self._timeline = timeline
+        self._events = events  # image_decoded(seconds), for the metrics
         self._pending_by_sha: dict[str, Item] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
@@ -209,6 +210,8 @@ class Reader:
             item.data = None
             if self._timeline is not None:
                 self._timeline.add("decode", start)
+            if self._events is not None:
+                self._events.emit("image_decoded", time.monotonic() - start)
         if item.final is not None:
             with self._lock:
                 if self._pending_by_sha.get(item.sha256) is item:

@@ -11,9 +11,10 @@ of the next, which is the only thing the model thread does. Content already
 `done` in the store is linked without decoding; two paths with the same bytes
 that are in flight together are decoded and classified once.
 
-The read stage lives in reader.py, the model call in batcher.py, the write stage
-in writer.py; this module claims, gathers batches from what is ready, runs the
-threads and keeps the books.
+The claim stage lives in claimer.py (which also renews the claims and sleeps
+until woken), the read stage in reader.py, the model call in batcher.py, the
+write stage in writer.py; this module gathers batches from what is ready, runs
+the threads and keeps the counters.
 """
 
 from __future__ import annotations
@@ -23,26 +24,19 @@ import os
 import queue as queue_mod
 import threading
 import time
-from collections import deque
-from datetime import datetime, timezone
-
-from sqlalchemy import func, or_, select
 
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
-from labelsd.pipeline.batcher import classify_batch, fit_ladder
-from labelsd.pipeline.reader import MAX_BACKOFF_S, POLL_S, Item, Reader
+from labelsd.pipeline.batcher import BatchStage
+from labelsd.pipeline.claimer import IDLE_WAIT_S, Claimer
+from labelsd.pipeline.reader import POLL_S, Reader
 from labelsd.pipeline.timeline import Timeline
 from labelsd.pipeline.writer import commit_outcomes, log_outcome
-from labelsd.records import Claim, Outcome
+from labelsd.records import Outcome
 from labelsd.store import workqueue
 from labelsd.store.engine import Store
-from labelsd.store.schema import QueueItem
 
 log = logging.getLogger(__name__)
-
-IDLE_WAIT_S = 1.0  # how long the claimer sleeps when the queue is empty (wake() cuts it short)
-RENEW_EVERY_S = workqueue.CLAIM_LEASE.total_seconds() / 3
 
 _SENTINEL = object()
 
@@ -75,25 +69,23 @@ class Pipeline:
         self.failed = 0
         self.vanished = 0
         self.retried = 0
-        self.model_rows = 0  # images that went through the model
         self.batches = 0
-        self.max_in_flight_seen = 0  # high-water mark of claims held
 
         self._lock = threading.Lock()
-        self._changed = threading.Condition(self._lock)  # in-flight count went down
-        self._held: dict[int, Claim] = {}  # claimed and not yet written
-        self._claiming = False
-        self._claim_generation = 0
-
         self._stop = threading.Event()
         self._abandon = threading.Event()  # stop() ran out of time: give up retries
-        self._wake = threading.Event()
         self._batcher_done = threading.Event()
         self._ready: queue_mod.Queue = queue_mod.Queue()
-        self._carry: deque[Item] = deque()  # decoded, left for the next batch (batcher only)
         self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
         self._reader = Reader(store, self.decode_workers, lock=self._lock, ready=self._ready,
-                              stop=self._stop, model_name=classifier.name, timeline=timeline)
+                              stop=self._stop, model_name=classifier.name, timeline=timeline,
+                              events=self.events)
+        self._batches = BatchStage(classifier, self._reader, self._ready, lock=self._lock,
+                                   stop=self._stop, batch_size=batch_size, max_wait_s=self.max_wait_s,
+                                   sentinel=_SENTINEL, events=self.events, timeline=timeline)
+        self._claims = Claimer(store, node_id, batch_size=batch_size,
+                               max_in_flight=self.max_in_flight, reader=self._reader,
+                               lock=self._lock, stop=self._stop, idle_wait_s=idle_wait_s)
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}
         self._created = time.monotonic()
@@ -108,6 +100,7 @@ class Pipeline:
             return self
         self._started = True
         self._reader.start()
+        self._claims.listen()
         for name, target in (("claimer", self._claim_loop), ("batcher", self._batch_loop),
                              ("writer", self._write_loop)):
             self._beats[name] = time.monotonic()
@@ -124,7 +117,7 @@ class Pipeline:
 
     def wake(self) -> None:
         """New work was enqueued: claim now instead of at the next idle timeout."""
-        self._wake.set()
+        self._claims.wake()
 
     def stop(self, timeout: float = 10) -> None:
         """Stop claiming, finish and commit the batch in the model, hand back every
@@ -135,10 +128,8 @@ class Pipeline:
             self._stopped = True
         deadline = time.monotonic() + timeout
         self._stop.set()
-        self._wake.set()
+        self._claims.stop()
         self._ready.put(_SENTINEL)
-        with self._changed:
-            self._changed.notify_all()
         for thread in self._threads:
             left = deadline - time.monotonic()
             if thread.name.endswith("writer") and left < 1:
@@ -150,10 +141,7 @@ class Pipeline:
                 if thread.is_alive():
                     log.warning("%s did not stop within %.0fs", thread.name, timeout)
         self._reader.shutdown()
-        with self._lock:
-            unprocessed = sorted(self._held)
-            self._held.clear()
-            self._changed.notify_all()
+        unprocessed = self._claims.take_all()
         if unprocessed:
             try:
                 workqueue.release_claims(self.store, self.node_id, unprocessed)
@@ -168,7 +156,17 @@ class Pipeline:
     @property
     def in_flight(self) -> int:
         with self._lock:
-            return len(self._held)
+            return len(self._claims.held)
+
+    @property
+    def model_rows(self) -> int:
+        """Images that went through the model."""
+        return self._batches.model_rows
+
+    @property
+    def max_in_flight_seen(self) -> int:
+        """High-water mark of claims held at once."""
+        return self._claims.max_in_flight_seen
 
     @property
     def last_progress(self) -> float:
@@ -183,31 +181,18 @@ class Pipeline:
 
     # ------------------------------------------------------------------ idleness
 
-    def _claimable(self) -> int:
-        now = datetime.now(timezone.utc)
-        with self.store.read() as session:
-            return session.scalar(select(func.count()).select_from(QueueItem).where(
-                QueueItem.state == "queued",
-                or_(QueueItem.not_before.is_(None), QueueItem.not_before <= now),
-                or_(QueueItem.claimed_by.is_(None),
-                    QueueItem.claimed_at < now - workqueue.CLAIM_LEASE)))
-
-    def _quiet(self) -> tuple[bool, int]:
-        with self._lock:
-            return (not self._held and not self._claiming), self._claim_generation
-
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until nothing is claimable and nothing is in flight; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         self.wake()
         while True:
-            quiet, generation = self._quiet()
+            quiet, generation = self._claims.quiet()
             if quiet:
                 try:
-                    claimable = self._claimable()
+                    claimable = workqueue.has_claimable(self.store)
                 except StoreUnavailable:
-                    claimable = 1
-                if not claimable and self._quiet() == (True, generation):
+                    claimable = True
+                if not claimable and self._claims.quiet() == (True, generation):
                     return True
                 if claimable:
                     self.wake()
@@ -216,51 +201,13 @@ class Pipeline:
             if self._stopped:
                 return False
             wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
-            with self._changed:
-                self._changed.wait(wait)
+            with self._claims.changed:
+                self._claims.changed.wait(wait)
 
     # ------------------------------------------------------------------ claimer
 
     def _claim_loop(self) -> None:
-        last_renew = time.monotonic()
-        backoff = 0.1
-        while not self._stop.is_set():
-            self._beat("claimer")
-            try:
-                if time.monotonic() - last_renew > RENEW_EVERY_S:
-                    workqueue.renew_claims(self.store, self.node_id)
-                    last_renew = time.monotonic()
-                with self._changed:
-                    room = self.max_in_flight - len(self._held)
-                    if room <= 0:
-                        self._changed.wait(POLL_S)
-                        continue
-                    self._claiming = True
-                self._wake.clear()
-                try:
-                    claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size))
-                    with self._lock:
-                        for c in claims:
-                            self._held[c.id] = c
-                        self._reader.preparing += len(claims)
-                        self._claim_generation += 1
-                        self.max_in_flight_seen = max(self.max_in_flight_seen, len(self._held))
-                finally:
-                    with self._lock:
-                        self._claiming = False
-                backoff = 0.1
-                if not claims:
-                    self._wake.wait(self.idle_wait_s)
-                    continue
-                self._reader.prepare(claims)
-            except StoreUnavailable as err:
-                log.warning("database busy while claiming (%s); retrying in %.1fs", err, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
-            except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
-                log.exception("claimer error; continuing")
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        self._claims.run(lambda: self._beat("claimer"))
 
     # ------------------------------------------------------------------ batcher
 
@@ -269,68 +216,23 @@ class Pipeline:
             while True:
                 self._beat("batcher")
                 try:
-                    first = self._carry.popleft() if self._carry else self._ready.get(timeout=POLL_S)
+                    first = self._batches.next_ready(timeout=POLL_S)
                 except queue_mod.Empty:
                     if self._stop.is_set():
                         return
                     continue
                 if first is _SENTINEL or self._stop.is_set():
                     return  # not started: stop() hands these claims back
-                items = self._gather(first)
+                items = self._batches.gather(first)
                 if items is None:
                     return
-                outcomes = self._classify(items)
-                self._send(outcomes)
+                self._send(self._batches.classify(items))
         finally:
             self._batcher_done.set()
             try:
                 self._to_writer.put(_SENTINEL, timeout=POLL_S)
             except queue_mod.Full:
                 pass  # the writer also ends once the batcher is done and its queue is empty
-
-    def _gather(self, first: Item) -> list[Item] | None:
-        """What is ready now, up to batch_size images for the model; wait up to
-        max_wait_ms for more only while more are being read or decoded."""
-        items = [first]
-        wanted = 1 if first.final is None else 0
-        deadline = time.monotonic() + self.max_wait_s
-        while wanted < self.batch_size:
-            try:
-                item = self._carry.popleft() if self._carry else self._ready.get_nowait()
-            except queue_mod.Empty:
-                busy = self._reader.busy()
-                left = deadline - time.monotonic()
-                if not busy or left <= 0:
-                    break
-                try:
-                    item = self._ready.get(timeout=min(left, POLL_S))
-                except queue_mod.Empty:
-                    continue
-            if item is _SENTINEL:
-                return None
-            items.append(item)
-            wanted += item.final is None
-        if self._stop.is_set():
-            return None
-        items = self._fit_ladder(items, wanted)
-        self._reader.take(items)
-        return items
-
-    def _fit_ladder(self, items: list[Item], wanted: int) -> list[Item]:
-        """While more images are coming, run a batch size that needs no padding."""
-        with self._lock:
-            more_coming = self._reader.preparing > 0 or not self._ready.empty()
-        if not more_coming:
-            return items
-        keep, carry = fit_ladder(items, wanted, getattr(self.classifier, "ladder", None))
-        self._carry.extend(carry)
-        return keep
-
-    def _classify(self, items: list[Item]) -> list[Outcome]:
-        outcomes, known, rows = classify_batch(self.classifier, items, self.timeline)
-        self.model_rows += rows
-        self._reader.remember(known)
-        return outcomes
 
     def _send(self, outcomes: list[Outcome]) -> None:
         while True:
@@ -359,6 +261,7 @@ class Pipeline:
             if self.timeline is not None:
                 self.timeline.add("write", start, len(outcomes))
             if committed:
+                self.events.emit("db_wrote", len(outcomes), time.monotonic() - start)
                 self._finish(outcomes)
 
     def _finish(self, outcomes: list[Outcome]) -> None:
@@ -366,10 +269,7 @@ class Pipeline:
             counter = log_outcome(o)
             setattr(self, counter, getattr(self, counter) + 1)
         self.batches += 1
-        with self._changed:
-            for o in outcomes:
-                self._held.pop(o.claim.id, None)
-            self._changed.notify_all()
+        self._claims.done(o.claim for o in outcomes)
         self.events.emit("batch_written", outcomes)
 
 

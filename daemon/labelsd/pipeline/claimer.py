@@ -1,0 +1,132 @@
+"""The pipeline's claim stage: take queued paths for this node, never more than
+`max_in_flight` at once, and keep the book of the claims held until their batch
+is written.
+
+It is the one owner of this node's claims, so it is also the one that renews
+them (every RENEW_EVERY_S, a third of the lease: a live node's claims are never
+taken over, a dead node's come back after the lease), and the one that sleeps
+when the queue is empty: woken at once by `wake()` (this process queued work),
+by a PostgreSQL NOTIFY (another node did; `store.wakeups`), or at worst after
+`idle_wait_s` (the polling fallback).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+from labelsd.errors import StoreUnavailable
+from labelsd.pipeline.reader import MAX_BACKOFF_S, POLL_S, Reader
+from labelsd.records import Claim
+from labelsd.store import wakeups, workqueue
+from labelsd.store.engine import Store
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_S = 1.0  # how long the claimer sleeps when the queue is empty (a wake-up cuts it short)
+RENEW_EVERY_S = workqueue.CLAIM_LEASE.total_seconds() / 3
+
+
+class Claimer:
+    """Claims held by this node (`held`, under `lock`; `changed` is notified when
+    one is done) and the loop that takes more."""
+
+    def __init__(self, store: Store, node_id: str, *, batch_size: int, max_in_flight: int,
+                 reader: Reader, lock: threading.Lock, stop: threading.Event,
+                 idle_wait_s: float = IDLE_WAIT_S):
+        self.store = store
+        self.node_id = node_id
+        self.batch_size = batch_size
+        self.max_in_flight = max_in_flight
+        self.idle_wait_s = idle_wait_s
+        self.max_in_flight_seen = 0  # high-water mark of claims held
+        self.held: dict[int, Claim] = {}  # claimed and not yet written
+        self.lock = lock
+        self.changed = threading.Condition(lock)  # in-flight count went down
+        self._reader = reader
+        self._stop = stop
+        self._wake = threading.Event()
+        self._claiming = False
+        self._generation = 0
+        self._listener: wakeups.QueueListener | None = None
+
+    def wake(self) -> None:
+        """New work was enqueued: claim now instead of at the next idle timeout."""
+        self._wake.set()
+
+    def listen(self) -> None:
+        """Hear other nodes' work (PostgreSQL); nothing to do on SQLite."""
+        self._listener = wakeups.start_listener(self.store, self.wake)
+
+    def stop(self) -> None:
+        self._wake.set()
+        if self._listener is not None:
+            self._listener.stop()
+        with self.changed:
+            self.changed.notify_all()
+
+    def quiet(self) -> tuple[bool, int]:
+        """(nothing held and no claim under way, a generation that moves on each claim)."""
+        with self.lock:
+            return (not self.held and not self._claiming), self._generation
+
+    def done(self, claims: Iterable[Claim]) -> None:
+        """These claims were written: room for more."""
+        with self.changed:
+            for c in claims:
+                self.held.pop(c.id, None)
+            self.changed.notify_all()
+
+    def take_all(self) -> list[int]:
+        """Forget every held claim (at stop) and return their ids, to hand back."""
+        with self.changed:
+            ids = sorted(self.held)
+            self.held.clear()
+            self.changed.notify_all()
+        return ids
+
+    def run(self, beat: Callable[[], None]) -> None:
+        last_renew = time.monotonic()
+        backoff = 0.1
+        while not self._stop.is_set():
+            beat()
+            try:
+                if time.monotonic() - last_renew > RENEW_EVERY_S:
+                    workqueue.renew_claims(self.store, self.node_id)
+                    last_renew = time.monotonic()
+                with self.changed:
+                    room = self.max_in_flight - len(self.held)
+                    if room <= 0:
+                        self.changed.wait(POLL_S)
+                        continue
+                    self._claiming = True
+                self._wake.clear()
+                try:
+                    claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size))
+                    with self.lock:
+                        for c in claims:
+                            self.held[c.id] = c
+                        self._reader.preparing += len(claims)
+                        self._generation += 1
+                        self.max_in_flight_seen = max(self.max_in_flight_seen, len(self.held))
+                finally:
+                    with self.lock:
+                        self._claiming = False
+                backoff = 0.1
+                if not claims:
+                    self._wake.wait(self.idle_wait_s)
+                    continue
+                self._reader.prepare(claims)
+            except StoreUnavailable as err:
+                log.warning("database busy while claiming (%s); retrying in %.1fs", err, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
+                log.exception("claimer error; continuing")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+
+__all__ = ["IDLE_WAIT_S", "RENEW_EVERY_S", "Claimer"]
