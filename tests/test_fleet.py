@@ -6,16 +6,21 @@ parametrized in conftest); the ones named *_pg need PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import event, func, select
 
+from imagegen import make_image
 from labelsd import records
 from labelsd.records import FileFacts, OutcomeKind
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import contents, workqueue
+from labelsd.store.engine import open_store
 from labelsd.store.schema import Content, Prediction, QueueItem, TrackedPath
+from servicekit import wait_for
 
 TOP3 = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
         PredictionRecord(2, "tiger cat", "n02123159", 282, 0.2),
@@ -160,3 +165,61 @@ def test_empty_and_single_batches(store, tmp_path, n):
     workqueue.enqueue(store, _facts(tmp_path, n))
     contents.record_outcomes(store, "n", [_classified(c) for c in workqueue.claim(store, "n", 5)])
     assert store.counts()["done"] == n
+
+
+# ---- wake-ups (PostgreSQL LISTEN/NOTIFY) ---------------------------------------------
+
+
+class StandInClassifier:
+    """Where the model would be: a fixed top-3 per image, no TensorFlow."""
+
+    name = "stand-in"
+    device = "cpu"
+    batch_size = 8
+
+    def top3(self, batch):
+        return [list(TOP3) for _ in range(len(batch))]
+
+
+def test_an_idle_node_hears_work_queued_by_another_once_per_transaction_pg(pg_url, tmp_path):
+    from labelsd.store.wakeups import start_listener
+
+    with open_store(pg_url) as idle, open_store(pg_url, migrate=False) as other:
+        woken = threading.Event()
+        listener = start_listener(idle, woken.set)
+        try:
+            assert listener.wait_listening(30)
+            workqueue.enqueue(other, _facts(tmp_path, 300))  # one transaction, 300 rows
+            assert woken.wait(30), "the idle node was not woken"
+            workqueue.enqueue(other, _facts(tmp_path, 1, 1000))  # a second transaction
+            wait_for(lambda: listener.heard >= 2, 30, "the second notification")
+            time.sleep(0.3)  # a third notification, if one were sent per row, would be here by now
+            assert listener.heard == 2
+        finally:
+            listener.stop()
+        assert not any(t.name == "labelsd-queue-listener" for t in threading.enumerate())
+
+
+def test_listener_is_postgresql_only(store):
+    from labelsd.store.wakeups import start_listener
+
+    listener = start_listener(store, lambda: None)
+    assert (listener is None) == (store.dialect == "sqlite")
+    if listener is not None:
+        listener.stop()
+
+
+def test_an_idle_pipeline_starts_on_another_nodes_work_without_polling_pg(pg_url, tmp_path):
+    """The pipeline polls only every 120 s here: only the NOTIFY can start it in time."""
+    from labelsd.pipeline.runner import Pipeline
+
+    (tmp_path / "inbox").mkdir()
+    images = [make_image(tmp_path / "inbox" / f"p{i}.jpg", seed=i) for i in range(3)]
+    with open_store(pg_url) as node_store, open_store(pg_url, migrate=False) as other:
+        with Pipeline(node_store, StandInClassifier(), "idle-node", idle_wait_s=120,
+                      decode_workers=1) as pipe:
+            assert pipe.wait_idle(30)
+            assert pipe._claims._listener.wait_listening(30)
+            workqueue.enqueue(other, [str(p) for p in images])
+            wait_for(lambda: pipe.done == 3, 60, "the idle node to label the other node's work")
+        assert other.counts()["done"] == 3

@@ -54,8 +54,8 @@ class QueueListener:
         # A connection of its own, detached from the pool: it stays open for the
         # node's life, so it must not count against the pool's bound.
         raw = self.store.engine.raw_connection()
-        raw.detach()
         conn = raw.driver_connection
+        raw.detach()
         conn.autocommit = True
         conn.execute(f"LISTEN {QUEUE_CHANNEL}")
         return conn
