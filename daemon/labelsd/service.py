@@ -29,7 +29,7 @@ from labelsd.config import DEVICES, LOG_LEVELS, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
-from labelsd.store import nodes, workqueue
+from labelsd.store import counters, nodes, workqueue
 
 log = logging.getLogger("labelsd")
 
@@ -193,7 +193,7 @@ class Service:
         self._take_over_dead_nodes()
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=self.classifier.device, watching=roots)
-        self._labeled_before = self.store.counts()["done"]
+        self._labeled_before = counters.status_counts(self.store)["done"]
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
                                  max_wait_ms=s.max_wait_ms).start()

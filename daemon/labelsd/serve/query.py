@@ -27,6 +27,7 @@ from sqlalchemy.orm import aliased
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import select_classes
 from labelsd.records import ImageRecord
+from labelsd.store.counters import status_counts
 from labelsd.store.engine import Store
 from labelsd.store.nodes import list_nodes
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath
@@ -168,7 +169,7 @@ def service_status(store: Store) -> dict:
     and heartbeat_age_s describe the freshest node (alive ones first), null or
     empty when no service ever registered."""
     nodes = list_nodes(store)
-    counts = store.counts()
+    counts = status_counts(store)  # from counters: the same cost at any library size
     freshest = sorted(nodes, key=lambda n: not n.alive)[0] if nodes else None
     return {
         "running": any(n.alive for n in nodes),

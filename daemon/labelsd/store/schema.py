@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -134,7 +135,8 @@ class QueueItem(Base):
     claimed_by: Mapped[str | None] = mapped_column(String(200))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
-    __table_args__ = (Index("ix_queue_state_claim", "state", "claimed_at"),)
+    __table_args__ = (Index("ix_queue_queued", "id", sqlite_where=text("state = 'queued'"),
+                            postgresql_where=text("state = 'queued'")),)
 
 
 class Node(Base):

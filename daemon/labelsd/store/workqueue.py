@@ -21,6 +21,7 @@ from sqlalchemy import delete, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from labelsd.records import Claim, FileFacts, Outcome
+from labelsd.store import counters
 from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
 from labelsd.store.schema import Content, QueueItem, TrackedPath, as_utc, utcnow
 
@@ -214,6 +215,5 @@ def retry_failed(store: Store) -> int:
 
 
 def queue_depth(store: Store) -> int:
-    with store.read() as session:
-        return session.query(QueueItem).filter(QueueItem.state == "queued").count()
-
+    """Rows waiting in the queue, from the counters (no count of the queue)."""
+    return counters.queue_depth(store)
