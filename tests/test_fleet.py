@@ -6,6 +6,8 @@ parametrized in conftest); the ones named *_pg need PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -296,3 +298,71 @@ def test_counters_stay_exact_under_concurrent_nodes_pg(pg_url, tmp_path):
         with store.read() as session:
             shards = session.scalar(select(func.count()).select_from(counters.counters))
         assert shards >= 2  # the writes spread over shards, not one hot row
+
+
+# ---- metrics ---------------------------------------------------------------------------
+
+
+def _scrape(port: int) -> dict[str, float]:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def test_metrics_endpoint_counts_what_the_pipeline_reports(store, tmp_path):
+    from labelsd.events import Events
+    from labelsd.metrics import start_metrics
+
+    events = Events()
+    metrics = start_metrics("127.0.0.1:0", events, store)
+    try:
+        port = metrics._server.server_address[1]
+        workqueue.enqueue(store, _facts(tmp_path, 5))
+        claims = workqueue.claim(store, "n", 3)
+        outcomes = [_classified(claims[0]),
+                    records.Outcome(claims[1], OutcomeKind.LINKED, sha256="a" * 64),
+                    records.Outcome(claims[2], OutcomeKind.BAD_IMAGE, sha256="b" * 64, error="x")]
+        events.emit("batch_written", outcomes)
+        events.emit("model_ran", 1, 0.25)
+        events.emit("model_ran", 1, 0.5)
+        events.emit("db_wrote", 3, 0.02)
+        events.emit("image_decoded", 0.004)
+        got = _scrape(port)
+    finally:
+        metrics.stop()
+        metrics.stop()  # twice is fine
+    assert got['labelsd_images_total{outcome="labelled"}'] == 1
+    assert got['labelsd_images_total{outcome="linked"}'] == 1
+    assert got['labelsd_images_total{outcome="failed"}'] == 1
+    assert got['labelsd_images_total{outcome="retried"}'] == 0
+    assert got["labelsd_queue_depth"] == 5
+    assert got["labelsd_batch_size_count"] == 1 and got["labelsd_batch_size_sum"] == 3
+    assert got["labelsd_model_busy_seconds_total"] == 0.75
+    assert got["labelsd_model_batch_seconds_count"] == 2
+    assert got["labelsd_db_write_seconds_count"] == 1
+    assert got["labelsd_decode_seconds_count"] == 1
+
+
+@pytest.mark.parametrize("bad", ["9464", "host:", "host:port", "1.2.3.4:70000"])
+def test_metrics_address_must_be_host_and_port(bad):
+    from labelsd.errors import ConfigError
+    from labelsd.metrics import parse_address
+
+    with pytest.raises(ConfigError, match="HOST:PORT"):
+        parse_address(bad)
+
+
+def test_prometheus_client_is_imported_only_with_metrics(tmp_path):
+    code = ("import sys, labelsd.service, labelsd.pipeline.runner, labels_cli.app; "
+            "sys.exit('prometheus_client' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_metrics_flag_reaches_the_settings(tmp_path):
+    from labelsd.service import build_parser, settings_from_args
+
+    args = build_parser().parse_args(["--watch", str(tmp_path), "--metrics", "127.0.0.1:9464"])
+    assert settings_from_args(args).metrics == "127.0.0.1:9464"

@@ -44,6 +44,7 @@ class Settings:
     log_level: str = "info"
     decode_workers: int = 0  # 0: one per core the process may use
     max_wait_ms: int = 50
+    metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
     config_file: str | None = None  # the file these settings were read from, if any
 
     def with_overrides(self, **values: Any) -> Settings:

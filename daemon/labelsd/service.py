@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
                    help="debug, info, warning or error (default info)")
+    p.add_argument("--metrics", metavar="HOST:PORT",
+                   help="serve Prometheus metrics there (e.g. 127.0.0.1:9464; default off)")
     p.add_argument("--version", action="version", version=f"labelsd {__version__}")
     return p
 
@@ -77,7 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
-            "log_level": args.log_level}
+            "log_level": args.log_level, "metrics": args.metrics}
 
 
 # --------------------------------------------------------------------------- logging
@@ -141,6 +143,7 @@ class Service:
         self.classifier = None
         self.pipeline = None
         self.watcher = None
+        self.metrics = None
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
         self.stop_reason: str | None = None
@@ -197,6 +200,9 @@ class Service:
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
                                  max_wait_ms=s.max_wait_ms).start()
+        if s.metrics:  # a listener of the pipeline's events; prometheus_client only then
+            from labelsd.metrics import start_metrics
+            self.metrics = start_metrics(s.metrics, self.pipeline.events, self.store)
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll)
         self.watcher.start()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
@@ -260,7 +266,7 @@ class Service:
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
-                                           "decode_workers", "max_wait_ms")
+                                           "decode_workers", "max_wait_ms", "metrics")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",
@@ -322,6 +328,7 @@ class Service:
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
             ("heartbeat", self._stop_heartbeat),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
+            ("metrics", lambda: self.metrics and self.metrics.stop()),
             ("node", lambda: self.started and nodes.mark_stopped(self.store, self.node_id)),
             ("store", lambda: self.store and self.store.close()),
         ]
