@@ -6,6 +6,7 @@ parametrized in conftest); the ones named *_pg need PostgreSQL."""
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 import sys
 import threading
@@ -366,3 +367,97 @@ def test_metrics_flag_reaches_the_settings(tmp_path):
 
     args = build_parser().parse_args(["--watch", str(tmp_path), "--metrics", "127.0.0.1:9464"])
     assert settings_from_args(args).metrics == "127.0.0.1:9464"
+
+
+# ---- one walker per shared root --------------------------------------------------------
+
+
+def _register(store, *names):
+    from labelsd.store import nodes
+
+    for name in names:
+        nodes.register(store, name, model="m", device="cpu", watching=[])
+
+
+def test_walk_lease_one_walker_then_the_others_skip_while_it_lives(store, tmp_path):
+    from labelsd.store import nodes, walks
+
+    root = str(tmp_path / "share")
+    _register(store, "a", "b", "c")
+    assert walks.take(store, root, "a") == walks.MINE
+    assert walks.take(store, root, "b") == walks.BUSY
+    assert walks.take(store, root, "a") == walks.MINE  # its own lease, again
+    walks.release(store, root, "a", completed=True)
+    assert walks.take(store, root, "b") == walks.COVERED
+    nodes.mark_stopped(store, "a")  # the walker is gone: its watch no longer covers the root
+    assert walks.take(store, root, "b") == walks.MINE
+    walks.release(store, root, "b", completed=False)  # stopped half-way: covers nothing
+    assert walks.take(store, root, "c") == walks.MINE
+
+
+def test_a_dead_walkers_lease_runs_out_and_is_taken_over(store, tmp_path):
+    from labelsd.store import walks
+
+    root = str(tmp_path / "share")
+    _register(store, "dead", "live")
+    assert walks.take(store, root, "dead", lease_s=0.3) == walks.MINE
+    assert walks.take(store, root, "live") == walks.BUSY
+    wait_for(lambda: walks.take(store, root, "live") == walks.MINE, 30, "the lease to run out")
+
+
+def test_nodes_starting_together_walk_a_shared_root_once(store, tmp_path):
+    from labelsd.store.walks import WalkLeases
+
+    root = str(tmp_path / "share")
+    names = [f"node-{i}" for i in range(4)]
+    _register(store, *names)
+    walked: list[str] = []
+    stop = threading.Event()
+    first_in = threading.Event()
+    let_go = threading.Event()
+
+    def reconcile_as(name):
+        def reconcile(_root):
+            walked.append(name)
+            first_in.set()
+            assert let_go.wait(30)
+            return True
+        return reconcile
+
+    threads = [threading.Thread(target=WalkLeases(store, n, wait_s=0.05).walk,
+                                args=(root, stop, reconcile_as(n))) for n in names]
+    for t in threads:
+        t.start()
+    assert first_in.wait(30)
+    time.sleep(0.3)  # the others are waiting on the lease meanwhile (and must not walk)
+    let_go.set()
+    for t in threads:
+        t.join(30)
+    assert len(walked) == 1, walked
+
+
+def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, tmp_path, caplog):
+    import logging
+
+    from labelsd.store.walks import WalkLeases
+    from labelsd.watch.watcher import Watcher
+
+    share = tmp_path / "share"
+    share.mkdir()
+    old = time.time() - 3600  # settled long ago: queued by the walk at once
+    for i in range(20):
+        path = make_image(share / f"photo_{i}.jpg", seed=i)
+        os.utime(path, (old, old))
+    _register(store, "a", "b")
+    caplog.set_level(logging.INFO, logger="labelsd")
+    watchers = [Watcher(store, [str(share)], on_enqueued=lambda: None,
+                        walk_leases=WalkLeases(store, n, wait_s=0.05)) for n in ("a", "b")]
+    try:
+        for w in watchers:
+            w.start()
+        wait_for(lambda: workqueue.queue_depth(store) == 20, 60, "the share to be queued")
+        wait_for(lambda: "was walked by another live node" in caplog.text, 60, "the second to skip")
+    finally:
+        for w in watchers:
+            w.stop()
+    assert caplog.text.count("scanned ") == 1, caplog.text

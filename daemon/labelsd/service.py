@@ -184,6 +184,7 @@ class Service:
         from labelsd.model.classifier import load_classifier
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
+        from labelsd.store.walks import WalkLeases
         from labelsd.watch.watcher import Watcher
 
         s = self.settings
@@ -203,7 +204,8 @@ class Service:
         if s.metrics:  # a listener of the pipeline's events; prometheus_client only then
             from labelsd.metrics import start_metrics
             self.metrics = start_metrics(s.metrics, self.pipeline.events, self.store)
-        self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll)
+        self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll,
+                               walk_leases=WalkLeases(self.store, self.node_id))
         self.watcher.start()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
                                            daemon=True)

@@ -144,6 +144,11 @@ def _v3_fleet_queue(conn: Connection) -> None:
     pg = conn.dialect.name == "postgresql"
     conn.execute(text("CREATE TABLE counters (name VARCHAR(40) NOT NULL, shard INTEGER NOT NULL, "
                       "n BIGINT NOT NULL, PRIMARY KEY (name, shard))"))
+    # One walker per shared root (store/walks.py): who walks it now, who walked it last.
+    stamp = "TIMESTAMP WITH TIME ZONE" if pg else "DATETIME"
+    conn.execute(text(f"CREATE TABLE walks (root TEXT PRIMARY KEY, held_by VARCHAR(200), "
+                      f"expires_at {stamp}, started_at {stamp}, finished_at {stamp}, "
+                      f"walked_by VARCHAR(200))"))
     # Claims walk queued rows in id order: a partial index holds only those, and
     # with the (state, claimed_at) index gone a claim's UPDATE touches no indexed
     # column, so PostgreSQL can make it a HOT update (no index churn, less bloat).
@@ -224,7 +229,7 @@ def _sqlite_counter_triggers(conn: Connection) -> None:
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "queue back-off, node stop time, predictions index", _v2_retry_backoff_and_search_index),
-    (3, "fleet: counters, partial queue index, queue autovacuum", _v3_fleet_queue),
+    (3, "fleet: counters, walk leases, partial queue index, queue autovacuum", _v3_fleet_queue),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -105,8 +105,9 @@ class Watcher:
                  poll: bool = False, settle_s: float = SETTLE_S, window_s: float = WINDOW_S,
                  inotify_factory: Callable[[], object] | None = None,
                  watch_room: Callable[[str], bool] = inotify_has_room,
-                 root_check_s: float = ROOT_CHECK_S):
+                 root_check_s: float = ROOT_CHECK_S, walk_leases=None):
         self.store = store
+        self.walk_leases = walk_leases  # store.walks.WalkLeases: one start-up walk per root in a fleet
         self.poll = poll
         self.settle_s = settle_s
         self.window_s = window_s
@@ -153,7 +154,7 @@ class Watcher:
         self._alarm = _OverflowAlarm(self.rescan)
         logging.getLogger("watchdog.observers.inotify_c").addFilter(self._alarm)
         for root in self._initial:
-            self.add_root(root)
+            self.add_root(root, startup=True)
         return self
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -172,7 +173,7 @@ class Watcher:
             if thread.is_alive():
                 log.warning("%s did not stop within %.0fs", thread.name, timeout)
 
-    def add_root(self, root: str) -> bool:
+    def add_root(self, root: str, startup: bool = False) -> bool:
         """Watch one more folder (recursively) and reconcile it. False if already watched."""
         root = canonical_root(root)
         with self._lock:
@@ -184,8 +185,15 @@ class Watcher:
         self._watches.add(root)
         with self._lock:
             self._roots.append(root)
-        self._start_scan(self.reconcile, root)
+        self._start_scan(self._startup_walk if startup else self.reconcile, root)
         return True
+
+    def _startup_walk(self, root: str) -> None:
+        """The start-up reconcile, walked by one node of a fleet at a time (walk_leases)."""
+        if self.walk_leases is None:
+            self.reconcile(root)
+        else:
+            self.walk_leases.walk(root, self._stop, self.reconcile)
 
     def _start_scan(self, target: Callable[..., None], *args, name: str = "watch-scan") -> None:
         scan = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -246,8 +254,9 @@ class Watcher:
 
         self._start_scan(run, name="watch-rescan")
 
-    def reconcile(self, root: str) -> None:
-        """Queue new or changed files under `root`, mark vanished ones missing."""
+    def reconcile(self, root: str) -> bool:
+        """Queue new or changed files under `root`, mark vanished ones missing.
+        True when the walk finished."""
         started = time.monotonic()
         try:
             result = reconcile_root(self.store, root, self.roots or [root],
@@ -255,10 +264,11 @@ class Watcher:
                                     stop=self._stop)
         except LabelsError as err:
             log.error("scanning %s failed: %s", root, err)
-            return
+            return False
         if result.finished:
             log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
                      result.queued, result.missing, time.monotonic() - started)
+        return result.finished
 
     def _settle_later(self, path: str) -> None:
         """From a scan thread: the intake's settle tracker decides when `path` is whole."""
