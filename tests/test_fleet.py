@@ -461,3 +461,36 @@ def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, 
         for w in watchers:
             w.stop()
     assert caplog.text.count("scanned ") == 1, caplog.text
+
+
+# ---- a bounded pool per node -------------------------------------------------------------
+
+
+def test_a_node_never_holds_more_connections_than_its_pool_bound_pg(pg_url):
+    from sqlalchemy import text
+
+    from labelsd.store.engine import POOL_OVERFLOW, POOL_SIZE
+
+    with open_store(pg_url) as node, open_store(pg_url, migrate=False) as observer:
+        database = node.engine.url.database
+        peak = 0
+        start = threading.Barrier(20)
+
+        def busy() -> None:
+            start.wait(30)
+            with node.read() as session:
+                session.execute(text("SELECT pg_sleep(0.2)"))
+
+        threads = [threading.Thread(target=busy) for _ in range(20)]
+        for t in threads:
+            t.start()
+        while any(t.is_alive() for t in threads):
+            with observer.read() as session:
+                n = session.scalar(text("SELECT count(*) FROM pg_stat_activity "
+                                        "WHERE datname = :db AND query LIKE 'SELECT pg_sleep%'"),
+                                   {"db": database})
+            peak = max(peak, n)
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+    assert 1 < peak <= POOL_SIZE + POOL_OVERFLOW, peak

@@ -20,6 +20,7 @@ from sqlalchemy import Engine, case, create_engine, event, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
@@ -34,6 +35,13 @@ SQLITE_BUSY_TIMEOUT_S = 30
 # The most values in one `IN (...)` list or one multi-row write: SQLite before 3.32
 # allowed 999 bound variables per statement; 500 stays below it with room to spare.
 CHUNK = 500
+# A node's connections to a database server: at most POOL_SIZE + POOL_OVERFLOW at
+# once (claimer, writer, heartbeat, watcher intake, a walk, a metrics scrape use one
+# each at most), plus the queue listener's own. N nodes need N x 9 of PostgreSQL's
+# max_connections (default 100, 3 kept for superusers): 10 nodes fit the default.
+POOL_SIZE = 4
+POOL_OVERFLOW = 4
+POOL_TIMEOUT_S = 30  # a thread waits this long for a free connection, then StoreUnavailable
 
 
 def is_url(db: str) -> bool:
@@ -87,7 +95,8 @@ def _sqlite_engine(db_path: str) -> Engine:
 
 def _url_engine(url: str) -> Engine:
     try:
-        return create_engine(url, pool_pre_ping=True)
+        return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
+                             max_overflow=POOL_OVERFLOW, pool_timeout=POOL_TIMEOUT_S)
     except (SQLAlchemyError, ImportError, ValueError) as err:
         raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
 
@@ -165,6 +174,9 @@ class Store:
                 yield session
         except (OperationalError, DBAPIError) as err:
             raise _explain(err, self.where) from err
+        except PoolTimeout as err:
+            raise StoreUnavailable(f"every connection to {self.where} stayed busy for "
+                                   f"{POOL_TIMEOUT_S}s; try again") from err
 
     def write(self) -> contextmanager:
         """One write transaction (committed on success, rolled back on error)."""
