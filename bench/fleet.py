@@ -115,6 +115,66 @@ def claim_latency(db: str, queued: int, nodes: int = 4, batch_size: int = 32,
     return statistics.median(times), times[int(len(times) * 0.95)]
 
 
+def wake_latency(db: str, tries: int = 20) -> tuple[float, float]:
+    """Seconds from another node's enqueue (committed) until an idle node, sleeping
+    on its wake-up with a 60 s poll, has claimed the work: median and worst."""
+    from labelsd.store.wakeups import start_listener
+
+    idle, other = open_store(db), open_store(db, migrate=False)
+    woken = threading.Event()
+    listener = start_listener(idle, woken.set)
+    assert listener is not None and listener.wait_listening(30)
+    delays = []
+    try:
+        for i in range(tries):
+            woken.clear()
+            start = time.perf_counter()
+            workqueue.enqueue(other, [FileFacts(f"/bench/wake/{i}.jpg", 1, 1)])
+            if not woken.wait(60):  # the idle claimer's fallback poll would be this
+                raise RuntimeError("no wake-up within 60 s")
+            claims = workqueue.claim(idle, "idle-node", 8)
+            delays.append(time.perf_counter() - start)
+            contents.record_outcomes(idle, "idle-node", stand_in_classify(claims))
+    finally:
+        listener.stop()
+        idle.close()
+        other.close()
+    return statistics.median(delays), max(delays)
+
+
+def library_queries(db: str, images: int) -> None:
+    """`labels search cat`, `status`, `stats` and `export` (CLI subprocesses) over a
+    synthetic library (bench/query.py's builder), with export's peak memory."""
+    from query import build
+
+    if not Path(db).exists():
+        build(db, images)
+
+    def cli(*args: str) -> tuple[float, float]:
+        code = ("import resource, sys; from labels_cli.app import main\n"
+                "try:\n    main()\nfinally:\n"
+                "    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)")
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-c", code, "--db", db, *args],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        took = time.perf_counter() - start
+        if proc.returncode not in (0, 3):  # status exits 3: no service is running
+            raise RuntimeError(f"labels {' '.join(args)} failed: {proc.stderr[-2000:]}")
+        return took, int(proc.stderr.strip().splitlines()[-1]) / 1024
+
+    startup, base_mb = cli("--help")
+    for name, args, goal in (("search cat", ("search", "cat", "--json"), "< 0.5 s"),
+                             ("status", ("status", "--json"), "< 0.5 s"),
+                             ("stats", ("stats", "--json"), "< 2 s")):
+        took = statistics.median(cli(*args)[0] for _ in range(3))
+        print(f"(d) labels {name} at {images:,} images: {took:.2f} s "
+              f"(start-up alone {startup:.2f} s; goal {goal})")
+    # A real file: `-o` replaces its target atomically (never point it at /dev/null).
+    took, peak_mb = cli("export", "--format", "json", "-o", str(Path(db).with_suffix(".json")))
+    print(f"(d) labels export at {images:,} images: {took:.1f} s, peak RSS {peak_mb:.0f} MB "
+          f"(the CLI alone {base_mb:.0f} MB; goal: flat memory)")
+
+
 def print_one_node(name: str, rates: dict[str, float], goal: float = 3000) -> None:
     before = BEFORE[f"record_{name}"]
     print(f"(a) one node on {name}: enqueue {rates['enqueue']:,.0f} img/s, claim "
@@ -128,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--burst", type=int, default=1000, help="paths per enqueue call")
     p.add_argument("--queued", type=int, default=200_000)
-    p.add_argument("--library", type=int, default=1_000_000)
+    p.add_argument("--library", type=int, default=1_000_000, help="images (0: skip part d)")
+    p.add_argument("--library-db", help="reuse (or build) this SQLite file for part d")
     p.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     p.add_argument("--no-postgres", action="store_true")
     args = p.parse_args(argv)
@@ -137,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="labels-fleet-") as tmp:
         rates = one_node(os.path.join(tmp, "one.db"), args.images, args.batch_size, args.burst)
         print_one_node("sqlite", rates)
+        if args.library:
+            library_queries(args.library_db or os.path.join(tmp, "library.db"), args.library)
         if not args.no_postgres:
             from pgserver import PgServer, find_bindir
             if find_bindir() is None:
@@ -153,6 +216,9 @@ def run_postgres(pg, args) -> None:
     median, p95 = claim_latency(pg.create_database("latency"), args.queued)
     print(f"(b) claim latency, {args.queued:,} queued, 4 nodes claiming: median "
           f"{median * 1000:.1f} ms, p95 {p95 * 1000:.1f} ms (goal < 10 ms)")
+    median, worst = wake_latency(pg.create_database("wake"))
+    print(f"(c) idle node picks up another node's work: median {median * 1000:.1f} ms, worst "
+          f"{worst * 1000:.1f} ms (goal < 100 ms; was up to 1,000 ms, the idle poll)")
 
 
 if __name__ == "__main__":
