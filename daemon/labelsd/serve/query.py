@@ -140,7 +140,7 @@ class Stats:
 def stats(store: Store, top: int = 10) -> Stats:
     """Counts by status, distinct contents, tags, and the `top` most frequent
     first labels (counted over present, classified images)."""
-    counts = store.counts()
+    counts = status_counts(store)
     images = func.count(TrackedPath.id)
     top_stmt = (select(Prediction.label, images)
                 .select_from(TrackedPath)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy import Column, MetaData, String, Table, and_, func, select
+from sqlalchemy import Column, MetaData, String, Table, and_, func, literal_column, select
 from sqlalchemy.orm import Session
 
 from labelsd.store.engine import Store
@@ -45,7 +45,8 @@ def status_counts(store: Store) -> dict[str, int]:
         by_content = dict(session.execute(
             select(Content.status, func.count()).select_from(TrackedPath)
             .join(Content, Content.sha256 == TrackedPath.sha256)
-            .where(Content.status != "done", TrackedPath.missing.is_(False), unqueued)
+            .where(Content.status != literal_column("'done'"),  # a literal: the partial index
+                   TrackedPath.missing.is_(False), unqueued)
             .group_by(Content.status)).all())
         never_read = session.scalar(select(func.count()).select_from(TrackedPath).where(
             and_(TrackedPath.sha256.is_(None), TrackedPath.missing.is_(False), unqueued)))

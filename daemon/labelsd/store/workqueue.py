@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, text, tuple_, update
+from sqlalchemy import delete, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
 from labelsd.records import Claim, FileFacts, Outcome
@@ -114,27 +114,33 @@ def notify_queued(session: Session) -> None:
 def claimable(now: datetime, lease: timedelta = CLAIM_LEASE) -> tuple:
     """THE rule for which queue rows a node may take (claim, and the pipeline's
     idleness check, use it): queued, past its back-off, and not claimed, or
-    claimed longer than `lease` ago by a node that stopped renewing (a dead one)."""
-    return (QueueItem.state == "queued",
+    claimed longer than `lease` ago by a node that stopped renewing (a dead one).
+    'queued' is written as a literal, not a parameter: only then may PostgreSQL (in
+    a generic plan too) and SQLite use the partial index of queued rows."""
+    return (QueueItem.state == literal_column("'queued'"),
             or_(QueueItem.not_before.is_(None), QueueItem.not_before <= now),
             or_(QueueItem.claimed_by.is_(None), QueueItem.claimed_at < now - lease))
 
 
 def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE) -> list[Claim]:
     """Atomically take up to `limit` queued paths for this node, oldest first.
-    Rows claimed by another node more than `lease` ago are taken over."""
+    Rows claimed by another node more than `lease` ago are taken over. One
+    statement: an UPDATE of the rows a locking sub-select picks (FOR UPDATE SKIP
+    LOCKED on PostgreSQL; SQLite's write transaction is the lock), RETURNING them.
+    The pick is a CTE, which PostgreSQL runs once (one with row locks is never
+    folded into the UPDATE), so the LIMIT holds."""
     now = utcnow()
+    picked = (select(QueueItem.id).where(*claimable(now, lease))
+              .order_by(QueueItem.id).limit(limit).with_for_update(skip_locked=True)
+              .cte("picked"))
+    queue = QueueItem.__table__
     with store.write() as session:
         rows = session.execute(
-            select(QueueItem.id, QueueItem.path, QueueItem.enqueued_at, QueueItem.attempts)
-            .where(*claimable(now, lease))
-            .order_by(QueueItem.id).limit(limit)
-            .with_for_update(skip_locked=True)).all()
-        if not rows:
-            return []
-        session.execute(update(QueueItem).where(QueueItem.id.in_([r.id for r in rows]))
-                        .values(claimed_by=node_id, claimed_at=now))
-    return [Claim(r.id, r.path, as_utc(r.enqueued_at), r.attempts) for r in rows]
+            update(queue).where(queue.c.id == picked.c.id)
+            .values(claimed_by=node_id, claimed_at=now)
+            .returning(queue.c.id, queue.c.path, queue.c.enqueued_at, queue.c.attempts)).all()
+    return [Claim(r.id, r.path, as_utc(r.enqueued_at), r.attempts)
+            for r in sorted(rows, key=lambda r: r.id)]
 
 
 def has_claimable(store: Store) -> bool:
