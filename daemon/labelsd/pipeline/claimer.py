@@ -3,8 +3,13 @@
 is written.
 
 It is the one owner of this node's claims, so it is also the one that renews
-them (every RENEW_EVERY_S, a third of the lease: a live node's claims are never
-taken over, a dead node's come back after the lease), and the one that sleeps
+them (every RENEW_EVERY_S, a third of the lease: a working node's claims are never
+taken over, a dead node's come back after the lease). The service's heartbeat
+used to renew them as well; it no longer does, on purpose: a node whose claim
+loop is stuck for longer than the lease (a hung network read) should lose its
+work to the others, and if it wakes up and writes after all, the store makes that
+late write harmless (a content already `done` is kept; its queue row is gone).
+It is also the one that sleeps
 when the queue is empty: woken at once by `wake()` (this process queued work),
 by a PostgreSQL NOTIFY (another node did; `store.wakeups`), or at worst after
 `idle_wait_s` (the polling fallback).
