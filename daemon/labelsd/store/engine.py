@@ -16,7 +16,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy import Engine, bindparam, case, create_engine, event, func, select
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
@@ -126,17 +127,24 @@ def dialect_insert(session: Session, table):
 
 
 def write_rows(session: Session, stmt, rows: list[dict]) -> None:
-    """Run an INSERT (upsert) for many rows in as few round trips as the database
-    allows. PostgreSQL: one multi-row VALUES statement per CHUNK rows, since each
-    statement of an executemany is a round trip and a plan even in pipeline mode.
-    SQLite: executemany, a loop in C within the process."""
+    """Run an INSERT (upsert) `stmt` for many rows (dicts with the same keys) in one
+    statement. SQLite: executemany, a loop in C within the process. PostgreSQL:
+    `INSERT ... SELECT * FROM unnest(:col1, :col2, ...)` with one array per column,
+    so the SQL text is the same whatever the number of rows: SQLAlchemy compiles it
+    once and the server prepares it once, where a multi-row VALUES would be compiled
+    afresh per size and an executemany would run a statement (and fire the
+    counters' statement triggers) per row."""
     if not rows:
         return
     if session.bind.dialect.name != "postgresql":
         session.execute(stmt, rows)
         return
-    for start in range(0, len(rows), CHUNK):
-        session.execute(stmt.values(rows[start:start + CHUNK]))
+    names = list(rows[0])
+    table = stmt.table
+    columns = func.unnest(*(bindparam(f"col_{name}", type_=ARRAY(table.c[name].type))
+                            for name in names)).table_valued(*names).render_derived(name="v")
+    session.execute(stmt.from_select(names, select(*(columns.c[name] for name in names))),
+                    {f"col_{name}": [row[name] for row in rows] for name in names})
 
 
 class Store:
