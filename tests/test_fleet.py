@@ -494,3 +494,30 @@ def test_a_node_never_holds_more_connections_than_its_pool_bound_pg(pg_url):
         for t in threads:
             t.join()
     assert 1 < peak <= POOL_SIZE + POOL_OVERFLOW, peak
+
+
+def test_service_serves_metrics_of_what_it_labels(tmp_path, weights_file):
+    """The real labelsd with --metrics: a labelled image shows on the endpoint."""
+    import socket
+
+    from servicekit import Service
+
+    with socket.socket() as probe:  # a free port (the service must be told one)
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    svc = Service(tmp_path, db=tmp_path / "labels.db", weights=weights_file, watch=[inbox],
+                  args=["--metrics", f"127.0.0.1:{port}"])
+    svc.start()
+    try:
+        svc.wait_ready()
+        make_image(tmp_path / "photo.jpg", seed=3).rename(inbox / "photo.jpg")
+        got = wait_for(lambda: (lambda m: m if m['labelsd_images_total{outcome="labelled"}'] == 1
+                                else None)(_scrape(port)), 120, "the image in the metrics")
+        assert got["labelsd_model_batch_seconds_count"] >= 1
+        assert got["labelsd_decode_seconds_count"] >= 1
+        assert got["labelsd_db_write_seconds_count"] >= 1
+        assert got["labelsd_queue_depth"] == 0
+    finally:
+        assert svc.stop() == 0, svc.tail()
