@@ -52,12 +52,15 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
     with store.write() as session:
         # The batch's known contents and what each path pointed at before (a
         # changed photo keeps its tags), one query each.
+        # (Core columns, not ORM attributes: the ORM's statement path costs more
+        # Python than these lookups cost the database.)
         shas = sorted({o.sha256 for o in final if o.sha256})
-        stored = dict(session.execute(select(Content.sha256, Content.status)
-                                      .where(Content.sha256.in_(shas))).all()) if shas else {}
+        c, p = Content.__table__.c, TrackedPath.__table__.c
+        stored = dict(session.execute(select(c.sha256, c.status)
+                                      .where(c.sha256.in_(shas))).all()) if shas else {}
         before = {row.path: row for row in session.execute(
-            select(TrackedPath.path, TrackedPath.sha256, TrackedPath.missing)
-            .where(TrackedPath.path.in_([o.claim.path for o in final])))} if final else {}
+            select(p.path, p.sha256, p.missing)
+            .where(p.path.in_([o.claim.path for o in final])))} if final else {}
         if final:
             _store_contents(session, final, stored, now)
             _point_paths(session, final, now)

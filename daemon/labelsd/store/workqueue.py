@@ -117,9 +117,10 @@ def claimable(now: datetime, lease: timedelta = CLAIM_LEASE) -> tuple:
     claimed longer than `lease` ago by a node that stopped renewing (a dead one).
     'queued' is written as a literal, not a parameter: only then may PostgreSQL (in
     a generic plan too) and SQLite use the partial index of queued rows."""
-    return (QueueItem.state == literal_column("'queued'"),
-            or_(QueueItem.not_before.is_(None), QueueItem.not_before <= now),
-            or_(QueueItem.claimed_by.is_(None), QueueItem.claimed_at < now - lease))
+    q = QueueItem.__table__.c
+    return (q.state == literal_column("'queued'"),
+            or_(q.not_before.is_(None), q.not_before <= now),
+            or_(q.claimed_by.is_(None), q.claimed_at < now - lease))
 
 
 def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE) -> list[Claim]:
@@ -130,10 +131,10 @@ def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE
     The pick is a CTE, which PostgreSQL runs once (one with row locks is never
     folded into the UPDATE), so the LIMIT holds."""
     now = utcnow()
-    picked = (select(QueueItem.id).where(*claimable(now, lease))
-              .order_by(QueueItem.id).limit(limit).with_for_update(skip_locked=True)
-              .cte("picked"))
     queue = QueueItem.__table__
+    picked = (select(queue.c.id).where(*claimable(now, lease))
+              .order_by(queue.c.id).limit(limit).with_for_update(skip_locked=True)
+              .cte("picked"))
     with store.write() as session:
         rows = session.execute(
             update(queue).where(queue.c.id == picked.c.id)
