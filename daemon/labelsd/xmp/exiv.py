@@ -27,8 +27,6 @@ def load():
             import exiv2
 
             exiv2.XmpParser.initialize()
-            if hasattr(exiv2, "enableBMFF"):
-                exiv2.enableBMFF(True)  # HEIC and AVIF (ISO base media files)
             try:
                 exiv2.XmpProperties.registerNs(LABELSD_NS, "labelsd")
             except exiv2.Exiv2Error:  # already registered under that prefix
