@@ -268,7 +268,7 @@ class Service:
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
-                                           "decode_workers", "max_wait_ms")
+                                           "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",

@@ -1,7 +1,10 @@
 """The exiv2 library, loaded once, and the few helpers labelsd needs over its API.
 
 exiv2's XMP toolkit must be initialised, and namespaces registered, before any
-thread uses it; `load()` does both once, under a lock.
+thread uses it; `load()` does both once, under a lock. Parsing XMP registers the
+namespaces it meets in a process-wide table that exiv2 guards only with a lock
+function python-exiv2 cannot pass, so every use of exiv2 holds `LOCK` (in memory
+only, well under a millisecond a photo: file reads and writes happen outside it).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ log = logging.getLogger(__name__)
 
 LABELSD_NS = "http://ns.labelsd.org/xmp/1.0/"  # labelsd:keywords, labelsd:suppressed
 
-_lock = threading.Lock()
+LOCK = threading.Lock()  # held around every use of exiv2 (see the module docstring)
+_load_lock = threading.Lock()
 _exiv2 = None
 
 
@@ -22,7 +26,7 @@ def load():
     global _exiv2
     if _exiv2 is not None:
         return _exiv2
-    with _lock:
+    with _load_lock:
         if _exiv2 is None:
             import exiv2
 
@@ -73,4 +77,14 @@ def set_array(xmp, key: str, items: list[str], kind: str = "bag") -> None:
     xmp.add(exiv2.XmpKey(key), value)
 
 
-__all__ = ["LABELSD_NS", "erase", "load", "set_array", "values"]
+def to_sidecar_bytes(xmp) -> bytes:
+    """XmpData as the bytes of an XMP sidecar file, serialised by exiv2's own
+    sidecar writer, in memory (the caller writes the file)."""
+    exiv2 = load()
+    image = exiv2.ImageFactory.create(exiv2.ImageType.xmp)
+    image.setXmpData(xmp)
+    image.writeMetadata()
+    return bytes(image.io().data())
+
+
+__all__ = ["LABELSD_NS", "LOCK", "erase", "load", "set_array", "to_sidecar_bytes", "values"]

@@ -35,29 +35,34 @@ def sidecar_path(image_path: str) -> str:
 def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
     """The metadata of a photo from its bytes (and the sidecar beside `path`, if
     any). None when exiv2 cannot read the format or the photo carries nothing."""
+    sidecar = _read_sidecar(path) if path else None
     try:
         exiv2 = exiv.load()
-        image = exiv2.ImageFactory.open(data)
-        image.readMetadata()
-        exif, iptc, xmp = image.exifData(), image.iptcData(), image.xmpData()
-        meta = PhotoMeta(
-            taken_at=_taken_at(exif, xmp), camera=_camera(exif), **_gps(exif),
-            keywords=tuple(_keywords(exiv.values(xmp, "Xmp.dc.subject")
-                                     + exiv.values(iptc, "Iptc.Application2.Keywords")
-                                     + (_sidecar_keywords(path) if path else []))))
+        with exiv.LOCK:
+            image = exiv2.ImageFactory.open(data)
+            image.readMetadata()
+            exif, iptc, xmp = image.exifData(), image.iptcData(), image.xmpData()
+            meta = PhotoMeta(
+                taken_at=_taken_at(exif, xmp), camera=_camera(exif), **_gps(exif),
+                keywords=tuple(_keywords(exiv.values(xmp, "Xmp.dc.subject")
+                                         + exiv.values(iptc, "Iptc.Application2.Keywords")
+                                         + (_sidecar_keywords(sidecar, path) if sidecar else []))))
     except Exception as err:  # noqa: BLE001 - metadata is a bonus; it never fails a photo
         log.debug("no metadata read from %s: %s", path or "a photo", err)
         return None
     return meta if meta != PhotoMeta() else None
 
 
-def _sidecar_keywords(path: str) -> list[str]:
-    """The sidecar's keywords that labelsd did not write itself."""
+def _read_sidecar(path: str) -> bytes | None:
     try:
         with open(sidecar_path(path), "rb") as fh:
-            data = fh.read()
+            return fh.read()
     except OSError:
-        return []  # none (the usual case), or unreadable: nothing to import
+        return None  # none (the usual case), or unreadable: nothing to import
+
+
+def _sidecar_keywords(data: bytes, path: str) -> list[str]:
+    """The sidecar's keywords that labelsd did not write itself (exiv.LOCK held)."""
     exiv2 = exiv.load()
     try:
         image = exiv2.ImageFactory.open(data)

@@ -15,8 +15,9 @@ What labelsd wrote last time is remembered in the sidecar itself
 Labels go into `dc:subject` and, as one group a person can find or remove at
 once, under `labelsd|` in `lr:hierarchicalSubject` (Lightroom, darktable) and
 `labelsd/` in `digiKam:TagsList` (digiKam's own separator). Tags go into
-`dc:subject`. The file appears atomically: written under a hidden `.part` name
-the watcher ignores, flushed, then renamed over the old one.
+`dc:subject`. exiv2 works in memory (under `exiv.LOCK`); the file appears
+atomically (`atomic_output`: a hidden `.part` name the watcher ignores, flushed,
+then renamed over the old one).
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from __future__ import annotations
 import errno
 import logging
 import os
-import secrets
 from collections.abc import Iterable
 
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
+from labelsd.fileio import atomic_output
 from labelsd.xmp import exiv
 from labelsd.xmp.metadata import HIERARCHY_ROOT, sidecar_path
 
@@ -89,7 +90,6 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
     """Create or update the sidecar of `image_path`. Returns False when it already
     said all this (nothing written). SidecarError when it cannot be read or written."""
     target = sidecar_path(image_path)
-    exiv2 = exiv.load()
     try:
         with open(target, "rb") as fh:
             data = fh.read()
@@ -97,48 +97,31 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
         data = None
     except OSError as err:
         raise SidecarError(f"cannot read {target}: {err.strerror or err}") from err
-    if data is None:
-        existing, xmp = None, exiv2.XmpData()
-    else:
+    exiv2 = exiv.load()
+    with exiv.LOCK:
+        if data is None:
+            xmp = exiv2.XmpData()
+        else:
+            try:
+                existing = exiv2.ImageFactory.open(data)
+                existing.readMetadata()
+            except exiv2.Exiv2Error as err:
+                raise SidecarError(f"{target} is not an XMP file exiv2 can read ({err}); "
+                                   "left as it is") from err
+            xmp = existing.xmpData()
         try:
-            existing = exiv2.ImageFactory.open(data)  # kept alive: xmp points into it
-            existing.readMetadata()
+            if not merge_keywords(xmp, labels, tags, lift) and data is not None:
+                return False
+            packet = exiv.to_sidecar_bytes(xmp)
         except exiv2.Exiv2Error as err:
-            raise SidecarError(f"{target} is not an XMP file exiv2 can read ({err}); "
-                               "left as it is") from err
-        xmp = existing.xmpData()
-    if not merge_keywords(xmp, labels, tags, lift) and data is not None:
-        return False
-    _write_atomically(exiv2, target, xmp)
+            raise SidecarError(f"cannot write {target}: {err}") from err
+    try:  # hidden and partial (.NAME.xmp.<hex>.part): the watcher ignores it
+        with atomic_output(target, "wb") as out:
+            out.write(packet)
+    except OSError as err:
+        raise _unwritable(os.path.dirname(target), err) from err
     log.debug("wrote %s", target)
     return True
-
-
-def _write_atomically(exiv2, target: str, xmp) -> None:
-    folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")  # hidden, partial: ignored
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
-    except OSError as err:
-        raise _unwritable(folder, err) from err
-    try:
-        out = exiv2.ImageFactory.create(exiv2.ImageType.xmp, tmp)
-        out.setXmpData(xmp)
-        out.writeMetadata()
-        del out
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException as err:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(err, OSError):
-            raise _unwritable(folder, err) from err
-        if isinstance(err, exiv2.Exiv2Error):
-            raise SidecarError(f"cannot write {target}: {err}") from err
-        raise
 
 
 def _unwritable(folder: str, err: OSError) -> SidecarError:
