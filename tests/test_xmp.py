@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+from datetime import datetime, timezone
 from pathlib import Path
 
 import exiv2
@@ -19,7 +20,10 @@ from typer.testing import CliRunner
 from imagegen import make_image
 from labels_cli.app import app
 from labelsd.errors import SidecarError
+from labelsd.events import Events
+from labelsd.records import Claim, Outcome, OutcomeKind
 from labelsd.xmp.sidecar import write_sidecar
+from labelsd.xmp.writer import SidecarWriter
 from servicekit import Service, service_env, sha256_of, wait_for
 from test_metadata import make_photo
 from test_search import add_images
@@ -246,6 +250,23 @@ def test_a_read_only_folder_is_one_warning(db_url, photos, tmp_path):
     assert not list(folder.glob("*.xmp")) and not list(folder.glob(".*"))
     shown = json.loads(ok(labels(db_url, "show", paths["tabby.jpg"], "--json")))
     assert shown["status"] == "done"  # the photo is fine
+
+
+def test_the_sidecar_thread_writes_what_batches_report_and_stops_cleanly(store, photos):
+    folder, paths = photos
+    writer = SidecarWriter(store, min_score=0.2).start()
+    claims = {c.path: c for c in (Claim(i, p, datetime.now(timezone.utc), 0)
+                                  for i, p in enumerate(paths.values()))}
+    events = Events()
+    events.listen("batch_written", writer.on_batch)
+    events.emit("batch_written", [Outcome(claims[paths["tabby.jpg"]], OutcomeKind.CLASSIFIED),
+                                  Outcome(claims[paths["dog.jpg"]], OutcomeKind.BAD_IMAGE)])
+    wait_for((folder / "tabby.jpg.xmp").exists, 30, "the sidecar of tabby.jpg")
+    events.emit("batch_written", [Outcome(claims[paths["unsure.jpg"]], OutcomeKind.LINKED)])
+    writer.stop()
+    writer.stop()  # idempotent
+    assert sorted(p.name for p in folder.glob("*.xmp")) == ["tabby.jpg.xmp", "unsure.jpg.xmp"]
+    assert writer.written == 2  # queued before stop(): written, not dropped
 
 
 # ---- the service -------------------------------------------------------------------------

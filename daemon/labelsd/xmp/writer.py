@@ -81,6 +81,7 @@ class SidecarWriter:
         self.written = 0
         self._queue: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
         self._stop = threading.Event()
+        self._deadline = 0.0  # set by stop(): queued sidecars are written until then
         self._warned: set[str] = set()
         self._thread: threading.Thread | None = None
 
@@ -98,23 +99,22 @@ class SidecarWriter:
 
     def stop(self, timeout: float = DRAIN_S) -> None:
         """Write what is queued (for at most `timeout`), then end the thread. Idempotent."""
-        self._stop.set()
-        self._queue.put(None)  # wake the thread
+        if not self._stop.is_set():
+            self._deadline = time.monotonic() + timeout
+            self._stop.set()
+            self._queue.put(None)  # wake the thread
         if self._thread is not None:
             self._thread.join(timeout + 2 * POLL_S)
             if self._thread.is_alive():
                 log.warning("sidecar writing did not finish in time; `labels xmp write` catches up")
 
     def _loop(self) -> None:
-        deadline = None
         while True:
-            if self._stop.is_set() and deadline is None:
-                deadline = time.monotonic() + DRAIN_S
             try:
                 first = self._queue.get(timeout=POLL_S)
             except queue_mod.Empty:
                 if self._stop.is_set():
-                    return
+                    return  # stopped, and nothing left
                 continue
             paths = [first]
             while len(paths) < GATHER:
@@ -122,9 +122,9 @@ class SidecarWriter:
                     paths.append(self._queue.get_nowait())
                 except queue_mod.Empty:
                     break
-            paths = list(dict.fromkeys(p for p in paths if p is not None))
-            if deadline is not None and time.monotonic() > deadline:
+            if self._stop.is_set() and time.monotonic() > self._deadline:
                 return
+            paths = list(dict.fromkeys(p for p in paths if p is not None))
             if paths:
                 self._write(paths)
 
