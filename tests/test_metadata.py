@@ -213,3 +213,14 @@ def test_a_date_that_is_not_one_is_a_usage_error(db_url, dated_library, bad):
     result = labels(db_url, "search", "cat", "--since", bad)
     assert result.exit_code == 2
     assert "YYYY-MM" in result.output
+
+
+def test_a_sidecar_counts_even_when_exiv2_cannot_read_the_photo(tmp_path):
+    photo = tmp_path / "odd.jpg"
+    photo.write_bytes(b"\xff\xd8 not really a JPEG")
+    (tmp_path / "odd.jpg.xmp").write_text(
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+        '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
+        '<dc:subject><rdf:Bag><rdf:li>holiday</rdf:li></rdf:Bag></dc:subject>'
+        '</rdf:Description></rdf:RDF></x:xmpmeta>')
+    assert read_photo_meta(photo.read_bytes(), str(photo)) == PhotoMeta(keywords=("holiday",))

@@ -34,22 +34,28 @@ def sidecar_path(image_path: str) -> str:
 
 def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
     """The metadata of a photo from its bytes (and the sidecar beside `path`, if
-    any). None when exiv2 cannot read the format or the photo carries nothing."""
+    any). None when the photo carries nothing exiv2 can read. Never raises:
+    metadata is a bonus, it never fails a photo."""
     sidecar = _read_sidecar(path) if path else None
+    facts: dict = {}
+    keywords: list[str] = []
     try:
         exiv2 = exiv.load()
         with exiv.LOCK:
-            image = exiv2.ImageFactory.open(data)
-            image.readMetadata()
-            exif, iptc, xmp = image.exifData(), image.iptcData(), image.xmpData()
-            meta = PhotoMeta(
-                taken_at=_taken_at(exif, xmp), camera=_camera(exif), **_gps(exif),
-                keywords=tuple(_keywords(exiv.values(xmp, "Xmp.dc.subject")
-                                         + exiv.values(iptc, "Iptc.Application2.Keywords")
-                                         + (_sidecar_keywords(sidecar, path) if sidecar else []))))
-    except Exception as err:  # noqa: BLE001 - metadata is a bonus; it never fails a photo
-        log.debug("no metadata read from %s: %s", path or "a photo", err)
-        return None
+            try:
+                image = exiv2.ImageFactory.open(data)
+                image.readMetadata()
+                exif, iptc, xmp = image.exifData(), image.iptcData(), image.xmpData()
+                facts = {"taken_at": _taken_at(exif, xmp), "camera": _camera(exif), **_gps(exif)}
+                keywords += exiv.values(xmp, "Xmp.dc.subject")
+                keywords += exiv.values(iptc, "Iptc.Application2.Keywords")
+            except Exception as err:  # noqa: BLE001 - a format or a field exiv2 cannot read
+                log.debug("no metadata read from %s: %s", path or "a photo", err)
+            if sidecar is not None:
+                keywords += _sidecar_keywords(sidecar, path)
+    except Exception:  # noqa: BLE001 - see the docstring
+        log.debug("reading the metadata of %s failed", path or "a photo", exc_info=True)
+    meta = PhotoMeta(**facts, keywords=tuple(_keywords(keywords)))
     return meta if meta != PhotoMeta() else None
 
 
