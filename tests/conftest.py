@@ -24,6 +24,14 @@ TF_FIXTURES = {"weights_files", "weights_file", "biased_weights_file"}
 PG_FIXTURES = {"pg_server", "pg_url"}
 
 
+def pytest_configure(config):
+    # Registered here, not in pyproject.toml, so a copy of this conftest works alone.
+    for line in ("tf: needs TensorFlow (given by the weights fixtures, or set by hand)",
+                 "pg: runs against the throwaway PostgreSQL server (given by the pg fixtures)",
+                 "userns: needs unprivileged user namespaces (unshare -Urm)"):
+        config.addinivalue_line("markers", line)
+
+
 def pytest_collection_modifyitems(items):
     for item in items:
         names = set(getattr(item, "fixturenames", ()))
