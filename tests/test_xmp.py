@@ -15,6 +15,7 @@ from pathlib import Path
 
 import exiv2
 import pytest
+from servicekit import Service, service_env, sha256_of, wait_for
 from typer.testing import CliRunner
 
 from imagegen import make_image
@@ -24,7 +25,6 @@ from labelsd.events import Events
 from labelsd.records import Claim, Outcome, OutcomeKind
 from labelsd.xmp.sidecar import write_sidecar
 from labelsd.xmp.writer import SidecarWriter
-from servicekit import Service, service_env, sha256_of, wait_for
 from test_metadata import make_photo
 from test_search import add_images
 
@@ -231,6 +231,7 @@ def test_tag_rewrites_the_sidecar_when_the_config_says_so(db_url, photos, tmp_pa
     assert words(read_xmp(folder / "tabby.jpg.xmp"), "Xmp.dc.subject") == ["tabby", "indoor"]
 
 
+@pytest.mark.userns
 def test_a_read_only_folder_is_one_warning(db_url, photos, tmp_path):
     """A real read-only bind mount, in a mount namespace of its own (`unshare -Urm`)."""
     folder, paths = photos
