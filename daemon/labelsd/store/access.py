@@ -1,0 +1,120 @@
+"""Who may open the library: the SQLite database is created for its owner only,
+or for its folder's group where the folder is shared with one (the system
+service's `/var/lib/labelsd`, mode 2770 `labelsd:labels`); and a person who is
+refused gets one line saying which group to join instead of a traceback.
+
+Used by the store (creating and opening the file) and by the CLI's error
+boundary (any other `PermissionError`). Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import errno
+import grp
+import logging
+import os
+import pwd
+import stat
+from pathlib import Path
+
+from labelsd.errors import StoreUnavailable
+
+log = logging.getLogger(__name__)
+
+FOLDER_MODE = 0o700  # a database folder labelsd creates: the owner's alone
+PRIVATE_FILE_MODE = 0o600
+GROUP_FILE_MODE = 0o660  # in a folder its group may write: the group's too
+
+
+def database_file_mode(folder: Path) -> int:
+    """The mode for a new database file in `folder`: owner read-write, plus
+    group read-write when the folder lets its group in and write (so the
+    members can tag: SQLite writes its -wal and -shm files beside the database
+    with the database file's own mode)."""
+    mode = folder.stat().st_mode
+    group_writes = mode & (stat.S_IWGRP | stat.S_IXGRP) == stat.S_IWGRP | stat.S_IXGRP
+    return GROUP_FILE_MODE if group_writes else PRIVATE_FILE_MODE
+
+
+def prepare_database_file(path: Path) -> None:
+    """Make sure the SQLite file `path` can be opened, creating its folder (mode
+    0700) and the empty file (an empty file is a valid SQLite database) with
+    `database_file_mode`, whatever the umask. A file already there keeps the
+    mode its owner gave it. Raises StoreUnavailable with one line of advice."""
+    try:
+        if path.is_dir():
+            raise StoreUnavailable(
+                f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
+    except PermissionError as err:  # a folder on the way does not let us in
+        raise StoreUnavailable(denied_advice(path)) from err
+    try:
+        path.parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+    except OSError as err:
+        raise StoreUnavailable(
+            f"cannot create the database folder {path.parent}: {err.strerror}; "
+            "check that the parent directory exists and is writable") from err
+    try:
+        mode = database_file_mode(path.parent)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        fd = None
+    except PermissionError as err:  # a folder we may not write in
+        raise StoreUnavailable(denied_advice(path.parent, "the database folder")) from err
+    if fd is not None:
+        try:
+            os.fchmod(fd, mode)  # the umask may have taken bits away
+        finally:
+            os.close(fd)
+        log.debug("created the database file %s with mode %04o", path, mode)
+    if not os.access(path, os.R_OK):
+        raise StoreUnavailable(denied_advice(path))
+
+
+def _nearest_visible(path: Path) -> tuple[Path, os.stat_result] | None:
+    """The path itself or its nearest ancestor this process can stat."""
+    for candidate in (path, *path.parents):
+        try:
+            return candidate, candidate.stat()
+        except OSError:
+            continue
+    return None
+
+
+def _name(lookup, ident: int) -> str:
+    try:
+        return lookup(ident)[0]
+    except KeyError:
+        return str(ident)
+
+
+def _me() -> str:
+    return _name(pwd.getpwuid, os.getuid())
+
+
+def denied_advice(path: str | os.PathLike, what: str = "the database") -> str:
+    """One line for a refused `path`: which group to join when the refusing
+    file or folder lets its group in, else whose it is."""
+    path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    head = f"cannot open {what} {path}: permission denied"
+    found = _nearest_visible(path)
+    if found is None:
+        return head
+    where, st = found
+    owner = _name(pwd.getpwuid, st.st_uid)
+    group_lets_in = st.st_mode & (stat.S_IRGRP | stat.S_IXGRP)
+    if group_lets_in and st.st_gid not in os.getgroups() and st.st_gid != os.getgid():
+        group = _name(grp.getgrgid, st.st_gid)
+        return (f"{head}; it is shared with the group {group!r}: ask an administrator to add "
+                f"you (sudo usermod -aG {group} {_me()}), then log in again")
+    if group_lets_in:
+        return (f"{head}; you are in its group {_name(grp.getgrgid, st.st_gid)!r}, but {where} "
+                f"does not give the group that access (ask {owner} or an administrator)")
+    if what == "the database":
+        return (f"{head}; {where} is {owner}'s alone: use a database of your own (--db FILE) "
+                f"or ask {owner}")
+    return f"{head}; {where} is {owner}'s alone"
+
+
+def is_permission_error(err: BaseException) -> bool:
+    return isinstance(err, PermissionError) or (
+        isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM))
