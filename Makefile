@@ -1,10 +1,13 @@
 # The two commands of the README. Both create .venv and install the project.
-#   make run    start labelsd watching ./inbox (WATCH=dir, WEIGHTS=file, DB=path|url);
-#               installs only what running needs, prints the line to query it once ready
-#   make test   run the whole test suite (installs the Debian packages tests need)
-# And, to have `labels` and `labelsd` on your PATH (the way pipx installs):
-#   make install      their own venv in ~/.local/share/labelsd, the commands in ~/.local/bin
-#   make uninstall    removes both again (your library and config stay)
+#   make run        start labelsd watching ./inbox (WATCH=dir, WEIGHTS=file, DB=path|url);
+#                   installs only what running needs, prints the line to query it once ready
+#   make test       run the whole test suite (installs the Debian packages tests need)
+# To have `labels` and `labelsd` on your PATH (the way pipx installs):
+#   make install    their own venv in ~/.local/share/labelsd, the commands in ~/.local/bin
+#   make uninstall  removes both again (your library and config stay)
+# And for developers:
+#   make test-fast  the suite without TensorFlow, PostgreSQL or user namespaces (under 2 min)
+#   make lint       ruff over the code, the tests and the benchmarks
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -19,7 +22,7 @@ INSTALL_DIR ?= $(HOME)/.local/share/labelsd
 BINDIR      ?= $(HOME)/.local/bin
 EXTRAS      ?=
 
-.PHONY: run test venv test-deps bench clean install uninstall
+.PHONY: run test test-fast lint venv test-deps bench clean install uninstall
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +70,12 @@ test-deps:
 
 test: venv test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not tf and not pg and not userns" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check daemon cli tests bench scripts
 
 bench: venv
 	$(BIN)/python bench/throughput.py
