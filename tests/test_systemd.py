@@ -66,7 +66,7 @@ def test_system_unit_is_notify_watchdog_and_hardened():
                    "RestrictRealtime=yes", "SystemCallArchitectures=native",
                    # the library is shared with the group `labels` (README: who may use it)
                    "Group=labels", "StateDirectoryMode=2770", "UMask=0007",
-                   "SystemCallFilter=@system-service", "ProcSubset=pid", "DevicePolicy=closed",
+                   "SystemCallFilter=@system-service", "DevicePolicy=closed",
                    "DeviceAllow=char-nvidia-frontend rw", "DeviceAllow=char-nvidia-uvm rw",
                    # the notify socket and PostgreSQL's socket; PostgreSQL over TCP, --metrics
                    "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
@@ -75,6 +75,7 @@ def test_system_unit_is_notify_watchdog_and_hardened():
     keys = {line.split("=", 1)[0] for line in lines}
     assert "PrivateDevices" not in keys  # the GPU's /dev/nvidia* must stay visible
     assert "MemoryDenyWriteExecute" not in keys  # TensorFlow's JIT needs W+X pages
+    assert "ProcSubset" not in keys  # the NVIDIA libraries read /proc/driver/nvidia
     settings = dict(line.split("=", 1) for line in lines if "=" in line)
     assert int(settings["WatchdogSec"]) >= 30
     assert int(settings["TimeoutStopSec"]) >= 15  # the ~10 s drain fits
