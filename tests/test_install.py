@@ -89,11 +89,15 @@ class Namespace:
             (root / "usr/local" / name).mkdir()
         self.holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private",
                                         "sleep", "3600"])
-        mine = os.readlink("/proc/self/ns/mnt")
-        wait_for(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != mine, 10,
-                 "the mount namespace")
-        for name in ("etc", *self.FOLDERS):
-            self.run(["mount", "--bind", str(root / name), f"/{name}"], check=True)
+        try:
+            mine = os.readlink("/proc/self/ns/mnt")
+            wait_for(lambda: os.readlink(f"/proc/{self.holder.pid}/ns/mnt") != mine, 10,
+                     "the mount namespace")
+            for name in ("etc", *self.FOLDERS):
+                self.run(["mount", "--bind", str(root / name), f"/{name}"], check=True)
+        except BaseException:
+            self.close()
+            raise
 
     def path(self, inside: str) -> Path:
         """Where a path of the namespace lives on this side."""
@@ -186,10 +190,14 @@ def namespace():
     needs_root_tools()
     root = Path(tempfile.mkdtemp(prefix="labelsd-readme-"))
     root.chmod(0o755)  # the people of the test must reach their files below it
-    ns = Namespace(root)
-    yield ns
-    ns.close()
-    shutil.rmtree(root, ignore_errors=True)
+    ns = None
+    try:
+        ns = Namespace(root)
+        yield ns
+    finally:
+        if ns is not None:
+            ns.close()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _person(ns: Namespace, name: str, *args: str) -> subprocess.CompletedProcess:
@@ -260,7 +268,8 @@ def test_readme_system_service_steps(namespace, biased_weights_file):
 
         # step 6, as a member of `labels`: status, search, and a tag
         status = _person(ns, MEMBER, "status")
-        assert status.returncode == 0 and "running" in status.stdout, status.stdout + status.stderr
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert status.stdout.splitlines()[-1].startswith("running: "), status.stdout
         found = _person(ns, MEMBER, "search", "cat", "--paths")
         assert found.returncode == 0 and found.stdout.split() == [path], found.stdout + found.stderr
         tagged = _person(ns, MEMBER, "tag", path, "shared")
