@@ -10,7 +10,6 @@ ExecStart path. The few lines this machine cannot run as written have stand-ins
 edit that breaks the steps fails here. The service is then started as its unit
 says (user, group, umask, environment, ExecStart), labels a photo, and two
 people query it: one in the group `labels`, one outside it.
-
 """
 
 from __future__ import annotations
@@ -43,14 +42,11 @@ SUDO = ('sudo() { if [ "$1" = -u ]; then u=$2; shift 2; setpriv --reuid "$u" '
 
 # README lines (by their start) that this machine cannot run as written, and why.
 STAND_INS = {
-    "sudo apt-get install": "packages: the test checks they are here; no network",
+    "sudo apt-get install": "packages: checked by needs_root_tools; no network",
     "sudo git clone <this repository> /opt/labelsd/src": "clone: a copy of this working tree",
-    "sudo /opt/labelsd/bin/pip install /opt/labelsd/src": "pip: offline, the code copied in "
-                                                          "and this venv's dependencies linked",
-    "sudoedit /etc/labels/config.toml": "edit: the shipped watch folder is kept, and the "
-                                        "weights set as the README's offline note says",
-    "sudo -u labelsd env HOME=/var/lib/labelsd KERAS_HOME=": "fetch: no network; the test's "
-                                                             "weights file instead",
+    "sudo /opt/labelsd/bin/pip install /opt/labelsd/src": "pip: offline, see install_offline",
+    "sudoedit /etc/labels/config.toml": "edit: the README's offline weights = line added",
+    "sudo -u labelsd env HOME=/var/lib/labelsd KERAS_HOME=": "fetch: the test's weights file",
     "sudo systemctl daemon-reload": "no systemd here",
     "sudo systemctl enable --now labelsd": "no systemd: started as the unit says",
     "journalctl -u labelsd": "no journal: the service's output is read",
@@ -64,11 +60,9 @@ def readme_lines() -> list[str]:
     text = (ROOT / "README.md").read_text()
     start = text.index(SECTION)
     section = text[start:text.index("\n#", start + len(SECTION))]
-    lines = []
-    for block in re.findall(r"^ *```sh\n(.*?)^ *```", section, re.M | re.S):
-        lines += [line.strip() for line in block.splitlines()
-                  if line.strip() and not line.strip().startswith("#")]
-    return lines
+    blocks = re.findall(r"^ *```sh\n(.*?)^ *```", section, re.M | re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
 
 
 def stand_in(line: str) -> str | None:
@@ -103,17 +97,21 @@ class Namespace:
         """Where a path of the namespace lives on this side."""
         return self.root / inside.lstrip("/")
 
-    def argv(self, argv: list[str], user: str | None = None) -> list[str]:
+    def argv(self, argv: list[str], user: str | None = None, groups: bool = True) -> list[str]:
+        """`argv` in the namespace, as `user` with the groups /etc/group gives
+        them (or, groups=False, none but their own: a session begun before)."""
         enter = ["nsenter", "-t", str(self.holder.pid), "-m", "--"]
         if user:
-            enter += ["setpriv", "--reuid", user, "--regid", user, "--init-groups", "--"]
+            enter += ["setpriv", "--reuid", user, "--regid", user,
+                      "--init-groups" if groups else "--clear-groups", "--"]
         return enter + argv
 
     def run(self, argv: list[str], user: str | None = None, check: bool = False,
-            env: dict[str, str] | None = None, cwd: str = "/") -> subprocess.CompletedProcess:
+            env: dict[str, str] | None = None, cwd: str = "/",
+            groups: bool = True) -> subprocess.CompletedProcess:
         run_env = {"PATH": ADMIN_PATH, "LANG": "C.UTF-8", "HOME": "/root", **(env or {})}
-        done = subprocess.run(self.argv(["env", "-C", cwd, *argv], user), capture_output=True,
-                              text=True, env=run_env, timeout=300)
+        done = subprocess.run(self.argv(["env", "-C", cwd, *argv], user, groups),
+                              capture_output=True, text=True, env=run_env, timeout=300)
         if check:
             assert done.returncode == 0, f"{argv}: {done.stdout}{done.stderr}"
         return done
@@ -144,10 +142,9 @@ def install_offline(ns: Namespace) -> None:
 
 def unit_settings(unit: Path) -> dict[str, list[str]]:
     settings: dict[str, list[str]] = {}
-    for line in unit.read_text().splitlines():
-        if "=" in line and not line.lstrip().startswith(("#", ";", "[")):
-            key, value = line.split("=", 1)
-            settings.setdefault(key.strip(), []).append(value.strip())
+    for key, _, value in (line.partition("=") for line in unit.read_text().splitlines()
+                          if "=" in line and not line.lstrip().startswith(("#", ";"))):
+        settings.setdefault(key.strip(), []).append(value.strip())
     return settings
 
 
@@ -200,8 +197,9 @@ def namespace():
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _person(ns: Namespace, name: str, *args: str) -> subprocess.CompletedProcess:
-    return ns.run(["labels", *args], user=name, env={"HOME": f"/home/{name}", "USER": name})
+def _person(ns: Namespace, name: str, *args: str, groups: bool = True) -> subprocess.CompletedProcess:
+    return ns.run(["labels", *args], user=name, env={"HOME": f"/home/{name}", "USER": name},
+                  groups=groups)
 
 
 def follow_readme(ns: Namespace, weights: Path) -> tuple[list[str], list[str]]:
@@ -281,6 +279,11 @@ def test_readme_system_service_steps(namespace, biased_weights_file):
         assert refused.returncode == 1, refused.stdout + refused.stderr
         assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
         assert f"sudo usermod -aG labels {OUTSIDER}" in refused.stderr, refused.stderr
+        # added to the group, but in a session begun before: told to log in again
+        ns.run(["usermod", "-aG", "labels", OUTSIDER], check=True)
+        late = _person(ns, OUTSIDER, "search", "cat", groups=False)
+        assert late.returncode == 1 and "log in again (or start a shell with `newgrp labels`)" in (
+            late.stderr), late.stderr
 
         service.send_signal(signal.SIGTERM)
         assert service.wait(60) == 0, log.read_text(errors="replace")[-3000:]

@@ -9,7 +9,6 @@ boundary (any other `PermissionError`). Imports nothing heavy.
 
 from __future__ import annotations
 
-import errno
 import grp
 import logging
 import os
@@ -91,6 +90,15 @@ def _me() -> str:
     return _name(pwd.getpwuid, os.getuid())
 
 
+def _listed_in(gid: int, user: str) -> bool:
+    """Whether the group database lists `user` in group `gid` (which this
+    process's groups may not show yet: they are fixed at login)."""
+    try:
+        return user in grp.getgrgid(gid).gr_mem
+    except KeyError:
+        return False
+
+
 def denied_advice(path: str | os.PathLike, what: str = "the database") -> str:
     """One line for a refused `path`: which group to join when the refusing
     file or folder lets its group in, else whose it is."""
@@ -104,6 +112,9 @@ def denied_advice(path: str | os.PathLike, what: str = "the database") -> str:
     group_lets_in = st.st_mode & (stat.S_IRGRP | stat.S_IXGRP)
     if group_lets_in and st.st_gid not in os.getgroups() and st.st_gid != os.getgid():
         group = _name(grp.getgrgid, st.st_gid)
+        if _listed_in(st.st_gid, _me()):  # added since this session began
+            return (f"{head}; you were added to the group {group!r} after you logged in: "
+                    f"log in again (or start a shell with `newgrp {group}`)")
         return (f"{head}; it is shared with the group {group!r}: ask an administrator to add "
                 f"you (sudo usermod -aG {group} {_me()}), then log in again")
     if group_lets_in:
@@ -114,7 +125,3 @@ def denied_advice(path: str | os.PathLike, what: str = "the database") -> str:
                 f"or ask {owner}")
     return f"{head}; {where} is {owner}'s alone"
 
-
-def is_permission_error(err: BaseException) -> bool:
-    return isinstance(err, PermissionError) or (
-        isinstance(err, OSError) and err.errno in (errno.EACCES, errno.EPERM))
