@@ -220,3 +220,17 @@ def test_any_other_refusal_is_one_line_too(group_library, shared_tmp):
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("labels: error: cannot open the file "), run.stderr
     assert f"{home} is root's alone" in lines[0] and "Traceback" not in run.stderr
+
+
+def test_no_group_is_named_when_joining_it_would_not_help(group_library, shared_tmp):
+    """A folder everyone may read but only its owner write (0755 root:staff):
+    being in `staff` would change nothing, so the line says whose it is."""
+    folder = shared_tmp / "readable"
+    folder.mkdir()
+    os.chown(folder, 0, group_library["gid"])
+    folder.chmod(0o755)
+    run = labels_as(NOBODY, NOBODY, [], "--db", str(folder / "labels.db"), "search", "cat",
+                    env=group_library["env"])
+    assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
+    assert "usermod" not in run.stderr and "staff" not in run.stderr, run.stderr
+    assert f"{folder} belongs to root: use a database of your own (--db FILE)" in run.stderr

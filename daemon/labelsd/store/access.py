@@ -101,7 +101,7 @@ def _listed_in(gid: int, user: str) -> bool:
 
 def denied_advice(path: str | os.PathLike, what: str = "the database") -> str:
     """One line for a refused `path`: which group to join when the refusing
-    file or folder lets its group in, else whose it is."""
+    file or folder gives its group more than everyone else, else whose it is."""
     path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
     head = f"cannot open {what} {path}: permission denied"
     found = _nearest_visible(path)
@@ -109,19 +109,19 @@ def denied_advice(path: str | os.PathLike, what: str = "the database") -> str:
         return head
     where, st = found
     owner = _name(pwd.getpwuid, st.st_uid)
-    group_lets_in = st.st_mode & (stat.S_IRGRP | stat.S_IXGRP)
-    if group_lets_in and st.st_gid not in os.getgroups() and st.st_gid != os.getgid():
-        group = _name(grp.getgrgid, st.st_gid)
+    group = _name(grp.getgrgid, st.st_gid)
+    joining_helps = (st.st_mode >> 3) & 0o7 & ~st.st_mode  # the group may do what others may not
+    in_group = st.st_gid in os.getgroups() or st.st_gid == os.getgid()
+    if joining_helps and not in_group:
         if _listed_in(st.st_gid, _me()):  # added since this session began
             return (f"{head}; you were added to the group {group!r} after you logged in: "
                     f"log in again (or start a shell with `newgrp {group}`)")
         return (f"{head}; it is shared with the group {group!r}: ask an administrator to add "
                 f"you (sudo usermod -aG {group} {_me()}), then log in again")
-    if group_lets_in:
-        return (f"{head}; you are in its group {_name(grp.getgrgid, st.st_gid)!r}, but {where} "
-                f"does not give the group that access (ask {owner} or an administrator)")
-    if what == "the database":
-        return (f"{head}; {where} is {owner}'s alone: use a database of your own (--db FILE) "
-                f"or ask {owner}")
-    return f"{head}; {where} is {owner}'s alone"
-
+    if joining_helps:
+        return (f"{head}; you are in its group {group!r}, but {where} does not give the group "
+                f"that access (ask {owner} or an administrator)")
+    whose = f"{where} is {owner}'s alone" if not st.st_mode & 0o077 else f"{where} belongs to {owner}"
+    if "database" in what:
+        return f"{head}; {whose}: use a database of your own (--db FILE) or ask {owner}"
+    return f"{head}; {whose}"
