@@ -25,8 +25,9 @@ import threading
 import time
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, Settings, load_settings
+from labelsd.config import DEVICES, LOG_LEVELS, XMP_MODES, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
+from labelsd.events import Events
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
 from labelsd.store import counters, nodes, workqueue
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
                    help="debug, info, warning or error (default info)")
+    p.add_argument("--xmp", choices=XMP_MODES, help="sidecar: write NAME.EXT.xmp keywords beside "
+                   "each labelled photo (default off)")
     p.add_argument("--metrics", metavar="HOST:PORT",
                    help="serve Prometheus metrics there (e.g. 127.0.0.1:9464; default off)")
     p.add_argument("--version", action="version", version=f"labelsd {__version__}")
@@ -79,7 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
-            "log_level": args.log_level, "metrics": args.metrics}
+            "log_level": args.log_level, "xmp": args.xmp, "metrics": args.metrics}
 
 
 # --------------------------------------------------------------------------- logging
@@ -143,6 +146,7 @@ class Service:
         self.classifier = None
         self.pipeline = None
         self.watcher = None
+        self.sidecars = None
         self.metrics = None
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
@@ -186,6 +190,7 @@ class Service:
         from labelsd.store.engine import open_store
         from labelsd.store.walks import WalkLeases
         from labelsd.watch.watcher import Watcher
+        from labelsd.xmp.writer import start_sidecar_writer
 
         s = self.settings
         roots = _check_roots(s.watch)
@@ -198,12 +203,14 @@ class Service:
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=self.classifier.device, watching=roots)
         self._labeled_before = counters.status_counts(self.store)["done"]
-        self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
-                                 batch_size=s.batch_size, decode_workers=s.decode_workers,
-                                 max_wait_ms=s.max_wait_ms).start()
+        events = Events()
+        self.sidecars = start_sidecar_writer(self.store, s, events)  # None unless xmp = "sidecar"
         if s.metrics:  # a listener of the pipeline's events; prometheus_client only then
             from labelsd.metrics import start_metrics
-            self.metrics = start_metrics(s.metrics, self.pipeline.events, self.store)
+            self.metrics = start_metrics(s.metrics, events, self.store)
+        self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
+                                 batch_size=s.batch_size, decode_workers=s.decode_workers,
+                                 max_wait_ms=s.max_wait_ms, events=events).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll,
                                walk_leases=WalkLeases(self.store, self.node_id))
         self.watcher.start()
@@ -268,7 +275,8 @@ class Service:
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
-                                           "decode_workers", "max_wait_ms", "metrics")
+                                           "decode_workers", "max_wait_ms", "xmp", "xmp_min_score",
+                                           "metrics")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",
@@ -328,6 +336,7 @@ class Service:
         steps = [
             ("watcher", lambda: self.watcher and self.watcher.stop()),
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
+            ("sidecars", lambda: self.sidecars and self.sidecars.stop()),
             ("heartbeat", self._stop_heartbeat),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
             ("metrics", lambda: self.metrics and self.metrics.stop()),

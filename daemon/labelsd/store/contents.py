@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import workqueue
 from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
+from labelsd.store.photometa import import_keywords, meta_columns
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
                "format": o.format}
         if o.kind == OutcomeKind.CLASSIFIED:
             done[o.sha256] = (o, {**row, "status": "done", "error": None, "model": o.model,
-                                  "classified_at": now})
+                                  "classified_at": now, **meta_columns(o.meta)})
             failed.pop(o.sha256, None)
             if o.sha256 in stored:  # it failed before, and may hold older predictions
                 refreshed.append(o.sha256)
@@ -115,7 +116,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
     ins = dialect_insert(session, table)
     write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
         name: ins.excluded[name] for name in ("width", "height", "format", "status", "error",
-                                              "model", "classified_at")}),
+                                              "model", "classified_at", *meta_columns(None))}),
         [row for _, row in done.values()])
     write_rows(
         session, dialect_insert(session, Prediction.__table__).on_conflict_do_nothing(
@@ -123,6 +124,9 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
         [{"sha256": o.sha256, "rank": p.rank, "model": o.model, "class_index": p.class_index,
           "wnid": p.wnid, "label": p.label, "score": float(p.score)}
          for o, _ in done.values() for p in o.predictions])
+    for o, _ in done.values():
+        if o.meta is not None:
+            import_keywords(session, o.sha256, o.meta, now)
 
 
 def _point_paths(session: Session, final: list[Outcome], now: datetime) -> None:

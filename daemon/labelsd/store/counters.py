@@ -1,7 +1,7 @@
 """Status counts without counting the library: what the heartbeat and `labels
 status` show costs the same at ten images and at ten million.
 
-Triggers (migration 3) keep `counters` exact as rows come and go: queue rows
+Triggers (migration 4) keep `counters` exact as rows come and go: queue rows
 by state, tracked paths, missing paths. What they cannot see (a path's status
 also depends on its content) is read through partial indexes that hold only the
 outstanding work: contents not `done`, paths never read. `Store.counts()`
