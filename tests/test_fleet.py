@@ -14,6 +14,7 @@ import time
 from contextlib import contextmanager
 
 import pytest
+from servicekit import wait_for
 from sqlalchemy import event, func, select
 
 from imagegen import make_image
@@ -23,7 +24,6 @@ from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import contents, counters, workqueue
 from labelsd.store.engine import open_store
 from labelsd.store.schema import Content, Prediction, QueueItem, TrackedPath
-from servicekit import wait_for
 
 TOP3 = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
         PredictionRecord(2, "tiger cat", "n02123159", 282, 0.2),
@@ -372,18 +372,22 @@ def test_metrics_flag_reaches_the_settings(tmp_path):
 # ---- one walker per shared root --------------------------------------------------------
 
 
-def _register(store, *names):
+def _register(store, *names, monkeypatch=None):
+    """Register live nodes; with `monkeypatch`, they stay alive without heartbeats
+    for the test's length (a loaded machine may take longer than ALIVE_WITHIN_S)."""
     from labelsd.store import nodes
 
+    if monkeypatch is not None:
+        monkeypatch.setattr(nodes, "ALIVE_WITHIN_S", 600.0)
     for name in names:
         nodes.register(store, name, model="m", device="cpu", watching=[])
 
 
-def test_walk_lease_one_walker_then_the_others_skip_while_it_lives(store, tmp_path):
+def test_walk_lease_one_walker_then_the_others_skip_while_it_lives(store, tmp_path, monkeypatch):
     from labelsd.store import nodes, walks
 
     root = str(tmp_path / "share")
-    _register(store, "a", "b", "c")
+    _register(store, "a", "b", "c", monkeypatch=monkeypatch)
     assert walks.take(store, root, "a") == walks.MINE
     assert walks.take(store, root, "b") == walks.BUSY
     assert walks.take(store, root, "a") == walks.MINE  # its own lease, again
@@ -405,12 +409,12 @@ def test_a_dead_walkers_lease_runs_out_and_is_taken_over(store, tmp_path):
     wait_for(lambda: walks.take(store, root, "live") == walks.MINE, 30, "the lease to run out")
 
 
-def test_nodes_starting_together_walk_a_shared_root_once(store, tmp_path):
+def test_nodes_starting_together_walk_a_shared_root_once(store, tmp_path, monkeypatch):
     from labelsd.store.walks import WalkLeases
 
     root = str(tmp_path / "share")
     names = [f"node-{i}" for i in range(4)]
-    _register(store, *names)
+    _register(store, *names, monkeypatch=monkeypatch)
     walked: list[str] = []
     stop = threading.Event()
     first_in = threading.Event()
@@ -436,7 +440,8 @@ def test_nodes_starting_together_walk_a_shared_root_once(store, tmp_path):
     assert len(walked) == 1, walked
 
 
-def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, tmp_path, caplog):
+def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, tmp_path, caplog,
+                                                                         monkeypatch):
     import logging
 
     from labelsd.store.walks import WalkLeases
@@ -448,7 +453,7 @@ def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, 
     for i in range(20):
         path = make_image(share / f"photo_{i}.jpg", seed=i)
         os.utime(path, (old, old))
-    _register(store, "a", "b")
+    _register(store, "a", "b", monkeypatch=monkeypatch)
     caplog.set_level(logging.INFO, logger="labelsd")
     watchers = [Watcher(store, [str(share)], on_enqueued=lambda: None,
                         walk_leases=WalkLeases(store, n, wait_s=0.05)) for n in ("a", "b")]

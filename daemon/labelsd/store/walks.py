@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from datetime import timedelta
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, select
+from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, or_, select
 
 from labelsd.errors import LabelsError
 from labelsd.store import nodes
@@ -60,10 +60,13 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
             return COVERED
         values = {"held_by": node_id, "expires_at": now + timedelta(seconds=lease_s),
                   "started_at": now}
+        # Conditional: with no row to lock above, two nodes may both get here; the
+        # second one's insert meets the first's row and must not take it over.
+        free = or_(walks.c.held_by.is_(None), walks.c.held_by == node_id, walks.c.expires_at < now)
         ins = dialect_insert(session, walks)
-        session.execute(ins.values(root=root, **values)
-                        .on_conflict_do_update(index_elements=["root"], set_=values))
-    return MINE
+        taken = session.execute(ins.values(root=root, **values).on_conflict_do_update(
+            index_elements=["root"], set_=values, where=free)).rowcount
+    return MINE if taken else BUSY
 
 
 def _alive(session, node_id: str | None, now) -> bool:
