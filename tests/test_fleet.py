@@ -526,3 +526,27 @@ def test_service_serves_metrics_of_what_it_labels(tmp_path, weights_file):
         assert got["labelsd_queue_depth"] == 0
     finally:
         assert svc.stop() == 0, svc.tail()
+
+
+def test_status_counts_read_no_table_whole(tmp_path):
+    """Every statement of status_counts walks an index (a partial one for the work
+    outstanding), never a whole table: SQLite's plan says so, for a library that
+    was never ANALYZEd (labelsd does not run ANALYZE)."""
+    from labelsd.store.counters import status_counts
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        workqueue.enqueue(store, _facts(tmp_path, 600))
+        while claims := workqueue.claim(store, "n", 100):
+            contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+        sent: list[tuple[str, tuple]] = []
+        event.listen(store.engine, "before_cursor_execute",
+                     lambda _c, _cur, statement, params, _ctx, _many: sent.append((statement, params)))
+        status_counts(store)
+        plans = []
+        with store.engine.connect() as conn:
+            for statement, params in sent:
+                if statement.lstrip().upper().startswith("SELECT"):
+                    plans += [row[3] for row in conn.exec_driver_sql(
+                        "EXPLAIN QUERY PLAN " + statement, params)]
+    whole = [step for step in plans if step.startswith("SCAN") and "USING" not in step]
+    assert plans and not whole, plans

@@ -42,12 +42,16 @@ def status_counts(store: Store) -> dict[str, int]:
     unqueued = ~select(QueueItem.id).where(QueueItem.path == TrackedPath.path).exists()
     with store.read() as session:
         c = totals(session)
-        by_content = dict(session.execute(
-            select(Content.status, func.count()).select_from(TrackedPath)
-            .join(Content, Content.sha256 == TrackedPath.sha256)
-            .where(Content.status != literal_column("'done'"),  # a literal: the partial index
-                   TrackedPath.missing.is_(False), unqueued)
-            .group_by(Content.status)).all())
+        # Paths whose content is not done, content first: the sub-select walks the
+        # partial index of contents not done ('done' a literal, so the index
+        # applies), and each of its rows finds its paths by index; a join would let
+        # SQLite's planner scan every path instead.
+        by_content = {status: session.scalar(
+            select(func.count()).select_from(TrackedPath).where(
+                TrackedPath.sha256.in_(select(Content.sha256).where(
+                    Content.status != literal_column("'done'"),
+                    Content.status == literal_column(f"'{status}'"))),
+                TrackedPath.missing.is_(False), unqueued)) for status in ("failed", "pending")}
         never_read = session.scalar(select(func.count()).select_from(TrackedPath).where(
             and_(TrackedPath.sha256.is_(None), TrackedPath.missing.is_(False), unqueued)))
     missing = c.get("paths:missing", 0)
