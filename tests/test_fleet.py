@@ -550,3 +550,24 @@ def test_status_counts_read_no_table_whole(tmp_path):
                         "EXPLAIN QUERY PLAN " + statement, params)]
     whole = [step for step in plans if step.startswith("SCAN") and "USING" not in step]
     assert plans and not whole, plans
+
+
+# ---- the benchmark -------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(600)
+def test_fleet_benchmark_quick_prints_every_figure(tmp_path, pg_server):
+    """bench/fleet.py --quick runs end to end (no timing asserted: the goals are in
+    its output, printed with the figures they replace)."""
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parent.parent / "bench" / "fleet.py"
+    proc = subprocess.run([sys.executable, str(bench), "--quick"], capture_output=True, text=True,
+                          timeout=540, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    for figure in ("(a) one node on sqlite:", "(a) one node on postgresql:",
+                   "(a) round trips per image", "(b) claim latency", "(c) idle node picks up",
+                   "(d) labels search cat", "(d) labels status", "(d) labels stats",
+                   "(d) labels export"):
+        assert figure in proc.stdout, proc.stdout
+    assert "was about 313" in proc.stdout and "was about 276" in proc.stdout
