@@ -7,22 +7,21 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app, state
+from .context import state
 
 
-@app.command()
 def scan(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(
         help="Folder to classify (recursively).", exists=True, file_okay=False,
         dir_okay=True, resolve_path=True)],
     weights: Annotated[Optional[str], typer.Option(
-        "--weights", help="InceptionV3 weights file (default: LABELS_WEIGHTS, the config, "
+        "--weights", metavar="FILE", help="InceptionV3 weights file (default: LABELS_WEIGHTS, the config, "
                           "or the ImageNet weights in the keras cache).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, max=1024, help="Images per model call.")] = None,
+        "--batch-size", min=1, max=1024, metavar="N", help="Images per model call.")] = None,
     device: Annotated[Optional[str], typer.Option(
-        "--device", help="auto, cpu or gpu.")] = None,
+        "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu.")] = None,
 ) -> None:
     """Classify every new or changed image under DIR now, with a progress bar."""
     from rich.console import Console
@@ -59,3 +58,7 @@ def scan(
                              decode_workers=settings.decode_workers,
                              max_wait_ms=settings.max_wait_ms, on_progress=on_progress)
     typer.echo(result.summary())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)
