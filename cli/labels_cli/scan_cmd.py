@@ -13,7 +13,7 @@ from .context import state
 def scan(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(
-        help="Folder to classify (recursively).", exists=True, file_okay=False,
+        metavar="DIR", help="Folder to classify (recursively).", exists=True, file_okay=False,
         dir_okay=True, resolve_path=True)],
     weights: Annotated[Optional[str], typer.Option(
         "--weights", metavar="FILE", help="InceptionV3 weights file (default: LABELS_WEIGHTS, the config, "
@@ -23,7 +23,12 @@ def scan(
     device: Annotated[Optional[str], typer.Option(
         "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu.")] = None,
 ) -> None:
-    """Classify every new or changed image under DIR now, with a progress bar."""
+    """Classify every new or changed image under DIR now, with a progress bar.
+
+    The model is loaded only when something under DIR is new or changed. The
+    summary accounts for every image found: labeled, linked (a copy of content
+    already known), failed, unchanged, done by another labelsd sharing the
+    database, missing (tracked before, gone now)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -33,14 +38,20 @@ def scan(
         TimeRemainingColumn,
     )
 
-    from labelsd.model.classifier import load_classifier  # imports TensorFlow: only here
-    from labelsd.pipeline.scan import scan_folder
+    from labelsd.pipeline.scan import plan_scan, scan_folder
 
     st = state(ctx)
     settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
                                           device=device)
     store = st.store()
     console = Console(stderr=True)
+    # What needs classifying first: an unchanged folder never loads TensorFlow.
+    plan = plan_scan(store, directory)
+    if not plan.needs_model:
+        typer.echo(plan.summary())
+        return
+    from labelsd.model.classifier import load_classifier  # imports TensorFlow: only here
+
     with console.status("loading the model...", spinner="dots"):
         classifier = load_classifier(settings.weights, device=settings.device,
                                      batch_size=settings.batch_size)
@@ -56,7 +67,8 @@ def scan(
 
         result = scan_folder(store, classifier, directory, batch_size=settings.batch_size,
                              decode_workers=settings.decode_workers,
-                             max_wait_ms=settings.max_wait_ms, on_progress=on_progress)
+                             max_wait_ms=settings.max_wait_ms, on_progress=on_progress,
+                             plan=plan)
     typer.echo(result.summary())
 
 
