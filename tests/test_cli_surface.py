@@ -244,3 +244,11 @@ def test_read_only_commands_never_import_sqlalchemy(db_url, library):
                           timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "SQLA False"
+
+
+def test_a_database_whose_name_looks_like_a_uri_opens(store, tmp_path):
+    odd = tmp_path / "odd?name#1%.db"
+    from labelsd.store.engine import open_store
+
+    open_store(str(odd)).close()
+    assert runner.invoke(app, ["--db", str(odd), "list", "--json"]).stdout.strip() == "[]"
