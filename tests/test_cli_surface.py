@@ -246,9 +246,11 @@ def test_read_only_commands_never_import_sqlalchemy(db_url, library):
     assert done.stdout.splitlines()[-1] == "SQLA False"
 
 
-def test_a_database_whose_name_looks_like_a_uri_opens(store, tmp_path):
-    odd = tmp_path / "odd?name#1%.db"
+def test_a_database_whose_name_looks_like_a_uri_opens(tmp_path):
     from labelsd.store.engine import open_store
 
-    open_store(str(odd)).close()
-    assert runner.invoke(app, ["--db", str(odd), "list", "--json"]).stdout.strip() == "[]"
+    plain, odd = tmp_path / "plain.db", tmp_path / "odd?name#1%.db"
+    open_store(str(plain)).close()
+    plain.rename(odd)
+    result = runner.invoke(app, ["--db", str(odd), "list", "--json"])
+    assert result.exit_code == 0 and result.stdout.strip() == "[]", result.output
