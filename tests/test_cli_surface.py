@@ -254,3 +254,13 @@ def test_a_database_whose_name_looks_like_a_uri_opens(tmp_path):
     plain.rename(odd)
     result = runner.invoke(app, ["--db", str(odd), "list", "--json"])
     assert result.exit_code == 0 and result.stdout.strip() == "[]", result.output
+
+
+def test_shell_completion_is_there():
+    script = _main("--show-completion", "bash")
+    assert script.returncode == 0 and "complete " in script.stdout and "labels" in script.stdout
+    done = subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "_LABELS_COMPLETE": "complete_bash",
+                               "COMP_WORDS": "labels sea", "COMP_CWORD": "1"})
+    assert done.stdout.split() == ["search"], done

@@ -122,8 +122,10 @@ for module in COMMAND_MODULES:
 
 
 def main() -> None:
-    """Entry point of the `labels` console script."""
-    app()
+    """Entry point of the `labels` console script. The program is `labels` however
+    it was started (`python -m`, a venv's script): usage lines and the shell
+    completion variable (_LABELS_COMPLETE) use that name."""
+    app(prog_name="labels")
 
 
 if __name__ == "__main__":
