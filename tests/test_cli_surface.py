@@ -257,8 +257,11 @@ def test_a_database_whose_name_looks_like_a_uri_opens(tmp_path):
 
 
 def test_shell_completion_is_there():
-    script = _main("--show-completion", "bash")
-    assert script.returncode == 0 and "complete " in script.stdout and "labels" in script.stdout
+    script = subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()"],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "_LABELS_COMPLETE": "source_bash"})
+    assert script.returncode == 0, script.stderr
+    assert "complete -o default -F _labels_completion labels" in script.stdout
     done = subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()"],
                           capture_output=True, text=True, timeout=120,
                           env={**os.environ, "_LABELS_COMPLETE": "complete_bash",
