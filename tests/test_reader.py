@@ -82,3 +82,16 @@ def test_a_reader_never_writes(db_url, store, tmp_path):
     finally:
         reader.close()
     assert len(store.records_for_paths([str(tmp_path / "a.jpg")])) == 1
+
+
+@pytest.mark.parametrize(("db", "shown"), [
+    ("/var/lib/labelsd/labels.db", "/var/lib/labelsd/labels.db"),
+    ("postgresql+psycopg://labels:s3cret@dbhost:5432/labels",
+     "postgresql+psycopg://labels:***@dbhost:5432/labels"),
+    ("postgresql+psycopg://labels@/labels?host=/run/postgresql",
+     "postgresql+psycopg://labels@/labels?host=/run/postgresql"),
+])
+def test_status_names_the_database_without_its_password(db, shown):
+    from labelsd.serve.reader import where_shown
+
+    assert where_shown(db) == shown

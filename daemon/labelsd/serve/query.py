@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import base_forms, select_classes, suggest
 from labelsd.records import ImageRecord
-from labelsd.serve.reader import as_reader, as_utc, in_list
+from labelsd.serve.reader import as_reader, as_utc, in_list, where_shown
 
 log = logging.getLogger(__name__)
 
@@ -267,7 +267,7 @@ def service_status(source, *, all_nodes: bool = False) -> dict:
         "failed": counts["failed"],
         "missing": counts["missing"],
         "heartbeat_age_s": freshest["heartbeat_age_s"] if freshest else None,
-        "database": reader.where,
+        "database": where_shown(reader.where),
         "nodes": shown,
         "nodes_hidden": len(nodes) - len(shown),
     }

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,22 +31,27 @@ log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 30
 
-RECORD_SELECT = """
-SELECT p.path, p.sha256,
-       CASE WHEN p.missing THEN 'missing'
+# A path's status and error, derived as store.engine's STATUS_EXPR/ERROR_EXPR
+# derive them: missing wins; a queue row means waiting (or failed before the
+# content could be read); otherwise the content's own.
+STATUS_SQL = """CASE WHEN p.missing THEN 'missing'
             WHEN q.state = 'failed' THEN 'failed'
             WHEN q.id IS NOT NULL THEN 'pending'
             WHEN c.status IS NULL THEN 'pending'
-            ELSE c.status END AS status,
-       CASE WHEN q.state = 'failed' THEN q.last_error
+            ELSE c.status END"""
+ERROR_SQL = """CASE WHEN q.state = 'failed' THEN q.last_error
             WHEN q.id IS NOT NULL THEN NULL
-            ELSE c.error END AS error,
-       c.width, c.height, c.classified_at
-FROM paths p
+            ELSE c.error END"""
+FROM_PATHS = """FROM paths p
 LEFT JOIN contents c ON c.sha256 = p.sha256
-LEFT JOIN queue q ON q.path = p.path
-"""
-STATUS_SQL = RECORD_SELECT.split("AS status")[0].split("p.sha256,", 1)[1]
+LEFT JOIN queue q ON q.path = p.path"""
+RECORD_SELECT = (f"SELECT p.path, p.sha256, {STATUS_SQL} AS status, {ERROR_SQL} AS error, "
+                 f"c.width, c.height, c.classified_at {FROM_PATHS}")
+
+
+def where_shown(db: str) -> str:
+    """The database as `labels status` names it: a URL's password left out."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
 def in_list(name: str, values: Sequence, params: dict) -> str:
@@ -118,9 +124,7 @@ class Reader:
     def counts(self) -> dict[str, int]:
         """Tracked paths in each status (all four keys present)."""
         totals = dict.fromkeys(("pending", "done", "failed", "missing"), 0)
-        sql = (f"SELECT {STATUS_SQL} AS status, count(*) FROM paths p "
-               "LEFT JOIN contents c ON c.sha256 = p.sha256 LEFT JOIN queue q ON q.path = p.path "
-               "GROUP BY 1")
+        sql = f"SELECT {STATUS_SQL} AS status, count(*) {FROM_PATHS} GROUP BY 1"
         with self.read() as run:
             for status, count in run(sql, {}):
                 totals[status] = count
@@ -256,4 +260,5 @@ def as_reader(source) -> Reader:
     return source if isinstance(source, Reader) else StoreReader(source)
 
 
-__all__ = ["Reader", "as_reader", "as_utc", "in_list", "load_records", "open_reader"]
+__all__ = ["Reader", "as_reader", "as_utc", "in_list", "load_records", "open_reader",
+           "where_shown"]
