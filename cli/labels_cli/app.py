@@ -21,7 +21,7 @@ from labelsd import __version__
 from labelsd.errors import LabelsError
 
 from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd
-from .context import CliState
+from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
 
 log = logging.getLogger("labels")
 
