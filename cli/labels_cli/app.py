@@ -50,8 +50,8 @@ class LabelsGroup(TyperGroup):
                 raise
             _quiet_pipe()
         except LabelsError as err:
-            state = ctx.find_object(CliState)
-            if state is not None and state.debug:
+            current = ctx.find_object(CliState)
+            if current is not None and current.debug:
                 log.exception("labels failed")
             typer.echo(f"labels: error: {err}", err=True)
             raise typer.Exit(1) from None
@@ -112,9 +112,8 @@ def _global_options(
     """Query and tag the image labels that labelsd stores."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="labels: %(levelname)s: %(message)s")
-    state = CliState(db=db, config=config, debug=debug)
-    ctx.obj = state
-    ctx.call_on_close(state.close)
+    ctx.obj = CliState(db=db, config=config, debug=debug)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for module in COMMAND_MODULES:
