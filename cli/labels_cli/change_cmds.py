@@ -55,10 +55,19 @@ def _targets(ctx: typer.Context, items: list[str], tags: list[str], search: str 
 
 
 def _check_tracked(store, paths: list[str]) -> None:
-    """Every path must have a read content before any is changed (all or nothing)."""
+    """Every path must have a read content before any is changed (all or nothing).
+    A path that is neither tracked nor on disk is named as a file that does not exist."""
+    from labelsd.errors import NotTracked
+    from labelsd.paths import canonical_path
+
     with store.read() as session:
         for path in paths:
-            store.require_content(session, path)
+            try:
+                store.require_content(session, path)
+            except NotTracked:
+                if not os.path.lexists(path):
+                    raise NotTracked(f"{canonical_path(path)}: no such file") from None
+                raise
 
 
 def tag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
