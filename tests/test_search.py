@@ -270,3 +270,12 @@ def test_the_exceptions_come_from_wordnet_noun_exc():
     exceptions = taxonomy._data()["noun_exceptions"]
     assert exceptions["geese"] == ["goose"] and exceptions["teeth"] == ["tooth"]
     assert len(exceptions) > 2000  # the whole of noun.exc, not a hand-picked few
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("dgo", "dog"), ("cta", "cat"), ("retreiver", "retriever"),
+                                             ("vehicel", "vehicle")])
+def test_a_typo_suggests_the_word_meant_first(typo, meant):
+    from labelsd.model.taxonomy import select_classes, suggest
+
+    assert select_classes(typo) == frozenset()
+    assert suggest(typo)[0] == meant

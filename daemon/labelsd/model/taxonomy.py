@@ -172,7 +172,28 @@ def _vocabulary() -> tuple[str, ...]:
     return tuple(words)
 
 
+def _edits(a: str, b: str) -> int:
+    """Optimal string alignment distance: insertions, deletions, substitutions
+    and swaps of neighbours ("dgo" -> "dog" is one edit)."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1,
+                         rows[-1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
 def suggest(query: str, n: int = 5) -> list[str]:
-    """The class names nearest to a query that selects nothing (typos: 'dgo' -> 'dog')."""
+    """The class names nearest to a query that selects nothing (typos: 'dgo' ->
+    'dog'): the closest spellings first, and among equally close ones the names
+    that select more classes (the broader word is the likelier meaning)."""
     key = normalise(query)
-    return difflib.get_close_matches(key, _vocabulary(), n=n, cutoff=0.6) if key else []
+    if not key:
+        return []
+    near = difflib.get_close_matches(key, _vocabulary(), n=4 * n, cutoff=0.6)
+    near.sort(key=lambda name: (_edits(key, name), -len(_lemma_index().get(name, ()))))
+    return near[:n]
