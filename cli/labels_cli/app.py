@@ -20,12 +20,12 @@ from typer.core import TyperGroup
 from labelsd import __version__
 from labelsd.errors import LabelsError
 
-from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd
+from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd, xmp_cmds
 from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
 
 log = logging.getLogger("labels")
 
-COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, db_cmds, model_cmds)
+COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds, model_cmds)
 
 
 class LabelsGroup(TyperGroup):
@@ -45,16 +45,26 @@ class LabelsGroup(TyperGroup):
             return super().invoke(ctx)
         except BrokenPipeError:
             _quiet_pipe()
+        except LabelsError as err:
+            _one_line(ctx, str(err))
+        except PermissionError as err:
+            # One the store did not foresee (a config file under another user's
+            # home, ...): still one line, naming the group to join when there is one.
+            from labelsd.store.access import denied_advice
+
+            _one_line(ctx, denied_advice(err.filename, "the file") if err.filename else str(err))
         except OSError as err:
             if err.errno != errno.EPIPE:
                 raise
             _quiet_pipe()
-        except LabelsError as err:
-            current = ctx.find_object(CliState)
-            if current is not None and current.debug:
-                log.exception("labels failed")
-            typer.echo(f"labels: error: {err}", err=True)
-            raise typer.Exit(1) from None
+
+
+def _one_line(ctx: typer.Context, message: str):
+    current = ctx.find_object(CliState)
+    if current is not None and current.debug:
+        log.exception("labels failed")
+    typer.echo(f"labels: error: {message}", err=True)
+    raise typer.Exit(1) from None
 
 
 def _quiet_pipe():

@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from .context import state
+from .xmp_cmds import refresh_after_tagging
 
 ItemsArg = Annotated[Optional[list[str]], typer.Argument(
     metavar="PATH... [TAG]...",
@@ -84,6 +85,7 @@ def tag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     _check_tracked(store, paths)
     for path in paths:
         now = tagging.add_tags(store, path, wanted)
+        refresh_after_tagging(state(ctx), path, lift=wanted)  # with xmp = "sidecar"
         typer.echo(f"{canonical_path(path)}: {', '.join(now)}")
 
 
@@ -100,6 +102,7 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     _check_tracked(store, paths)
     for path in paths:
         left = tagging.remove_tags(store, path, unwanted)
+        refresh_after_tagging(state(ctx), path)  # with xmp = "sidecar"
         typer.echo(f"{canonical_path(path)}: {', '.join(left) if left else '(no tags)'}")
 
 

@@ -1,8 +1,9 @@
 """Options shared by several commands, declared once.
 
 `search_options` adds the search filters (`--min-score`, `--exact`, `--tag`,
-`--include-missing`) to a command, which receives them as one `SearchFilters`
-value named `filters`: `search`, `gallery` and `tag --search` take the same
+`--include-missing`, and the EXIF filters `--since`, `--until`, `--camera`
+declared in xmp_cmds.py) to a command, which receives them as one
+`SearchFilters` value named `filters`: `search` and `gallery` take the same
 options from here. A new filter is one field of `SearchFilters` and one entry
 of `SEARCH_OPTIONS`.
 """
@@ -16,6 +17,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt
+
 
 @dataclass(frozen=True)
 class SearchFilters:
@@ -25,6 +28,9 @@ class SearchFilters:
     exact: bool = False
     tags: tuple[str, ...] = ()
     include_missing: bool = False
+    since: str | None = None
+    until: str | None = None
+    camera: str | None = None
 
     def as_kwargs(self) -> dict:
         return asdict(self)
@@ -47,6 +53,9 @@ SEARCH_OPTIONS = [
         help="Only images carrying TAG (repeat: all of them).")], None),
     _option("include_missing", Annotated[bool, typer.Option(
         "--include-missing", help="Also find images whose file is gone.")], False),
+    _option("since", SinceOpt, None),
+    _option("until", UntilOpt, None),
+    _option("camera", CameraOpt, None),
 ]
 
 

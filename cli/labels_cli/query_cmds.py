@@ -18,6 +18,7 @@ from labelsd.serve import query
 from .context import state
 from .options import RECORDS, CsvOpt, PathsOpt, SearchFilters, json_option, search_options
 from .render import Format, choose_format, render_json, render_records
+from .xmp_cmds import show_photo_meta
 
 EXIT_NOT_RUNNING = 3  # as `systemctl status` for a stopped unit
 
@@ -82,6 +83,7 @@ def _show_text(record) -> None:
         typer.echo(f"  {p.rank}. {p.label} ({p.score:.1%})  [{p.wnid}, class {p.class_index}]")
     if record.tags:
         typer.echo(f"  tags:    {', '.join(record.tags)}")
+    show_photo_meta(record)
 
 
 @search_options
@@ -110,7 +112,7 @@ def search(
 
 
 def tags_cmd(ctx: typer.Context,
-             as_json: json_option("a list of objects with tag, count (images) and contents") = False) -> None:
+             as_json: json_option("a list of objects with tag, count (images), contents and imported") = False) -> None:
     """List every tag with how many images carry it."""
     counts = query.tag_counts(state(ctx).reader())
     if as_json:
@@ -119,7 +121,8 @@ def tags_cmd(ctx: typer.Context,
     if not counts:
         typer.echo("no tags")
     for c in counts:
-        typer.echo(f"{c['count']:>7}  {c['tag']}")
+        typer.echo(f"{c['count']:>7}  {c['tag']}"
+                   + (f"  (imported on {c['imported']})" if c["imported"] else ""))
 
 
 def stats(ctx: typer.Context,
@@ -172,7 +175,7 @@ def _status_text(result: dict) -> None:
     if result["nodes_hidden"]:
         typer.echo(f"({result['nodes_hidden']} service(s) stopped over a day ago not shown; "
                    "--all lists them)")
-    typer.echo(f"{'running' if result['running'] else 'not running'}; library: "
+    typer.echo(f"{'running' if result['running'] else 'not running'}: in the library "
                f"{result['queued']} queued, {result['done']} done, {result['failed']} failed, "
                f"{result['missing']} missing")
 

@@ -21,18 +21,22 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import base_forms, select_classes, suggest
 from labelsd.records import ImageRecord
-from labelsd.serve.reader import as_reader, as_utc, in_list, where_shown
+from labelsd.serve.reader import as_reader, in_list
+from labelsd.serve.status import (  # re-exported: the query API in one place
+    ALIVE_WITHIN_S,
+    STALE_NODE_S,
+    list_nodes,
+    service_status,
+    watched_roots,
+)
 
 log = logging.getLogger(__name__)
 
-ALIVE_WITHIN_S = 10.0  # as store.nodes.ALIVE_WITHIN_S (a test checks they agree)
-STALE_NODE_S = 24 * 3600  # stopped nodes older than this are left out of `labels status`
 
 
 def tag_key(tag: str) -> str:
@@ -91,17 +95,80 @@ def matching_tag_keys(reader, query: str) -> tuple[str, ...]:
     return tuple(k for k in keys if k == key or (run and _has_run(_words(k), run)))
 
 
-def _filters(sql: str, params: dict, tags: Iterable[str], include_missing: bool) -> str:
-    for i, key in enumerate(dict.fromkeys(tag_key(t) for t in tags if t.strip())):
-        params[f"tk{i}"] = key
-        sql += f" AND EXISTS (SELECT 1 FROM tags t{i} WHERE t{i}.sha256 = p.sha256 AND t{i}.tag_key = :tk{i})"
-    return sql if include_missing else sql + " AND NOT p.missing"
+@dataclass(frozen=True)
+class Narrowing:
+    """What narrows a search besides its words: tags it must carry, whether
+    missing files count, and the EXIF filters (`--since/--until/--camera`)."""
+
+    tags: tuple[str, ...] = ()
+    include_missing: bool = False
+    since: str | None = None
+    until: str | None = None
+    camera: str | None = None
+
+    def sql(self, params: dict) -> str:
+        """` AND ...` conditions on the path `p` (its content as `p.sha256`)."""
+        sql = ""
+        for i, key in enumerate(dict.fromkeys(tag_key(t) for t in self.tags if t.strip())):
+            params[f"tk{i}"] = key
+            sql += (f" AND EXISTS (SELECT 1 FROM tags t{i} WHERE t{i}.sha256 = p.sha256"
+                    f" AND t{i}.tag_key = :tk{i})")
+        photo = photo_sql(params, self.since, self.until, self.camera)
+        if photo:
+            sql += f" AND p.sha256 IN (SELECT m.sha256 FROM contents m WHERE {photo})"
+        return sql if self.include_missing else sql + " AND NOT p.missing"
+
+
+def taken_window(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """`--since 2024-06 --until 2024-09` as bounds on `contents.taken_at` (ISO text):
+    since the first moment of `since`, up to the last moment of `until` (a
+    year, a month or a day: YYYY, YYYY-MM, YYYY-MM-DD). ValueError on other text."""
+    return (_period(since)[0] if since else None), (_period(until)[1] if until else None)
+
+
+def _period(text: str) -> tuple[str, str]:
+    """[start, end) of a year, month or day, as ISO text."""
+    from datetime import datetime, timedelta
+
+    text = text.strip()
+    for fmt, unit in (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year")):
+        try:
+            start = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        if unit == "day":
+            end = start + timedelta(days=1)
+        elif unit == "month":
+            end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        else:
+            end = start.replace(year=start.year + 1)
+        return start.strftime("%Y-%m-%dT%H:%M:%S"), end.strftime("%Y-%m-%dT%H:%M:%S")
+    raise ValueError(f"{text!r} is not a date: give YYYY, YYYY-MM or YYYY-MM-DD")
+
+
+def photo_sql(params: dict, since: str | None = None, until: str | None = None,
+              camera: str | None = None) -> str:
+    """Conditions on a content `m` for the EXIF filters ("" when none is given).
+    The camera matches any part of make and model, case-insensitively (bound as
+    a LIKE with its wildcards escaped, the same on SQLite and PostgreSQL)."""
+    start, end = taken_window(since, until)
+    conditions = []
+    if start is not None:
+        params["taken_from"] = start
+        conditions.append("m.taken_at >= :taken_from")
+    if end is not None:
+        params["taken_to"] = end
+        conditions.append("m.taken_at < :taken_to")
+    if camera and camera.strip():
+        escaped = "".join("/" + ch if ch in "/%_" else ch for ch in camera.strip().lower())
+        params["camera"] = f"%{escaped}%"
+        conditions.append("lower(m.camera) LIKE :camera ESCAPE '/'")
+    return " AND ".join(conditions)
 
 
 def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...], *,
-                 min_score: float | None, tags: Iterable[str], limit: int | None,
-                 include_missing: bool) -> list[SearchHit]:
-    tags = list(tags)
+                 min_score: float | None, limit: int | None,
+                 narrowing: Narrowing) -> list[SearchHit]:
     if limit is not None and limit <= 0:
         return []
     hits: list[SearchHit] = []
@@ -118,7 +185,7 @@ def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...], *,
             sql = (f"SELECT p.path, b.best FROM ({best} GROUP BY sha256) b "
                    "JOIN paths p ON p.sha256 = b.sha256 LEFT JOIN queue q ON q.path = p.path "
                    "WHERE q.id IS NULL")
-            sql = _filters(sql, params, tags, include_missing) + " ORDER BY b.best DESC, p.path"
+            sql += narrowing.sql(params) + " ORDER BY b.best DESC, p.path"
             if limit is not None:
                 sql += f" LIMIT {int(limit)}"
             hits = [SearchHit(path, score) for path, score in run(sql, params)]
@@ -131,7 +198,7 @@ def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...], *,
                 sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
                         "WHERE r.sha256 = p.sha256 AND r.class_index IN "
                         f"({in_list('rc', sorted(classes), params)})))")
-            sql = _filters(sql, params, tags, include_missing) + " ORDER BY p.path"
+            sql += narrowing.sql(params) + " ORDER BY p.path"
             if limit is not None:
                 sql += f" LIMIT {int(limit - len(hits))}"
             hits += [SearchHit(path, None) for (path,) in run(sql, params)]
@@ -139,25 +206,33 @@ def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...], *,
 
 
 def search_hits(source, query: str, *, exact: bool = False, min_score: float | None = None,
-                tags: Iterable[str] = (), limit: int | None = None,
-                include_missing: bool = False) -> list[SearchHit]:
-    """The paths a query finds, best first (see the module docstring)."""
+                limit: int | None = None, **narrowing) -> list[SearchHit]:
+    """The paths a query finds, best first (see the module docstring). The
+    narrowing options are `Narrowing`'s fields: tags, include_missing, and
+    since/until (dates as `taken_window` reads them) and camera, which keep
+    only photos whose EXIF says so."""
     reader = as_reader(source)
     return _search_hits(reader, select_classes(query, exact=exact),
-                        matching_tag_keys(reader, query), min_score=min_score, tags=tags,
-                        limit=limit, include_missing=include_missing)
+                        matching_tag_keys(reader, query), min_score=min_score, limit=limit,
+                        narrowing=_narrowing(narrowing))
+
+
+def _narrowing(options: dict) -> Narrowing:
+    options = dict(options)
+    options["tags"] = tuple(options.get("tags") or ())
+    return Narrowing(**options)
 
 
 def find(source, query: str, *, exact: bool = False, min_score: float | None = None,
-         tags: Iterable[str] = (), limit: int | None = None,
-         include_missing: bool = False) -> SearchResult:
+         limit: int | None = None, **narrowing) -> SearchResult:
     """Records of the images a query finds, best first, with why each was found;
-    when the query names no class and no tag, the nearest class names."""
+    when the query names no class and no tag, the nearest class names.
+    Options as `search_hits`."""
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
-    hits = _search_hits(reader, classes, tag_keys, min_score=min_score, tags=tags,
-                        limit=limit, include_missing=include_missing)
+    hits = _search_hits(reader, classes, tag_keys, min_score=min_score, limit=limit,
+                        narrowing=_narrowing(narrowing))
     records = reader.records_for_paths(hit.path for hit in hits)
     suggestions = suggest(query) if not classes and not tag_keys else []
     return SearchResult(records, classes, tag_keys, suggestions)
@@ -208,80 +283,17 @@ def stats(source, top: int = 10) -> Stats:
 
 
 def tag_counts(source) -> list[dict]:
-    """Every tag with how many images carry it (copies count each) and on how
-    many contents, most used first: [{"tag", "count", "contents"}]."""
+    """Every tag with how many images carry it (copies count each), on how many
+    contents, and on how many of those it was imported from the photo's own
+    keywords, most used first: [{"tag", "count", "contents", "imported"}]."""
     with as_reader(source).read() as run:
-        rows = run("SELECT min(t.tag), count(p.id) AS n, count(DISTINCT t.sha256) FROM tags t "
+        rows = run("SELECT min(t.tag), count(p.id) AS n, count(DISTINCT t.sha256), "
+                   "count(DISTINCT CASE WHEN t.imported THEN t.sha256 END) FROM tags t "
                    "LEFT JOIN paths p ON p.sha256 = t.sha256 "
                    "GROUP BY t.tag_key ORDER BY n DESC, t.tag_key", {})
-    return [{"tag": tag, "count": n, "contents": c} for tag, n, c in rows]
+    return [{"tag": tag, "count": n, "contents": c, "imported": i} for tag, n, c, i in rows]
 
 
-# ---- service status ------------------------------------------------------------
-
-
-def list_nodes(source) -> list[dict]:
-    """Every node ever registered, most recent heartbeat first."""
-    import json
-    from datetime import datetime, timezone
-
-    now = datetime.now(timezone.utc)
-    with as_reader(source).read() as run:
-        rows = run("SELECT node_id, host, pid, model, device, watching, heartbeat_at, "
-                   "stopped_at, done, failed FROM nodes", {})
-    nodes = []
-    for node_id, host, pid, model, device, watching, beat, stopped, done, failed in rows:
-        beat = as_utc(beat)
-        age = None if beat is None else max(0.0, (now - beat).total_seconds())
-        nodes.append({"node_id": node_id, "host": host, "pid": pid, "device": device or "",
-                      "model": model or "", "watching": json.loads(watching or "[]"),
-                      "heartbeat_age_s": age,
-                      "alive": stopped is None and age is not None and age <= ALIVE_WITHIN_S,
-                      "done": done, "failed": failed})
-    nodes.sort(key=lambda n: n["heartbeat_age_s"] if n["heartbeat_age_s"] is not None else 1e18)
-    return nodes
-
-
-def service_status(source, *, all_nodes: bool = False) -> dict:
-    """`labels status --json`, the contract in DESIGN.md plus `database` and a
-    `nodes` list (each node's `done`/`failed` count what it did since it started).
-
-    `running` is true while some node is alive; pid, model, device, watching
-    and heartbeat_age_s describe the freshest node (alive ones first), null or
-    empty when no service ever registered. Nodes not heard from for a day are
-    left out of `nodes` unless `all_nodes`."""
-    reader = as_reader(source)
-    nodes = list_nodes(reader)
-    counts = reader.counts()
-    freshest = sorted(nodes, key=lambda n: not n["alive"])[0] if nodes else None
-    shown = [n for n in nodes if all_nodes or n["alive"] or (
-        n["heartbeat_age_s"] is not None and n["heartbeat_age_s"] < STALE_NODE_S)]
-    return {
-        "running": any(n["alive"] for n in nodes),
-        "pid": freshest["pid"] if freshest else None,
-        "model": freshest["model"] if freshest else "",
-        "device": freshest["device"] if freshest else "",
-        "watching": list(freshest["watching"]) if freshest else [],
-        "queued": counts["pending"],
-        "done": counts["done"],
-        "failed": counts["failed"],
-        "missing": counts["missing"],
-        "heartbeat_age_s": freshest["heartbeat_age_s"] if freshest else None,
-        "database": where_shown(reader.where),
-        "nodes": shown,
-        "nodes_hidden": len(nodes) - len(shown),
-    }
-
-
-def watched_roots(source) -> list[str]:
-    """The folders the live nodes watch (for explaining untracked paths)."""
-    roots: list[str] = []
-    for node in list_nodes(source):
-        if node["alive"]:
-            roots += [r for r in node["watching"] if r not in roots]
-    return roots
-
-
-__all__ = ["SearchHit", "SearchResult", "Stats", "atomic_output", "find", "list_nodes",
-           "matching_tag_keys", "search", "search_hits", "service_status", "stats",
-           "tag_counts", "watched_roots"]
+__all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "Narrowing", "SearchHit", "SearchResult", "Stats",
+           "atomic_output", "find", "list_nodes", "matching_tag_keys", "photo_sql", "search",
+           "search_hits", "service_status", "stats", "tag_counts", "taken_window", "watched_roots"]

@@ -46,7 +46,8 @@ FROM_PATHS = """FROM paths p
 LEFT JOIN contents c ON c.sha256 = p.sha256
 LEFT JOIN queue q ON q.path = p.path"""
 RECORD_SELECT = (f"SELECT p.path, p.sha256, {STATUS_SQL} AS status, {ERROR_SQL} AS error, "
-                 f"c.width, c.height, c.classified_at {FROM_PATHS}")
+                 "c.width, c.height, c.classified_at, c.taken_at, c.camera, c.gps_lat, c.gps_lon "
+                 f"{FROM_PATHS}")
 
 
 def where_shown(db: str) -> str:
@@ -135,7 +136,8 @@ def load_records(run, sql: str, params: dict) -> list[ImageRecord]:
     """Run a RECORD_SELECT and attach labels and tags with one query each per
     500 contents (never a query per image)."""
     records = [ImageRecord(path=r[0], sha256=r[1], status=r[2], error=r[3], width=r[4],
-                           height=r[5], classified_at=as_utc(r[6])) for r in run(sql, params)]
+                           height=r[5], classified_at=as_utc(r[6]), taken_at=r[7], camera=r[8],
+                           gps_lat=r[9], gps_lon=r[10]) for r in run(sql, params)]
     shas = sorted({r.sha256 for r in records if r.sha256})
     labels: dict[str, list[Prediction]] = {}
     tags: dict[str, list[str]] = {}
@@ -242,6 +244,15 @@ def open_reader(db: str, default_db: str | None = None) -> Reader:
 
         return StoreReader(open_store(db))
     path = Path(db).expanduser()
+    try:
+        return _open_file(path, default_db)
+    except PermissionError as err:  # a folder on the way does not let us in
+        from labelsd.store.access import denied_advice
+
+        raise StoreUnavailable(denied_advice(path)) from err
+
+
+def _open_file(path: Path, default_db: str | None) -> Reader:
     if path.is_dir():
         raise StoreUnavailable(
             f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
@@ -251,7 +262,7 @@ def open_reader(db: str, default_db: str | None = None) -> Reader:
         raise StoreUnavailable(f"no database at {path}{hint}; labelsd creates it when it "
                                "first starts, or pass --db")
     if not os.access(path, os.R_OK):
-        raise StoreUnavailable(f"cannot read the database {path}: permission denied")
+        raise PermissionError(13, "permission denied", str(path))
     return SqliteReader(path)
 
 
