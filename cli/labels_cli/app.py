@@ -35,9 +35,7 @@ class LabelsGroup(TyperGroup):
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
-        for param in getattr(command, "params", ()):
-            if param.param_type_name == "argument":
-                _plain_argument(param)
+        _plain_arguments(command)
         return command
 
     def invoke(self, ctx: typer.Context):
@@ -73,6 +71,15 @@ def _quiet_pipe():
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     raise typer.Exit(0)
+
+
+def _plain_arguments(command) -> None:
+    """Plain argument help for a command and, in a group (`xmp`, `db`), each of its commands."""
+    for param in getattr(command, "params", ()):
+        if param.param_type_name == "argument":
+            _plain_argument(param)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_arguments(sub)
 
 
 def _plain_argument(param) -> None:

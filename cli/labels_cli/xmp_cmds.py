@@ -35,7 +35,7 @@ UntilOpt = Annotated[Optional[str], typer.Option(
     "--until", metavar="DATE", callback=_check_date,
     help="Only photos taken up to the end of this year, month or day (EXIF).")]
 CameraOpt = Annotated[Optional[str], typer.Option(
-    "--camera", metavar="TEXT", help="Only photos from a camera whose make or model contains "
+    "--camera", metavar="NAME", help="Only photos from a camera whose make or model contains "
                                      "this (case-insensitive): iphone, canon, 'EOS R5'.")]
 
 
@@ -68,7 +68,7 @@ def write_cmd(
     text: Annotated[Optional[str], typer.Argument(
         metavar="QUERY", help="Only the photos this search finds (default: every labelled photo).")] = None,
     min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", min=0.0, max=1.0,
+        "--min-score", min=0.0, max=1.0, metavar="SCORE",
         help="Labels scoring at least this go into sidecars (default: the config's "
              "xmp_min_score, 0.2).")] = None,
 ) -> None:
