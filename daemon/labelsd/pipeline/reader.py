@@ -170,7 +170,7 @@ class Reader:
         backoff = 0.1
         while True:
             try:
-                return contents.content_status(self.store, shas)
+                return contents.content_status(self.store, shas, self._model_name)
             except StoreUnavailable as err:
                 log.warning("database busy (%s); retrying in %.1fs", err, backoff)
                 if self._stop.wait(backoff):
