@@ -195,5 +195,5 @@ SPEC = ModelSpec(
     input_size=INPUT_SIZE,
     preprocess=preprocess_lite,
     loader=__name__,
-    describe="EfficientNet-Lite0, 224x224: ImageNet top-1 75.1%, 0.4 GFLOPs per image",
+    describe="EfficientNet-Lite0, 224x224: ImageNet top-1 75.1%, 0.4 G multiply-adds per image",
 )
