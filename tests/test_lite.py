@@ -183,3 +183,8 @@ def test_weights_of_another_network_are_refused(fake_torch, tmp_path, monkeypatc
     with pytest.raises(WeightsUnavailable, match="no _conv_stem.weight: not EfficientNet-Lite0"):
         efficientnet.build_network(path, efficientnet.check_weights(path))  # imports Keras
     assert not list((tmp_path / "keras").rglob("*.h5"))  # nothing cached
+
+
+def test_inception_weights_given_to_lite_say_which_setting(weights_file):
+    with pytest.raises(WeightsUnavailable, match="Keras \\(HDF5\\) file, not EfficientNet-Lite0's .pth"):
+        efficientnet.check_weights(weights_file)

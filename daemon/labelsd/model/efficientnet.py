@@ -72,6 +72,12 @@ def check_weights(weights):
     path = Path(weights).expanduser().resolve() if weights else packaged_weights()
     if not path.is_file():
         raise WeightsUnavailable(f"weights file {path} does not exist: {HOW_TO_GET_WEIGHTS}")
+    with open(path, "rb") as f:
+        if f.read(8) == b"\x89HDF\r\n\x1a\n":
+            raise WeightsUnavailable(
+                f"weights file {path} is a Keras (HDF5) file, not EfficientNet-Lite0's .pth: "
+                "--weights / LABELS_WEIGHTS / `weights =` name InceptionV3's file; leave them "
+                f"unset with --model efficientnet_lite0, or {HOW_TO_GET_WEIGHTS}")
     return path, _sha256(path)
 
 
