@@ -137,6 +137,33 @@ def test_converted_weights_are_cached_and_give_the_same_answer(lite, tmp_path, m
     assert os.environ["KERAS_HOME"] in str(cached)
 
 
+def test_scan_relabels_what_another_model_labelled(lite, tmp_path):
+    """The cat was labelled `moped` by another model (as far as the store knows): a scan
+    with Lite0 decodes it again instead of linking to the stored labels, and replaces them."""
+    from labelsd import records
+    from labelsd.pipeline.scan import scan_folder
+    from labelsd.store import contents, workqueue
+    from labelsd.store.engine import open_store
+    from servicekit import sha256_of
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cat = folder / "chelsea.png"
+    shutil.copyfile(skimage_data / "chelsea.png", cat)
+    moped = [records.Prediction(1, "moped", "n03785016", 665, 0.9)]
+    with open_store(str(tmp_path / "labels.db")) as store:
+        workqueue.enqueue(store, [str(cat)])
+        claim = workqueue.claim(store, "other-node", 10)[0]
+        contents.record_outcomes(store, "other-node", [records.Outcome(
+            claim, "classified", sha256=sha256_of(cat), size=cat.stat().st_size,
+            mtime_ns=cat.stat().st_mtime_ns, model="InceptionV3/imagenet", predictions=moped)])
+        result = scan_folder(store, lite, folder)
+        assert (result.queued, result.labeled, result.linked) == (1, 1, 0), result.summary()
+        record = store.record(str(cat))
+    assert record.model == "EfficientNetLite0/imagenet"
+    check_top3("chelsea.png", [p.label for p in record.labels])
+
+
 # ------------------------------------------------------------------ the real service
 
 
