@@ -25,6 +25,8 @@ from servicekit import Service, service_env, wait_for
 
 skimage_data = Path(skimage.__file__).parent / "data"
 
+pytestmark = pytest.mark.tf  # every test here runs EfficientNet-Lite0 (or the service)
+
 LABELS = Path(sys.executable).with_name("labels")
 TIMEOUT_S = 240  # TensorFlow's import and a model load on two busy cores
 
