@@ -1,6 +1,9 @@
 # The two commands of the README. Both create .venv and install the project.
-#   make run    start labelsd watching ./inbox (WATCH=dir, WEIGHTS=file, DB=path|url)
-#   make test   run the whole test suite (installs the Debian packages tests need)
+#   make run        start labelsd watching ./inbox (WATCH=dir, WEIGHTS=file, DB=path|url)
+#   make test       run the whole test suite (installs the Debian packages tests need)
+# And for developers:
+#   make test-fast  the suite without TensorFlow, PostgreSQL or user namespaces (under 2 min)
+#   make lint       ruff over the code, the tests and the benchmarks
 
 PYTHON  ?= python3
 VENV    ?= .venv
@@ -10,7 +13,7 @@ WEIGHTS ?=
 DB      ?=
 PYTEST_ARGS ?=
 
-.PHONY: run test venv test-deps bench clean
+.PHONY: run test test-fast lint venv test-deps bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +35,12 @@ test-deps:
 
 test: venv test-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not tf and not pg and not userns" $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check daemon cli tests bench scripts
 
 bench: venv
 	$(BIN)/python bench/throughput.py
