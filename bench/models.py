@@ -75,9 +75,10 @@ def compare_models(models: list[str], args, photos: list[Path], burst_sets: list
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         services = {}
         try:
-            for model in models:
+            for number, model in enumerate(models):
                 weights = model_weights(model, args, args.cache)
-                services[model] = BenchService(Path(tmp) / model, weights, (
+                # a short folder name: the notify socket's path must fit in 108 bytes
+                services[model] = BenchService(Path(tmp) / str(number), weights, (
                     "--device", device, "--batch-size", batch_size, "--model", model))
                 ready = services[model].start_until_ready()
                 print(f"{model}: service ready in {ready:.1f} s", flush=True)
