@@ -156,7 +156,7 @@ class Service:
             return conn.execute(sql, params).fetchall()
 
     def statuses(self) -> dict[str, str]:
-        """path -> status, derived as DESIGN.md says (missing, failed, pending, done)."""
+        """path -> status, derived as docs/contract.md says (missing, failed, pending, done)."""
         rows = self.query("""
             SELECT p.path,
                    CASE WHEN p.missing THEN 'missing'
