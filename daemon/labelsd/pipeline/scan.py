@@ -21,7 +21,7 @@ from labelsd.paths import canonical_root
 from labelsd.pipeline.runner import Pipeline
 from labelsd.pipeline.timeline import Timeline
 from labelsd.records import FileFacts
-from labelsd.store import contents, workqueue
+from labelsd.store import contents, relabel, workqueue
 from labelsd.store.engine import Store
 from labelsd.store.nodes import node_id_for_this_process
 from labelsd.store.schema import QueueItem
@@ -78,15 +78,21 @@ def walk_images(root: str) -> Iterator[FileFacts]:
     return walk_candidates(root, [root], linked_files=True, unreadable_level=logging.WARNING)
 
 
-def plan_scan(store: Store, root: str | os.PathLike) -> ScanResult:
-    """Queue every new or changed image under `root` and mark vanished ones
-    missing; what is left to classify says whether the model is needed at all."""
+def plan_scan(store: Store, root: str | os.PathLike, model: str | None = None) -> ScanResult:
+    """Queue every new or changed image under `root` (and, given the `model` that
+    will run, by name or family, what another model labelled there) and mark
+    vanished ones missing; what is left to classify says whether the model is
+    needed at all."""
     start = time.monotonic()
     root = canonical_root(os.fspath(root))
     result = ScanResult(root=root)
     facts = list(walk_images(root))
     result.found = len(facts)
     result.queued = workqueue.enqueue(store, facts)
+    # what another model labelled is labelled again by this one (its queue rows keep
+    # the old labels out of search meanwhile)
+    if model is not None:
+        result.queued += relabel.queue_other_models(store, model, under=root)
     result.unchanged = result.found - result.queued
     result.missing = contents.mark_missing_under(store, root, {f.path for f in facts})
     with store.read() as session:
@@ -109,7 +115,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     `on_progress(done, total)` is called after each batch; `timeline` (the
     benchmark's) records every stage."""
     start = time.monotonic()
-    result = plan or plan_scan(store, root)
+    result = plan or plan_scan(store, root, classifier.name)
     total = result.queued + result.waiting
     seen = 0
 
