@@ -9,11 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from sqlalchemy import update
 
 from labelsd import records
 from labelsd.pipeline.scan import ScanResult
 from labelsd.records import FileFacts
 from labelsd.store import contents, workqueue
+from labelsd.store.schema import Content
 from test_search import predictions
 
 
@@ -32,7 +34,7 @@ def _labelled_folder(store, folder, count: int) -> list[str]:
     claims = {c.path: c for c in workqueue.claim(store, "test-node", limit=count + 10)}
     contents.record_outcomes(store, "test-node", [records.Outcome(
         claim=claims[f.path], kind="classified", sha256=f"{i:064x}", size=f.size,
-        mtime_ns=f.mtime_ns, width=10, height=10, format="JPEG", model="test",
+        mtime_ns=f.mtime_ns, width=10, height=10, format="JPEG", model="InceptionV3/imagenet",
         predictions=predictions([(281, 0.9), (282, 0.05), (285, 0.01)]))
         for i, f in enumerate(facts)])
     return paths
@@ -88,3 +90,16 @@ def test_the_summary_accounts_for_every_image():
     assert result.summary() == "16 labeled, 0 linked, 0 failed, 0 unchanged, 14 done by another labelsd"
     result = ScanResult(root="/p", found=5, queued=4, unchanged=1, labeled=2, linked=1, failed=1)
     assert result.summary() == "2 labeled, 1 linked, 1 failed, 1 unchanged"
+
+
+def test_what_another_model_labelled_needs_the_model(store, db_url, tmp_path):
+    """Labels of another model family are relabelled by the active one: the plan
+    queues them, so the model is loaded (and here, with no weights, says so)."""
+    if "://" in db_url:
+        pytest.skip("the same code path; SQLite is enough here")
+    photos = tmp_path / "photos"
+    _labelled_folder(store, photos, 3)
+    with store.write() as session:
+        session.execute(update(Content).values(model="EfficientNetLite0/imagenet"))
+    done = _scan(db_url, photos)
+    assert done.returncode == 1 and "weights file /no/such/weights.h5" in done.stderr
