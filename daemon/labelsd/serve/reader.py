@@ -46,7 +46,8 @@ FROM_PATHS = """FROM paths p
 LEFT JOIN contents c ON c.sha256 = p.sha256
 LEFT JOIN queue q ON q.path = p.path"""
 RECORD_SELECT = (f"SELECT p.path, p.sha256, {STATUS_SQL} AS status, {ERROR_SQL} AS error, "
-                 "c.width, c.height, c.classified_at, c.taken_at, c.camera, c.gps_lat, c.gps_lon "
+                 "c.width, c.height, c.classified_at, c.taken_at, c.camera, c.gps_lat, c.gps_lon, "
+                 "c.model "
                  f"{FROM_PATHS}")
 
 
@@ -137,7 +138,7 @@ def load_records(run, sql: str, params: dict) -> list[ImageRecord]:
     500 contents (never a query per image)."""
     records = [ImageRecord(path=r[0], sha256=r[1], status=r[2], error=r[3], width=r[4],
                            height=r[5], classified_at=as_utc(r[6]), taken_at=r[7], camera=r[8],
-                           gps_lat=r[9], gps_lon=r[10]) for r in run(sql, params)]
+                           gps_lat=r[9], gps_lon=r[10], model=r[11]) for r in run(sql, params)]
     shas = sorted({r.sha256 for r in records if r.sha256})
     labels: dict[str, list[Prediction]] = {}
     tags: dict[str, list[str]] = {}
