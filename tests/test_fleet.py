@@ -179,6 +179,12 @@ class StandInClassifier:
     name = "stand-in"
     device = "cpu"
     batch_size = 8
+    ladder = None  # no padded sizes
+
+    def decode(self, data):
+        from labelsd.model.decode import decode_for_inception
+
+        return decode_for_inception(data)
 
     def top3(self, batch):
         return [list(TOP3) for _ in range(len(batch))]

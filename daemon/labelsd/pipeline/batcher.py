@@ -135,7 +135,7 @@ class BatchStage:
             more_coming = self._reader.preparing > 0 or not self._ready.empty()
         if not more_coming:
             return items
-        keep, carry = fit_ladder(items, wanted, getattr(self.classifier, "ladder", None))
+        keep, carry = fit_ladder(items, wanted, self.classifier.ladder)
         self._carry.extend(carry)
         return keep
 

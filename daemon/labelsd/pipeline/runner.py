@@ -27,6 +27,7 @@ import time
 
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
+from labelsd.model.classifier import Classifier
 from labelsd.pipeline.batcher import BatchStage
 from labelsd.pipeline.claimer import IDLE_WAIT_S, Claimer
 from labelsd.pipeline.reader import POLL_S, Reader
@@ -44,12 +45,12 @@ _SENTINEL = object()
 class Pipeline:
     """Claim → decode → batch → classify → write, until stopped. A context manager."""
 
-    def __init__(self, store: Store, classifier, node_id: str, *, batch_size: int | None = None,
+    def __init__(self, store: Store, classifier: Classifier, node_id: str, *, batch_size: int | None = None,
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  events: Events | None = None,
                  idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None):
         if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
-            batch_size = getattr(classifier, "batch_size", 8)
+            batch_size = classifier.batch_size
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.store = store
@@ -78,8 +79,8 @@ class Pipeline:
         self._ready: queue_mod.Queue = queue_mod.Queue()
         self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
         self._reader = Reader(store, self.decode_workers, lock=self._lock, ready=self._ready,
-                              stop=self._stop, model_name=classifier.name, timeline=timeline,
-                              events=self.events)
+                              stop=self._stop, model_name=classifier.name,
+                              decode=classifier.decode, timeline=timeline, events=self.events)
         self._batches = BatchStage(classifier, self._reader, self._ready, lock=self._lock,
                                    stop=self._stop, batch_size=batch_size, max_wait_s=self.max_wait_s,
                                    sentinel=_SENTINEL, events=self.events, timeline=timeline)

@@ -13,26 +13,30 @@ import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, literal, select, update
+from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import workqueue
 from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
 from labelsd.store.photometa import import_keywords, meta_columns
+from labelsd.store.relabel import same_model
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
 
 
-def content_status(store: Store, shas: Iterable[str]) -> dict[str, str]:
-    """The stored status of each known content (done/failed/pending)."""
+def content_status(store: Store, shas: Iterable[str], model: str | None = None) -> dict[str, str]:
+    """The stored status of each known content (done/failed/pending); with `model`,
+    a content another model labelled is "relabel" instead of "done"."""
     wanted = list(set(shas))
     if not wanted:
         return {}
     with store.read() as session:
-        return dict(session.execute(select(Content.sha256, Content.status)
-                                    .where(Content.sha256.in_(wanted))).all())
+        rows = session.execute(select(Content.sha256, Content.status, Content.model)
+                               .where(Content.sha256.in_(wanted))).all()
+    return {sha: "relabel" if model and status == "done" and not same_model(stored, model)
+            else status for sha, status, stored in rows}
 
 
 FINAL = (OutcomeKind.CLASSIFIED, OutcomeKind.LINKED, OutcomeKind.BAD_IMAGE)
@@ -57,8 +61,8 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
         # Python than these lookups cost the database.)
         shas = sorted({o.sha256 for o in final if o.sha256})
         c, p = Content.__table__.c, TrackedPath.__table__.c
-        stored = dict(session.execute(select(c.sha256, c.status)
-                                      .where(c.sha256.in_(shas))).all()) if shas else {}
+        stored = {sha: (status, model) for sha, status, model in session.execute(
+            select(c.sha256, c.status, c.model).where(c.sha256.in_(shas)))} if shas else {}
         before = {row.path: row for row in session.execute(
             select(p.path, p.sha256, p.missing)
             .where(p.path.in_([o.claim.path for o in final])))} if final else {}
@@ -77,18 +81,21 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
                 raise ValueError(f"unknown outcome kind {o.kind!r}")
 
 
-def _store_contents(session: Session, final: list[Outcome], stored: dict[str, str],
+def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tuple],
                     now: datetime) -> None:
-    """Create or update the batch's contents. `stored` is the status of each one
-    already in the database. A content `done` is never touched again (classified
-    by another path, node or an earlier run); a `linked` outcome only creates its
+    """Create or update the batch's contents. `stored` is the (status, model) of
+    each one already in the database. A content `done` is not touched again
+    (classified by another path, node or an earlier run), unless a classification
+    by another model family relabels it; a `linked` outcome only creates its
     content when it is not stored. Within the batch the first classification of
     some bytes wins, as it would one outcome at a time."""
-    status = dict(stored)
-    done, failed, refreshed = {}, {}, []
+    known = dict(stored)
+    done, failed, refreshed, relabelled = {}, {}, [], []
     for o in final:
-        current = status.get(o.sha256)
-        if current == "done" or (o.kind == OutcomeKind.LINKED and current is not None):
+        current, model = known.get(o.sha256, (None, None))
+        if current == "done" and (o.kind != OutcomeKind.CLASSIFIED or same_model(model, o.model)):
+            continue
+        if o.kind == OutcomeKind.LINKED and current is not None:
             continue
         row = {"sha256": o.sha256, "size": o.size or 0, "width": o.width, "height": o.height,
                "format": o.format}
@@ -96,14 +103,18 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, st
             done[o.sha256] = (o, {**row, "status": "done", "error": None, "model": o.model,
                                   "classified_at": now, **meta_columns(o.meta)})
             failed.pop(o.sha256, None)
-            if o.sha256 in stored:  # it failed before, and may hold older predictions
+            if o.sha256 in stored:  # failed before, or another model's: older predictions go
                 refreshed.append(o.sha256)
+            if current == "done":
+                relabelled.append(o.sha256)
         else:
             failed[o.sha256] = {**row, "status": "failed", "error": o.error, "model": None,
                                 "classified_at": None}
-        status[o.sha256] = "done" if o.kind == OutcomeKind.CLASSIFIED else "failed"
+        known[o.sha256] = ("done", o.model) if o.kind == OutcomeKind.CLASSIFIED else ("failed", None)
     table = Content.__table__
     not_done = table.c.status != "done"  # another node may have classified it meanwhile
+    if relabelled:  # ... except the ones this batch relabels on purpose
+        not_done = or_(not_done, table.c.sha256.in_(relabelled))
     if failed:
         ins = dialect_insert(session, table)
         write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
