@@ -124,7 +124,16 @@ class Reader:
         return [by_path[p] for p in wanted if p in by_path]
 
     def counts(self) -> dict[str, int]:
-        """Tracked paths in each status (all four keys present)."""
+        """Tracked paths in each status (all four keys present): from the counters
+        the triggers keep (store/counters.py), the same cost at any library size;
+        a full count for a library from before them (one not migrated since)."""
+        from labelsd.store.counters import counted_statuses  # plain SQL, no SQLAlchemy
+
+        try:
+            with self.read() as run:
+                return counted_statuses(run)
+        except StoreUnavailable:
+            log.debug("no counters in %s; counting every path", self.where, exc_info=True)
         totals = dict.fromkeys(("pending", "done", "failed", "missing"), 0)
         sql = f"SELECT {STATUS_SQL} AS status, count(*) {FROM_PATHS} GROUP BY 1"
         with self.read() as run:
