@@ -64,9 +64,10 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
         # second one's insert meets the first's row and must not take it over.
         free = or_(walks.c.held_by.is_(None), walks.c.held_by == node_id, walks.c.expires_at < now)
         ins = dialect_insert(session, walks)
+        # RETURNING, not rowcount: psycopg reports -1 for an upsert that changed nothing.
         taken = session.execute(ins.values(root=root, **values).on_conflict_do_update(
-            index_elements=["root"], set_=values, where=free)).rowcount
-    return MINE if taken else BUSY
+            index_elements=["root"], set_=values, where=free).returning(walks.c.root)).first()
+    return MINE if taken is not None else BUSY
 
 
 def _alive(session, node_id: str | None, now) -> bool:
