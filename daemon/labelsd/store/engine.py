@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,6 @@ def _sqlite_engine(db_path: str) -> Engine:
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
         cursor.close()
@@ -80,6 +80,35 @@ def _sqlite_engine(db_path: str) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
     return engine
+
+
+def _enable_wal(engine: Engine, where: str) -> None:
+    """Put the file in WAL mode once (the mode is stored in the file, so every
+    later connection has it). Not in the connect hook: switching needs the
+    file to itself for a moment, and SQLite answers "locked" at once, without
+    its busy timeout, when another process is in the file then (several
+    processes opening a new database together). So: read the mode, and retry
+    the switch until it sticks or the busy timeout has passed."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    wait = 0.01
+    with engine.connect() as conn:
+        dbapi_conn = conn.connection.dbapi_connection
+        while True:
+            try:
+                mode = dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode.lower() == "wal":
+                    return
+                dbapi_conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err):
+                    raise _explain(err, where) from err
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"the database {where} stayed locked by another process; "
+                        "try again") from err
+                log.debug("database %s busy while enabling WAL; retrying", where)
+                time.sleep(wait)
+                wait = min(wait * 2, 0.5)
 
 
 def _url_engine(url: str) -> Engine:
@@ -123,7 +152,9 @@ class Store:
         self._write_engine = self.engine.execution_options(labelsd_write=True)
         if migrate:
             try:
-                migrations.migrate(self.engine)
+                if self.dialect == "sqlite":
+                    _enable_wal(self.engine, self.where)
+                migrations.migrate(self._write_engine)
             except (DBAPIError, OperationalError) as err:
                 self.engine.dispose()
                 raise _explain(err, self.where) from err
