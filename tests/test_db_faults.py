@@ -12,6 +12,7 @@ import time
 import pytest
 
 from labelsd import records
+from labelsd.errors import StoreUnavailable
 from labelsd.records import Prediction
 from labelsd.store import contents, tags, workqueue
 from labelsd.store import copy as dbcopy
@@ -156,3 +157,51 @@ def test_a_copy_that_fails_half_way_leaves_nothing_and_can_be_tried_again(tmp_pa
         counts = dbcopy.copy_library(source, target, chunk=7)  # no --force needed
         assert counts == dbcopy.row_counts(source)
         assert counts["paths"] == 30 and counts["queue"] == 5
+
+
+# ------------------------------------------------------------------ full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs mounted at tmp_path/disk (needs root), unmounted afterwards."""
+    import subprocess
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small filesystem needs root (a full disk is simulated on tmpfs)")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(folder) -> os.PathLike:
+    """Write a filler file until the filesystem holding `folder` is full."""
+    filler = folder / "filler"
+    with open(filler, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_full_disk_is_reported_as_a_full_disk_and_nothing_is_damaged(small_disk):
+    with open_store(str(small_disk / "labels.db")) as store:
+        filler = fill(small_disk)
+        facts = [records.FileFacts(f"/photos/{'x' * 200}-{i}.jpg", i, i) for i in range(2000)]
+        with pytest.raises(StoreUnavailable, match="is full; free some space") as err:
+            workqueue.enqueue(store, facts)
+        assert "busy" not in str(err.value) and "locked" not in str(err.value)
+        os.unlink(filler)
+        assert workqueue.enqueue(store, facts) == 2000
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"

@@ -126,6 +126,11 @@ def _explain(err: Exception, where: str) -> StoreUnavailable:
         advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
     elif "readonly" in lowered or "read-only" in lowered:
         advice = f"the database {where} is read-only; check its permissions and its folder's"
+    elif "disk is full" in lowered or "no space left" in lowered or "could not extend" in lowered:
+        advice = (f"the disk holding the database {where} is full; free some space "
+                  "(nothing is lost: writes are retried)")
+    elif "disk i/o error" in lowered:
+        advice = f"the disk holding the database {where} failed to read or write (disk I/O error)"
     elif "unable to open" in lowered:
         advice = (f"cannot open the database {where}; check that its folder exists and is "
                   "writable")
