@@ -1,7 +1,9 @@
 """Service liveness: each running labelsd is a node with a heartbeat row.
 
 `labels status` reads these rows; a node is alive only while its heartbeat is
-fresh, so a killed service is never reported as running."""
+fresh and, on this host, while its process exists, so a killed service (even
+one killed during its start, seconds after registering) is never reported as
+running."""
 
 from __future__ import annotations
 
@@ -72,6 +74,16 @@ def mark_stopped(store: Store, node_id: str) -> None:
             node.stopped_at = utcnow()
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, but another user's
+    return True
+
+
 def _age(heartbeat_at: datetime | None, now: datetime) -> float | None:
     if heartbeat_at is None:
         return None
@@ -80,13 +92,15 @@ def _age(heartbeat_at: datetime | None, now: datetime) -> float | None:
 
 def list_nodes(store: Store, alive_within_s: float = ALIVE_WITHIN_S) -> list[NodeStatus]:
     """Every node ever registered, most recent heartbeat first."""
-    now = utcnow()
+    now, host = utcnow(), socket.gethostname()
     with store.read() as session:
         rows = session.scalars(select(Node)).all()
     result = []
     for n in rows:
         age = _age(n.heartbeat_at, now)
         alive = n.stopped_at is None and age is not None and age <= alive_within_s
+        if alive and n.host == host and not pid_alive(n.pid):
+            alive = False  # crashed (kill -9, during its start) before its heartbeat aged
         result.append(NodeStatus(
             node_id=n.node_id, host=n.host, pid=n.pid, model=n.model, device=n.device,
             watching=json.loads(n.watching or "[]"), heartbeat_age_s=age, alive=alive,
