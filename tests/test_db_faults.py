@@ -182,15 +182,18 @@ def small_disk(tmp_path):
 
 
 def fill(folder) -> os.PathLike:
-    """Write a filler file until the filesystem holding `folder` is full."""
+    """A file that takes every free byte of the filesystem holding `folder`."""
     filler = folder / "filler"
-    with open(filler, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for chunk in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * chunk)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
     return filler
 
 
@@ -205,3 +208,4 @@ def test_a_full_disk_is_reported_as_a_full_disk_and_nothing_is_damaged(small_dis
         assert workqueue.enqueue(store, facts) == 2000
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
+
