@@ -146,14 +146,17 @@ class Store:
         self.where = db if is_url(db) else str(Path(db).expanduser())
         self.engine = _url_engine(db) if is_url(db) else _sqlite_engine(db)
         self._write_engine = self.engine.execution_options(labelsd_write=True)
-        if migrate:
-            try:
-                if self.dialect == "sqlite":
-                    _enable_wal(self.engine, self.where)
+        try:
+            if self.dialect == "sqlite":
+                _enable_wal(self.engine, self.where)
+            if migrate:
                 migrations.migrate(self._write_engine)
-            except (DBAPIError, OperationalError) as err:
-                self.engine.dispose()
-                raise _explain(err, self.where) from err
+        except (DBAPIError, OperationalError) as err:
+            self.engine.dispose()
+            raise _explain(err, self.where) from err
+        except StoreUnavailable:
+            self.engine.dispose()
+            raise
 
     @property
     def dialect(self) -> str:
