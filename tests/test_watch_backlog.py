@@ -8,7 +8,9 @@ import logging
 import os
 import sqlite3
 import threading
+import time
 
+from servicekit import wait_for
 from watchdog.events import FileClosedEvent
 
 from imagegen import make_image
@@ -16,7 +18,6 @@ from labelsd.store import engine, workqueue
 from labelsd.store.engine import open_store
 from labelsd.watch.backlog import Backlog
 from labelsd.watch.watcher import Watcher
-from servicekit import wait_for
 
 
 def test_file_events_during_a_long_write_lock_are_queued_once_it_goes(
@@ -73,3 +74,27 @@ def test_an_empty_backlog_passes_events_straight_through():
     assert backlog.pending(events) is events
     backlog.succeeded()
     assert backlog.due_in(5.0) == 5.0 and threading.active_count() >= 1
+
+
+def test_a_start_up_scan_that_meets_a_locked_database_is_tried_again(
+        tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 1)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for i in range(5):  # there since before the service started: the scan queues them itself
+        old = make_image(inbox / f"old{i}.jpg", seed=i)
+        os.utime(old, (time.time() - 3600, time.time() - 3600))
+    db = tmp_path / "labels.db"
+    with caplog.at_level(logging.INFO, logger="labelsd"), open_store(str(db)) as store:
+        holder = sqlite3.connect(db, isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+        try:
+            with Watcher(store, [inbox], on_enqueued=lambda: None):
+                wait_for(lambda: "scanning" in caplog.text and "failed" in caplog.text, 30,
+                         "the start-up scan to meet the lock")
+                holder.execute("ROLLBACK")
+                wait_for(lambda: workqueue.queue_depth(store) == 5, 60,
+                         "the files found by the retried scan to be queued",
+                         on_timeout=lambda: caplog.text[-3000:])
+        finally:
+            holder.close()

@@ -41,6 +41,7 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from labelsd.backoff import Backoff
 from labelsd.errors import LabelsError
 from labelsd.paths import canonical_root, is_candidate, under_root
 from labelsd.records import FileFacts
@@ -250,14 +251,19 @@ class Watcher:
 
     def reconcile(self, root: str) -> None:
         """Queue new or changed files under `root`, mark vanished ones missing."""
-        started = time.monotonic()
-        try:
-            result = reconcile_root(self.store, root, self.roots or [root],
-                                    enqueue=self._enqueue, settle_later=self._settle_later,
-                                    stop=self._stop)
-        except LabelsError as err:
-            log.error("scanning %s failed: %s", root, err)
-            return
+        started, backoff = time.monotonic(), Backoff()
+        while True:
+            try:
+                result = reconcile_root(self.store, root, self.roots or [root],
+                                        enqueue=self._enqueue, settle_later=self._settle_later,
+                                        stop=self._stop)
+                break
+            except LabelsError as err:  # database trouble: the scan is tried again, not lost
+                level = logging.WARNING if backoff.failures else logging.ERROR
+                log.log(level, "scanning %s failed: %s; trying again in %.1fs", root, err,
+                        backoff.delay)
+                if backoff.wait(self._stop):
+                    return
         if result.finished:
             log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
                      result.queued, result.missing, time.monotonic() - started)
