@@ -14,7 +14,7 @@ from servicekit import wait_for
 from watchdog.events import FileClosedEvent
 
 from imagegen import make_image
-from labelsd.store import engine, workqueue
+from labelsd.store import connect, workqueue
 from labelsd.store.engine import open_store
 from labelsd.watch.backlog import Backlog
 from labelsd.watch.watcher import Watcher
@@ -22,7 +22,7 @@ from labelsd.watch.watcher import Watcher
 
 def test_file_events_during_a_long_write_lock_are_queued_once_it_goes(
         tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 1)  # "long" = past the busy timeout
+    monkeypatch.setattr(connect, "SQLITE_BUSY_TIMEOUT_S", 1)  # "long" = past the busy timeout
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     db = tmp_path / "labels.db"
@@ -78,7 +78,7 @@ def test_an_empty_backlog_passes_events_straight_through():
 
 def test_a_start_up_scan_that_meets_a_locked_database_is_tried_again(
         tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(engine, "SQLITE_BUSY_TIMEOUT_S", 1)
+    monkeypatch.setattr(connect, "SQLITE_BUSY_TIMEOUT_S", 1)
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     for i in range(5):  # there since before the service started: the scan queues them itself

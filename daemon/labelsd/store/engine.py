@@ -1,43 +1,33 @@
-"""The store: opening the database (SQLite or PostgreSQL), short explicit
-transactions, and reading image records.
+"""The store: one database (SQLite or PostgreSQL, opened by connect.py), short
+explicit transactions, and reading image records.
 
 Writes go through `Store.write()`, reads through `Store.read()`; each is one
-transaction. On SQLite the connect hook sets WAL, a busy timeout, foreign keys
-and synchronous=NORMAL, and write transactions start with BEGIN IMMEDIATE so two
-writers queue on the busy timeout instead of failing half-way.
+transaction. On SQLite write transactions start with BEGIN IMMEDIATE so two
+writers queue on the busy timeout instead of failing half-way (connect.py).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations
-from labelsd.store.access import prepare_database_file
+from labelsd.store.connect import enable_wal, explain, is_url, sqlite_engine, url_engine
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
 
 log = logging.getLogger(__name__)
-
-SQLITE_BUSY_TIMEOUT_S = 30
-
-
-def is_url(db: str) -> bool:
-    return "://" in db
-
 
 def canonical_path(path: str | os.PathLike) -> str:
     """The absolute path under which a file is stored: its folder resolved
@@ -45,91 +35,6 @@ def canonical_path(path: str | os.PathLike) -> str:
     absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
     folder, name = os.path.split(absolute)
     return os.path.join(os.path.realpath(folder), name)
-
-
-def _sqlite_engine(db_path: str) -> Engine:
-    path = Path(db_path).expanduser()
-    prepare_database_file(path)  # owner only, or its folder's group; advice when refused
-    engine = create_engine(
-        f"sqlite:///{path.resolve()}",
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_conn: sqlite3.Connection, _record) -> None:
-        # We issue BEGIN ourselves (below), so pysqlite must not.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn) -> None:
-        write = conn.get_execution_options().get("labelsd_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    return engine
-
-
-def _enable_wal(engine: Engine, where: str) -> None:
-    """Put the file in WAL mode once (the mode is stored in the file, so every
-    later connection has it). Not in the connect hook: switching needs the
-    file to itself for a moment, and SQLite answers "locked" at once, without
-    its busy timeout, when another process is in the file then (several
-    processes opening a new database together). So: read the mode, and retry
-    the switch until it sticks or the busy timeout has passed."""
-    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
-    wait = 0.01
-    with engine.connect() as conn:
-        dbapi_conn = conn.connection.dbapi_connection
-        while True:
-            try:
-                mode = dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if mode.lower() == "wal":
-                    return
-                dbapi_conn.execute("PRAGMA journal_mode = WAL")
-            except sqlite3.OperationalError as err:
-                if "locked" not in str(err) and "busy" not in str(err):
-                    raise _explain(err, where) from err
-                if time.monotonic() >= deadline:
-                    raise StoreUnavailable(
-                        f"the database {where} stayed locked by another process; "
-                        "try again") from err
-                log.debug("database %s busy while enabling WAL; retrying", where)
-                time.sleep(wait)
-                wait = min(wait * 2, 0.5)
-
-
-def _url_engine(url: str) -> Engine:
-    try:
-        return create_engine(url, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError, ValueError) as err:
-        raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
-
-
-def _explain(err: Exception, where: str) -> StoreUnavailable:
-    """Turn a driver error into advice a person can act on."""
-    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
-    lowered = detail.lower()
-    if "not a database" in lowered:
-        advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
-    elif "readonly" in lowered or "read-only" in lowered:
-        advice = f"the database {where} is read-only; check its permissions and its folder's"
-    elif "disk is full" in lowered or "no space left" in lowered or "could not extend" in lowered:
-        advice = (f"the disk holding the database {where} is full; free some space "
-                  "(nothing is lost: writes are retried)")
-    elif "disk i/o error" in lowered:
-        advice = f"the disk holding the database {where} failed to read or write (disk I/O error)"
-    elif "unable to open" in lowered:
-        advice = (f"cannot open the database {where}; check that its folder exists and is "
-                  "writable")
-    elif any(word in lowered for word in ("locked", "busy", "deadlock", "could not serialize")):
-        advice = f"the database {where} stayed locked by another process; try again"
-    else:
-        advice = f"database error on {where}: {detail}"
-    return StoreUnavailable(advice)
 
 
 def dialect_insert(session: Session, table):
@@ -144,16 +49,16 @@ class Store:
     def __init__(self, db: str, *, migrate: bool = True):
         self.db = db
         self.where = db if is_url(db) else str(Path(db).expanduser())
-        self.engine = _url_engine(db) if is_url(db) else _sqlite_engine(db)
+        self.engine = url_engine(db) if is_url(db) else sqlite_engine(db)
         self._write_engine = self.engine.execution_options(labelsd_write=True)
         try:
             if self.dialect == "sqlite":
-                _enable_wal(self.engine, self.where)
+                enable_wal(self.engine, self.where)
             if migrate:
                 migrations.migrate(self._write_engine)
         except (DBAPIError, OperationalError) as err:
             self.engine.dispose()
-            raise _explain(err, self.where) from err
+            raise explain(err, self.where) from err
         except StoreUnavailable:
             self.engine.dispose()
             raise
@@ -177,7 +82,7 @@ class Store:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except (OperationalError, DBAPIError) as err:
-            raise _explain(err, self.where) from err
+            raise explain(err, self.where) from err
 
     def write(self) -> contextmanager:
         """One write transaction (committed on success, rolled back on error)."""
