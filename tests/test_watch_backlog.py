@@ -98,3 +98,14 @@ def test_a_start_up_scan_that_meets_a_locked_database_is_tried_again(
                          on_timeout=lambda: caplog.text[-3000:])
         finally:
             holder.close()
+
+
+def test_a_failure_with_nothing_to_keep_is_forgotten_at_the_next_success(caplog):
+    backlog = Backlog(lambda p: [], lambda r: None)
+    backlog.failed([], OSError("locked"))  # the root check failed, no event in the window
+    assert not backlog.waiting
+    backlog.succeeded()
+    assert backlog.backoff.failures == 0
+    with caplog.at_level(logging.ERROR, logger="labelsd"):
+        backlog.failed([FileClosedEvent("/x/1.jpg")], OSError("locked"))
+    assert "could not record file changes" in caplog.text  # a new outage is an ERROR again

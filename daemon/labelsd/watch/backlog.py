@@ -92,8 +92,8 @@ class Backlog:
 
     def succeeded(self) -> None:
         """A window went through: the database answers. Rescan what was dropped."""
-        if not self._trying:
-            return
+        if not self._trying and (self.waiting or not self.backoff.failures):
+            return  # nothing was tried, or nothing failed
         self._trying = False
         if self.backoff.failures:
             log.warning("the database answers again; recorded the file changes kept "
