@@ -20,6 +20,7 @@ import time
 
 from labelsd.config import Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
+from labelsd.events import Events
 from labelsd.liveness import Heartbeat, take_over_dead_nodes
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
@@ -46,6 +47,7 @@ class Service:
         self.classifier = None
         self.pipeline = None
         self.watcher = None
+        self.sidecars = None
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
         self.stop_reason: str | None = None
@@ -89,6 +91,7 @@ class Service:
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
         from labelsd.watch.watcher import Watcher
+        from labelsd.xmp.writer import start_sidecar_writer
 
         s = self.settings
         roots = _check_roots(s.watch)
@@ -105,9 +108,11 @@ class Service:
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=self.classifier.device, watching=roots)
         self._labeled_before = self.store.counts()["done"]
+        events = Events()
+        self.sidecars = start_sidecar_writer(self.store, s, events)  # None unless xmp = "sidecar"
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
-                                 max_wait_ms=s.max_wait_ms).start()
+                                 max_wait_ms=s.max_wait_ms, events=events).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll)
         self.watcher.start()
         self._heartbeat = Heartbeat(self.store, self.node_id, beat=self._beat,
@@ -157,7 +162,7 @@ class Service:
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
-                                           "decode_workers", "max_wait_ms")
+                                           "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",
@@ -213,6 +218,7 @@ class Service:
         steps = [
             ("watcher", lambda: self.watcher and self.watcher.stop()),
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
+            ("sidecars", lambda: self.sidecars and self.sidecars.stop()),
             ("heartbeat", lambda: self._heartbeat and self._heartbeat.stop()),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
             # not into a lost file; a start that failed after registering says stopped too

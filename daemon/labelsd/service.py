@@ -25,7 +25,7 @@ import signal
 import sys
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, Settings, load_settings
+from labelsd.config import DEVICES, LOG_LEVELS, XMP_MODES, Settings, load_settings
 from labelsd.errors import LabelsError
 from labelsd.journal import configure_logging
 from labelsd.lifecycle import Service
@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
                    help="debug, info, warning or error (default info)")
+    p.add_argument("--xmp", choices=XMP_MODES, help="sidecar: write NAME.EXT.xmp keywords beside "
+                   "each labelled photo (default off)")
     p.add_argument("--version", action="version", version=f"labelsd {__version__}")
     return p
 
@@ -70,7 +72,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
-            "log_level": args.log_level}
+            "log_level": args.log_level, "xmp": args.xmp}
 
 
 # --------------------------------------------------------------------------- service
