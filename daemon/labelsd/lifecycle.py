@@ -24,7 +24,7 @@ from labelsd.events import Events
 from labelsd.liveness import Heartbeat, take_over_dead_nodes
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
-from labelsd.store import nodes, workqueue
+from labelsd.store import nodes, relabel, workqueue
 from labelsd.store.dbfile import DatabaseLost, ServedFile
 
 # "labelsd", not __name__: "labelsd: ready:" is the line people and tests look for.
@@ -102,11 +102,12 @@ class Service:
         if self.served is not None:
             self.served.claim()
         self.notifier.status("loading the model")
-        self.classifier = load_classifier(s.weights, s.device, s.batch_size)
+        self.classifier = load_classifier(s.weights, s.device, s.batch_size, model=s.model)
         take_over_dead_nodes(self.store, self.node_id)
         self._registered = True  # from here on, a failed start marks the node stopped
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=self.classifier.device, watching=roots)
+        relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = self.store.counts()["done"]
         events = Events()
         self.sidecars = start_sidecar_writer(self.store, s, events)  # None unless xmp = "sidecar"
@@ -161,7 +162,7 @@ class Service:
                     log.error("%s", err)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
-        needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
+        needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "poll",
                                            "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:

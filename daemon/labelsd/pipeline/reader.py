@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import numpy as np
 
 from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
-from labelsd.model.decode import decode_for_inception
+from labelsd.model.decode import DecodedImage
 from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
 from labelsd.store import contents
 from labelsd.store.engine import Store
@@ -101,7 +102,8 @@ class Reader:
     """
 
     def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
-                 stop: threading.Event, model_name: str, timeline=None):
+                 stop: threading.Event, model_name: str,
+                 decode: Callable[[bytes], DecodedImage], timeline=None):
         self.store = store
         self.workers = workers
         self.preparing = 0
@@ -109,6 +111,7 @@ class Reader:
         self._ready = ready
         self._stop = stop
         self._model_name = model_name
+        self._decode_bytes = decode  # the model's own (its input size and preprocessing)
         self._timeline = timeline
         self._pending_by_sha: dict[str, Item] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
@@ -168,8 +171,9 @@ class Reader:
 
     def _content_status(self, shas: set[str]) -> dict[str, str] | None:
         try:
-            return retry_unavailable(lambda: contents.content_status(self.store, shas),
-                                     self._stop, "reading what is already labeled")
+            return retry_unavailable(
+                lambda: contents.content_status(self.store, shas, self._model_name),
+                self._stop, "reading what is already labeled")
         except Stopped:
             return None
 
@@ -195,7 +199,7 @@ class Reader:
     def _decode(self, item: Item) -> None:
         start = time.monotonic()
         try:
-            decoded = decode_for_inception(item.data)
+            decoded = self._decode_bytes(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
             item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
