@@ -74,10 +74,10 @@ def test_a_start_that_fails_after_registering_leaves_no_running_node(tmp_path, m
     monkeypatch.setattr("labelsd.model.classifier.load_classifier",
                         lambda *a, **k: types.SimpleNamespace(name="stub", device="cpu"))
 
-    def broken_start(self):
+    def broken_pipeline(*args, **kwargs):
         raise LabelsError("the pipeline could not start")
 
-    monkeypatch.setattr("labelsd.pipeline.runner.Pipeline.start", broken_start)
+    monkeypatch.setattr("labelsd.pipeline.runner.Pipeline", broken_pipeline)
     settings = load_settings(None, db=db, watch=(str(inbox),))
     with pytest.raises(LabelsError, match="could not start"), Service(settings) as service:
         service.start()
