@@ -4,6 +4,7 @@ with an error, and a node whose start failed is never shown as running."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -96,3 +97,20 @@ def test_a_node_of_this_host_whose_process_is_gone_is_not_running(store):
     alive = {n.node_id: n.alive for n in nodes.list_nodes(store)}
     assert alive == {"crashed": False, "live": True}
     assert socket.gethostname()
+
+
+def test_labels_status_does_not_call_a_node_that_crashed_during_start_running(tmp_path):
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    db = str(tmp_path / "labels.db")
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with open_store(db) as store:
+        nodes.register(store, "crashed", model="m", device="cpu", watching=[])
+        with store.write() as session:  # registered seconds ago by a process now gone
+            session.get(Node, "crashed").pid = dead.pid
+    result = CliRunner().invoke(app, ["--db", db, "status", "--json"])
+    assert json.loads(result.stdout)["running"] is False, result.output
+    assert result.exit_code == 3

@@ -15,11 +15,11 @@ is gone (kill -9, a crash) back to the queue at start, instead of after the
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 from collections.abc import Callable
 
 from labelsd.errors import LabelsError
+from labelsd.hostproc import process_gone
 from labelsd.store import nodes, workqueue
 from labelsd.store.dbfile import DatabaseLost, ServedFile
 from labelsd.store.engine import Store
@@ -31,10 +31,9 @@ RENEW_EVERY = 10  # heartbeats between claim-lease renewals (the lease is 60 s)
 
 def take_over_dead_nodes(store: Store, node_id: str) -> None:
     """Claims of an earlier labelsd on this host that is gone go back to the queue."""
-    host = socket.gethostname()
     workqueue.release_claims(store, node_id)  # a reused pid's leftovers
     for node in nodes.list_nodes(store):
-        if node.host != host or node.node_id == node_id or nodes.pid_alive(node.pid):
+        if node.node_id == node_id or not process_gone(node.host, node.pid):
             continue
         workqueue.release_claims(store, node.node_id)
         if node.alive:

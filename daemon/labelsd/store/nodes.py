@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from labelsd.hostproc import process_gone
 from labelsd.store.engine import Store
 from labelsd.store.schema import Node, as_utc, utcnow
 
@@ -74,16 +75,6 @@ def mark_stopped(store: Store, node_id: str) -> None:
             node.stopped_at = utcnow()
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # alive, but another user's
-    return True
-
-
 def _age(heartbeat_at: datetime | None, now: datetime) -> float | None:
     if heartbeat_at is None:
         return None
@@ -92,14 +83,14 @@ def _age(heartbeat_at: datetime | None, now: datetime) -> float | None:
 
 def list_nodes(store: Store, alive_within_s: float = ALIVE_WITHIN_S) -> list[NodeStatus]:
     """Every node ever registered, most recent heartbeat first."""
-    now, host = utcnow(), socket.gethostname()
+    now = utcnow()
     with store.read() as session:
         rows = session.scalars(select(Node)).all()
     result = []
     for n in rows:
         age = _age(n.heartbeat_at, now)
         alive = n.stopped_at is None and age is not None and age <= alive_within_s
-        if alive and n.host == host and not pid_alive(n.pid):
+        if alive and process_gone(n.host, n.pid):
             alive = False  # crashed (kill -9, during its start) before its heartbeat aged
         result.append(NodeStatus(
             node_id=n.node_id, host=n.host, pid=n.pid, model=n.model, device=n.device,
