@@ -22,6 +22,7 @@ SYSTEM_CONFIG = Path("/etc/labels/config.toml")
 
 ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS"}
 DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # labelsd.model.precision says what each means
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -40,6 +41,7 @@ class Settings:
     watch: tuple[str, ...] = ()
     batch_size: int | None = None  # None: the model's default (8 on CPU, 32 on GPU)
     device: str = "auto"
+    precision: str = "auto"
     poll: bool = False
     log_level: str = "info"
     decode_workers: int = 0  # 0: one per core the process may use
@@ -101,6 +103,8 @@ def _relative_to(base: Path, value: str) -> Path:
 def _validate(s: Settings) -> Settings:
     if s.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {s.device!r}")
+    if s.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {s.precision!r}")
     if s.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, "
                           f"not {s.log_level!r}")

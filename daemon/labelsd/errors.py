@@ -28,3 +28,7 @@ class DeviceUnavailable(LabelsError):
 
 class ImageError(LabelsError):
     """An image cannot be decoded; the message is the reason stored on that image."""
+
+
+class ConversionFailed(LabelsError):
+    """The model could not be converted to a .tflite for LiteRT (the service then keeps TensorFlow)."""
