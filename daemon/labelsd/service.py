@@ -25,7 +25,7 @@ import threading
 import time
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, Settings, load_settings
+from labelsd.config import DEVICES, LOG_LEVELS, PRECISIONS, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.config/labels/config.toml, /etc/labels/config.toml)")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (bf16 where the CPU has AMX or AVX512-BF16 and it measures faster, "
+                        "else fp32), fp32, bf16, or int8 (LiteRT, opt-in); default auto")
     p.add_argument("--poll", action="store_true", default=None,
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
@@ -78,6 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
+            "precision": args.precision,
             "log_level": args.log_level}
 
 
@@ -179,7 +183,7 @@ class Service:
     # ---- start ---------------------------------------------------------------
 
     def start(self) -> None:
-        from labelsd.model.classifier import load_classifier
+        from labelsd.model.runtime import describe, load_model
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
         from labelsd.watch.watcher import Watcher
@@ -190,10 +194,10 @@ class Service:
         self.store = open_store(s.db)
         log.info("database %s", self.store.where)
         self.notifier.status("loading the model")
-        self.classifier = load_classifier(s.weights, s.device, s.batch_size)
+        self.classifier = load_model(s.weights, s.device, s.batch_size, s.precision)
         self._take_over_dead_nodes()
         nodes.register(self.store, self.node_id, model=self.classifier.name,
-                       device=self.classifier.device, watching=roots)
+                       device=describe(self.classifier), watching=roots)
         self._labeled_before = self.store.counts()["done"]
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
@@ -209,7 +213,7 @@ class Service:
             self._pinger.start()
         self.started = True
         log.info("ready: watching %d folder(s) with %s on %s (node %s)", len(roots),
-                 self.classifier.name, self.classifier.device, self.node_id)
+                 self.classifier.name, describe(self.classifier), self.node_id)
         self.notifier.ready(self._status_text())
 
     def _take_over_dead_nodes(self) -> None:
@@ -260,7 +264,7 @@ class Service:
                     log.error("%s", err)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
-        needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
+        needs_restart = [name for name in ("db", "weights", "batch_size", "device", "precision", "poll",
                                            "decode_workers", "max_wait_ms")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:

@@ -15,6 +15,7 @@ removes the files it made earlier for other checksums of the same weights file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -101,8 +102,18 @@ def ensure_tflite(weights_path: Path, layout: str, sha256: str, model: str, prec
     found = cached_tflite(weights_path, sha256, model, precision)
     if found:
         return found
-    tflite, meta = cache_paths(weights_path, sha256, model, precision)
+    tflite, _ = cache_paths(weights_path, sha256, model, precision)
     tflite.parent.mkdir(parents=True, exist_ok=True)
+    # Services started together (several nodes on one machine) convert once: the others
+    # wait on the lock and then find the file.
+    with open(tflite.with_name(f".{tflite.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return cached_tflite(weights_path, sha256, model, precision) or _convert(
+            weights_path, layout, sha256, model, precision)
+
+
+def _convert(weights_path: Path, layout: str, sha256: str, model: str, precision: str) -> Path:
+    tflite, meta = cache_paths(weights_path, sha256, model, precision)
     tmp = tflite.with_name(f".{tflite.name}.{os.getpid()}.tmp")
     cmd = [sys.executable, "-m", "labelsd.model.convert", "--weights", str(weights_path),
            "--layout", layout, "--model", model, "--precision", precision, "--out", str(tmp)]
