@@ -99,6 +99,8 @@ def test_measurement_runs_once_and_is_kept(tmp_path, monkeypatch):
     first = prec.measured_speeds("inception_v3", 8, AVX512, cache=cache)
     again = prec.measured_speeds("inception_v3", 8, AVX512, cache=cache)
     assert first == again == {"fp32": 12.5, "bf16": 30.0}
+    assert prec.known_speeds("inception_v3", 8, AVX512, cache=cache) == first
+    assert prec.known_speeds("inception_v3", 8, AMX, cache=cache) is None  # another CPU
     assert len(child.calls) == 1 and child.calls[0][-3:] == ["labelsd.model.precision", "inception_v3", "8"]
     prec.measured_speeds("inception_v3", 32, AVX512, cache=cache)  # another batch size: its own figure
     assert len(child.calls) == 2 and len(json.loads(cache.read_text())) == 2
@@ -119,8 +121,11 @@ def test_a_failed_measurement_means_fp32_and_is_not_kept(tmp_path, monkeypatch, 
     monkeypatch.setattr(prec.subprocess, "run", _Child("", returncode=1))
     with caplog.at_level("INFO"):
         speeds = prec.measured_speeds("inception_v3", 8, AVX512, cache=cache)
-    assert prec.choose_cpu_precision("auto", AVX512, lambda: speeds).precision == "fp32"
+    choice = prec.choose_cpu_precision("auto", AVX512, lambda: speeds)
+    assert choice.precision == "fp32" and "could not be measured" in choice.reason
     assert "could not measure bf16 (boom)" in caplog.text and not cache.exists()
+    monkeypatch.setattr(prec.subprocess, "run", _Child('{"fp32": 10.0}'))  # half an answer
+    assert prec.measured_speeds("inception_v3", 8, AVX512, cache=cache) is None
 
 
 def test_precision_setting_from_file_and_flag(tmp_path):

@@ -82,8 +82,8 @@ def check_precision(precision: str) -> None:
 
 
 def choose_cpu_precision(requested: str, flags: frozenset[str], measure) -> Choice:
-    """The precision a CPU runs at. `measure()` -> {"fp32": img/s, "bf16": img/s} is
-    called only for `auto` on a CPU with bf16 hardware."""
+    """The precision a CPU runs at. `measure()` -> {"fp32": img/s, "bf16": img/s} (or None
+    where it could not measure) is called only for `auto` on a CPU with bf16 hardware."""
     check_precision(requested)
     hardware = bf16_hardware(flags)
     if requested != "auto":
@@ -94,6 +94,8 @@ def choose_cpu_precision(requested: str, flags: frozenset[str], measure) -> Choi
     if hardware is None:
         return Choice("fp32", "auto: the CPU has neither AMX nor AVX512-BF16")
     speeds = measure()
+    if speeds is None:
+        return Choice("fp32", f"auto: {hardware}, but bf16 could not be measured")
     gain = speeds["bf16"] / speeds["fp32"]
     figures = f"{speeds['bf16']:.1f} vs {speeds['fp32']:.1f} img/s, {gain:.2f}x"
     if gain >= MIN_BF16_GAIN:
@@ -112,22 +114,35 @@ def _measurement_key(model: str, batch_size: int, flags: frozenset[str]) -> str:
     return f"{cpu_model()}|{bf16_hardware(flags)}|{len(os.sched_getaffinity(0))} cores|{model}|batch {batch_size}"
 
 
-def measured_speeds(model: str, batch_size: int, flags: frozenset[str],
-                    cache: Path | None = None) -> dict[str, float]:
-    """{"fp32": img/s, "bf16": img/s} of the Keras forward on this CPU: from the cache,
-    else measured now in a child process (which imports TensorFlow; this one need not)."""
-    cache = cache or measurement_cache()
-    key = _measurement_key(model, batch_size, flags)
+def _read_cache(cache: Path) -> dict:
     try:
         known = json.loads(cache.read_text())
     except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    entry = known.get(key)
-    if isinstance(entry, dict) and all(isinstance(entry.get(p), (int, float)) and entry[p] > 0
-                                       for p in ("fp32", "bf16")):
-        return {"fp32": float(entry["fp32"]), "bf16": float(entry["bf16"])}
+        return {}
+    return known if isinstance(known, dict) else {}
+
+
+def known_speeds(model: str, batch_size: int, flags: frozenset[str],
+                 cache: Path | None = None) -> dict[str, float] | None:
+    """The kept measurement for this CPU, model and batch size, or None (nothing measured)."""
+    entry = _read_cache(cache or measurement_cache()).get(_measurement_key(model, batch_size, flags))
+    return {"fp32": float(entry["fp32"]), "bf16": float(entry["bf16"])} if _valid(entry) else None
+
+
+def _valid(speeds) -> bool:
+    return isinstance(speeds, dict) and all(
+        isinstance(speeds.get(p), (int, float)) and speeds[p] > 0 for p in ("fp32", "bf16"))
+
+
+def measured_speeds(model: str, batch_size: int, flags: frozenset[str],
+                    cache: Path | None = None) -> dict[str, float] | None:
+    """{"fp32": img/s, "bf16": img/s} of the Keras forward on this CPU: from the cache,
+    else measured now in a child process (which imports TensorFlow; this one need not).
+    None where the child failed (nothing is kept: the next start tries again)."""
+    cache = cache or measurement_cache()
+    known = known_speeds(model, batch_size, flags, cache)
+    if known:
+        return known
     log.info("measuring fp32 against bf16 on this CPU once (%s, batch %d); the result is "
              "kept in %s", model, batch_size, cache)
     cmd = [sys.executable, "-m", "labelsd.model.precision", model, str(batch_size)]
@@ -137,11 +152,12 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str],
     except (subprocess.TimeoutExpired, ValueError, IndexError):
         speeds = None
         proc = None
-    if not isinstance(speeds, dict):
+    if not _valid(speeds):
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1] if proc else "timed out"
         log.info("could not measure bf16 (%s): fp32 it is", tail)
-        return {"fp32": 1.0, "bf16": 0.0}
-    known[key] = speeds
+        return None
+    known = _read_cache(cache)
+    known[_measurement_key(model, batch_size, flags)] = speeds
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp")

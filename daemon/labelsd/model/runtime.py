@@ -141,3 +141,28 @@ def _load_gpu(weights, device: str, batch_size: int | None, precision: str, warm
 def describe(classifier) -> str:
     """`cpu, litert int8` / `gpu:0 NVIDIA H200, tensorflow fp16`: where and how it runs."""
     return f"{classifier.device}, {classifier.runtime} {classifier.precision}"
+
+
+def plan(device: str = "auto", precision: str = "auto", batch_size: int | None = None) -> dict:
+    """What a service started with these settings would run, without loading or measuring
+    anything: {"runtime", "precision", "why"} (for `labels model info`)."""
+    precisions.check_precision(precision)
+    if device == "gpu" or (device == "auto" and gpu_possible()):
+        return {"runtime": "tensorflow",
+                "precision": "mixed float16 where the GPU has compute capability 7" if precision == "auto"
+                else precision, "why": "a GPU runs on TensorFlow"}
+    flags = precisions.cpu_flags()
+    batch_size = batch_size or BATCH_SIZE_CPU
+    known = precisions.known_speeds(MODEL, batch_size, flags)
+    if precision == "auto" and precisions.bf16_hardware(flags) and known is None:
+        return {"runtime": "tensorflow (bf16) or " + ("litert" if litert_available() else "tensorflow")
+                + " (fp32)", "precision": "bf16 or fp32",
+                "why": f"auto: {precisions.bf16_hardware(flags)}; bf16 is measured against fp32 "
+                       "at the service's first start"}
+    choice = precisions.choose_cpu_precision(precision, flags, lambda: known)
+    runtime = "litert" if choice.precision in LITERT_PRECISIONS and litert_available() else "tensorflow"
+    why = choice.reason
+    if choice.precision in LITERT_PRECISIONS and runtime == "tensorflow":
+        why += "; LiteRT is not installed (pip install 'labelsd[litert]')"
+    return {"runtime": runtime, "precision": "fp32" if runtime == "tensorflow" and choice.precision == "int8"
+            else choice.precision, "why": why}
