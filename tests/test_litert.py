@@ -16,7 +16,10 @@ pytest.importorskip("ai_edge_litert", reason="LiteRT is an extra: pip install 'l
 
 from labelsd.errors import ConversionFailed  # noqa: E402
 from labelsd.model import convert, runtime  # noqa: E402
-from labelsd.model.litert import LiteRTClassifier  # noqa: E402
+from labelsd.model.classifier import Classifier  # noqa: E402
+from labelsd.model.litert import LiteRTRuntime  # noqa: E402
+from labelsd.model.registry import get_model  # noqa: E402
+from labelsd.model.runtime import precision_word, runtime_kind  # noqa: E402
 
 BIASED_CLASS = 281  # tests/conftest.py biases `biased_weights_file` towards tabby
 
@@ -28,9 +31,10 @@ def library(tmp_path_factory, weights_files):
     folder = tmp_path_factory.mktemp("litert")
     weights = folder / "inception_v3.weights.h5"
     shutil.copy(weights_files.keras3, weights)
-    path, layout, _name, sha = runtime.resolve(weights)
-    converted = {p: convert.ensure_tflite(path, layout, sha, "inception_v3", p) for p in ("fp32", "int8")}
-    return path, layout, sha, converted
+    spec = get_model("inception_v3")
+    path, sha, _name = spec.identify(weights, spec.check_weights(weights))
+    converted = {p: convert.ensure_tflite(path, sha, "inception_v3", p) for p in ("fp32", "int8")}
+    return path, "keras3", sha, converted
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +43,8 @@ def images():
 
 
 def _litert(tflite, precision="fp32", batch_size=4):
-    return LiteRTClassifier(tflite, name="t", precision=precision, weights_path="w", batch_size=batch_size)
+    runtime = LiteRTRuntime(tflite, precision={"fp32": "float32"}.get(precision, precision))
+    return Classifier(get_model("inception_v3"), runtime, name="t", weights_path="w", batch_size=batch_size)
 
 
 def test_converted_next_to_the_weights_with_its_record(library):
@@ -47,7 +52,7 @@ def test_converted_next_to_the_weights_with_its_record(library):
     for precision, tflite in converted.items():
         assert tflite.parent == path.parent and sha[:16] in tflite.name and precision in tflite.name
         record = json.loads(tflite.with_name(tflite.name + ".json").read_text())
-        assert record["weights_sha256"] == sha and record["precision"] == precision
+        assert record["weights_checksum"] == sha and record["precision"] == precision
         assert record["tflite_size"] == tflite.stat().st_size
     # dynamic range keeps int8 weights: about a quarter of the fp32 file
     assert converted["int8"].stat().st_size < 0.35 * converted["fp32"].stat().st_size
@@ -79,7 +84,7 @@ def test_a_cached_file_is_used_without_converting(library, monkeypatch):
         raise AssertionError("converted again although the cache was good")
 
     monkeypatch.setattr(convert.subprocess, "run", no_child)
-    assert convert.ensure_tflite(path, layout, sha, "inception_v3", "int8") == converted["int8"]
+    assert convert.ensure_tflite(path, sha, "inception_v3", "int8") == converted["int8"]
 
 
 @pytest.mark.parametrize("damage", ["truncated", "flipped byte", "no record", "other weights",
@@ -100,7 +105,7 @@ def test_a_damaged_or_stale_cache_file_is_not_used(library, tmp_path, damage):
     elif damage == "no record":
         meta.unlink()
     elif damage == "other weights":
-        meta.write_text(json.dumps({**record, "weights_sha256": "0" * 64}))
+        meta.write_text(json.dumps({**record, "weights_checksum": "0" * 64}))
     elif damage == "older format":
         meta.write_text(json.dumps({**record, "format": convert.CONVERSION_FORMAT - 1}))
     else:
@@ -115,7 +120,7 @@ def test_a_corrupt_cache_file_is_converted_again_and_serves(library, tmp_path, i
     tflite, meta = convert.cache_paths(weights, sha, "inception_v3", "int8")
     shutil.copy(converted["int8"].with_name(converted["int8"].name + ".json"), meta)
     tflite.write_bytes(converted["int8"].read_bytes()[:1000])  # a crash mid-copy
-    assert convert.ensure_tflite(weights, layout, sha, "inception_v3", "int8") == tflite
+    assert convert.ensure_tflite(weights, sha, "inception_v3", "int8") == tflite
     assert tflite.read_bytes() == converted["int8"].read_bytes()  # the conversion is deterministic
     np.testing.assert_allclose(_litert(tflite, "int8").predict(images[:2]),
                                _litert(converted["int8"], "int8").predict(images[:2]), atol=1e-6)
@@ -127,13 +132,14 @@ def test_changed_weights_are_converted_again_and_the_old_file_removed(library, t
     weights = tmp_path / path.name
     shutil.copy(path, weights)
     old = runtime.load_model(weights, "cpu", 2, "int8", warm=False)
-    old_file = old.tflite_path
+    old_file = old.runtime.tflite_path
     shutil.copy(weights_files.biased_h5, weights)  # saved over, same name (legacy layout now)
     with caplog.at_level("INFO"):
         new = runtime.load_model(weights, "cpu", 2, "int8", warm=False)
-    assert new.runtime == "litert" and new.precision == "int8" and new.tflite_path != old_file
+    assert (runtime_kind(new), precision_word(new)) == ("litert", "int8")
+    assert new.runtime.tflite_path != old_file
     assert "removing" in caplog.text and not Path(old_file).exists()
-    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == [new.tflite_path.rsplit("/", 1)[1]]
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == [Path(new.runtime.tflite_path).name]
     top = new.top3(np.zeros((1, 299, 299, 3), np.float32))[0][0]
     assert top.class_index == BIASED_CLASS and top.label == "tabby"
 
@@ -158,7 +164,7 @@ def test_tensorflow_runs_it_where_litert_is_not_installed(library, monkeypatch, 
     monkeypatch.setattr(runtime, "litert_available", lambda: False)
     with caplog.at_level("INFO"):
         clf = runtime.load_model(path, "cpu", 2, "int8", warm=False)
-    assert (clf.runtime, clf.precision) == ("tensorflow", "fp32")
+    assert (runtime_kind(clf), precision_word(clf)) == ("tensorflow", "fp32")
     assert caplog.text.count("LiteRT is not installed") == 1
     assert "int8 runs on LiteRT only" in caplog.text
     assert runtime.plan("cpu", "int8")["runtime"] == "tensorflow"
@@ -171,16 +177,16 @@ def test_tensorflow_runs_it_where_the_conversion_fails(library, tmp_path, monkey
     monkeypatch.setattr(convert, "CONVERT_TIMEOUT_S", 0.5)  # the real child, killed
     with caplog.at_level("INFO"):
         clf = runtime.load_model(weights, "cpu", 2, "fp32", warm=False)
-    assert (clf.runtime, clf.precision) == ("tensorflow", "fp32")
+    assert (runtime_kind(clf), precision_word(clf)) == ("tensorflow", "fp32")
     assert "took over 0.5 s: TensorFlow runs the model" in caplog.text
     assert list(tmp_path.glob("*.tflite")) == [] and list(tmp_path.glob(".*.tmp")) == []
 
 
 def test_a_child_that_fails_says_why():
     with pytest.raises(ConversionFailed, match="no LiteRT conversion for precision 'bf16'"):
-        convert.ensure_tflite(None, "keras3", "0" * 64, "inception_v3", "bf16")
+        convert.ensure_tflite(None, "0" * 64, "inception_v3", "bf16")
     out = subprocess.run([sys.executable, "-m", "labelsd.model.convert", "--weights", "/nonexistent.h5",
-                          "--layout", "keras3", "--precision", "int8", "--out", "/tmp/never.tflite"],
+                          "--precision", "int8", "--out", "/tmp/never.tflite"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "nonexistent" in out.stderr.strip().splitlines()[-1]
 

@@ -34,7 +34,8 @@ def info(
 
     facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
-    facts.update(runtime.plan(device, precision or state(ctx).settings.precision))
+    settings = state(ctx).settings
+    facts.update(runtime.plan(device, precision or settings.precision, model=settings.model))
     if as_json:
         render_json(facts)
         return

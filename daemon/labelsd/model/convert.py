@@ -5,7 +5,8 @@ Converting needs TensorFlow, and a process that has imported TensorFlow keeps it
 labelsd.model.convert`), and the service that asked for it never imports
 TensorFlow. The result is cached next to the weights file (or, where that folder is
 not writable, in the user's cache), named by the weights' file name, the model,
-the precision and the weights' SHA-256; a JSON file beside it records what it was
+the precision and the weights' checksum (SHA-256; keras' MD5 for the official
+InceptionV3 file, which keras verifies by it); a JSON file beside it records what it was
 made from and its own SHA-256. A cached file is used only when that record matches
 (same weights checksum, model, precision and CONVERSION_FORMAT) and the file's bytes
 hash to what it says: a truncated or corrupt file, a leftover of an older
@@ -56,21 +57,21 @@ def cache_folder(weights_path: Path) -> Path:
     return Path(platformdirs.user_cache_dir("labels")) / "tflite"
 
 
-def cache_paths(weights_path: Path, sha256: str, model: str, precision: str) -> tuple[Path, Path]:
+def cache_paths(weights_path: Path, checksum: str, model: str, precision: str) -> tuple[Path, Path]:
     """(the .tflite, its JSON record) for these weights, model and precision."""
     stem = f"{weights_path.name}.{model}.{precision}"
-    tflite = cache_folder(weights_path) / f"{stem}.{sha256[:16]}.tflite"
+    tflite = cache_folder(weights_path) / f"{stem}.{checksum[:16]}.tflite"
     return tflite, tflite.with_name(tflite.name + ".json")
 
 
-def _record(sha256: str, model: str, precision: str) -> dict:
-    return {"format": CONVERSION_FORMAT, "weights_sha256": sha256, "model": model,
+def _record(checksum: str, model: str, precision: str) -> dict:
+    return {"format": CONVERSION_FORMAT, "weights_checksum": checksum, "model": model,
             "precision": precision}
 
 
-def cached_tflite(weights_path: Path, sha256: str, model: str, precision: str) -> Path | None:
+def cached_tflite(weights_path: Path, checksum: str, model: str, precision: str) -> Path | None:
     """The cached .tflite when it is whole and was made from these weights, else None."""
-    tflite, meta = cache_paths(weights_path, sha256, model, precision)
+    tflite, meta = cache_paths(weights_path, checksum, model, precision)
     if not tflite.is_file():
         return None
     try:
@@ -78,7 +79,7 @@ def cached_tflite(weights_path: Path, sha256: str, model: str, precision: str) -
     except (OSError, ValueError):
         log.info("cached %s has no readable record: converting again", tflite.name)
         return None
-    want = _record(sha256, model, precision)
+    want = _record(checksum, model, precision)
     if not isinstance(record, dict) or any(record.get(k) != v for k, v in want.items()):
         log.info("cached %s was made from other weights or by an older labelsd: "
                  "converting again", tflite.name)
@@ -95,28 +96,28 @@ def discard(tflite: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def ensure_tflite(weights_path: Path, layout: str, sha256: str, model: str, precision: str) -> Path:
+def ensure_tflite(weights_path: Path, checksum: str, model: str, precision: str) -> Path:
     """The .tflite for these weights: the cached one, or converted now in a child process."""
     if precision not in LITERT_PRECISIONS:
         raise ConversionFailed(f"no LiteRT conversion for precision {precision!r}")
-    found = cached_tflite(weights_path, sha256, model, precision)
+    found = cached_tflite(weights_path, checksum, model, precision)
     if found:
         return found
-    tflite, _ = cache_paths(weights_path, sha256, model, precision)
+    tflite, _ = cache_paths(weights_path, checksum, model, precision)
     tflite.parent.mkdir(parents=True, exist_ok=True)
     # Services started together (several nodes on one machine) convert once: the others
     # wait on the lock and then find the file.
     with open(tflite.with_name(f".{tflite.name}.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return cached_tflite(weights_path, sha256, model, precision) or _convert(
-            weights_path, layout, sha256, model, precision)
+        return cached_tflite(weights_path, checksum, model, precision) or _convert(
+            weights_path, checksum, model, precision)
 
 
-def _convert(weights_path: Path, layout: str, sha256: str, model: str, precision: str) -> Path:
-    tflite, meta = cache_paths(weights_path, sha256, model, precision)
+def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> Path:
+    tflite, meta = cache_paths(weights_path, checksum, model, precision)
     tmp = tflite.with_name(f".{tflite.name}.{os.getpid()}.tmp")
     cmd = [sys.executable, "-m", "labelsd.model.convert", "--weights", str(weights_path),
-           "--layout", layout, "--model", model, "--precision", precision, "--out", str(tmp)]
+           "--model", model, "--precision", precision, "--out", str(tmp)]
     log.info("converting %s to a %s .tflite for LiteRT (once; TensorFlow runs in a child "
              "process)", weights_path.name, precision)
     start = time.perf_counter()
@@ -130,7 +131,7 @@ def _convert(weights_path: Path, layout: str, sha256: str, model: str, precision
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise ConversionFailed(f"converting to .tflite failed (exit {proc.returncode}: "
                                f"{lines[-1][:300] if lines else 'no output'})")
-    record = _record(sha256, model, precision)
+    record = _record(checksum, model, precision)
     record.update(tflite_size=tmp.stat().st_size, tflite_sha256=_sha256(tmp))
     tmp.replace(tflite)
     meta_tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
@@ -153,37 +154,26 @@ def _remove_stale(current: Path, weights_path: Path, model: str, precision: str)
 # --------------------------------------------------------------------------- the child
 
 
-def build_keras_model(model: str, weights: tuple[Path, str] | None):
-    """The Keras model (logits out) with weights (path, layout) loaded, or random ones."""
-    import keras
-
-    from labelsd.model.weights import load_weights_into
-
-    if model != "inception_v3":
-        raise ConversionFailed(f"unknown model {model!r}")
-    net = keras.applications.InceptionV3(weights=None, classifier_activation=None)
-    if weights:
-        load_weights_into(net, *weights)
-    return net
-
-
-def convert_in_this_process(weights: Path, layout: str, model: str, precision: str, out: Path) -> None:
-    """Freeze the forward (softmax in float32 included, as the TF runtime does) and convert.
+def convert_in_this_process(weights: Path, model: str, precision: str, out: Path) -> None:
+    """Build the model (labelsd.model.registry) with its weights, freeze its forward
+    (softmax in float32 included, as the Keras runtime does) and convert it.
 
     The variables are folded into constants first: converting the live Keras 3 model
     (from_keras_model, or a SavedModel of it) gave a file without its weights (308 KB
     for InceptionV3 under TensorFlow 2.21) whose outputs were all zero."""
-    from labelsd.model.classifier import _configure_device, _native_stderr_quiet
+    from labelsd.model.device import configure_device, native_stderr_quiet
+    from labelsd.model.registry import get_model
 
-    with _native_stderr_quiet():
+    spec = get_model(model)
+    checked = spec.check_weights(weights)
+    with native_stderr_quiet():
         import tensorflow as tf
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
-        _configure_device(tf, "cpu")
-    net = build_keras_model(model, (weights, layout))
-    size = net.input_shape[1]
+        configure_device(tf, "cpu")
+    net = spec.build_network(weights, checked).model
 
-    @tf.function(input_signature=[tf.TensorSpec([None, size, size, 3], tf.float32)])
+    @tf.function(input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.float32)])
     def forward(x):
         return tf.nn.softmax(tf.cast(net(x, training=False), tf.float32), axis=-1)
 
@@ -194,7 +184,7 @@ def convert_in_this_process(weights: Path, layout: str, model: str, precision: s
         # fp32 with logits within cosine 0.997. Full int8 was slower and its softmax
         # could not hold small probabilities.
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    with _native_stderr_quiet():
+    with native_stderr_quiet():
         data = converter.convert()
     out.write_bytes(data)
 
@@ -205,14 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m labelsd.model.convert",
                                 description="Convert a model's weights to a .tflite (LiteRT).")
     p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--layout", choices=("legacy", "keras3"), required=True)
     p.add_argument("--model", default="inception_v3")
     p.add_argument("--precision", choices=LITERT_PRECISIONS, required=True)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     try:
-        convert_in_this_process(args.weights, args.layout, args.model, args.precision, args.out)
+        convert_in_this_process(args.weights, args.model, args.precision, args.out)
     except Exception as err:  # noqa: BLE001 (the parent reads the last line and falls back to TensorFlow)
         args.out.unlink(missing_ok=True)
         print(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",

@@ -9,7 +9,7 @@ tests/test_precision.py and bench/throughput.py, not assumed).
 `auto` on a CPU picks bf16 only where the CPU has AMX or AVX512-BF16 AND the
 forward measured faster with it than fp32 (by MIN_BF16_GAIN), else fp32. The
 measurement runs once per CPU model, model and batch size, in a child process (it
-builds the model twice, with random weights: speed does not depend on them), and
+builds the model twice; speed does not depend on the weights, so they are no key), and
 its result is kept in the user's cache, so later starts read one small file. On a
 GPU, `auto` keeps what the GPU path does (mixed float16 from compute capability 7).
 """
@@ -134,7 +134,7 @@ def _valid(speeds) -> bool:
         isinstance(speeds.get(p), (int, float)) and speeds[p] > 0 for p in ("fp32", "bf16"))
 
 
-def measured_speeds(model: str, batch_size: int, flags: frozenset[str],
+def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=None,
                     cache: Path | None = None) -> dict[str, float] | None:
     """{"fp32": img/s, "bf16": img/s} of the Keras forward on this CPU: from the cache,
     else measured now in a child process (which imports TensorFlow; this one need not).
@@ -146,6 +146,7 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str],
     log.info("measuring fp32 against bf16 on this CPU once (%s, batch %d); the result is "
              "kept in %s", model, batch_size, cache)
     cmd = [sys.executable, "-m", "labelsd.model.precision", model, str(batch_size)]
+    cmd += [str(weights)] if weights else []
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S)
         speeds = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
@@ -168,24 +169,25 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str],
     return speeds
 
 
-def _measure_in_this_process(model: str, batch_size: int) -> dict[str, float]:
-    """Best-of-MEASURE_ROUNDS forward speed of the model, fp32 then bf16, random weights."""
+def _measure_in_this_process(model: str, batch_size: int, weights: str | None) -> dict[str, float]:
+    """Best-of-MEASURE_ROUNDS forward speed of the model, fp32 then bf16."""
     import numpy as np
 
-    from labelsd.model.classifier import _configure_device, _native_stderr_quiet
-    from labelsd.model.convert import build_keras_model
+    from labelsd.model.device import configure_device, native_stderr_quiet
+    from labelsd.model.registry import get_model
 
-    with _native_stderr_quiet():
+    spec = get_model(model)
+    checked = spec.check_weights(weights)
+    with native_stderr_quiet():
         import keras
         import tensorflow as tf
 
-        _configure_device(tf, "cpu")  # the service's CPU threads, so the figures are its
-
-    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch_size, 299, 299, 3)), tf.float32)
+        configure_device(tf, "cpu")  # the service's CPU threads, so the figures are its
+    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch_size, *spec.input_shape)), tf.float32)
     speeds = {}
     for precision, policy in (("fp32", "float32"), ("bf16", "mixed_bfloat16")):
         keras.mixed_precision.set_global_policy(policy)
-        net = build_keras_model(model, None)
+        net = spec.build_network(weights, checked).model
         forward = tf.function(lambda x, net=net: net(x, training=False))
         forward(x)  # trace
         best = float("inf")
@@ -197,6 +199,7 @@ def _measure_in_this_process(model: str, batch_size: int) -> dict[str, float]:
     return speeds
 
 
-if __name__ == "__main__":  # the child of measured_speeds: MODEL BATCH_SIZE -> one JSON line
+if __name__ == "__main__":  # the child of measured_speeds: MODEL BATCH_SIZE [WEIGHTS] -> one JSON line
     logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(_measure_in_this_process(sys.argv[1], int(sys.argv[2]))))
+    print(json.dumps(_measure_in_this_process(sys.argv[1], int(sys.argv[2]),
+                                              sys.argv[3] if len(sys.argv) > 3 else None)))

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from labelsd.errors import ImageError, StoreUnavailable
-from labelsd.model.decode import decode_for_inception
+from labelsd.model.decode import DecodedImage
 from labelsd.records import Claim, Outcome, Prediction
 from labelsd.store import contents
 from labelsd.store.engine import Store
@@ -98,7 +99,8 @@ class Reader:
     """
 
     def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
-                 stop: threading.Event, model_name: str, timeline=None):
+                 stop: threading.Event, model_name: str,
+                 decode: Callable[[bytes], DecodedImage], timeline=None):
         self.store = store
         self.workers = workers
         self.preparing = 0
@@ -106,6 +108,7 @@ class Reader:
         self._ready = ready
         self._stop = stop
         self._model_name = model_name
+        self._decode_bytes = decode  # the model's own (its input size and preprocessing)
         self._timeline = timeline
         self._pending_by_sha: dict[str, Item] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
@@ -167,7 +170,7 @@ class Reader:
         backoff = 0.1
         while True:
             try:
-                return contents.content_status(self.store, shas)
+                return contents.content_status(self.store, shas, self._model_name)
             except StoreUnavailable as err:
                 log.warning("database busy (%s); retrying in %.1fs", err, backoff)
                 if self._stop.wait(backoff):
@@ -196,7 +199,7 @@ class Reader:
     def _decode(self, item: Item) -> None:
         start = time.monotonic()
         try:
-            decoded = decode_for_inception(item.data)
+            decoded = self._decode_bytes(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
         except ImageError as err:

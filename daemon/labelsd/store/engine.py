@@ -239,7 +239,7 @@ def _join(stmt):
 
 def _record_select():
     return _join(select(TrackedPath.path, TrackedPath.sha256, STATUS_EXPR, ERROR_EXPR,
-                        Content.width, Content.height, Content.classified_at))
+                        Content.width, Content.height, Content.classified_at, Content.model))
 
 
 def _load_records(session: Session, stmt) -> list[ImageRecord]:
@@ -247,7 +247,8 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
     each for the whole batch (never a query per image)."""
     records = [
         ImageRecord(path=row.path, sha256=row.sha256, status=row.status, error=row.error,
-                    width=row.width, height=row.height, classified_at=row.classified_at)
+                    width=row.width, height=row.height, classified_at=row.classified_at,
+                    model=row.model)
         for row in session.execute(stmt)
     ]
     shas = sorted({r.sha256 for r in records if r.sha256})
