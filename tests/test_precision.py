@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from labelsd.config import load_settings
@@ -146,3 +148,63 @@ def test_service_flag():
     assert settings_from_args(args).precision == "int8"
     with pytest.raises(SystemExit):
         build_parser().parse_args(["--precision", "fp16"])
+
+
+# ------------------------------------------------------------------ fidelity, measured
+
+# scikit-image's bundled pictures (its wheel ships them): photos of things, and textures,
+# star fields and micrographs whose top-1 is a near-tie
+SKIMAGE_PICTURES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
+                    "motorcycle_right.png", "rocket.jpg", "camera.png", "coins.png", "moon.png",
+                    "hubble_deep_field.jpg", "retina.jpg", "clock_motion.png", "page.png", "text.png",
+                    "brick.png", "grass.png", "gravel.png", "color.png", "ihc.png", "cell.png",
+                    "horse.png", "logo.png", "phantom.png")
+# A top-1 that leads its runner-up by less than this is a tie that any rounding may turn
+# (measured: EfficientNet-Lite0 turned 2-3 of the 23 pictures at bf16 or int8, each led by < 0.015)
+TIE_MARGIN = 0.02
+
+
+@pytest.fixture(scope="module")
+def real_model(tmp_path_factory):
+    """EfficientNet-Lite0 with its real ImageNet weights (a copy of the packaged .pth, so its
+    conversions are cached in a folder of the test's own), TensorFlow fp32 as the reference."""
+    import shutil
+
+    import skimage
+
+    from labelsd.model.classifier import load_classifier
+    from labelsd.model.efficientnet import packaged_weights
+
+    folder = tmp_path_factory.mktemp("fidelity")
+    weights = folder / packaged_weights().name
+    shutil.copy(packaged_weights(), weights)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("KERAS_HOME", str(folder / "keras"))
+    try:
+        reference = load_classifier(weights, "cpu", 8, model="efficientnet_lite0")
+        data = Path(skimage.__file__).parent / "data"
+        pixels = np.stack([reference.decode((data / name).read_bytes()).pixels for name in SKIMAGE_PICTURES])
+        yield weights, reference.predict(pixels), pixels
+    finally:
+        mp.undo()
+
+
+@pytest.mark.parametrize("precision, runtime", [("fp32", "litert"), ("bf16", "tensorflow"), ("int8", "litert")])
+def test_each_precision_keeps_fp32s_answers_on_real_photos(real_model, precision, runtime, monkeypatch):
+    from labelsd.model.runtime import load_model, precision_word, runtime_kind
+
+    weights, reference, pixels = real_model
+    monkeypatch.setenv("KERAS_HOME", str(weights.parent / "keras"))
+    classifier = load_model(weights, "cpu", 8, precision, warm=False, model="efficientnet_lite0")
+    assert (runtime_kind(classifier), precision_word(classifier)) == (runtime, precision)
+    probs = classifier.predict(pixels)
+    ranked_ref, ranked = np.argsort(-reference, 1), np.argsort(-probs, 1)
+    margins = reference[np.arange(len(reference)), ranked_ref[:, 0]] - reference[
+        np.arange(len(reference)), ranked_ref[:, 1]]
+    clear = margins >= TIE_MARGIN
+    assert clear.sum() >= 18  # the rule leaves most pictures in
+    flipped = [name for name, c, a, b in zip(SKIMAGE_PICTURES, clear, ranked_ref[:, 0], ranked[:, 0])
+               if c and a != b]
+    assert flipped == [], f"{precision}: top-1 differs from fp32 on {flipped}"
+    overlaps = {name: len(set(a[:3]) & set(b[:3])) for name, a, b in zip(SKIMAGE_PICTURES, ranked_ref, ranked)}
+    assert min(overlaps.values()) >= 2, overlaps
