@@ -160,7 +160,8 @@ SKIMAGE_PICTURES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_le
                     "brick.png", "grass.png", "gravel.png", "color.png", "ihc.png", "cell.png",
                     "horse.png", "logo.png", "phantom.png")
 # A top-1 that leads its runner-up by less than this is a tie that any rounding may turn
-# (measured: EfficientNet-Lite0 turned 2-3 of the 23 pictures at bf16 or int8, each led by < 0.015)
+# (measured: EfficientNet-Lite0 turned 2-3 of the 23 pictures at bf16 or int8, each led by < 0.015;
+# 7 of the 23 lead by less than this at fp32: textures, a star field, a micrograph)
 TIE_MARGIN = 0.02
 
 
@@ -202,7 +203,7 @@ def test_each_precision_keeps_fp32s_answers_on_real_photos(real_model, precision
     margins = reference[np.arange(len(reference)), ranked_ref[:, 0]] - reference[
         np.arange(len(reference)), ranked_ref[:, 1]]
     clear = margins >= TIE_MARGIN
-    assert clear.sum() >= 18  # the rule leaves most pictures in
+    assert clear.sum() >= 15  # 16 of the 23 lead by >= TIE_MARGIN at fp32: the rule leaves most in
     flipped = [name for name, c, a, b in zip(SKIMAGE_PICTURES, clear, ranked_ref[:, 0], ranked[:, 0])
                if c and a != b]
     assert flipped == [], f"{precision}: top-1 differs from fp32 on {flipped}"
