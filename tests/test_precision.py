@@ -190,6 +190,7 @@ def real_model(tmp_path_factory):
         mp.undo()
 
 
+@pytest.mark.tf  # builds the models with TensorFlow (no weights fixture marks it)
 @pytest.mark.parametrize("precision, runtime", [("fp32", "litert"), ("bf16", "tensorflow"), ("int8", "litert")])
 def test_each_precision_keeps_fp32s_answers_on_real_photos(real_model, precision, runtime, monkeypatch):
     from labelsd.model.runtime import load_model, precision_word, runtime_kind
