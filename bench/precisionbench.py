@@ -124,7 +124,7 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
     """Print the precision table. `reference` is the bench's TensorFlow fp32 classifier;
     `ceiling_ratio(bare_ips)` is throughput.pipeline_ceiling for the CPU."""
     from labelsd.model import precision as prec
-    from labelsd.model.runtime import load_model
+    from labelsd.model.runtime import load_model, runtime_kind
 
     flags = prec.cpu_flags()
     shown = sorted(f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx2", "avx512f"))
@@ -148,7 +148,7 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
     rows = {}
     for name, clf in models.items():
         top1, top3 = agreement(ref_probs, clf.predict(pixels))
-        runtime = getattr(clf, "runtime", "tensorflow")
+        runtime = runtime_kind(clf)
         rows[name] = (runtime, speeds[name], top1, top3)
         print(f"  {name:8} {runtime:10} forward {speeds[name]:6.2f} img/s  {speeds[name] / base:4.2f}x fp32  "
               f"top-1 agreement {top1:.2f}  top-3 overlap >= {top3}/3", flush=True)

@@ -274,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precisions", default=None,
                         help="comma-separated precisions to run beside TensorFlow fp32 (fp32 on LiteRT, "
                              "bf16, int8; default all three, none with --quick; '' for none)")
+    parser.add_argument("--only-precisions", action="store_true",
+                        help="skip (a)-(f) but one bare round (for the decode cost): the precision rows only")
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -304,6 +306,21 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{count} JPEGs {size[0]}x{size[1]}, batch size {args.batch_size}, "
           f"{cores} cores, device {classifier.device}; {gpu_note(classifier)}", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
+
+    if not on_gpu:  # the service converts the model for LiteRT at its first start only: do it here
+        from labelsd.model.runtime import load_model
+
+        start = time.perf_counter()
+        load_model(weights, "cpu", args.batch_size, "fp32", warm=False)
+        print(f"converted for LiteRT (or found converted) in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.only_precisions:
+        bare = bench_bare(classifier, photos, args.batch_size)
+        from precisionbench import run as bench_precisions
+
+        bench_precisions(classifier, weights, photos, [p for p in (args.precisions or "fp32,bf16,int8").split(",")
+                                                       if p], args.batch_size, args.rounds, cores, args.cache,
+                         lambda bare_ips: pipeline_ceiling(bare_ips, min(_decode_s), cores, False))
+        return 0
 
     # Rounds interleave the three, and each keeps its best round: on a shared
     # machine a neighbour's burst then penalises no one method.
