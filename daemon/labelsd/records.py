@@ -72,7 +72,7 @@ class Prediction:
 
 @dataclass
 class ImageRecord:
-    """One tracked path and what is known of its content (the JSON contract in DESIGN.md)."""
+    """One tracked path and what is known of its content (the JSON contract in docs/contract.md)."""
 
     path: str
     sha256: str | None

@@ -162,7 +162,7 @@ def stats(store: Store, top: int = 10) -> Stats:
 
 
 def service_status(store: Store) -> dict:
-    """`labels status --json`, the contract in DESIGN.md plus a `nodes` list.
+    """`labels status --json`, the contract in docs/contract.md plus a `nodes` list.
 
     `running` is true while some node is alive; pid, model, device, watching
     and heartbeat_age_s describe the freshest node (alive ones first), null or

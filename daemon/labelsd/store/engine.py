@@ -26,6 +26,7 @@ from labelsd.errors import NotTracked, StoreUnavailable
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations
+from labelsd.store.access import prepare_database_file
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,7 @@ def canonical_path(path: str | os.PathLike) -> str:
 
 def _sqlite_engine(db_path: str) -> Engine:
     path = Path(db_path).expanduser()
-    if path.is_dir():
-        raise StoreUnavailable(
-            f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StoreUnavailable(
-            f"cannot create the database folder {path.parent}: {err.strerror}; "
-            "check that the parent directory exists and is writable") from err
-    if path.exists() and not os.access(path, os.R_OK):
-        raise StoreUnavailable(f"cannot read the database {path}: permission denied")
+    prepare_database_file(path)  # owner only, or its folder's group; advice when refused
     engine = create_engine(
         f"sqlite:///{path.resolve()}",
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
