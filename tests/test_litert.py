@@ -77,6 +77,18 @@ def test_batch_sizes_change_without_padding_or_drift(library, images):
         clf.predict(np.zeros((2, 224, 224, 3), np.float32))
 
 
+def test_cache_folder_next_to_the_weights_unless_read_only_or_a_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    user_cache = tmp_path / "cache" / "labels" / "tflite"
+    weights = tmp_path / "w.h5"
+    assert convert.cache_folder(weights) == tmp_path
+    (tmp_path / "ro").mkdir(mode=0o555)
+    monkeypatch.setattr(convert.os, "access", lambda path, mode: str(path) != str(tmp_path / "ro"))
+    assert convert.cache_folder(tmp_path / "ro" / "w.h5") == user_cache
+    inside = Path(sys.prefix) / "lib" / "w.pth"  # e.g. a weights package's own file
+    assert convert.cache_folder(inside) == user_cache
+
+
 def test_a_cached_file_is_used_without_converting(library, monkeypatch):
     path, layout, sha, converted = library
 
@@ -192,11 +204,11 @@ def test_a_child_that_fails_says_why():
 
 
 def test_the_service_on_litert_int8_says_so(library, tmp_path):
+    from servicekit import Service
     from typer.testing import CliRunner
 
     from imagegen import make_image
     from labels_cli.app import app
-    from servicekit import Service
 
     path, *_ = library
     inbox = tmp_path / "inbox"

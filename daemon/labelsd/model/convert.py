@@ -50,9 +50,19 @@ def _writable(folder: Path) -> bool:
     return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
+def _inside_python(path: Path) -> bool:
+    """Whether `path` lies in this Python's installation (weights a package ships)."""
+    try:
+        path.resolve().relative_to(Path(sys.prefix).resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def cache_folder(weights_path: Path) -> Path:
-    """Next to the weights where that folder is writable, else the user's cache."""
-    if _writable(weights_path.parent):
+    """Next to the weights where that folder is writable, else the user's cache; never
+    inside an installed package (pip would neither know nor remove the file)."""
+    if _writable(weights_path.parent) and not _inside_python(weights_path.parent):
         return weights_path.parent
     return Path(platformdirs.user_cache_dir("labels")) / "tflite"
 
