@@ -19,6 +19,7 @@ FIGURES = [
     "(a) bare forward:", "(a) pipeline (scan):", "(a) seed loop:", "(a) pipeline/seed",
     "(a) model timeline: busy", "(b) service burst:", "(c) single drop:", "(d) peak RSS:",
     "(e) idle CPU:", "(f) start to READY:",
+    "(a) photo metadata (EXIF, IPTC, XMP, sidecar):",
 ]
 
 

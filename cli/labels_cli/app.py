@@ -115,6 +115,7 @@ from . import (
     gallery_cmd,  # noqa: E402,F401
     query_cmds,  # noqa: E402,F401
     scan_cmd,  # noqa: E402,F401
+    xmp_cmds,  # noqa: E402,F401  (labels xmp write)
 )
 from .model_cmds import model_app  # noqa: E402
 

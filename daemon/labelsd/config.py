@@ -25,6 +25,7 @@ ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS"}
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # labelsd.model.precision says what each means
 LOG_LEVELS = ("debug", "info", "warning", "error")
+XMP_MODES = ("off", "sidecar")  # sidecar: NAME.EXT.xmp beside each labelled photo
 
 
 def default_db() -> str:
@@ -48,6 +49,8 @@ class Settings:
     log_level: str = "info"
     decode_workers: int = 0  # 0: one per core the process may use
     max_wait_ms: int = 50
+    xmp: str = "off"
+    xmp_min_score: float = 0.2  # labels scoring less stay out of sidecars
     config_file: str | None = None  # the file these settings were read from, if any
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -115,6 +118,11 @@ def _validate(s: Settings) -> Settings:
                                      or not 1 <= s.batch_size <= 1024):
         raise ConfigError(f"batch size must be a whole number from 1 to 1024, "
                           f"not {s.batch_size!r}")
+    if s.xmp not in XMP_MODES:
+        raise ConfigError(f"xmp must be one of {', '.join(XMP_MODES)}, not {s.xmp!r}")
+    if (not isinstance(s.xmp_min_score, (int, float)) or isinstance(s.xmp_min_score, bool)
+            or not 0.0 <= s.xmp_min_score <= 1.0):
+        raise ConfigError(f"xmp_min_score must be a number from 0 to 1, not {s.xmp_min_score!r}")
     return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch))
 
 

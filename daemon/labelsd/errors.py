@@ -32,3 +32,12 @@ class ImageError(LabelsError):
 
 class ConversionFailed(LabelsError):
     """The model could not be converted to a .tflite for LiteRT (the service then keeps TensorFlow)."""
+
+
+class SidecarError(LabelsError):
+    """An XMP sidecar cannot be read or written (read-only folder, a sidecar exiv2
+    cannot parse); the photo itself is unaffected."""
+
+
+class SidecarFolderReadOnly(SidecarError):
+    """A folder where no sidecar can be written (read-only mount, ProtectSystem=strict)."""

@@ -25,8 +25,9 @@ import threading
 import time
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, PRECISIONS, Settings, load_settings
+from labelsd.config import DEVICES, LOG_LEVELS, PRECISIONS, XMP_MODES, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
+from labelsd.events import Events
 from labelsd.model.registry import model_names
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
                    help="debug, info, warning or error (default info)")
+    p.add_argument("--xmp", choices=XMP_MODES, help="sidecar: write NAME.EXT.xmp keywords beside "
+                   "each labelled photo (default off)")
     p.add_argument("--version", action="version", version=f"labelsd {__version__}")
     return p
 
@@ -86,7 +89,7 @@ def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
             "precision": args.precision,
-            "log_level": args.log_level, "model": args.model}
+            "log_level": args.log_level, "model": args.model, "xmp": args.xmp}
 
 
 # --------------------------------------------------------------------------- logging
@@ -150,6 +153,7 @@ class Service:
         self.classifier = None
         self.pipeline = None
         self.watcher = None
+        self.sidecars = None
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
         self.stop_reason: str | None = None
@@ -191,6 +195,7 @@ class Service:
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
         from labelsd.watch.watcher import Watcher
+        from labelsd.xmp.writer import start_sidecar_writer
 
         s = self.settings
         roots = _check_roots(s.watch)
@@ -204,9 +209,11 @@ class Service:
                        device=describe(self.classifier), watching=roots)
         relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = self.store.counts()["done"]
+        events = Events()
+        self.sidecars = start_sidecar_writer(self.store, s, events)  # None unless xmp = "sidecar"
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
-                                 max_wait_ms=s.max_wait_ms).start()
+                                 max_wait_ms=s.max_wait_ms, events=events).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll)
         self.watcher.start()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
@@ -270,7 +277,7 @@ class Service:
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "precision", "poll",
-                                           "decode_workers", "max_wait_ms")
+                                           "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",
@@ -333,6 +340,7 @@ class Service:
         steps = [
             ("watcher", lambda: self.watcher and self.watcher.stop()),
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
+            ("sidecars", lambda: self.sidecars and self.sidecars.stop()),
             ("heartbeat", self._stop_heartbeat),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
             ("node", lambda: self.started and nodes.mark_stopped(self.store, self.node_id)),

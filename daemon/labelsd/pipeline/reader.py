@@ -25,9 +25,10 @@ import numpy as np
 
 from labelsd.errors import ImageError, StoreUnavailable
 from labelsd.model.decode import DecodedImage
-from labelsd.records import Claim, Outcome, Prediction
+from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
 from labelsd.store import contents
 from labelsd.store.engine import Store
+from labelsd.xmp.metadata import read_photo_meta
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Item:
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    meta: PhotoMeta | None = None  # date, camera, GPS, keywords (read with the pixels)
     final: Outcome | None = None  # set when no model call is needed
     followers: list[Item] = field(default_factory=list)  # same bytes, other paths
     taken: bool = False  # the batcher has it; no more followers may join
@@ -87,7 +89,8 @@ def read_failure(claim: Claim, err: BaseException) -> Outcome:
 def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
     return Outcome(item.claim, "classified", sha256=item.sha256, size=item.size,
                    mtime_ns=item.mtime_ns, width=known.width, height=known.height,
-                   format=known.format, model=model, predictions=list(known.predictions))
+                   format=known.format, model=model, predictions=list(known.predictions),
+                   meta=item.meta)
 
 
 class Reader:
@@ -202,6 +205,7 @@ class Reader:
             decoded = self._decode_bytes(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
+            item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
         except ImageError as err:
             item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
                                  mtime_ns=item.mtime_ns, error=str(err))
