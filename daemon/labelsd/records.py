@@ -103,11 +103,11 @@ class ImageRecord:
     labels: list[Prediction] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     classified_at: datetime | None = None
-    model: str | None = None  # which model produced `labels` ("EfficientNetLite0/imagenet")
     taken_at: str | None = None
     camera: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
+    model: str | None = None  # which model produced `labels` ("EfficientNetLite0/imagenet")
 
     def to_dict(self) -> dict:
         return {
@@ -120,8 +120,8 @@ class ImageRecord:
             "labels": [p.to_dict() for p in self.labels],
             "tags": list(self.tags),
             "classified_at": self.classified_at.isoformat() if self.classified_at else None,
-            "model": self.model,
             "taken_at": self.taken_at,
             "camera": self.camera,
             "gps": gps_dict(self.gps_lat, self.gps_lon),
+            "model": self.model,
         }

@@ -89,7 +89,7 @@ def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
             "precision": args.precision,
-            "log_level": args.log_level, "model": args.model, "xmp": args.xmp}
+            "log_level": args.log_level, "xmp": args.xmp, "model": args.model}
 
 
 # --------------------------------------------------------------------------- logging

@@ -72,6 +72,12 @@ def check_weights(weights):
     path = Path(weights).expanduser().resolve() if weights else packaged_weights()
     if not path.is_file():
         raise WeightsUnavailable(f"weights file {path} does not exist: {HOW_TO_GET_WEIGHTS}")
+    with open(path, "rb") as f:
+        if f.read(8) == b"\x89HDF\r\n\x1a\n":
+            raise WeightsUnavailable(
+                f"weights file {path} is a Keras (HDF5) file, not EfficientNet-Lite0's .pth: "
+                "--weights / LABELS_WEIGHTS / `weights =` name InceptionV3's file; leave them "
+                f"unset with --model efficientnet_lite0, or {HOW_TO_GET_WEIGHTS}")
     return path, _sha256(path)
 
 
@@ -195,7 +201,7 @@ SPEC = ModelSpec(
     input_size=INPUT_SIZE,
     preprocess=preprocess_lite,
     loader=__name__,
-    describe="EfficientNet-Lite0, 224x224: ImageNet top-1 75.1%, 0.4 GFLOPs per image",
+    describe="EfficientNet-Lite0, 224x224: ImageNet top-1 75.1%, 0.4 G multiply-adds per image",
 )
 
 

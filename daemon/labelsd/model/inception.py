@@ -42,7 +42,7 @@ SPEC = ModelSpec(
     input_size=INPUT_SIZE,
     preprocess=preprocess_inception,
     loader=__name__,
-    describe="InceptionV3, 299x299: ImageNet top-1 77.9%, 5.7 GFLOPs per image",
+    describe="InceptionV3, 299x299: ImageNet top-1 77.9%, 5.7 G multiply-adds per image",
 )
 
 

@@ -230,8 +230,9 @@ def _join(stmt):
 
 def _record_select():
     return _join(select(TrackedPath.path, TrackedPath.sha256, STATUS_EXPR, ERROR_EXPR,
-                        Content.width, Content.height, Content.classified_at, Content.model,
-                        Content.taken_at, Content.camera, Content.gps_lat, Content.gps_lon))
+                        Content.width, Content.height, Content.classified_at,
+                        Content.taken_at, Content.camera, Content.gps_lat, Content.gps_lon,
+                        Content.model))
 
 
 def _load_records(session: Session, stmt) -> list[ImageRecord]:
@@ -240,8 +241,8 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
     records = [
         ImageRecord(path=row.path, sha256=row.sha256, status=row.status, error=row.error,
                     width=row.width, height=row.height, classified_at=row.classified_at,
-                    model=row.model, taken_at=row.taken_at, camera=row.camera, gps_lat=row.gps_lat,
-                    gps_lon=row.gps_lon)
+                    taken_at=row.taken_at, camera=row.camera, gps_lat=row.gps_lat,
+                    gps_lon=row.gps_lon, model=row.model)
         for row in session.execute(stmt)
     ]
     shas = sorted({r.sha256 for r in records if r.sha256})
