@@ -27,6 +27,16 @@ def canonical_root(folder: str) -> str:
     return os.path.realpath(os.path.expanduser(folder))
 
 
+def canonical_path(path: str | os.PathLike) -> str:
+    """The absolute path under which a file is stored: its folder resolved
+    (symlinks, `..`), its own name kept, so a missing file still resolves.
+    (The same rule as `store.engine.canonical_path`, here without SQLAlchemy for
+    the read-only commands.)"""
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    folder, name = os.path.split(absolute)
+    return os.path.join(os.path.realpath(folder), name)
+
+
 def under_root(path: str, root: str) -> bool:
     root = root.rstrip(os.sep) or os.sep
     return path == root or path.startswith(root + os.sep) or root == os.sep
