@@ -478,7 +478,7 @@ def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, 
 def test_a_node_never_holds_more_connections_than_its_pool_bound_pg(pg_url):
     from sqlalchemy import text
 
-    from labelsd.store.engine import POOL_OVERFLOW, POOL_SIZE
+    from labelsd.store.connect import POOL_OVERFLOW, POOL_SIZE
 
     with open_store(pg_url) as node, open_store(pg_url, migrate=False) as observer:
         database = node.engine.url.database

@@ -23,23 +23,30 @@ def info(
         help="A local weights file (default: LABELS_WEIGHTS, the config file, keras' cache).")] = None,
     device: Annotated[str, typer.Option("--device", metavar="auto|cpu|gpu",
                                         help="auto, cpu or gpu.")] = "auto",
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", metavar="auto|fp32|bf16|int8",
+        help="auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: one object (path, source, exists, size, sha256, "
-                       "official, device).")] = False,
+                       "official, device, runtime, precision, why).")] = False,
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
     from labelsd.model import classifier as model
+    from labelsd.model import runtime
     from labelsd.model import weights as weights_files
 
     facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
+    settings = state(ctx).settings
+    facts.update(runtime.plan(device, precision or settings.precision, model=settings.model))
     if as_json:
         render_json(facts)
         return
-    for key in ("path", "source", "exists", "size", "sha256", "official", "device"):
-        typer.echo(f"{key + ':':10}{facts[key] if facts[key] is not None else '-'}")
+    for key in ("path", "source", "exists", "size", "sha256", "official", "device", "runtime",
+                "precision", "why"):
+        typer.echo(f"{key + ':':11}{facts[key] if facts[key] is not None else '-'}")
     if not facts["exists"]:
-        typer.echo(f"hint:     {weights_files.HOW_TO_GET_WEIGHTS}")
+        typer.echo(f"hint:      {weights_files.HOW_TO_GET_WEIGHTS}")
 
 
 @model_app.command("fetch")

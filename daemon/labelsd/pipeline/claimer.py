@@ -22,8 +22,9 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from labelsd.backoff import Backoff
 from labelsd.errors import StoreUnavailable
-from labelsd.pipeline.reader import MAX_BACKOFF_S, POLL_S, Reader
+from labelsd.pipeline.reader import POLL_S, Reader
 from labelsd.records import Claim
 from labelsd.store import wakeups, workqueue
 from labelsd.store.engine import Store
@@ -94,7 +95,7 @@ class Claimer:
 
     def run(self, beat: Callable[[], None]) -> None:
         last_renew = time.monotonic()
-        backoff = 0.1
+        backoff = Backoff()
         while not self._stop.is_set():
             beat()
             try:
@@ -119,19 +120,17 @@ class Claimer:
                 finally:
                     with self.lock:
                         self._claiming = False
-                backoff = 0.1
+                backoff.reset()
                 if not claims:
                     self._wake.wait(self.idle_wait_s)
                     continue
                 self._reader.prepare(claims)
             except StoreUnavailable as err:
-                log.warning("database busy while claiming (%s); retrying in %.1fs", err, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                log.warning("claiming work: %s; retrying in %.1fs", err, backoff.delay)
+                backoff.wait(self._stop)
             except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
                 log.exception("claimer error; continuing")
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff.wait(self._stop)
 
 
 __all__ = ["IDLE_WAIT_S", "RENEW_EVERY_S", "Claimer"]

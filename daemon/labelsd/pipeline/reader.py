@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from labelsd.errors import ImageError, StoreUnavailable
+from labelsd.backoff import Stopped, retry_unavailable
+from labelsd.errors import ImageError
 from labelsd.model.decode import DecodedImage
 from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
 from labelsd.store import contents
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 
 # Shared by every stage of the pipeline (pipeline.py, writer.py import them):
 POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
-MAX_BACKOFF_S = 5.0  # the longest wait between retries on a locked database
 RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
 
 
@@ -171,15 +171,12 @@ class Reader:
                 self._timeline.add("read", start)
 
     def _content_status(self, shas: set[str]) -> dict[str, str] | None:
-        backoff = 0.1
-        while True:
-            try:
-                return contents.content_status(self.store, shas, self._model_name)
-            except StoreUnavailable as err:
-                log.warning("database busy (%s); retrying in %.1fs", err, backoff)
-                if self._stop.wait(backoff):
-                    return None
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        try:
+            return retry_unavailable(
+                lambda: contents.content_status(self.store, shas, self._model_name),
+                self._stop, "reading what is already labeled")
+        except Stopped:
+            return None
 
     def _share(self, item: Item) -> bool:
         """Attach `item` to a path with the same bytes that is already on its way to

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+from labelsd.hostproc import process_gone
 from labelsd.serve.reader import as_reader, as_utc, where_shown
 
 ALIVE_WITHIN_S = 10.0  # as store.nodes.ALIVE_WITHIN_S (a test checks they agree)
@@ -26,7 +27,8 @@ def list_nodes(source) -> list[dict]:
         nodes.append({"node_id": node_id, "host": host, "pid": pid, "device": device or "",
                       "model": model or "", "watching": json.loads(watching or "[]"),
                       "heartbeat_age_s": age,
-                      "alive": stopped is None and age is not None and age <= ALIVE_WITHIN_S,
+                      "alive": stopped is None and age is not None and age <= ALIVE_WITHIN_S
+                      and not process_gone(host, pid),
                       "done": done, "failed": failed})
     nodes.sort(key=lambda n: n["heartbeat_age_s"] if n["heartbeat_age_s"] is not None else 1e18)
     return nodes

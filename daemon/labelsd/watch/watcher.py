@@ -41,11 +41,13 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 
+from labelsd.backoff import Backoff
 from labelsd.errors import LabelsError
 from labelsd.paths import canonical_root, is_candidate, under_root
 from labelsd.records import FileFacts
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store, canonical_path
+from labelsd.watch.backlog import Backlog
 from labelsd.watch.reconcile import ExistingPaths, reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
 from labelsd.watch.walk import regular_file_facts, walk_candidates
@@ -127,6 +129,7 @@ class Watcher:
         self._started = False
         self._stopped = False
         self._rescanning = False
+        self._backlog = Backlog(self._roots_of, lambda root: self._start_scan(self.reconcile, root))
         self.queued = 0  # paths queued (or re-stamped) since start
 
     @property
@@ -257,14 +260,19 @@ class Watcher:
     def reconcile(self, root: str) -> bool:
         """Queue new or changed files under `root`, mark vanished ones missing.
         True when the walk finished."""
-        started = time.monotonic()
-        try:
-            result = reconcile_root(self.store, root, self.roots or [root],
-                                    enqueue=self._enqueue, settle_later=self._settle_later,
-                                    stop=self._stop)
-        except LabelsError as err:
-            log.error("scanning %s failed: %s", root, err)
-            return False
+        started, backoff = time.monotonic(), Backoff()
+        while True:
+            try:
+                result = reconcile_root(self.store, root, self.roots or [root],
+                                        enqueue=self._enqueue, settle_later=self._settle_later,
+                                        stop=self._stop)
+                break
+            except LabelsError as err:  # database trouble: the scan is tried again, not lost
+                level = logging.WARNING if backoff.failures else logging.ERROR
+                log.log(level, "scanning %s failed: %s; trying again in %.1fs", root, err,
+                        backoff.delay)
+                if backoff.wait(self._stop):
+                    return False
         if result.finished:
             log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
                      result.queued, result.missing, time.monotonic() - started)
@@ -282,21 +290,21 @@ class Watcher:
         idle_wait = min(IDLE_WAIT_S, self.root_check_s)
         while True:
             timeout = min(self.settle_s / 2, idle_wait) if self._settling else idle_wait
-            batch = self._gather(timeout)
+            batch = self._gather(self._backlog.due_in(timeout))
             stopping = _STOP in batch
+            events, now = [e for e in batch if e is not _STOP], time.monotonic()
+            if self._settling and now >= next_check:  # as closes, so the backlog keeps them too
+                events += [FileClosedEvent(f.path) for f in self._settling.take_settled(now)]
+                next_check = now + self.settle_s / 2
+            events = self._backlog.pending(events, force=stopping)
             try:
-                self._apply([e for e in batch if e is not _STOP])
-                now = time.monotonic()
-                if self._settling and now >= next_check:
-                    self._enqueue(self._settling.take_settled(now))
-                    next_check = now + self.settle_s / 2
+                self._apply(events)
+                self._backlog.succeeded()
                 if now >= next_root_check and not stopping:
                     self._check_roots()
                     next_root_check = now + self.root_check_s
-            except LabelsError as err:
-                # Database trouble: the events of this window are lost, but the
-                # next start's reconcile scan finds every file that was missed.
-                log.error("could not record file changes: %s", err)
+            except LabelsError as err:  # database trouble: kept and retried (backlog.py)
+                self._backlog.failed(events, err)
             except Exception:  # noqa: BLE001 - one bad event must not end the watch
                 log.exception("error handling file events; continuing")
             if stopping:
