@@ -597,3 +597,17 @@ def test_labels_status_reads_the_counters_and_falls_back_on_an_old_library(store
     with store.write() as session:
         session.execute(text("DROP TABLE counters"))
     assert reader.counts() == expected
+
+
+def test_a_walk_from_before_this_node_started_does_not_cover_it(store, tmp_path, monkeypatch):
+    """A service killed with kill -9 and started again: the old node's walk (and its
+    still-fresh heartbeat) must not stop the new node from walking for what landed
+    while nothing watched."""
+    from labelsd.store import walks
+
+    root = str(tmp_path / "share")
+    _register(store, "killed", monkeypatch=monkeypatch)
+    assert walks.take(store, root, "killed") == walks.MINE
+    walks.release(store, root, "killed", completed=True)
+    _register(store, "restarted", monkeypatch=monkeypatch)
+    assert walks.take(store, root, "restarted") == walks.MINE

@@ -8,7 +8,8 @@ the `walks` table first (`WalkLeases.acquire`):
   * another live node holds it (its lease is renewed while it walks): wait, then
     look again; a walker that dies stops renewing and its lease runs out, so a
     waiting node takes over;
-  * the last walk finished and the node that did it is still alive: skip. Its
+  * the last walk began after this node registered, finished, and the node that
+    did it is still alive: skip. Its
     walk found everything that changed before the walk, and its watch, up since
     before the walk and unbroken while it lives, sees everything after; this
     node's own watch is up by now too.
@@ -56,7 +57,8 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
                 return BUSY
             log.info("the walk of %s by %s ran out of lease; taking it over", root, row.held_by)
         elif row is not None and row.held_by is None and row.finished_at is not None \
-                and row.walked_by != node_id and _alive(session, row.walked_by, now):
+                and row.walked_by != node_id and _alive(session, row.walked_by, now) \
+                and _since_my_start(session, node_id, row.started_at):
             return COVERED
         values = {"held_by": node_id, "expires_at": now + timedelta(seconds=lease_s),
                   "started_at": now}
@@ -68,6 +70,14 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
         taken = session.execute(ins.values(root=root, **values).on_conflict_do_update(
             index_elements=["root"], set_=values, where=free).returning(walks.c.root)).first()
     return MINE if taken is not None else BUSY
+
+
+def _since_my_start(session, node_id: str, walk_started) -> bool:
+    """The walk began after this node registered: a walk from before (by a node
+    killed since, whose heartbeat may still look fresh) does not cover the time
+    no node watched."""
+    mine = session.scalar(select(Node.started_at).where(Node.node_id == node_id))
+    return mine is not None and walk_started is not None and as_utc(walk_started) >= as_utc(mine)
 
 
 def _alive(session, node_id: str | None, now) -> bool:
