@@ -44,6 +44,7 @@ class Settings:
     log_level: str = "info"
     decode_workers: int = 0  # 0: one per core the process may use
     max_wait_ms: int = 50
+    max_file_mb: int = 256  # the size cap on one image file (model.decode.MAX_FILE_MB)
     config_file: str | None = None  # the file these settings were read from, if any
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -108,6 +109,9 @@ def _validate(s: Settings) -> Settings:
                                      or not 1 <= s.batch_size <= 1024):
         raise ConfigError(f"batch size must be a whole number from 1 to 1024, "
                           f"not {s.batch_size!r}")
+    if not isinstance(s.max_file_mb, int) or isinstance(s.max_file_mb, bool) or s.max_file_mb < 1:
+        raise ConfigError(f"max_file_mb must be a whole number of megabytes (1 or more), "
+                          f"not {s.max_file_mb!r}")
     return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch))
 
 

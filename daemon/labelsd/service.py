@@ -179,6 +179,7 @@ class Service:
     # ---- start ---------------------------------------------------------------
 
     def start(self) -> None:
+        from labelsd.model import decode
         from labelsd.model.classifier import load_classifier
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
@@ -195,6 +196,7 @@ class Service:
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=self.classifier.device, watching=roots)
         self._labeled_before = self.store.counts()["done"]
+        decode.set_max_file_mb(s.max_file_mb)  # the size cap the reader applies
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
                                  max_wait_ms=s.max_wait_ms).start()
@@ -258,6 +260,9 @@ class Service:
                     self.watcher.add_root(root)
                 except LabelsError as err:
                     log.error("%s", err)
+        from labelsd.model import decode  # loaded by start() already
+
+        decode.set_max_file_mb(new.max_file_mb)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",

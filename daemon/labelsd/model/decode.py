@@ -27,6 +27,23 @@ INPUT_SIZE = 299
 # A 12 MP phone photo is far below; a 60000x60000 "PNG" of 100 bytes is far above.
 MAX_PIXELS = 178_956_970
 
+# The size cap on one file (config `max_file_mb`): a file is read into memory
+# whole before it is hashed and decoded, so a sparse 3 GB "photo" must fail
+# with a reason instead. 256 MiB holds any camera's JPEG, HEIF or PNG and
+# most scanned TIFFs; the pixel limit above bounds what decoding costs.
+MAX_FILE_MB = 256
+_max_file_bytes = MAX_FILE_MB << 20
+
+
+def set_max_file_mb(megabytes: int) -> None:
+    """Set the size cap for this process (the service, at start and reload)."""
+    global _max_file_bytes
+    _max_file_bytes = int(megabytes) << 20
+
+
+def max_file_bytes() -> int:
+    return _max_file_bytes
+
 
 # Only these Pillow plugins may open a file, whatever its name: the others include
 # EPS (runs Ghostscript) and PDF, which have no business in a photo inbox.

@@ -18,14 +18,16 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from labelsd.errors import ImageError, StoreUnavailable
+from labelsd.fileio import FileTooLarge, open_regular
+from labelsd.model import decode
 from labelsd.model.decode import decode_for_inception
 from labelsd.records import Claim, Outcome, Prediction
-from labelsd.store import contents
+from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -64,11 +66,16 @@ class Known:
     format: str | None
 
 
-def read_file(path: str) -> tuple[bytes, int, int, str]:
-    """The file's bytes (read once), size, mtime_ns and SHA-256."""
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        data = fh.read()
+def read_file(path: str, max_bytes: int | None = None) -> tuple[bytes, int, int, str]:
+    """The file's bytes (read once), size, mtime_ns and SHA-256. Only a regular
+    file, opened without following symlinks or blocking (fileio.open_regular),
+    and no larger than `max_bytes` (the size cap, read from decode by default)."""
+    limit = decode.max_file_bytes() if max_bytes is None else max_bytes
+    fh, st = open_regular(path, max_bytes=limit)
+    with fh:
+        data = fh.read(limit + 1)  # the file may have grown since the fstat
+    if len(data) > limit:
+        raise FileTooLarge(f"file grew past the {limit >> 20} MiB limit (max_file_mb) while read")
     return data, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()
 
 
@@ -76,11 +83,21 @@ def read_failure(claim: Claim, err: BaseException) -> Outcome:
     """The outcome of a file that could not be read."""
     if isinstance(err, (FileNotFoundError, NotADirectoryError)):
         return Outcome(claim, "vanished")
+    if isinstance(err, ImageError):  # not a regular file, through a link, too large
+        return failed_outright(claim, str(err))
     if isinstance(err, IsADirectoryError):
-        return Outcome(claim, "bad_image", error="is a folder, not an image")
+        return failed_outright(claim, "is a folder, not an image file")
     if isinstance(err, OSError):  # permission denied, I/O error: maybe better later
         return Outcome(claim, "retry", error=f"cannot read the file: {err.strerror or err}")
     return Outcome(claim, "retry", error=f"cannot read the file: {err}")
+
+
+def failed_outright(claim: Claim, reason: str) -> Outcome:
+    """The path (not its content: there is none to hash) fails now, with `reason`:
+    a retry outcome with no attempts left, so the queue row ends `failed` at
+    once and `labels retry` can queue it again."""
+    return Outcome(replace(claim, attempts=max(claim.attempts, workqueue.MAX_ATTEMPTS - 1)),
+                   "retry", error=reason)
 
 
 def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
@@ -244,4 +261,5 @@ class Reader:
                 self._recent.popitem(last=False)
 
 
-__all__ = ["Item", "Known", "Reader", "classified_outcome", "read_failure", "read_file"]
+__all__ = ["Item", "Known", "Reader", "classified_outcome", "failed_outright", "read_failure",
+           "read_file"]
