@@ -133,20 +133,31 @@ def decode_for_inception(data: bytes) -> DecodedImage:
         with Image.open(BytesIO(data), formats=formats) as img:
             fmt = "JPEG" if img.format == "MPO" else (img.format or fmt or "image")
             return _decode(img, fmt)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise NotAnImage(f"corrupt {fmt} header" if fmt else "not an image") from None
-    except Image.DecompressionBombError as exc:  # only if someone re-enabled Pillow's check
-        raise ImageTooLarge(f"image is larger than the {MAX_PIXELS // 1_000_000} MP limit") from exc
-    except MemoryError:
-        raise ImageError("not enough memory to decode this image") from None
-    except (OSError, SyntaxError, EOFError) as exc:
-        if _is_truncation(exc):
-            raise TruncatedImage(f"truncated {fmt or 'image'}") from exc
-        raise ImageError(_short_reason(fmt, exc)) from exc
-    except Exception as exc:  # plugins raise ValueError, struct.error, IndexError ... on bad data
-        raise ImageError(_short_reason(fmt, exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - plugins raise anything on bad data
+        raise image_error(exc, fmt) from exc
+
+
+def image_error(exc: BaseException, fmt: str | None = None) -> ImageError:
+    """The one mapping from what opening or decoding an image raised to the
+    reason a person reads (the reader stores it, the gallery shows it).
+    `fmt`: the format sniffed from the bytes, when known."""
+    if isinstance(exc, ImageError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return ImageError("missing")
+    if isinstance(exc, PermissionError):
+        return ImageError("cannot read: permission denied")
+    if isinstance(exc, UnidentifiedImageError):
+        return NotAnImage(f"corrupt {fmt} header" if fmt else "not an image")
+    if isinstance(exc, Image.DecompressionBombError):  # only if someone re-enabled Pillow's check
+        return ImageTooLarge(f"image is larger than the {MAX_PIXELS // 1_000_000} MP limit")
+    if isinstance(exc, MemoryError):
+        return ImageError("not enough memory to decode this image")
+    if isinstance(exc, (OSError, SyntaxError, EOFError)) and _is_truncation(exc):
+        return TruncatedImage(f"truncated {fmt or 'image'}")
+    if isinstance(exc, OSError) and exc.strerror:
+        return ImageError(f"cannot read: {exc.strerror}")
+    return ImageError(_short_reason(fmt, exc))
 
 
 def _decode(img: Image.Image, fmt: str) -> DecodedImage:

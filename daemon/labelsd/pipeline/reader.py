@@ -25,7 +25,7 @@ import numpy as np
 from labelsd.errors import ImageError, StoreUnavailable
 from labelsd.fileio import FileTooLarge, open_regular
 from labelsd.model import decode
-from labelsd.model.decode import decode_for_inception
+from labelsd.model.decode import TruncatedImage, decode_for_inception
 from labelsd.records import Claim, Outcome, Prediction
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
 MAX_BACKOFF_S = 5.0  # the longest wait between retries on a locked database
 RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
+RECENT_WRITE_NS = 3_000_000_000  # a truncated file modified this recently may still be written
 
 
 @dataclass
@@ -98,6 +99,18 @@ def failed_outright(claim: Claim, reason: str) -> Outcome:
     once and `labels retry` can queue it again."""
     return Outcome(replace(claim, attempts=max(claim.attempts, workqueue.MAX_ATTEMPTS - 1)),
                    "retry", error=reason)
+
+
+def still_being_written(item: Item) -> bool:
+    """A truncated file that changed since it was read, or was written moments
+    ago, is a copy in progress (a slow copy, a sync client writing in bursts):
+    it is read again later, never failed and logged as broken meanwhile."""
+    try:
+        st = os.lstat(item.claim.path)
+    except OSError:
+        return False
+    changed = (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns)
+    return changed or time.time_ns() - st.st_mtime_ns < RECENT_WRITE_NS
 
 
 def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
@@ -216,6 +229,12 @@ class Reader:
             decoded = decode_for_inception(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
+        except TruncatedImage as err:
+            if still_being_written(item):  # the writer's close (or the settle rule) queues it again
+                item.final = Outcome(item.claim, "retry", error=f"still being written ({err})")
+            else:
+                item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
+                                     mtime_ns=item.mtime_ns, error=str(err))
         except ImageError as err:
             item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
                                  mtime_ns=item.mtime_ns, error=str(err))

@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from pathlib import Path
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from labelsd.errors import LabelsError
-from labelsd.fileio import atomic_output
+from labelsd.fileio import atomic_output, open_regular
 from labelsd.model import decode as images
 from labelsd.records import ImageRecord
 from labelsd.serve import gallery_html
@@ -96,10 +96,12 @@ class Thumbnail:
 
 def thumbnail(path: str, size: int) -> Thumbnail:
     """An upright thumbnail of the file at `path` fitting `size`x`size`, or the
-    reason there is none. Never raises for a bad file."""
+    reason there is none. Never raises for a bad file, never follows a symlink
+    and never blocks on a FIFO (fileio.open_regular, as the reader)."""
     try:
+        fh, _ = open_regular(path, max_bytes=images.max_file_bytes())
         # The decoder's allow-list (no EPS, no PDF) and its HEIF opener.
-        with Image.open(path, formats=images.register_openers()) as img:
+        with fh, Image.open(fh, formats=images.register_openers()) as img:
             width, height = img.size
             if width * height > images.MAX_PIXELS:
                 return Thumbnail(None, f"too large to show ({width}x{height})")
@@ -117,24 +119,9 @@ def thumbnail(path: str, size: int) -> Thumbnail:
                 flat.paste(upright, mask=upright.getchannel("A"))
                 upright = flat
             return Thumbnail(upright.convert("RGB"))
-    except FileNotFoundError:
-        return Thumbnail(None, "missing")
-    except PermissionError:
-        return Thumbnail(None, "cannot read: permission denied")
-    except IsADirectoryError:
-        return Thumbnail(None, "not a file")
-    except UnidentifiedImageError:
-        return Thumbnail(None, "not an image")
-    except MemoryError:
-        return Thumbnail(None, "not enough memory to show")
-    except OSError as err:
-        text = str(err).lower()
-        if "truncated" in text or "broken data stream" in text:
-            return Thumbnail(None, "cannot read: truncated image")
-        return Thumbnail(None, f"cannot read: {err.strerror or err}")
     except Exception as err:  # noqa: BLE001 - plugins raise anything on bad data
         log.debug("thumbnail of %s failed", path, exc_info=True)
-        return Thumbnail(None, f"cannot decode: {' '.join(str(err).split())[:80] or type(err).__name__}")
+        return Thumbnail(None, str(images.image_error(err)))
 
 
 # ---- PNG / JPEG sheet ---------------------------------------------------------------
