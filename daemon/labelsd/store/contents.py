@@ -49,8 +49,18 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
         before = {row.path: row for row in session.execute(
             select(TrackedPath.path, TrackedPath.sha256, TrackedPath.missing)
             .where(TrackedPath.path.in_([o.claim.path for o in outcomes])))}
+        # Claims whose queue row still stands at their path: a row deleted (the file
+        # was deleted) or moved to another path (renamed) while the batch was in
+        # flight must not bring the old path back as present.
+        live = {(row.id, row.path) for row in session.execute(
+            select(QueueItem.id, QueueItem.path)
+            .where(QueueItem.id.in_([o.claim.id for o in outcomes])))}
         for o in outcomes:
-            if o.kind in ("classified", "linked", "bad_image"):
+            if o.kind in ("classified", "linked", "bad_image") and (
+                    (o.claim.id, o.claim.path) not in live):
+                _store_content(session, o, now, contents)  # the bytes' labels still count
+                workqueue.release_moved(session, o.claim, node_id)
+            elif o.kind in ("classified", "linked", "bad_image"):
                 _store_content(session, o, now, contents)
                 _point_path(session, o, now)
                 _carry_tags(session, o.claim.path, before.get(o.claim.path), o.sha256)

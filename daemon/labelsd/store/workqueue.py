@@ -126,6 +126,14 @@ def finish_claim(session: Session, c: Claim, node_id: str) -> None:
                         .values(claimed_by=None, claimed_at=None))
 
 
+def release_moved(session: Session, c: Claim, node_id: str) -> None:
+    """The claimed file was renamed while it was read: its row, now at the new
+    path (or gone with a deleted file), goes back to the queue for that path."""
+    session.execute(update(QueueItem).where(QueueItem.id == c.id,
+                                            QueueItem.claimed_by == node_id)
+                    .values(claimed_by=None, claimed_at=None))
+
+
 def retry_later(session: Session, o: Outcome, now: datetime) -> None:
     """A transient failure: back off exponentially, or give up after MAX_ATTEMPTS."""
     attempts = o.claim.attempts + 1

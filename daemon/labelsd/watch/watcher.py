@@ -372,6 +372,9 @@ class Watcher:
         src_ok, dest_ok = bool(src) and self._tracked(src), bool(dest) and self._tracked(dest)
         if dest_ok and src_ok:
             if not contents.move_path(self.store, src, dest, regular_file_facts(dest)):
+                # src had no content yet (queued, maybe being read right now): it is
+                # gone, and dest is read as a new file.
+                contents.mark_missing(self.store, [src])
                 self._enqueue([f for f in [regular_file_facts(dest)] if f])
         elif dest_ok:  # moved in from outside, or renamed from a temporary name
             self._enqueue([f for f in [regular_file_facts(dest)] if f])
