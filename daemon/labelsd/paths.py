@@ -54,7 +54,31 @@ def ignore_reason(path: str, roots: Iterable[str] | None = None) -> str | None:
         return "temporary or partial file (still being written)"
     if not is_image_name(name):
         return "not an image by name"
+    if not is_text(path):
+        return NOT_UTF8
     return None
+
+
+# Paths are stored as text (SQLite and PostgreSQL both insist on valid UTF-8);
+# a name with other bytes (Latin-1 `caf\xe9.jpg` from an old camera or a Samba
+# share) cannot be, so it is not tracked, and is reported once by name.
+NOT_UTF8 = "its name is not valid UTF-8 (rename it to track it)"
+
+
+def is_text(path: str) -> bool:
+    """False for a path holding bytes that are not UTF-8 (decoded by Python as
+    lone surrogates, `os.fsdecode`'s surrogateescape)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """`path` as a log line or a person can read it: undecodable bytes escaped
+    (`caf\\xe9.jpg`)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:

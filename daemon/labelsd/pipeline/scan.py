@@ -50,7 +50,7 @@ def walk_images(root: str) -> Iterator[FileFacts]:
     """Every candidate image under `root` (recursive), with its size and mtime.
     Symlinked folders are not followed; a symlinked file counts only when it
     points inside the root."""
-    return walk_candidates(root, [root], linked_files=True, unreadable_level=logging.WARNING)
+    return walk_candidates(root, [root], linked_files=True)
 
 
 def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
