@@ -20,11 +20,20 @@ PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".t
                     ".!qb", ".opdownload", ".filepart", "~")
 
 
-def canonical_root(folder: str) -> str:
-    """A watched folder as the watcher records it: fully resolved, the folder's
-    own name too (a root that is a symlink is watched at its target, so the
-    paths under it are the ones `store.canonical_path` gives its files)."""
-    return os.path.realpath(os.path.expanduser(folder))
+def canonical_path(path: str | os.PathLike) -> str:
+    """The absolute path under which a file is stored: its folder resolved
+    (symlinks, `..`), its own name kept, so a missing file still resolves.
+    The one owner of path normalisation (the store re-exports it)."""
+    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    folder, name = os.path.split(absolute)
+    return os.path.join(os.path.realpath(folder), name)
+
+
+def canonical_root(folder: str | os.PathLike) -> str:
+    """A watched folder as the watcher records it: `canonical_path`, and the
+    folder's own name resolved too (a root that is a symlink is watched at its
+    target, so the paths under it are the ones `canonical_path` gives its files)."""
+    return os.path.realpath(canonical_path(folder))
 
 
 def under_root(path: str, root: str) -> bool:

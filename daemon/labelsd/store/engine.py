@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
+from labelsd.paths import canonical_path  # noqa: F401  (re-exported: labelsd.paths owns it)
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations
@@ -35,14 +36,6 @@ SQLITE_BUSY_TIMEOUT_S = 30
 
 def is_url(db: str) -> bool:
     return "://" in db
-
-
-def canonical_path(path: str | os.PathLike) -> str:
-    """The absolute path under which a file is stored: its folder resolved
-    (symlinks, `..`), its own name kept, so a missing file still resolves."""
-    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    folder, name = os.path.split(absolute)
-    return os.path.join(os.path.realpath(folder), name)
 
 
 def _sqlite_engine(db_path: str) -> Engine:

@@ -48,17 +48,18 @@ class ReconcileResult:
 def reconcile_root(store: Store, root: str, roots: list[str], *,
                    enqueue: Callable[[list[FileFacts]], int],
                    settle_later: Callable[[str], None],
-                   stop: threading.Event) -> ReconcileResult:
+                   stop: threading.Event, unreadable: set[str] | None = None) -> ReconcileResult:
     """Queue new or changed files under `root` through `enqueue`, hand recently
-    modified ones to `settle_later`, mark vanished ones missing. Raises
-    LabelsError on database trouble."""
+    modified ones to `settle_later`, mark vanished ones missing; folders that
+    cannot be listed are added to `unreadable`. Raises LabelsError on database
+    trouble."""
     result = ReconcileResult()
     seen: set[str] = set()
     chunk: list[FileFacts] = []
     # Rows still queued from before (a crash, a stop) are read fresh when
     # claimed; re-stamping them would only send a claimed one round twice.
     waiting = queued_under(store, root)
-    for facts in walk_candidates(root, roots, stop):
+    for facts in walk_candidates(root, roots, stop, unreadable=unreadable):
         seen.add(facts.path)
         if facts.path in waiting:
             continue

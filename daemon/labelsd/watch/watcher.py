@@ -1,20 +1,18 @@
 """Watching folders: filesystem events in, durable queue rows out.
 
 The watchdog callbacks only put events on an in-memory queue. One intake thread
-takes them off in small windows (~50 ms) and turns each window into a few
-database transactions: new or changed files into the queue (`workqueue.enqueue`,
-then `on_enqueued()` wakes the pipeline), renames into `contents.move_path`,
-deletions into `contents.mark_missing`.
-
-A file is queued only once it is complete: closed after writing (inotify
-IN_CLOSE_WRITE), or moved into the tree (a rename is atomic, so the bytes are
-all there). A bare creation without a close waits in the settle tracker
-(settle.py) until its size and mtime stop changing.
+takes them off in small windows (~50 ms) and hands each window to the intake
+(intake.py), which turns it into a few database transactions; `on_enqueued()`
+then wakes the pipeline.
 
 At start, for every root added by a reload, after an inotify queue overflow,
 and whenever a root is watched anew (watches.py: past the inotify watch limit,
 or a root deleted and made again, or mounted on), a reconcile scan
 (reconcile.py) brings the store in step with the root in a background thread.
+The intake thread also checks, every ROOT_CHECK_S, that each root is still the
+folder watched, that its observer thread is alive (a root none can watch is
+rescanned every RESCAN_S instead), and whether a folder that could not be read
+has become readable (then it is watched and scanned).
 """
 
 from __future__ import annotations
@@ -25,31 +23,19 @@ import queue as queue_mod
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileOpenedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+from watchdog.events import FileSystemEvent, FileSystemEventHandler
 
 from labelsd.errors import LabelsError
-from labelsd.paths import canonical_root, is_candidate, under_root
+from labelsd.paths import canonical_root, shown, under_root
 from labelsd.records import FileFacts
-from labelsd.store import contents, workqueue
-from labelsd.store.engine import Store, canonical_path
-from labelsd.watch.reconcile import ExistingPaths, reconcile_root
+from labelsd.store import workqueue
+from labelsd.store.engine import Store
+from labelsd.watch.intake import EVENT_TYPES, Intake, SettleRequest
+from labelsd.watch.reconcile import reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
-from labelsd.watch.walk import regular_file_facts, walk_candidates
-from labelsd.watch.watches import REWATCHED, VANISHED, Watches
+from labelsd.watch.walk import readable_again
+from labelsd.watch.watches import POLL_PACE, RESCAN_S, REWATCHED, VANISHED, Watches
 from labelsd.watch.watchlimit import inotify_has_room
 
 log = logging.getLogger(__name__)
@@ -58,17 +44,7 @@ WINDOW_S = 0.05  # how long the intake gathers events into one transaction
 IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at once)
 ROOT_CHECK_S = 5.0  # how often each root is checked to still be the folder being watched
 
-EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
-               FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
-
 _STOP = object()
-
-
-@dataclass(frozen=True)
-class _SettleRequest:
-    """From a scan to the intake: watch this file settle before queueing it."""
-
-    path: str
 
 
 class _OverflowAlarm(logging.Filter):
@@ -118,9 +94,13 @@ class Watcher:
         self._watches = Watches(_Handler(self._events), EVENT_TYPES, poll=poll,
                                 inotify_factory=inotify_factory or _inotify_observer,
                                 watch_room=watch_room)
-        self._settling = SettleTracker(settle_s, poll=poll)
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._intake_of = Intake(store, roots=lambda: self.roots, enqueue=self._enqueue,
+                                 settling=SettleTracker(settle_s, poll=poll), stop=self._stop,
+                                 unreadable=self._note_unreadable)
+        self._unreadable: set[str] = set()  # folders that could not be listed (under _lock)
+        self._next_rescan: dict[str, float] = {}  # roots no observer watches: when next
         self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
         self._scans: list[threading.Thread] = []
         self._started = False
@@ -212,9 +192,50 @@ class Watcher:
                 return
             change = self._watches.check(root)
             if change == VANISHED:
-                self._forget_folder(root)
-            elif change == REWATCHED:
+                self._intake_of.forget_folder(root)
+            elif change == REWATCHED or not self._watches.healthy(root):
                 self._start_scan(self.reconcile, root)
+        self._check_unreadable()
+        self._rescan_unwatched()
+
+    def _note_unreadable(self, folders: set[str]) -> None:
+        with self._lock:
+            self._unreadable |= folders
+
+    def _check_unreadable(self) -> None:
+        """A folder that could not be listed (said at WARNING by the walk) is
+        watched and scanned once it is readable (chmod, setfacl), no restart."""
+        with self._lock:
+            waiting = list(self._unreadable)
+        readable = [f for f in waiting if readable_again(f)]
+        if not readable:
+            return
+        with self._lock:
+            self._unreadable -= set(readable)
+        for root in self.roots:
+            now_readable = [f for f in readable if under_root(f, root)]
+            if now_readable:
+                log.warning("%s can be read now: watching and scanning it",
+                            ", ".join(shown(f) for f in now_readable))
+                self._watches.rewatch(root)
+                self._start_scan(self.reconcile, root)
+
+    def _rescan_unwatched(self) -> None:
+        """Roots no observer can watch (watches.py) are rescanned every RESCAN_S,
+        or less often when a scan takes long (POLL_PACE times its duration)."""
+        now = time.monotonic()
+        for root in self._watches.rescanned():
+            if now >= self._next_rescan.get(root, 0.0):
+                self._next_rescan[root] = float("inf")  # until this scan ends
+                self._start_scan(self._timed_rescan, root, name="watch-rescan")
+
+    def _timed_rescan(self, root: str) -> None:
+        started = time.monotonic()
+        try:
+            self.reconcile(root)
+        finally:
+            took = time.monotonic() - started
+            self._next_rescan[root] = time.monotonic() + max(RESCAN_S, POLL_PACE * took)
 
     def _check_watch_room(self, roots: Iterable[str]) -> None:
         """Folders appeared under these roots: one that inotify ran out of watches
@@ -249,10 +270,12 @@ class Watcher:
     def reconcile(self, root: str) -> None:
         """Queue new or changed files under `root`, mark vanished ones missing."""
         started = time.monotonic()
+        unreadable: set[str] = set()
         try:
             result = reconcile_root(self.store, root, self.roots or [root],
                                     enqueue=self._enqueue, settle_later=self._settle_later,
-                                    stop=self._stop)
+                                    stop=self._stop, unreadable=unreadable)
+            self._note_unreadable(unreadable)
         except LabelsError as err:
             log.error("scanning %s failed: %s", root, err)
             return
@@ -262,7 +285,7 @@ class Watcher:
 
     def _settle_later(self, path: str) -> None:
         """From a scan thread: the intake's settle tracker decides when `path` is whole."""
-        self._events.put(_SettleRequest(path))
+        self._events.put(SettleRequest(path))
 
     # ------------------------------------------------------------------ intake
 
@@ -271,14 +294,17 @@ class Watcher:
         next_root_check = time.monotonic() + self.root_check_s
         idle_wait = min(IDLE_WAIT_S, self.root_check_s)
         while True:
-            timeout = min(self.settle_s / 2, idle_wait) if self._settling else idle_wait
+            settling = self._intake_of.settling
+            timeout = min(self.settle_s / 2, idle_wait) if settling else idle_wait
             batch = self._gather(timeout)
             stopping = _STOP in batch
             try:
-                self._apply([e for e in batch if e is not _STOP])
+                grown = self._intake_of.apply([e for e in batch if e is not _STOP])
+                if grown and not self.poll:
+                    self._check_watch_room(grown)
                 now = time.monotonic()
-                if self._settling and now >= next_check:
-                    self._enqueue(self._settling.take_settled(now))
+                if settling and now >= next_check:
+                    self._enqueue(settling.take_settled(now))
                     next_check = now + self.settle_s / 2
                 if now >= next_root_check and not stopping:
                     self._check_roots()
@@ -307,99 +333,6 @@ class Watcher:
             except queue_mod.Empty:
                 break
         return batch
-
-    def _apply(self, events: list[FileSystemEvent | _SettleRequest]) -> None:
-        """Apply a window of events in order; consecutive enqueues share one transaction."""
-        complete: dict[str, None] = {}  # paths to queue now, in arrival order
-        grown: set[str] = set()  # roots with new folders, each needing a watch
-
-        def flush() -> None:
-            if complete:
-                facts = [f for f in map(regular_file_facts, complete) if f is not None]
-                complete.clear()
-                self._enqueue(facts)
-
-        for event in events:
-            if isinstance(event, _SettleRequest):
-                self._settling.track(event.path, created=True)
-                continue
-            src = self._path(event.src_path)
-            dest = self._path(getattr(event, "dest_path", "") or "")
-            if isinstance(event, FileClosedEvent):
-                self._settling.forget(src)
-                if self._tracked(src):
-                    complete[src] = None
-            elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-                if event.is_synthetic:
-                    continue  # in a new folder: the DirCreatedEvent/DirMovedEvent walk has it
-                if self._tracked(src):
-                    self._settling.track(src, created=isinstance(event, FileCreatedEvent))
-            elif isinstance(event, FileOpenedEvent):
-                self._settling.writer_opened(src)
-            elif isinstance(event, FileMovedEvent):
-                self._settling.forget(src)
-                flush()
-                self._moved(src, dest)
-            elif isinstance(event, FileDeletedEvent):
-                self._settling.forget(src)
-                if self._tracked(src):
-                    flush()
-                    contents.mark_missing(self.store, [src])
-            elif isinstance(event, DirMovedEvent):
-                flush()
-                if src and not dest:  # moved out of the tree
-                    self._forget_folder(src)
-                elif dest and not src:  # moved in: inotify reports nothing for its files
-                    grown.update(self._roots_of(dest))
-                    for facts in walk_candidates(dest, self.roots, self._stop):
-                        complete[facts.path] = None
-            elif isinstance(event, DirCreatedEvent):
-                # A file written and closed in a new folder before watchdog had
-                # added the folder's watch sent no close event (`mkdir d; cp x d/`
-                # under load): whatever the folder holds by now settles from here.
-                # One still being written is closed later, and that close queues it.
-                grown.update(self._roots_of(src))
-                for facts in walk_candidates(src, self.roots, self._stop):
-                    self._settling.track(facts.path, created=True)
-            elif isinstance(event, DirDeletedEvent):
-                flush()
-                self._forget_folder(src)
-        flush()
-        if grown and not self.poll:
-            self._check_watch_room(grown)
-
-    def _moved(self, src: str, dest: str) -> None:
-        src_ok, dest_ok = bool(src) and self._tracked(src), bool(dest) and self._tracked(dest)
-        if dest_ok and src_ok:
-            if not contents.move_path(self.store, src, dest, regular_file_facts(dest)):
-                # src had no content yet (queued, maybe being read right now): it is
-                # gone, and dest is read as a new file.
-                contents.mark_missing(self.store, [src])
-                self._enqueue([f for f in [regular_file_facts(dest)] if f])
-        elif dest_ok:  # moved in from outside, or renamed from a temporary name
-            self._enqueue([f for f in [regular_file_facts(dest)] if f])
-        elif src_ok:  # moved out, or renamed to a name we ignore
-            contents.mark_missing(self.store, [src])
-
-    def _forget_folder(self, folder: str) -> None:
-        missing = contents.mark_missing_under(self.store, folder, ExistingPaths())
-        if missing:
-            log.info("%d tracked file(s) under %s are gone", missing, folder)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _path(self, raw) -> str:
-        if not raw:
-            return ""
-        return canonical_path(os.fsdecode(raw))
-
-    def _roots_of(self, path: str) -> list[str]:
-        return [r for r in self.roots if under_root(path, r)]
-
-    def _tracked(self, path: str) -> bool:
-        """A candidate image under one of the roots (symlinked folders resolved,
-        so nothing outside a root is ever recorded)."""
-        return is_candidate(path, self.roots)
 
     def _enqueue(self, facts: list[FileFacts]) -> int:
         if not facts:
