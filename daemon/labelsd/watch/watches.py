@@ -196,10 +196,15 @@ class Watches:
             observer, watch = scheduled
             if _watch_alive(observer, watch):
                 return True
-            log.warning("the watch on %s stopped (its observer thread died, see the error "
-                        "above); rescanning %s every %.0fs instead", root, root, RESCAN_S)
             self._drop(root)
-            self._scheduled[root] = (RESCANNED, None)
+            if observer is self._inotify:  # polling next, unless that dies too
+                log.warning("the inotify watch on %s stopped (its thread died, see the error "
+                            "above); polling %s instead", root, root)
+                self._scheduled[root] = self._schedule_polling(root)
+            else:
+                log.warning("the watch on %s stopped (its thread died, see the error above); "
+                            "rescanning %s every %.0fs instead", root, root, RESCAN_S)
+                self._scheduled[root] = (RESCANNED, None)
             return False
 
     def rescanned(self) -> list[str]:
@@ -284,8 +289,14 @@ class Watches:
         if self._polling is None:
             self._polling = paced_polling_observer()
             self._polling.start()
-        watch = self._polling.schedule(self._handler, root, recursive=True,
-                                       event_filter=self._event_types)
+        try:
+            watch = self._polling.schedule(self._handler, root, recursive=True,
+                                           event_filter=self._event_types)
+        except RecursionError:  # its first snapshot recurses once per level too
+            self._unschedule_path(self._polling, root)
+            log.warning("cannot poll %s either: its folder tree is too deep for watchdog; "
+                        "rescanning %s every %.0fs instead", root, root, RESCAN_S)
+            return RESCANNED, None
         log.info("watching %s (polling every %.0fs, or less often if a pass takes long)",
                  root, POLL_INTERVAL_S)
         return self._polling, watch
@@ -301,7 +312,8 @@ def _watch_alive(observer, watch) -> bool:
     emitter = getattr(observer, "_emitter_for_watch", {}).get(watch)
     if emitter is None:
         return True
-    reader = getattr(emitter, "_inotify", None)
+    # inotify: one reader thread (InotifyFD) shared by every watch of the process
+    reader = getattr(emitter, "_inotify_fd", None)
     return emitter.is_alive() and (reader is None or reader.is_alive())
 
 
