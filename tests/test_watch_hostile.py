@@ -160,5 +160,5 @@ def _reset_reports(monkeypatch):
     """What was said once is said once per test."""
     from labelsd.watch import walk
 
-    monkeypatch.setattr(walk, "_reported_names", set())
-    monkeypatch.setattr(walk, "_reported_folders", set())
+    monkeypatch.setattr(walk, "_reported_names", set(), raising=False)
+    monkeypatch.setattr(walk, "_reported_folders", set(), raising=False)

@@ -176,7 +176,7 @@ def _decode(img: Image.Image, fmt: str) -> DecodedImage:
         width, height = height, width
     if orientation not in (None, 1):
         img = ImageOps.exif_transpose(img)
-    rgb = to_rgb_or_rgba(img)
+    rgb = to_rgb_or_rgba(shrink_wide(img, (2 * INPUT_SIZE, 2 * INPUT_SIZE)))
     # Squash to a square without cropping, like keras load_img(target_size=...).
     # BILINEAR is antialiased in Pillow (its support widens when shrinking); the
     # reducing gap first box-reduces big PNGs/TIFFs by an integer factor, for speed.
@@ -206,36 +206,64 @@ def _orientation(img: Image.Image) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
+_EXTREMA = "labelsd_extrema"  # info key: a shrunk wide image's range, from every pixel
+
+
+def shrink_wide(img: Image.Image, fit: tuple[int, int]) -> Image.Image:
+    """A high-bit-depth image (I;16, I, F: 2 or 4 bytes a sample) shrunk into
+    `fit` (keeping its aspect), in its own mode, for a caller that shrinks to
+    that box anyway: `to_rgb_or_rgba` then never copies it at full size (a
+    169 MP 16-bit PNG is 338 MB as read; a float64 copy of it was 1.35 GB, and
+    the arithmetic on that more). Other images are returned as they are."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    if img.width <= fit[0] and img.height <= fit[1]:
+        return img
+    extrema = img.getextrema()  # over every pixel, in C, without a copy
+    scale = min(fit[0] / img.width, fit[1] / img.height)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    small = img.resize(size, Image.Resampling.BILINEAR)  # (Pillow's reduce() has no I;16)
+    small.info[_EXTREMA] = extrema
+    return small
+
+
 def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 'RGB', or 'RGBA' when the image has transparency."""
     mode = img.mode
     if mode in ("RGB", "RGBA"):
         return img
     if mode.startswith("I") or mode == "F":  # I;16*, I, F: scale to 8 bits, don't clip
-        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16")))
+        extrema = img.info.get(_EXTREMA) or img.getextrema()
+        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16"),
+                                         extrema=extrema))
     has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
     return img.convert("RGBA" if has_alpha else "RGB")
 
 
-def _to_uint8(arr: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+def _to_uint8(arr: np.ndarray, sixteen_bit: bool,
+              extrema: tuple[float, float] | None = None) -> np.ndarray:
     """High-bit-depth greyscale -> RGB uint8 (Pillow's own convert would clip at 255).
 
-    I;16 is 16-bit by definition; I and F carry no range, so guess from the values:
-    [0, 1] floats, [0, 255], [0, 65535], else stretch min..max.
+    I;16 is 16-bit by definition; I and F carry no range, so guess from the values
+    (`extrema`, those of the whole image when `arr` is a shrunk copy):
+    [0, 1] floats, [0, 255], [0, 65535], else stretch min..max. float32 at most:
+    8 bits out need no more.
     """
     is_float = arr.dtype.kind == "f"
-    arr = np.nan_to_num(arr.astype(np.float64))
-    lo, hi = float(arr.min()), float(arr.max())
+    arr = np.nan_to_num(arr.astype(np.float32))
+    lo, hi = (float(v) for v in extrema) if extrema is not None else (arr.min(), arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf somewhere: what is finite
+        lo, hi = float(arr.min()), float(arr.max())
     if sixteen_bit:
-        arr = arr / 257.0
+        arr /= np.float32(257.0)
     elif is_float and lo >= 0 and hi <= 1.0:
-        arr = arr * 255.0
+        arr *= np.float32(255.0)
     elif lo >= 0 and hi <= 255:
         pass
     elif lo >= 0 and hi <= 65535:
-        arr = arr / 257.0
+        arr /= np.float32(257.0)
     else:
-        arr = (arr - lo) * (255.0 / (hi - lo))
+        arr = (arr - np.float32(lo)) * np.float32(255.0 / max(hi - lo, 1e-12))
     gray = np.clip(arr, 0, 255).round().astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=-1)
 

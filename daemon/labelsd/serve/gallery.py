@@ -112,7 +112,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
             except Exception:  # noqa: BLE001 - broken EXIF: show it as stored
                 log.debug("unreadable EXIF in %s", path, exc_info=True)
                 upright = img
-            upright = images.to_rgb_or_rgba(upright)
+            upright = images.to_rgb_or_rgba(images.shrink_wide(upright, (2 * size, 2 * size)))
             upright.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
             if upright.mode == "RGBA":
                 flat = Image.new("RGB", upright.size, TILE_BACKGROUND)
