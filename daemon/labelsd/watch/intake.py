@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 import os
+import queue as queue_mod
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,6 +33,7 @@ from watchdog.events import (
     FileMovedEvent,
     FileOpenedEvent,
     FileSystemEvent,
+    FileSystemEventHandler,
 )
 
 from labelsd.errors import LabelsError
@@ -53,6 +56,49 @@ class SettleRequest:
     """From a scan to the intake: watch this file settle before queueing it."""
 
     path: str
+
+
+class OverflowAlarm(logging.Filter):
+    """watchdog reports a kernel inotify queue overflow (events lost) only in its
+    log; this filter on that logger turns the report into a rescan of every root."""
+
+    def __init__(self, on_overflow: Callable[[], None]):
+        super().__init__()
+        self.on_overflow = on_overflow
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "queue overflowed" in record.getMessage():
+            self.on_overflow()
+        return True
+
+
+class Handler(FileSystemEventHandler):
+    """Runs on watchdog's thread: must stay cheap, so it only hands events over."""
+
+    def __init__(self, events: queue_mod.SimpleQueue):
+        self._events = events
+
+    def dispatch(self, event: FileSystemEvent) -> None:
+        self._events.put(event)
+
+
+def gather(events: queue_mod.SimpleQueue, timeout: float, window_s: float, stop) -> list:
+    """One window of events: the first within `timeout`, then whatever comes
+    within `window_s` of it (at most 10,000), ending early at the `stop` marker."""
+    try:
+        batch = [events.get(timeout=timeout)]
+    except queue_mod.Empty:
+        return []
+    deadline = time.monotonic() + window_s
+    while batch[-1] is not stop and len(batch) < 10_000:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            batch.append(events.get(timeout=left))
+        except queue_mod.Empty:
+            break
+    return batch
 
 
 class Intake:
@@ -192,4 +238,4 @@ def _describe(event) -> str:
     return f"{type(event).__name__} {shown(os.fsdecode(path))}"
 
 
-__all__ = ["EVENT_TYPES", "Intake", "SettleRequest"]
+__all__ = ["EVENT_TYPES", "Handler", "Intake", "OverflowAlarm", "SettleRequest", "gather"]

@@ -5,14 +5,11 @@ takes them off in small windows (~50 ms) and hands each window to the intake
 (intake.py), which turns it into a few database transactions; `on_enqueued()`
 then wakes the pipeline.
 
-At start, for every root added by a reload, after an inotify queue overflow,
-and whenever a root is watched anew (watches.py: past the inotify watch limit,
-or a root deleted and made again, or mounted on), a reconcile scan
-(reconcile.py) brings the store in step with the root in a background thread.
-The intake thread also checks, every ROOT_CHECK_S, that each root is still the
-folder watched, that its observer thread is alive (a root none can watch is
-rescanned every RESCAN_S instead), and whether a folder that could not be read
-has become readable (then it is watched and scanned).
+A reconcile scan (reconcile.py) brings the store in step with a root in a
+background thread: at start, for a root added by a reload, after an inotify
+queue overflow, when a root is watched anew (watches.py), every RESCAN_S for a
+root no observer can watch, and when a folder that could not be read becomes
+readable (checked with the roots, every ROOT_CHECK_S, on the intake thread).
 """
 
 from __future__ import annotations
@@ -24,14 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-
 from labelsd.errors import LabelsError
 from labelsd.paths import canonical_root, shown, under_root
 from labelsd.records import FileFacts
 from labelsd.store import workqueue
 from labelsd.store.engine import Store
-from labelsd.watch.intake import EVENT_TYPES, Intake, SettleRequest
+from labelsd.watch.intake import EVENT_TYPES, Handler, Intake, OverflowAlarm, SettleRequest, gather
+from labelsd.watch.observers import inotify_observer
 from labelsd.watch.reconcile import reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
 from labelsd.watch.walk import readable_again
@@ -45,30 +41,6 @@ IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at 
 ROOT_CHECK_S = 5.0  # how often each root is checked to still be the folder being watched
 
 _STOP = object()
-
-
-class _OverflowAlarm(logging.Filter):
-    """watchdog reports a kernel inotify queue overflow (events lost) only in its
-    log; this filter on that logger turns the report into a rescan of every root."""
-
-    def __init__(self, on_overflow: Callable[[], None]):
-        super().__init__()
-        self.on_overflow = on_overflow
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "queue overflowed" in record.getMessage():
-            self.on_overflow()
-        return True
-
-
-class _Handler(FileSystemEventHandler):
-    """Runs on watchdog's thread: must stay cheap, so it only hands events over."""
-
-    def __init__(self, events: queue_mod.SimpleQueue):
-        self._events = events
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._events.put(event)
 
 
 class Watcher:
@@ -91,8 +63,8 @@ class Watcher:
         self._roots: list[str] = []
         self.root_check_s = root_check_s
         self._events: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
-        self._watches = Watches(_Handler(self._events), EVENT_TYPES, poll=poll,
-                                inotify_factory=inotify_factory or _inotify_observer,
+        self._watches = Watches(Handler(self._events), EVENT_TYPES, poll=poll,
+                                inotify_factory=inotify_factory or inotify_observer,
                                 watch_room=watch_room)
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -124,13 +96,11 @@ class Watcher:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # ------------------------------------------------------------------ lifecycle
-
     def start(self) -> Watcher:
         """Watch every root, then reconcile them in the background."""
         self._started = True
         self._intake.start()
-        self._alarm = _OverflowAlarm(self.rescan)
+        self._alarm = OverflowAlarm(self.rescan)
         logging.getLogger("watchdog.observers.inotify_c").addFilter(self._alarm)
         for root in self._initial:
             self.add_root(root)
@@ -296,7 +266,7 @@ class Watcher:
         while True:
             settling = self._intake_of.settling
             timeout = min(self.settle_s / 2, idle_wait) if settling else idle_wait
-            batch = self._gather(timeout)
+            batch = gather(self._events, timeout, self.window_s, _STOP)
             stopping = _STOP in batch
             try:
                 grown = self._intake_of.apply([e for e in batch if e is not _STOP])
@@ -318,22 +288,6 @@ class Watcher:
             if stopping:
                 return
 
-    def _gather(self, timeout: float) -> list:
-        try:
-            batch = [self._events.get(timeout=timeout)]
-        except queue_mod.Empty:
-            return []
-        deadline = time.monotonic() + self.window_s
-        while batch[-1] is not _STOP and len(batch) < 10_000:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                batch.append(self._events.get(timeout=left))
-            except queue_mod.Empty:
-                break
-        return batch
-
     def _enqueue(self, facts: list[FileFacts]) -> int:
         if not facts:
             return 0
@@ -344,10 +298,3 @@ class Watcher:
             self.on_enqueued()
         return n
 
-
-def _inotify_observer():
-    # full events: a file moved in from outside arrives as a move with no source
-    # (complete at once), not as a bare creation that has to settle.
-    from watchdog.observers.inotify import InotifyObserver
-
-    return InotifyObserver(generate_full_events=True)

@@ -38,22 +38,23 @@ import logging
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingEmitter
 
 from labelsd.errors import LabelsError
+from labelsd.watch.observers import (  # noqa: F401  (POLL_PACE, paced_polling_observer: re-exported)
+    POLL_INTERVAL_S,
+    POLL_PACE,
+    PacedPollingEmitter,
+    paced_polling_observer,
+)
 from labelsd.watch.watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 1.0  # --poll, or past the inotify limit: how often each root is rescanned
-POLL_PACE = 10.0  # ... but a snapshot that takes S seconds waits at least S * POLL_PACE
 RESCAN_S = 30.0  # a root no observer can watch is rescanned this often (paced the same way)
 
 RESCANNED = "rescanned"  # stands for the observer of a root that is rescanned instead
@@ -63,34 +64,6 @@ RESCANNED = "rescanned"  # stands for the observer of a root that is rescanned i
 # (deleted, moved away, unmounted: its files are missing); a new watch is on
 # the folder now there (rescan it).
 UNCHANGED, UNREACHABLE, VANISHED, REWATCHED = "unchanged", "unreachable", "vanished", "rewatched"
-
-
-class PacedPollingEmitter(PollingEmitter):
-    """watchdog's polling emitter, waiting longer between snapshots of a big tree:
-    at least POLL_PACE times as long as the last snapshot took."""
-
-    pace = POLL_PACE
-    snapshots = 0  # how many were taken (for tests)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._extra_wait = 0.0
-
-    def queue_events(self, timeout: float) -> None:
-        wait = timeout + self._extra_wait
-        began = time.monotonic()
-        super().queue_events(wait)  # waits `wait`, then snapshots and compares
-        if self.stopped_event.is_set():
-            return
-        self.snapshots += 1
-        snapshot_s = time.monotonic() - began - wait
-        self._extra_wait = max(0.0, self.pace * snapshot_s - timeout)
-
-
-def paced_polling_observer(timeout: float = POLL_INTERVAL_S, **emitter_kwargs) -> BaseObserver:
-    """A polling observer whose emitters pace themselves (PacedPollingEmitter)."""
-    emitter = partial(PacedPollingEmitter, **emitter_kwargs) if emitter_kwargs else PacedPollingEmitter
-    return BaseObserver(emitter, timeout=timeout)
 
 
 @dataclass(frozen=True)
