@@ -185,7 +185,7 @@ class Watcher:
         for root in self.roots:
             now_readable = [f for f in readable if under_root(f, root)]
             if now_readable:
-                log.warning("%s can be read now: watching and scanning it",
+                log.info("%s can be read now: watching and scanning it",
                             ", ".join(shown(f) for f in now_readable))
                 self._watches.rewatch(root)
                 self._start_scan(self.reconcile, root)
