@@ -196,3 +196,16 @@ def test_photo_still_being_written_is_not_failed(store, classifier, tmp_path):
         session.execute(update(QueueItem).values(not_before=None))
     idle, _ = run_until_idle(store, classifier)
     assert idle and store.record(str(photo)).status == "done"
+
+
+def test_size_cap_is_a_setting_with_a_sane_default(tmp_path):
+    from labelsd.config import load_settings
+    from labelsd.errors import ConfigError
+
+    config = tmp_path / "config.toml"
+    config.write_text("max_file_mb = 64\n")
+    assert load_settings(str(config), env={}).max_file_mb == 64
+    assert load_settings(None, env={}).max_file_mb == decode.MAX_FILE_MB == 256
+    config.write_text("max_file_mb = 0\n")
+    with pytest.raises(ConfigError, match="max_file_mb"):
+        load_settings(str(config), env={})
