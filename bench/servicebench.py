@@ -1,6 +1,6 @@
 """The real `labelsd` service, measured from outside: start to READY, bursts, single
-drops, peak memory, idle CPU. Used by throughput.py; reuses tests/servicekit.py to
-run the service as a subprocess (the same way the service tests do)."""
+drops, peak memory, idle CPU. Used by throughput.py; reuses servicekit.py to run
+the service as a subprocess (the same way the service tests do)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from servicekit import Service, service_env  # noqa: E402
+from servicekit import Service, service_env
 
 POLL_S = 0.01  # how often the database is read while timing one drop
 

@@ -176,6 +176,43 @@ def bench_timeline(classifier, photos: list[Path], batch_size: int, workdir: Pat
     return summary
 
 
+def bench_metadata(photo: Path, workdir: Path, repeats: int = 50) -> float:
+    """Seconds to read a photo's metadata (labelsd.xmp.metadata, as the reader does)
+    from its bytes, on a copy of `photo` given a phone's EXIF (date, make, model,
+    GPS), IPTC keywords and an XMP dc:subject, with a sidecar beside it."""
+    import shutil
+
+    import exiv2
+
+    from labelsd.xmp.metadata import read_photo_meta
+    from labelsd.xmp.sidecar import write_sidecar
+
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        copy = Path(tmp) / photo.name
+        shutil.copyfile(photo, copy)
+        image = exiv2.ImageFactory.open(str(copy))
+        image.readMetadata()
+        exif, iptc, xmp = image.exifData(), image.iptcData(), image.xmpData()
+        exif["Exif.Photo.DateTimeOriginal"] = "2024:07:14 15:30:00"
+        exif["Exif.Image.Make"], exif["Exif.Image.Model"] = "Apple", "iPhone 13"
+        exif["Exif.GPSInfo.GPSLatitude"], exif["Exif.GPSInfo.GPSLatitudeRef"] = "48/1 51/1 2400/100", "N"
+        for word in ("beach", "holiday"):
+            iptc.add(exiv2.IptcKey("Iptc.Application2.Keywords"), exiv2.StringValue(word))
+        xmp["Xmp.dc.subject"] = "sunset"
+        image.setExifData(exif)
+        image.setIptcData(iptc)
+        image.setXmpData(xmp)
+        image.writeMetadata()
+        write_sidecar(str(copy), ["tabby"], ["vacation"])
+        data = copy.read_bytes()
+        if read_photo_meta(data, str(copy)) is None:
+            sys.exit("metadata benchmark: nothing read back from the test photo")
+        start = time.perf_counter()
+        for _ in range(repeats):
+            read_photo_meta(data, str(copy))
+        return (time.perf_counter() - start) / repeats
+
+
 def gpu_note(classifier) -> str:
     """Which device these figures are for, and whether this machine has a GPU."""
     import tensorflow as tf
@@ -311,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"round {round_no}: best so far bare {bare:.2f}, pipeline {pipeline:.2f}, "
               f"seed {seed:.2f} (with labelsd's TF threads {seed_tuned:.2f}) img/s", flush=True)
     tl = bench_timeline(classifier, photos, args.batch_size, args.cache, args.decode_workers)
+    meta_s = bench_metadata(photos[0], args.cache)
     one = forward_one_s(classifier)
     _seed_models.clear()
 
@@ -333,6 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"(a) read+hash+decode {1000 * decode_s:.0f} ms/photo on one core: with {cores} "
           f"cores fully busy for {shared} the pipeline can reach at most {ceiling:.2f}x bare "
           f"(measured {pipeline / bare / ceiling:.0%} of that)")
+    print(f"(a) photo metadata (EXIF, IPTC, XMP, sidecar): {1000 * meta_s:.2f} ms/photo = "
+          f"{meta_s / decode_s:.1%} of read+hash+decode, so at most that much less pipeline "
+          f"throughput (goal < 5%; sidecars are written on a thread of their own)")
     print(f"(a) model timeline: busy {100 * tl['busy_fraction']:.0f}% of "
           f"{tl['window_s']:.2f} s, idle {tl['idle_s']:.2f} s, longest gap "
           f"{1000 * tl['longest_gap_s']:.0f} ms, batches {tl['batch_sizes']}, "

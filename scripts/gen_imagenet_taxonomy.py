@@ -1,4 +1,4 @@
-"""Generate daemon/data/imagenet_taxonomy.json: the 1000 ImageNet-1k classes with
+"""Generate daemon/labelsd/data/imagenet_taxonomy.json: the 1000 ImageNet-1k classes with
 their WordNet names and hypernym ancestors, which `labels search` uses to find
 "every cat" or "every vehicle".
 
@@ -123,7 +123,7 @@ def build(wordnet: Path) -> dict:
 
 
 def main() -> None:
-    default_out = Path(__file__).resolve().parent.parent / "daemon" / "data" / "imagenet_taxonomy.json"
+    default_out = Path(__file__).resolve().parent.parent / "daemon" / "labelsd" / "data" / "imagenet_taxonomy.json"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     parser.add_argument("--out", type=Path, default=default_out)

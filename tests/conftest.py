@@ -1,22 +1,58 @@
-"""Shared fixtures: real SQLite files in tmp_path, a real InceptionV3 with random weights."""
+"""Shared fixtures: real SQLite files in tmp_path, a throwaway PostgreSQL, a real
+InceptionV3 with random weights; and the markers `make test-fast` selects on.
+
+Markers are given by what a test uses, so nobody has to remember them: a test
+that needs the weights fixtures (TensorFlow) is `tf`, one that runs on the
+PostgreSQL server is `pg`; `userns` is set by hand on tests that need user
+namespaces. `make test-fast` runs `-m "not tf and not pg and not userns"`.
+"""
 
 from __future__ import annotations
 
+import collections
+import itertools
+import os
+import warnings
+
+import pytest
+
 # ---------------------------------------------------------------------------
-# Model fixtures (owned by the classifier, labelsd.model.classifier). A real InceptionV3
+# Markers
+# ---------------------------------------------------------------------------
+
+TF_FIXTURES = {"weights_files", "weights_file", "biased_weights_file"}
+PG_FIXTURES = {"pg_server", "pg_url"}
+
+
+def pytest_configure(config):
+    # Registered here, not in pyproject.toml, so a copy of this conftest works alone.
+    for line in ("tf: needs TensorFlow (given by the weights fixtures, or set by hand)",
+                 "pg: runs against the throwaway PostgreSQL server (given by the pg fixtures)",
+                 "userns: needs unprivileged user namespaces (unshare -Urm)"):
+        config.addinivalue_line("markers", line)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if names & TF_FIXTURES:
+            item.add_marker(pytest.mark.tf)
+        if names & PG_FIXTURES or params.get("db_url") == "postgresql":
+            item.add_marker(pytest.mark.pg)
+
+
+# ---------------------------------------------------------------------------
+# Model fixtures (owned by the classifier, labelsd.model). A real InceptionV3
 # with random weights is built ONCE per session and saved as the legacy .h5
 # layout keras downloads, as a Keras 3 .weights.h5, and as a "biased" legacy
 # .h5 whose top bias makes every image come out as BIASED_CLASS first.
 # Service tests pass `weights_file` (or `biased_weights_file`) via --weights.
 # ---------------------------------------------------------------------------
-import collections as _collections
-import warnings as _warnings
-
-import pytest as _pytest
 
 BIASED_CLASS = 281  # tabby
 
-WeightsFiles = _collections.namedtuple("WeightsFiles", "legacy_h5 keras3 biased_h5")
+WeightsFiles = collections.namedtuple("WeightsFiles", "legacy_h5 keras3 biased_h5")
 
 
 def _write_keras2_h5(path, layers):
@@ -39,7 +75,7 @@ def _write_keras2_h5(path, layers):
                 group.create_dataset(wname.decode(), data=value)
 
 
-@_pytest.fixture(scope="session")
+@pytest.fixture(scope="session")
 def weights_files(tmp_path_factory):
     import keras
     import numpy as np
@@ -56,8 +92,8 @@ def weights_files(tmp_path_factory):
     legacy = folder / "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
     _write_keras2_h5(legacy, layers)
     keras3 = folder / "inception_v3.weights.h5"
-    with _warnings.catch_warnings():
-        _warnings.simplefilter("ignore", DeprecationWarning)  # keras' np.array(x) under numpy 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # keras' np.array(x) under numpy 2
         model.save_weights(keras3)
 
     top_name, top_weights = layers[-1]
@@ -69,12 +105,12 @@ def weights_files(tmp_path_factory):
     return WeightsFiles(legacy, keras3, biased)
 
 
-@_pytest.fixture
+@pytest.fixture
 def weights_file(weights_files):
     return weights_files.legacy_h5
 
 
-@_pytest.fixture(scope="session")
+@pytest.fixture(scope="session")
 def biased_weights_file(weights_files):
     return weights_files.biased_h5
 
@@ -83,17 +119,12 @@ def biased_weights_file(weights_files):
 
 
 # ---------------------------------------------------------------------------
-# Store fixtures: a real database per test. `db_url` is a SQLite file path in
-# tmp_path (the PostgreSQL section below may parametrize it over both backends).
+# Store fixtures: a real database per test, on SQLite and on PostgreSQL
+# (`db_url` is parametrized over both backends, below).
 # ---------------------------------------------------------------------------
 
 
-@_pytest.fixture
-def db_url(tmp_path):
-    return str(tmp_path / "db" / "labels.db")
-
-
-@_pytest.fixture
+@pytest.fixture
 def store(db_url):
     from labelsd.store.engine import open_store
 
@@ -102,7 +133,7 @@ def store(db_url):
     s.close()
 
 
-@_pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True)
 def _isolated_config(tmp_path, monkeypatch):
     """No test reads the developer's own config, database or keras cache."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
@@ -117,25 +148,20 @@ def _isolated_config(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------
 # PostgreSQL fixtures (owned by the PostgreSQL work; tests/pgserver.py).
 # One throwaway cluster per test session (unix socket in a temp folder, fsync
-# off), a fresh database per test. `db_url` is redefined here, parametrized over
-# both backends: this later definition replaces the SQLite-only one above, so
-# every test that uses `db_url` or `store` runs against SQLite and PostgreSQL.
+# off), a fresh database per test. Every test that uses `db_url` or `store`
+# runs against SQLite and PostgreSQL.
 # Without the PostgreSQL binaries the postgresql cases skip, or FAIL when CI=true
 # (CI installs them: make test-deps, scripts/install-test-deps.sh).
 # ---------------------------------------------------------------------------
 
-import itertools as _itertools
-import os as _os
-
-
 def _pg_missing(reason):
-    if _os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        _pytest.fail(f"PostgreSQL is required in CI: {reason} "
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"PostgreSQL is required in CI: {reason} "
                      "(make test-deps / scripts/install-test-deps.sh installs it)", pytrace=False)
-    _pytest.skip(f"PostgreSQL not available: {reason}")
+    pytest.skip(f"PostgreSQL not available: {reason}")
 
 
-@_pytest.fixture(scope="session")
+@pytest.fixture(scope="session")
 def pg_server():
     """The session's PostgreSQL cluster (a tests.pgserver.PgServer)."""
     from pgserver import PgServer, PgServerError, find_bindir
@@ -155,10 +181,10 @@ def pg_server():
     server.stop()
 
 
-_pg_database_numbers = _itertools.count(1)
+_pg_database_numbers = itertools.count(1)
 
 
-@_pytest.fixture
+@pytest.fixture
 def pg_url(pg_server):
     """SQLAlchemy URL of a fresh, empty database in the session's cluster."""
     name = f"test_{next(_pg_database_numbers)}"
@@ -167,8 +193,8 @@ def pg_url(pg_server):
     pg_server.drop_database(name)
 
 
-@_pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):  # noqa: F811 (replaces the SQLite-only fixture above)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
     if request.param == "postgresql":
         return request.getfixturevalue("pg_url")
     return str(tmp_path / "db" / "labels.db")

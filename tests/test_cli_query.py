@@ -51,7 +51,7 @@ def test_search_json(db_url, library):
     assert names(r["path"] for r in records) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
     persian = records[1]
     assert set(persian) == {"path", "sha256", "status", "error", "width", "height", "labels",
-                            "tags", "classified_at"}
+                            "tags", "classified_at", "taken_at", "camera", "gps"}
     assert persian["status"] == "done" and persian["tags"] == ["fluffy"]
     assert persian["labels"][0] == {"rank": 1, "label": "Persian cat", "wnid": "n02123394",
                                     "class_index": 283, "score": pytest.approx(0.70)}
@@ -152,13 +152,14 @@ def test_tags_follow_a_rename_and_apply_to_copies(db_url, store, tmp_path):
     assert names(ok(labels(db_url, "search", "cat", "--tag", "東京", "--paths")).splitlines()) == [
         "b.jpg", "renamed.jpg"]
     assert json.loads(ok(labels(db_url, "tags", "--json"))) == [
-        {"tag": "東京", "count": 2, "contents": 1}]
+        {"tag": "東京", "count": 2, "contents": 1, "imported": 0}]
 
 
 def test_tags_command(db_url, library):
     ok(labels(db_url, "tag", library["tabby.jpg"], "fluffy", "indoor"))
     assert json.loads(ok(labels(db_url, "tags", "--json"))) == [
-        {"tag": "fluffy", "count": 2, "contents": 2}, {"tag": "indoor", "count": 1, "contents": 1}]
+        {"tag": "fluffy", "count": 2, "contents": 2, "imported": 0},
+        {"tag": "indoor", "count": 1, "contents": 1, "imported": 0}]
     out = ok(labels(db_url, "tags")).splitlines()
     assert [line.split() for line in out] == [["2", "fluffy"], ["1", "indoor"]]
 

@@ -83,3 +83,18 @@ def test_bad_config_is_a_clear_error(tmp_path, content, message):
 def test_named_config_must_exist(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_settings(str(tmp_path / "nope.toml"), env={})
+
+
+def test_xmp_settings_from_the_file_and_their_checks(tmp_path):
+    path = tmp_path / "config.toml"
+    path.write_text('xmp = "sidecar"\nxmp_min_score = 0.5\n')
+    s = load_settings(str(path), env={})
+    assert (s.xmp, s.xmp_min_score) == ("sidecar", 0.5)
+    assert load_settings(str(path), env={}, xmp="off").xmp == "off"  # the flag wins
+    assert (Settings().xmp, Settings().xmp_min_score) == ("off", 0.2)
+    for bad, message in (('xmp = "embedded"', "xmp must be one of off, sidecar"),
+                         ("xmp_min_score = 2", "xmp_min_score must be a number from 0 to 1"),
+                         ('xmp_min_score = "high"', "xmp_min_score must be a number")):
+        path.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_settings(str(path), env={})

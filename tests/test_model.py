@@ -169,6 +169,7 @@ def test_hdf5_without_keras_weights(tmp_path):
         load_classifier(bad)
 
 
+@pytest.mark.tf  # builds a Keras model of its own
 @pytest.mark.parametrize("suffix", [".h5", ".weights.h5"])
 def test_weights_of_another_model(tmp_path, suffix):
     import keras

@@ -352,6 +352,7 @@ def _in_user_namespace(tmp_path: Path, limit: int, scenario: str) -> dict:
 
 
 @pytest.mark.parametrize("scenario", ["start", "grow"])
+@pytest.mark.userns
 def test_subfolders_past_the_inotify_limit_are_polled_not_lost(tmp_path, scenario):
     """Real inotify with the watch limit lowered to 5 in a user namespace.
     watchdog skips a subfolder it cannot watch without a word, so without the
@@ -396,6 +397,7 @@ def test_photo_closed_before_its_new_folders_watch_is_still_queued(tmp_path, sto
     assert workqueue.queue_depth(store) == 1
 
 
+@pytest.mark.userns
 def test_share_mounted_on_the_watched_folder_after_start_is_watched(tmp_path):
     """A NAS share mounted on the watched folder after labelsd began watching it (the
     watch is on the folder underneath, which hears nothing): the photo already on

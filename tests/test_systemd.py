@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
+from servicekit import LABELSD, Service, service_env, wait_for
 
 from imagegen import make_image
 from labelsd.config import load_settings
 from labelsd.notify import Notifier, WatchdogPinger, watchdog_interval
-from servicekit import LABELSD, Service, service_env, wait_for
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 
@@ -63,14 +63,53 @@ def test_system_unit_is_notify_watchdog_and_hardened():
                    "ProtectSystem=strict", "ProtectHome=read-only", "PrivateTmp=yes",
                    "ProtectKernelTunables=yes", "ProtectKernelModules=yes", "ProtectKernelLogs=yes",
                    "ProtectControlGroups=yes", "RestrictNamespaces=yes", "LockPersonality=yes",
-                   "RestrictRealtime=yes", "SystemCallArchitectures=native"):
+                   "RestrictRealtime=yes", "SystemCallArchitectures=native",
+                   # the library is shared with the group `labels` (README: who may use it)
+                   "Group=labels", "StateDirectoryMode=2770", "UMask=0007",
+                   "SystemCallFilter=@system-service", "DevicePolicy=closed",
+                   "DeviceAllow=char-nvidia-frontend rw", "DeviceAllow=char-nvidia-uvm rw",
+                   # the notify socket and PostgreSQL's socket; PostgreSQL over TCP, --metrics
+                   "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+                   "Documentation=file:///opt/labelsd/src/README.md man:systemd.exec(5)"):
         assert wanted in lines, wanted
     keys = {line.split("=", 1)[0] for line in lines}
     assert "PrivateDevices" not in keys  # the GPU's /dev/nvidia* must stay visible
     assert "MemoryDenyWriteExecute" not in keys  # TensorFlow's JIT needs W+X pages
+    assert "ProcSubset" not in keys  # the NVIDIA libraries read /proc/driver/nvidia
     settings = dict(line.split("=", 1) for line in lines if "=" in line)
     assert int(settings["WatchdogSec"]) >= 30
     assert int(settings["TimeoutStopSec"]) >= 15  # the ~10 s drain fits
+
+
+def _exposure(*args: str) -> float:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install systemd; `make test` does)")
+    run = subprocess.run([analyze, *args], capture_output=True, text=True, timeout=60)
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", run.stdout)
+    if found is None and "--offline" in run.stderr:
+        pytest.skip(f"this systemd-analyze has no --offline (systemd 250 or later has): {run.stderr}")
+    assert found, run.stdout + run.stderr
+    return float(found.group(1))
+
+
+def test_system_unit_exposure_is_low():
+    # What `systemd-analyze security` still lists is what labelsd needs: the network
+    # (PostgreSQL, --metrics), the GPU's devices, W+X memory for TensorFlow's JIT,
+    # the users' groups (PrivateUsers would hide the groups that let it read photos).
+    assert _exposure("security", "--offline=yes", str(UNITS / "labelsd.service")) <= 2.5
+
+
+def test_user_unit_has_what_a_user_manager_enforces():
+    lines = set(unit_lines("labelsd-user.service"))
+    for wanted in ("NoNewPrivileges=yes", "SystemCallFilter=@system-service",
+                   "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "RestrictNamespaces=yes",
+                   "RestrictSUIDSGID=yes", "LockPersonality=yes", "UMask=0077",
+                   "ExecStart=%h/.local/bin/labelsd --watch %h/Pictures/inbox"):
+        assert wanted in lines, wanted
+    keys = {line.split("=", 1)[0] for line in lines}
+    assert not keys & {"User", "Group", "MemoryDenyWriteExecute", "PrivateDevices"}
+    assert not any("/opt/labelsd" in line for line in lines)  # a user install lives elsewhere
 
 
 def test_example_config_is_valid(monkeypatch, tmp_path):

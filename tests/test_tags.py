@@ -86,7 +86,7 @@ def test_tag_counts(store, tmp_path):
     tags.add_tags(store, p2, ["B"])  # same tag: counted together (shown in one spelling)
     counts = tags.tag_counts(store)
     assert [(c.tag.casefold(), c.images, c.contents) for c in counts] == [("b", 3, 3), ("a", 1, 1)]
-    assert counts[1].to_dict() == {"tag": "a", "count": 1, "contents": 1}
+    assert counts[1].to_dict() == {"tag": "a", "count": 1, "contents": 1, "imported": 0}
     assert query.stats(store).tags == 2
 
 

@@ -227,5 +227,5 @@ def test_shipped_data_matches_the_generator(tmp_path) -> None:
         check=True,
         capture_output=True,
     )
-    shipped = root / "daemon" / "data" / "imagenet_taxonomy.json"
+    shipped = root / "daemon" / "labelsd" / "data" / "imagenet_taxonomy.json"
     assert out.read_text(encoding="utf-8") == shipped.read_text(encoding="utf-8")

@@ -35,6 +35,17 @@ class LabelsGroup(TyperGroup):
                 log.exception("labels failed")
             typer.echo(f"labels: error: {err}", err=True)
             raise typer.Exit(1) from None
+        except PermissionError as err:
+            # One the store did not foresee (a config file under another user's
+            # home, ...): still one line, naming the group to join when there is one.
+            from labelsd.store.access import denied_advice
+
+            state = ctx.find_object(CliState)
+            if state is not None and state.debug:
+                log.exception("labels failed")
+            line = denied_advice(err.filename, "the file") if err.filename else str(err)
+            typer.echo(f"labels: error: {line}", err=True)
+            raise typer.Exit(1) from None
 
 
 app = typer.Typer(
@@ -104,6 +115,7 @@ from . import (
     gallery_cmd,  # noqa: E402,F401
     query_cmds,  # noqa: E402,F401
     scan_cmd,  # noqa: E402,F401
+    xmp_cmds,  # noqa: E402,F401  (labels xmp write)
 )
 from .model_cmds import model_app  # noqa: E402
 

@@ -20,6 +20,7 @@ from labelsd.store.engine import canonical_path
 
 from .app import app, state
 from .render import CsvOpt, Format, JsonOpt, PathsOpt, choose_format, render_json, render_records
+from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt, refresh_after_tagging, show_photo_meta
 
 
 def _check_status(value: Optional[str]) -> Optional[str]:
@@ -81,6 +82,7 @@ def _show_text(record) -> None:
         typer.echo(f"  {p.rank}. {p.label} ({p.score:.1%})  [{p.wnid}, class {p.class_index}]")
     if record.tags:
         typer.echo(f"  tags:    {', '.join(record.tags)}")
+    show_photo_meta(record)
 
 
 @app.command()
@@ -108,6 +110,7 @@ def search(
         "--limit", min=1, help="At most this many images.")] = None,
     include_missing: Annotated[bool, typer.Option(
         "--include-missing", help="Also list images whose file is gone.")] = False,
+    since: SinceOpt = None, until: UntilOpt = None, camera: CameraOpt = None,
     as_json: JsonOpt = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
 ) -> None:
     """Find images by what they show (WordNet-aware: 'cat' finds every cat) or by tag.
@@ -116,7 +119,8 @@ def search(
     come after the label matches."""
     fmt = choose_format(as_json, as_csv, as_paths)
     found = query.search(state(ctx).store(), text, exact=exact, min_score=min_score,
-                         tags=tag or (), limit=limit, include_missing=include_missing)
+                         tags=tag or (), limit=limit, include_missing=include_missing,
+                         since=since, until=until, camera=camera)
     render_records(found, fmt)
 
 
@@ -139,6 +143,7 @@ def tag(
 ) -> None:
     """Tag an image. Tags belong to its content: they follow renames and apply to copies."""
     now = tagging.add_tags(state(ctx).store(), path, _clean_tags(tags))
+    refresh_after_tagging(state(ctx), path, lift=tags)  # with xmp = "sidecar"
     typer.echo(f"{canonical_path(path)}: {', '.join(now)}")
 
 
@@ -150,6 +155,7 @@ def untag(
 ) -> None:
     """Remove tags from an image (case-insensitive; tags it lacks are ignored)."""
     left = tagging.remove_tags(state(ctx).store(), path, _clean_tags(tags))
+    refresh_after_tagging(state(ctx), path)  # with xmp = "sidecar"
     typer.echo(f"{canonical_path(path)}: {', '.join(left) if left else '(no tags)'}")
 
 
@@ -163,7 +169,7 @@ def tags_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     if not counts:
         typer.echo("no tags")
     for c in counts:
-        typer.echo(f"{c.images:>7}  {c.tag}")
+        typer.echo(f"{c.images:>7}  {c.tag}" + (f"  (imported on {c.imported})" if c.imported else ""))
 
 
 @app.command()

@@ -23,6 +23,7 @@ SYSTEM_CONFIG = Path("/etc/labels/config.toml")
 ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS"}
 DEVICES = ("auto", "cpu", "gpu")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+XMP_MODES = ("off", "sidecar")  # sidecar: NAME.EXT.xmp beside each labelled photo
 
 
 def default_db() -> str:
@@ -45,6 +46,8 @@ class Settings:
     decode_workers: int = 0  # 0: one per core the process may use
     max_wait_ms: int = 50
     max_file_mb: int = 256  # the size cap on one image file (model.decode.MAX_FILE_MB)
+    xmp: str = "off"
+    xmp_min_score: float = 0.2  # labels scoring less stay out of sidecars
     config_file: str | None = None  # the file these settings were read from, if any
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -112,6 +115,11 @@ def _validate(s: Settings) -> Settings:
     if not isinstance(s.max_file_mb, int) or isinstance(s.max_file_mb, bool) or s.max_file_mb < 1:
         raise ConfigError(f"max_file_mb must be a whole number of megabytes (1 or more), "
                           f"not {s.max_file_mb!r}")
+    if s.xmp not in XMP_MODES:
+        raise ConfigError(f"xmp must be one of {', '.join(XMP_MODES)}, not {s.xmp!r}")
+    if (not isinstance(s.xmp_min_score, (int, float)) or isinstance(s.xmp_min_score, bool)
+            or not 0.0 <= s.xmp_min_score <= 1.0):
+        raise ConfigError(f"xmp_min_score must be a number from 0 to 1, not {s.xmp_min_score!r}")
     return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch))
 
 

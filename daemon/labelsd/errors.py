@@ -28,3 +28,12 @@ class DeviceUnavailable(LabelsError):
 
 class ImageError(LabelsError):
     """An image cannot be decoded; the message is the reason stored on that image."""
+
+
+class SidecarError(LabelsError):
+    """An XMP sidecar cannot be read or written (read-only folder, a sidecar exiv2
+    cannot parse); the photo itself is unaffected."""
+
+
+class SidecarFolderReadOnly(SidecarError):
+    """A folder where no sidecar can be written (read-only mount, ProtectSystem=strict)."""

@@ -54,6 +54,26 @@ class Outcome:
     error: str | None = None
     model: str | None = None
     predictions: list[Prediction] = field(default_factory=list)
+    meta: PhotoMeta | None = None  # what the photo says of itself (EXIF, keywords); new contents only
+
+
+@dataclass(frozen=True)
+class PhotoMeta:
+    """What a photo carries: when and where it was taken, with what, and the
+    keywords other programs gave it (embedded XMP dc:subject, IPTC, its sidecar)."""
+
+    taken_at: str | None = None  # camera's local time, ISO 8601 without offset: 2024-07-14T15:30:00
+    camera: str | None = None  # make and model: "Apple iPhone 13"
+    gps_lat: float | None = None  # degrees, north positive
+    gps_lon: float | None = None  # degrees, east positive
+    keywords: tuple[str, ...] = ()
+
+    def gps(self) -> dict | None:
+        return gps_dict(self.gps_lat, self.gps_lon)
+
+
+def gps_dict(lat: float | None, lon: float | None) -> dict | None:
+    return None if lat is None or lon is None else {"lat": lat, "lon": lon}
 
 
 @dataclass(frozen=True)
@@ -72,7 +92,7 @@ class Prediction:
 
 @dataclass
 class ImageRecord:
-    """One tracked path and what is known of its content (the JSON contract in DESIGN.md)."""
+    """One tracked path and what is known of its content (the JSON contract in docs/contract.md)."""
 
     path: str
     sha256: str | None
@@ -83,6 +103,10 @@ class ImageRecord:
     labels: list[Prediction] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     classified_at: datetime | None = None
+    taken_at: str | None = None
+    camera: str | None = None
+    gps_lat: float | None = None
+    gps_lon: float | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -95,4 +119,7 @@ class ImageRecord:
             "labels": [p.to_dict() for p in self.labels],
             "tags": list(self.tags),
             "classified_at": self.classified_at.isoformat() if self.classified_at else None,
+            "taken_at": self.taken_at,
+            "camera": self.camera,
+            "gps": gps_dict(self.gps_lat, self.gps_lon),
         }

@@ -25,8 +25,9 @@ import threading
 import time
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, Settings, load_settings
+from labelsd.config import DEVICES, LOG_LEVELS, XMP_MODES, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
+from labelsd.events import Events
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
 from labelsd.store import nodes, workqueue
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
                    help="debug, info, warning or error (default info)")
+    p.add_argument("--xmp", choices=XMP_MODES, help="sidecar: write NAME.EXT.xmp keywords beside "
+                   "each labelled photo (default off)")
     p.add_argument("--version", action="version", version=f"labelsd {__version__}")
     return p
 
@@ -78,7 +81,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
-            "log_level": args.log_level}
+            "log_level": args.log_level, "xmp": args.xmp}
 
 
 # --------------------------------------------------------------------------- logging
@@ -142,6 +145,7 @@ class Service:
         self.classifier = None
         self.pipeline = None
         self.watcher = None
+        self.sidecars = None
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
         self.stop_reason: str | None = None
@@ -184,6 +188,7 @@ class Service:
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
         from labelsd.watch.watcher import Watcher
+        from labelsd.xmp.writer import start_sidecar_writer
 
         s = self.settings
         roots = _check_roots(s.watch)
@@ -197,9 +202,11 @@ class Service:
                        device=self.classifier.device, watching=roots)
         self._labeled_before = self.store.counts()["done"]
         decode.set_max_file_mb(s.max_file_mb)  # the size cap the reader applies
+        events = Events()
+        self.sidecars = start_sidecar_writer(self.store, s, events)  # None unless xmp = "sidecar"
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
-                                 max_wait_ms=s.max_wait_ms).start()
+                                 max_wait_ms=s.max_wait_ms, events=events).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll)
         self.watcher.start()
         self._heartbeat = threading.Thread(target=self._heartbeat_loop, name="heartbeat",
@@ -266,7 +273,7 @@ class Service:
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
-                                           "decode_workers", "max_wait_ms")
+                                           "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",
@@ -329,6 +336,7 @@ class Service:
         steps = [
             ("watcher", lambda: self.watcher and self.watcher.stop()),
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
+            ("sidecars", lambda: self.sidecars and self.sidecars.stop()),
             ("heartbeat", self._stop_heartbeat),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
             ("node", lambda: self.started and nodes.mark_stopped(self.store, self.node_id)),

@@ -26,9 +26,10 @@ from labelsd.errors import ImageError, StoreUnavailable
 from labelsd.fileio import FileTooLarge, open_regular
 from labelsd.model import decode
 from labelsd.model.decode import TruncatedImage, decode_for_inception
-from labelsd.records import Claim, Outcome, Prediction
+from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
+from labelsd.xmp.metadata import read_photo_meta
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Item:
     width: int | None = None
     height: int | None = None
     format: str | None = None
+    meta: PhotoMeta | None = None  # date, camera, GPS, keywords (read with the pixels)
     final: Outcome | None = None  # set when no model call is needed
     followers: list[Item] = field(default_factory=list)  # same bytes, other paths
     taken: bool = False  # the batcher has it; no more followers may join
@@ -116,7 +118,8 @@ def still_being_written(item: Item) -> bool:
 def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
     return Outcome(item.claim, "classified", sha256=item.sha256, size=item.size,
                    mtime_ns=item.mtime_ns, width=known.width, height=known.height,
-                   format=known.format, model=model, predictions=list(known.predictions))
+                   format=known.format, model=model, predictions=list(known.predictions),
+                   meta=item.meta)
 
 
 class Reader:
@@ -229,6 +232,7 @@ class Reader:
             decoded = decode_for_inception(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
+            item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
         except TruncatedImage as err:
             if still_being_written(item):  # the writer's close (or the settle rule) queues it again
                 item.final = Outcome(item.claim, "retry", error=f"still being written ({err})")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import aliased
@@ -55,9 +56,14 @@ def _with_tags(stmt, tags: Iterable[str]):
 
 def search_hits(store: Store, query: str, *, exact: bool = False,
                 min_score: float | None = None, tags: Iterable[str] = (),
-                limit: int | None = None, include_missing: bool = False) -> list[SearchHit]:
-    """The paths a query finds, best first (see the module docstring)."""
+                limit: int | None = None, include_missing: bool = False,
+                since: str | None = None, until: str | None = None,
+                camera: str | None = None) -> list[SearchHit]:
+    """The paths a query finds, best first (see the module docstring). `since`,
+    `until` (dates as `taken_window` reads them) and `camera` keep only photos
+    whose EXIF says so."""
     tags = list(tags)
+    taken = photo_filter(since, until, camera)
     classes = sorted(select_classes(query, exact=exact))
     key = tag_key(query)
     if limit is not None and limit <= 0:
@@ -65,6 +71,8 @@ def search_hits(store: Store, query: str, *, exact: bool = False,
 
     def settled(stmt):
         stmt = _with_tags(stmt, tags)
+        if taken is not None:
+            stmt = stmt.where(TrackedPath.sha256.in_(select(Content.sha256).where(*taken)))
         return stmt if include_missing else stmt.where(TrackedPath.missing.is_(False))
 
     hits: list[SearchHit] = []
@@ -105,6 +113,48 @@ def search_hits(store: Store, query: str, *, exact: bool = False,
         with store.read() as session:
             hits += [SearchHit(path, None) for path in session.scalars(stmt)]
     return hits
+
+
+def taken_window(since: str | None, until: str | None) -> tuple[str | None, str | None]:
+    """`--since 2024-06 --until 2024-09` as bounds on `contents.taken_at` (ISO text):
+    since the first moment of `since`, up to the last moment of `until` (a
+    year, a month or a day: YYYY, YYYY-MM, YYYY-MM-DD). ValueError on other text."""
+    return (_period(since)[0] if since else None), (_period(until)[1] if until else None)
+
+
+def _period(text: str) -> tuple[str, str]:
+    """[start, end) of a year, month or day, as ISO text."""
+    text = text.strip()
+    for fmt, unit in (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year")):
+        try:
+            start = datetime.strptime(text, fmt)
+        except ValueError:
+            continue
+        if unit == "day":
+            end = start + timedelta(days=1)
+        elif unit == "month":
+            end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
+        else:
+            end = start.replace(year=start.year + 1)
+        return start.strftime("%Y-%m-%dT%H:%M:%S"), end.strftime("%Y-%m-%dT%H:%M:%S")
+    raise ValueError(f"{text!r} is not a date: give YYYY, YYYY-MM or YYYY-MM-DD")
+
+
+def photo_filter(since: str | None = None, until: str | None = None,
+                 camera: str | None = None) -> list | None:
+    """Conditions on `Content` for the EXIF filters, or None when none is given.
+    The camera matches any part of make and model, case-insensitively (the text
+    is bound as a LIKE with its wildcards escaped)."""
+    start, end = taken_window(since, until)
+    conditions = []
+    if start is not None:
+        conditions.append(Content.taken_at >= start)
+    if end is not None:
+        conditions.append(Content.taken_at < end)
+    if camera and camera.strip():
+        conditions.append(func.lower(Content.camera).contains(camera.strip().lower(),
+                                                              autoescape=True))
+    return conditions or None
 
 
 def search(store: Store, query: str, **options) -> list[ImageRecord]:
@@ -162,7 +212,7 @@ def stats(store: Store, top: int = 10) -> Stats:
 
 
 def service_status(store: Store) -> dict:
-    """`labels status --json`, the contract in DESIGN.md plus a `nodes` list.
+    """`labels status --json`, the contract in docs/contract.md plus a `nodes` list.
 
     `running` is true while some node is alive; pid, model, device, watching
     and heartbeat_age_s describe the freshest node (alive ones first), null or
@@ -191,5 +241,5 @@ def service_status(store: Store) -> dict:
     }
 
 
-__all__ = ["SearchHit", "Stats", "atomic_output", "search", "search_hits", "service_status",
-           "stats"]
+__all__ = ["SearchHit", "Stats", "atomic_output", "photo_filter", "search", "search_hits",
+           "service_status", "stats", "taken_window"]

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from labelsd.records import Claim, FileFacts, Outcome
 from labelsd.store import workqueue
 from labelsd.store.engine import Store, canonical_path, dialect_insert
+from labelsd.store.photometa import store_photo_meta
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ def _store_content(session: Session, o: Outcome, now: datetime,
     else:
         existing.status, existing.error = "failed", o.error
     session.flush()
+    if o.kind == "classified" and o.meta is not None:
+        store_photo_meta(session, existing, o.meta)
 
 
 def _point_path(session: Session, o: Outcome, now: datetime) -> None:

@@ -10,7 +10,6 @@ writers queue on the busy timeout instead of failing half-way.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -27,6 +26,7 @@ from labelsd.paths import canonical_path  # noqa: F401  (re-exported: labelsd.pa
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations
+from labelsd.store.access import prepare_database_file
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
 
 log = logging.getLogger(__name__)
@@ -40,17 +40,7 @@ def is_url(db: str) -> bool:
 
 def _sqlite_engine(db_path: str) -> Engine:
     path = Path(db_path).expanduser()
-    if path.is_dir():
-        raise StoreUnavailable(
-            f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise StoreUnavailable(
-            f"cannot create the database folder {path.parent}: {err.strerror}; "
-            "check that the parent directory exists and is writable") from err
-    if path.exists() and not os.access(path, os.R_OK):
-        raise StoreUnavailable(f"cannot read the database {path}: permission denied")
+    prepare_database_file(path)  # owner only, or its folder's group; advice when refused
     engine = create_engine(
         f"sqlite:///{path.resolve()}",
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
@@ -232,7 +222,8 @@ def _join(stmt):
 
 def _record_select():
     return _join(select(TrackedPath.path, TrackedPath.sha256, STATUS_EXPR, ERROR_EXPR,
-                        Content.width, Content.height, Content.classified_at))
+                        Content.width, Content.height, Content.classified_at,
+                        Content.taken_at, Content.camera, Content.gps_lat, Content.gps_lon))
 
 
 def _load_records(session: Session, stmt) -> list[ImageRecord]:
@@ -240,7 +231,9 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
     each for the whole batch (never a query per image)."""
     records = [
         ImageRecord(path=row.path, sha256=row.sha256, status=row.status, error=row.error,
-                    width=row.width, height=row.height, classified_at=row.classified_at)
+                    width=row.width, height=row.height, classified_at=row.classified_at,
+                    taken_at=row.taken_at, camera=row.camera, gps_lat=row.gps_lat,
+                    gps_lon=row.gps_lon)
         for row in session.execute(stmt)
     ]
     shas = sorted({r.sha256 for r in records if r.sha256})

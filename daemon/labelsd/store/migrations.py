@@ -125,9 +125,25 @@ def _v2_retry_backoff_and_search_index(conn: Connection) -> None:
         "CREATE INDEX ix_predictions_class_score ON predictions (class_index, score)"))
 
 
+def _v3_photo_metadata_and_imported_tags(conn: Connection) -> None:
+    """When and where a photo was taken and with what (contents.taken_at, camera,
+    gps_lat, gps_lon, from its EXIF), and which tags were imported from the
+    keywords a photo carried (tags.imported) rather than given with `labels tag`.
+    Self-contained: only ADD COLUMN and CREATE INDEX, in any order after v1."""
+    pg = conn.dialect.name == "postgresql"
+    for column, kind in (("taken_at", "VARCHAR(32)"), ("camera", "VARCHAR(200)"),
+                         ("gps_lat", "DOUBLE PRECISION" if pg else "FLOAT"),
+                         ("gps_lon", "DOUBLE PRECISION" if pg else "FLOAT")):
+        conn.execute(text(f"ALTER TABLE contents ADD COLUMN {column} {kind}"))
+    conn.execute(text("ALTER TABLE tags ADD COLUMN imported BOOLEAN NOT NULL DEFAULT FALSE"))
+    conn.execute(text("CREATE INDEX ix_contents_taken_at ON contents (taken_at)"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "queue back-off, node stop time, predictions index", _v2_retry_backoff_and_search_index),
+    (3, "photo metadata (taken_at, camera, gps) and imported tags",
+     _v3_photo_metadata_and_imported_tags),
 ]
 LATEST = MIGRATIONS[-1][0]
 

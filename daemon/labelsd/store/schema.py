@@ -56,6 +56,12 @@ class Content(Base):
     error: Mapped[str | None] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(String(80))
     classified_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # From the photo's EXIF (migration 3). taken_at is the camera's local time as
+    # ISO text (EXIF has no zone), so --since 2024-06 is a plain string comparison.
+    taken_at: Mapped[str | None] = mapped_column(String(32), index=True)
+    camera: Mapped[str | None] = mapped_column(String(200))
+    gps_lat: Mapped[float | None] = mapped_column(Float)
+    gps_lon: Mapped[float | None] = mapped_column(Float)
 
     predictions: Mapped[list[Prediction]] = relationship(
         back_populates="content", order_by="Prediction.rank", cascade="all, delete-orphan"
@@ -113,6 +119,8 @@ class Tag(Base):
     tag_key: Mapped[str] = mapped_column(String(200), primary_key=True)
     tag: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Read from the keywords the photo carried (migration 3), not given with `labels tag`.
+    imported: Mapped[bool] = mapped_column(Boolean, default=False)
 
     content: Mapped[Content] = relationship(back_populates="tags")
 

@@ -1,5 +1,8 @@
 """Run the real `labelsd` as a subprocess and wait for conditions with deadlines.
 
+Shared by the service tests and the benchmarks (which measure the same service
+from outside); it lives in bench/, which pytest's `pythonpath` puts on sys.path.
+
 Nothing here sleeps for a fixed time to "let things happen": every wait polls a
 condition (the database, the service's log, the process) until a deadline and
 fails with what it was waiting for and the tail of the service's log.
@@ -153,7 +156,7 @@ class Service:
             return conn.execute(sql, params).fetchall()
 
     def statuses(self) -> dict[str, str]:
-        """path -> status, derived as DESIGN.md says (missing, failed, pending, done)."""
+        """path -> status, derived as docs/contract.md says (missing, failed, pending, done)."""
         rows = self.query("""
             SELECT p.path,
                    CASE WHEN p.missing THEN 'missing'

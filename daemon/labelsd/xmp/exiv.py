@@ -1,0 +1,90 @@
+"""The exiv2 library, loaded once, and the few helpers labelsd needs over its API.
+
+exiv2's XMP toolkit must be initialised, and namespaces registered, before any
+thread uses it; `load()` does both once, under a lock. Parsing XMP registers the
+namespaces it meets in a process-wide table that exiv2 guards only with a lock
+function python-exiv2 cannot pass, so every use of exiv2 holds `LOCK` (in memory
+only, well under a millisecond a photo: file reads and writes happen outside it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+log = logging.getLogger(__name__)
+
+LABELSD_NS = "http://ns.labelsd.org/xmp/1.0/"  # labelsd:keywords, labelsd:suppressed
+
+LOCK = threading.Lock()  # held around every use of exiv2 (see the module docstring)
+_load_lock = threading.Lock()
+_exiv2 = None
+
+
+def load():
+    """The exiv2 module, initialised (lazily imported: the CLI's queries never need it)."""
+    global _exiv2
+    if _exiv2 is not None:
+        return _exiv2
+    with _load_lock:
+        if _exiv2 is None:
+            import exiv2
+
+            exiv2.XmpParser.initialize()
+            try:
+                exiv2.XmpProperties.registerNs(LABELSD_NS, "labelsd")
+            except exiv2.Exiv2Error:  # already registered under that prefix
+                log.debug("labelsd XMP namespace already registered", exc_info=True)
+            # exiv2 logs every odd tag of every photo as a warning; only errors matter here.
+            exiv2.LogMsg.setLevel(exiv2.LogMsg.Level.error)
+            _exiv2 = exiv2
+    return _exiv2
+
+
+def values(data, key: str) -> list[str]:
+    """Every value of `key` in exiv2 metadata `data` (XmpData, IptcData or
+    ExifData): the items of an XMP array, each repeated IPTC dataset, or one value."""
+    exiv2 = load()
+    make_key = {"Xmp": exiv2.XmpKey, "Iptc": exiv2.IptcKey, "Exif": exiv2.ExifKey}[key.split(".")[0]]
+    if key.startswith("Iptc."):
+        return [d.toString() for d in data if d.key() == key]
+    found = data.findKey(make_key(key))
+    if found == data.end():
+        return []
+    if found.typeName() in ("XmpBag", "XmpSeq"):
+        return [found.toString(i) for i in range(found.count())]
+    return [found.toString()]
+
+
+def erase(xmp, key: str) -> None:
+    """Remove `key` from XmpData (every item of an array)."""
+    exiv2 = load()
+    found = xmp.findKey(exiv2.XmpKey(key))
+    while found != xmp.end():
+        xmp.erase(found)
+        found = xmp.findKey(exiv2.XmpKey(key))
+
+
+def set_array(xmp, key: str, items: list[str], kind: str = "bag") -> None:
+    """Replace `key` with an XMP bag (or seq) of `items`; no items removes it."""
+    exiv2 = load()
+    erase(xmp, key)
+    if not items:
+        return
+    value = exiv2.XmpArrayValue(exiv2.TypeId.xmpSeq if kind == "seq" else exiv2.TypeId.xmpBag)
+    for item in items:
+        value.read(item)
+    xmp.add(exiv2.XmpKey(key), value)
+
+
+def to_sidecar_bytes(xmp) -> bytes:
+    """XmpData as the bytes of an XMP sidecar file, serialised by exiv2's own
+    sidecar writer, in memory (the caller writes the file)."""
+    exiv2 = load()
+    image = exiv2.ImageFactory.create(exiv2.ImageType.xmp)
+    image.setXmpData(xmp)
+    image.writeMetadata()
+    return bytes(image.io().data())
+
+
+__all__ = ["LABELSD_NS", "LOCK", "erase", "load", "set_array", "to_sidecar_bytes", "values"]

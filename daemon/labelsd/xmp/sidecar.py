@@ -1,0 +1,135 @@
+"""XMP sidecars: `NAME.EXT.xmp` beside a photo, holding its labels and tags as keywords.
+
+Merge, never clobber. An existing sidecar is read with exiv2 and only
+labelsd's own keywords change in it; every other field (a digiKam rating, a
+darktable history, another program's keywords) is written back as it was read.
+What labelsd wrote last time is remembered in the sidecar itself
+(`labelsd:keywords`), so:
+
+- a keyword labelsd wrote that is gone now was removed by the person in another
+  program: it goes on `labelsd:suppressed` and is not written again (until the
+  person tags the photo with it in labelsd: `lift`);
+- a keyword labelsd wrote that it no longer wants (an untagged tag) is removed;
+- keywords labelsd never wrote are kept.
+
+Labels go into `dc:subject` and, as one group a person can find or remove at
+once, under `labelsd|` in `lr:hierarchicalSubject` (Lightroom, darktable) and
+`labelsd/` in `digiKam:TagsList` (digiKam's own separator). Tags go into
+`dc:subject`. exiv2 works in memory (under `exiv.LOCK`); the file appears
+atomically (`atomic_output`: a hidden `.part` name the watcher ignores, flushed,
+then renamed over the old one).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from collections.abc import Iterable
+
+from labelsd.errors import SidecarError, SidecarFolderReadOnly
+from labelsd.fileio import atomic_output
+from labelsd.xmp import exiv
+from labelsd.xmp.metadata import HIERARCHY_ROOT, sidecar_path
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "Xmp.dc.subject"
+HIERARCHY = "Xmp.lr.hierarchicalSubject"
+DIGIKAM = "Xmp.digiKam.TagsList"
+WRITTEN = "Xmp.labelsd.keywords"  # what labelsd wrote last time
+SUPPRESSED = "Xmp.labelsd.suppressed"  # removed by the person elsewhere: not written again
+
+LR_PREFIX = HIERARCHY_ROOT + "|"
+DIGIKAM_PREFIX = HIERARCHY_ROOT + "/"
+
+
+def _unique(words: Iterable[str]) -> list[str]:
+    kept: dict[str, str] = {}
+    for word in words:
+        kept.setdefault(word.casefold(), word)
+    return list(kept.values())
+
+
+def merge_keywords(xmp, labels: list[str], tags: list[str], lift: Iterable[str] = ()) -> bool:
+    """Put labelsd's keywords into XmpData `xmp` (see the module docstring).
+    Returns whether anything changed."""
+    fold = str.casefold
+    present = exiv.values(xmp, SUBJECT)
+    present_keys = {fold(k) for k in present}
+    written = exiv.values(xmp, WRITTEN)
+    written_keys = {fold(k) for k in written}
+    suppressed = {fold(k): k for k in exiv.values(xmp, SUPPRESSED)}
+    for word in written:
+        if fold(word) not in present_keys:  # removed in another program since
+            suppressed.setdefault(fold(word), word)
+    for word in lift:
+        suppressed.pop(fold(word), None)
+    labels = [w for w in _unique(labels) if fold(w) not in suppressed]
+    wanted = [w for w in _unique([*labels, *tags]) if fold(w) not in suppressed]
+    foreign = [w for w in present if fold(w) not in written_keys]
+    changes = [
+        (SUBJECT, _unique(foreign + wanted), "bag"),
+        (HIERARCHY, [h for h in exiv.values(xmp, HIERARCHY) if not h.startswith(LR_PREFIX)]
+         + [LR_PREFIX + w for w in labels], "bag"),
+        (DIGIKAM, [h for h in exiv.values(xmp, DIGIKAM) if not h.startswith(DIGIKAM_PREFIX)]
+         + [DIGIKAM_PREFIX + w for w in labels], "seq"),
+        (WRITTEN, wanted, "bag"),
+        (SUPPRESSED, sorted(suppressed.values(), key=fold), "bag"),
+    ]
+    changed = False
+    for key, items, kind in changes:
+        if items != exiv.values(xmp, key):  # an unchanged field is not touched at all
+            exiv.set_array(xmp, key, items, kind)
+            changed = True
+    return changed
+
+
+def write_sidecar(image_path: str, labels: list[str], tags: list[str],
+                  lift: Iterable[str] = ()) -> bool:
+    """Create or update the sidecar of `image_path`. Returns False when it already
+    said all this (nothing written). SidecarError when it cannot be read or written."""
+    target = sidecar_path(image_path)
+    try:
+        with open(target, "rb") as fh:
+            data = fh.read()
+    except FileNotFoundError:
+        data = None
+    except OSError as err:
+        raise SidecarError(f"cannot read {target}: {err.strerror or err}") from err
+    exiv2 = exiv.load()
+    with exiv.LOCK:
+        if data is None:
+            xmp = exiv2.XmpData()
+        else:
+            try:
+                existing = exiv2.ImageFactory.open(data)
+                existing.readMetadata()
+            except exiv2.Exiv2Error as err:
+                raise SidecarError(f"{target} is not an XMP file exiv2 can read ({err}); "
+                                   "left as it is") from err
+            xmp = existing.xmpData()
+        try:
+            if not merge_keywords(xmp, labels, tags, lift) and data is not None:
+                return False
+            packet = exiv.to_sidecar_bytes(xmp)
+        except exiv2.Exiv2Error as err:
+            raise SidecarError(f"cannot write {target}: {err}") from err
+    try:  # hidden and partial (.NAME.xmp.<hex>.part): the watcher ignores it
+        with atomic_output(target, "wb") as out:
+            out.write(packet)
+    except OSError as err:
+        raise _unwritable(os.path.dirname(target), err) from err
+    log.debug("wrote %s", target)
+    return True
+
+
+def _unwritable(folder: str, err: OSError) -> SidecarError:
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return SidecarFolderReadOnly(
+            f"cannot write sidecars in {folder}: {err.strerror} (the system service sees photo "
+            "folders read-only: add them to ReadWritePaths=, see the README)")
+    return SidecarError(f"cannot write a sidecar in {folder}: {err.strerror or err}")
+
+
+__all__ = ["merge_keywords", "sidecar_path", "write_sidecar"]
