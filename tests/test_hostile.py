@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from servicekit import sha256_of
 from sqlalchemy import update
 
 from imagegen import make_image
@@ -21,7 +22,6 @@ from labelsd.pipeline.runner import Pipeline
 from labelsd.serve import gallery
 from labelsd.store import contents, workqueue
 from labelsd.store.schema import QueueItem
-from servicekit import sha256_of
 
 IDLE_S = 60  # a hang shows as a timeout, never as a test that never ends
 
@@ -209,3 +209,30 @@ def test_size_cap_is_a_setting_with_a_sane_default(tmp_path):
     config.write_text("max_file_mb = 0\n")
     with pytest.raises(ConfigError, match="max_file_mb"):
         load_settings(str(config), env={})
+
+
+def test_scan_still_labels_a_link_inside_its_folder_but_not_one_out(store, classifier, tmp_path):
+    """`labels scan` takes a symlinked file whose target is inside the scanned
+    folder (scan.walk_images); the safe open follows that one link, no other."""
+    from labelsd.pipeline.scan import scan_folder
+
+    root, outside = tmp_path / "photos", tmp_path / "private"
+    root.mkdir()
+    outside.mkdir()
+    target = make_image(root / "a.jpg", seed=1)
+    (root / "link-in.jpg").symlink_to(target)
+    scan_folder(store, classifier, root, timeout=IDLE_S)
+    assert store.record(str(root / "link-in.jpg")).status == "done"
+    (root / "link-in.jpg").unlink()
+    os.symlink(make_image(outside / "secret.jpg", seed=2), root / "link-in.jpg")
+    assert open_regular_refuses(str(root / "link-in.jpg"), [str(root)])
+
+
+def open_regular_refuses(path: str, within: list[str]) -> bool:
+    from labelsd.fileio import NotARegularFile, open_regular
+
+    try:
+        open_regular(path, links_within=within)
+    except NotARegularFile:
+        return True
+    return False

@@ -10,11 +10,12 @@ import errno
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, BinaryIO
 
 from labelsd.errors import ImageError
+from labelsd.paths import under_root
 
 # O_NOFOLLOW: a symlink swapped in for a queued photo (`ln -s /etc/shadow x;
 # mv -T x photo.png`) is refused, not followed. O_NONBLOCK: a FIFO or device
@@ -44,16 +45,23 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: str, *, max_bytes: int | None = None) -> tuple[BinaryIO, os.stat_result]:
+def open_regular(path: str, *, max_bytes: int | None = None,
+                 links_within: Sequence[str] = ()) -> tuple[BinaryIO, os.stat_result]:
     """Open `path` for reading if it is a regular file reached without following
     any symlink, and return it with its fstat. Raises NotARegularFile (with the
     kind in words) or FileTooLarge, or OSError as open() does (FileNotFoundError,
     PermissionError ...). Nothing else is opened: what the watched folder's
-    owner links to stays unread."""
+    owner links to stays unread. `links_within` (`labels scan`): a symlinked
+    file whose target resolves inside one of these folders is opened at its
+    target, by the same rules."""
     try:
         before = os.lstat(path)
     except OSError:
         before = None  # open() below raises the same error, or the file just appeared
+    if before is not None and stat.S_ISLNK(before.st_mode) and links_within:
+        target = os.path.realpath(path)
+        if any(under_root(target, root) for root in links_within):
+            return open_regular(target, max_bytes=max_bytes)
     if before is not None and not stat.S_ISREG(before.st_mode):
         # Not even opened: opening some device nodes has side effects.
         raise NotARegularFile(f"is {kind_of(before.st_mode)}, not an image file")

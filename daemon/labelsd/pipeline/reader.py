@@ -16,6 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
@@ -69,12 +70,14 @@ class Known:
     format: str | None
 
 
-def read_file(path: str, max_bytes: int | None = None) -> tuple[bytes, int, int, str]:
+def read_file(path: str, max_bytes: int | None = None,
+              links_within: Sequence[str] = ()) -> tuple[bytes, int, int, str]:
     """The file's bytes (read once), size, mtime_ns and SHA-256. Only a regular
-    file, opened without following symlinks or blocking (fileio.open_regular),
-    and no larger than `max_bytes` (the size cap, read from decode by default)."""
+    file, opened without following symlinks (but to a target in `links_within`)
+    or blocking (fileio.open_regular), and no larger than `max_bytes` (the size
+    cap, read from decode by default)."""
     limit = decode.max_file_bytes() if max_bytes is None else max_bytes
-    fh, st = open_regular(path, max_bytes=limit)
+    fh, st = open_regular(path, max_bytes=limit, links_within=links_within)
     with fh:
         data = fh.read(limit + 1)  # the file may have grown since the fstat
     if len(data) > limit:
@@ -131,7 +134,8 @@ class Reader:
     """
 
     def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
-                 stop: threading.Event, model_name: str, timeline=None):
+                 stop: threading.Event, model_name: str, timeline=None,
+                 links_within: Sequence[str] = ()):
         self.store = store
         self.workers = workers
         self.preparing = 0
@@ -140,6 +144,7 @@ class Reader:
         self._stop = stop
         self._model_name = model_name
         self._timeline = timeline
+        self._links_within = tuple(links_within)  # `labels scan`: links into its folder
         self._pending_by_sha: dict[str, Item] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
@@ -191,7 +196,7 @@ class Reader:
     def _read(self, path: str):
         start = time.monotonic()
         try:
-            return read_file(path)
+            return read_file(path, links_within=self._links_within)
         finally:
             if self._timeline is not None:
                 self._timeline.add("read", start)

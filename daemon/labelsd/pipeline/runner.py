@@ -24,6 +24,7 @@ import queue as queue_mod
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from datetime import datetime, timezone
 
 from sqlalchemy import func, or_, select
@@ -53,7 +54,8 @@ class Pipeline:
     def __init__(self, store: Store, classifier, node_id: str, *, batch_size: int | None = None,
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  events: Events | None = None,
-                 idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None):
+                 idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None,
+                 links_within: Sequence[str] = ()):
         if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
             batch_size = getattr(classifier, "batch_size", 8)
         if batch_size < 1:
@@ -93,7 +95,8 @@ class Pipeline:
         self._carry: deque[Item] = deque()  # decoded, left for the next batch (batcher only)
         self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
         self._reader = Reader(store, self.decode_workers, lock=self._lock, ready=self._ready,
-                              stop=self._stop, model_name=classifier.name, timeline=timeline)
+                              stop=self._stop, model_name=classifier.name, timeline=timeline,
+                              links_within=links_within)
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}
         self._created = time.monotonic()

@@ -84,7 +84,8 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     events.listen("batch_written", progress)
     pipeline = Pipeline(store, classifier, f"{node_id_for_this_process()}:scan",
                         batch_size=batch_size, decode_workers=decode_workers,
-                        max_wait_ms=max_wait_ms, events=events, timeline=timeline)
+                        max_wait_ms=max_wait_ms, events=events, timeline=timeline,
+                        links_within=[root])  # walk_images takes links into the root
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked
