@@ -2,6 +2,10 @@
 
     .venv/bin/python bench/throughput.py [--quick] [--weights FILE] [--batch-size N]
                                          [--device auto|cpu|gpu] [--images N]
+                                         [--model inception_v3 --model efficientnet_lite0]
+
+With --model (one or more), the models side by side instead (bench/models.py):
+bare forward, pipeline, service burst and the decode ceiling of each, one run.
 
 On the same 12 MP phone-sized JPEGs (generated once, cached):
   (a) seed loop (keras load_img + preprocess_input + model.predict, one image at a
@@ -141,14 +145,13 @@ _decode_s: list[float] = []  # read + sha256 + decode of one photo, one thread, 
 
 
 def bench_bare(classifier, photos: list[Path], batch_size: int) -> float:
-    from labelsd.model.decode import decode_for_inception
     from labelsd.pipeline.reader import read_file
 
     decoded = []
     start = time.perf_counter()
     for p in photos:
         data = read_file(str(p))[0]  # read and hash, as the pipeline's read stage does
-        decoded.append(decode_for_inception(data).pixels)
+        decoded.append(classifier.decode(data).pixels)
     _decode_s.append((time.perf_counter() - start) / len(photos))
     pixels = np.stack(decoded)
     batches = [classifier.pad(pixels[start:start + batch_size])
@@ -237,7 +240,7 @@ def pipeline_ceiling(bare: float, decode_s: float, cores: int, on_gpu: bool) -> 
 
 def forward_one_s(classifier, repeats: int = 5) -> float:
     """Median seconds of one forward pass over one image (batch 1)."""
-    x = np.zeros((classifier.padded_size(1), 299, 299, 3), np.float32)
+    x = np.zeros((classifier.padded_size(1), *classifier.spec.input_shape), np.float32)
     classifier.forward(x)
     times = []
     for _ in range(repeats):
@@ -308,6 +311,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "labelsd-bench",
                         help="where the generated photos and weights are kept between runs")
+    parser.add_argument("--model", action="append", choices=("inception_v3", "efficientnet_lite0"),
+                        help="compare these models instead (repeat: --model inception_v3 "
+                             "--model efficientnet_lite0)")
     parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -322,6 +328,12 @@ def main(argv: list[str] | None = None) -> int:
     burst = args.burst or (100 if args.quick else 1000)
     size = (4000, 3000)  # 12 MP phone photos, quick or not: decode cost is what is measured
     photos = make_photos(args.cache / f"photos-{size[0]}x{size[1]}-{count}", count, size)
+    if args.model:
+        from models import compare_models
+
+        bursts = [photos] + [make_photos(args.cache / f"burst{n}-4000x3000-{count}", count, size,
+                                         seed_base=30_000 + 1_000 * n) for n in range(1, args.rounds)]
+        return compare_models(list(dict.fromkeys(args.model)), args, photos, bursts)
 
     # The classifier first: its thread settings only apply before TensorFlow starts.
     from labelsd.model.classifier import load_classifier

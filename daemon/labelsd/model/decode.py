@@ -1,4 +1,7 @@
-"""Decode any photo's bytes into one InceptionV3 input (299x299x3 float32 in [-1, 1]).
+"""Decode any photo's bytes into one model input (size x size x 3 float32, the model's preprocessing).
+
+The size and the preprocessing belong to the model (`ModelSpec.decode` passes
+them); this module knows only how to turn any photo into a square of pixels.
 
 Used by the service's decode threads, so it never imports TensorFlow and keeps no
 mutable state besides registering the HEIF opener once. Every failure becomes an
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
 
@@ -20,8 +24,6 @@ from labelsd.errors import ImageError
 from labelsd.paths import IMAGE_EXTENSIONS, is_image_name  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
-
-INPUT_SIZE = 299
 
 # Twice Pillow's default MAX_IMAGE_PIXELS: the size at which Pillow itself refuses.
 # A 12 MP phone photo is far below; a 60000x60000 "PNG" of 100 bytes is far above.
@@ -82,7 +84,7 @@ class ImageTooLarge(ImageError):
 
 @dataclass(frozen=True)
 class DecodedImage:
-    pixels: np.ndarray  # float32 (299, 299, 3), Keras InceptionV3-preprocessed
+    pixels: np.ndarray  # float32 (size, size, 3), preprocessed for the model that asked
     width: int  # as displayed (after EXIF orientation), at the original resolution
     height: int
     format: str  # Pillow's format name: 'JPEG', 'PNG', 'HEIF', 'AVIF', ...
@@ -118,13 +120,17 @@ def register_openers() -> tuple[str, ...]:
         return _open_formats
 
 
-def preprocess_inception(rgb: np.ndarray) -> np.ndarray:
-    """Keras ``inception_v3.preprocess_input`` ("tf" mode) in numpy: [0, 255] -> [-1, 1]."""
-    return rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
-
-
 def decode_for_inception(data: bytes) -> DecodedImage:
-    """Decode image bytes into an InceptionV3 input; raise ImageError with the reason."""
+    """InceptionV3's input (the default model's `decode`), for callers that want that one."""
+    from labelsd.model.registry import get_model
+
+    return get_model("inception_v3").decode(data)
+
+
+def decode_image(data: bytes, size: int,
+                 preprocess: Callable[[np.ndarray], np.ndarray]) -> DecodedImage:
+    """Decode image bytes into a (size, size, 3) input, `preprocess` applied to its
+    uint8 RGB pixels; raise ImageError with the reason."""
     if not data:
         raise EmptyFile("empty file")
     formats = register_openers()
@@ -132,7 +138,7 @@ def decode_for_inception(data: bytes) -> DecodedImage:
     try:
         with Image.open(BytesIO(data), formats=formats) as img:
             fmt = "JPEG" if img.format == "MPO" else (img.format or fmt or "image")
-            return _decode(img, fmt)
+            return _decode(img, fmt, size, preprocess)
     except Exception as exc:  # noqa: BLE001 - plugins raise anything on bad data
         raise image_error(exc, fmt) from exc
 
@@ -160,13 +166,13 @@ def image_error(exc: BaseException, fmt: str | None = None) -> ImageError:
     return ImageError(_short_reason(fmt, exc))
 
 
-def _decode(img: Image.Image, fmt: str) -> DecodedImage:
+def _decode(img: Image.Image, fmt: str, size: int, preprocess) -> DecodedImage:
     width, height = img.size  # before draft() shrinks it
     _check_size(width, height)
 
-    # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below INPUT_SIZE
+    # JPEG only: let libjpeg decode at 1/2, 1/4 or 1/8 scale, never below `size`
     # on either side (Pillow picks the largest scale that keeps both >= the request).
-    img.draft("RGB", (INPUT_SIZE, INPUT_SIZE))
+    img.draft("RGB", (size, size))
     img.load()  # the full decode, here, so truncation raises instead of leaving grey
 
     # Read after load: Pillow's TIFF plugin applies the orientation itself while
@@ -176,14 +182,14 @@ def _decode(img: Image.Image, fmt: str) -> DecodedImage:
         width, height = height, width
     if orientation not in (None, 1):
         img = ImageOps.exif_transpose(img)
-    rgb = to_rgb_or_rgba(shrink_wide(img, (2 * INPUT_SIZE, 2 * INPUT_SIZE)))
+    rgb = to_rgb_or_rgba(shrink_wide(img, (2 * size, 2 * size)))
     # Squash to a square without cropping, like keras load_img(target_size=...).
     # BILINEAR is antialiased in Pillow (its support widens when shrinking); the
     # reducing gap first box-reduces big PNGs/TIFFs by an integer factor, for speed.
-    rgb = rgb.resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BILINEAR, reducing_gap=3.0)
-    if rgb.mode == "RGBA":  # after the resize, which premultiplies alpha: composite 299x299 only
+    rgb = rgb.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    if rgb.mode == "RGBA":  # after the resize, which premultiplies alpha: composite size x size only
         rgb = Image.alpha_composite(Image.new("RGBA", rgb.size, _WHITE), rgb).convert("RGB")
-    pixels = preprocess_inception(np.asarray(rgb))
+    pixels = preprocess(np.asarray(rgb))
     return DecodedImage(pixels=pixels, width=width, height=height, format=fmt)
 
 

@@ -16,7 +16,7 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass, field, replace
@@ -25,8 +25,7 @@ import numpy as np
 
 from labelsd.errors import ImageError, StoreUnavailable
 from labelsd.fileio import FileTooLarge, open_regular
-from labelsd.model import decode
-from labelsd.model.decode import TruncatedImage, decode_for_inception
+from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
 from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
@@ -76,7 +75,7 @@ def read_file(path: str, max_bytes: int | None = None,
     file, opened without following symlinks (but to a target in `links_within`)
     or blocking (fileio.open_regular), and no larger than `max_bytes` (the size
     cap, read from decode by default)."""
-    limit = decode.max_file_bytes() if max_bytes is None else max_bytes
+    limit = max_file_bytes() if max_bytes is None else max_bytes
     fh, st = open_regular(path, max_bytes=limit, links_within=links_within)
     with fh:
         data = fh.read(limit + 1)  # the file may have grown since the fstat
@@ -134,7 +133,8 @@ class Reader:
     """
 
     def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
-                 stop: threading.Event, model_name: str, timeline=None,
+                 stop: threading.Event, model_name: str,
+                 decode: Callable[[bytes], DecodedImage], timeline=None,
                  links_within: Sequence[str] = ()):
         self.store = store
         self.workers = workers
@@ -143,6 +143,7 @@ class Reader:
         self._ready = ready
         self._stop = stop
         self._model_name = model_name
+        self._decode_bytes = decode  # the model's own (its input size and preprocessing)
         self._timeline = timeline
         self._links_within = tuple(links_within)  # `labels scan`: links into its folder
         self._pending_by_sha: dict[str, Item] = {}
@@ -205,7 +206,7 @@ class Reader:
         backoff = 0.1
         while True:
             try:
-                return contents.content_status(self.store, shas)
+                return contents.content_status(self.store, shas, self._model_name)
             except StoreUnavailable as err:
                 log.warning("database busy (%s); retrying in %.1fs", err, backoff)
                 if self._stop.wait(backoff):
@@ -234,7 +235,7 @@ class Reader:
     def _decode(self, item: Item) -> None:
         start = time.monotonic()
         try:
-            decoded = decode_for_inception(item.data)
+            decoded = self._decode_bytes(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
             item.meta = read_photo_meta(item.data, item.claim.path)  # never raises

@@ -31,6 +31,7 @@ from sqlalchemy import func, or_, select
 
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
+from labelsd.model.classifier import Classifier
 from labelsd.pipeline.batcher import classify_batch, fit_ladder
 from labelsd.pipeline.reader import MAX_BACKOFF_S, POLL_S, Item, Reader
 from labelsd.pipeline.timeline import Timeline
@@ -51,13 +52,13 @@ _SENTINEL = object()
 class Pipeline:
     """Claim → decode → batch → classify → write, until stopped. A context manager."""
 
-    def __init__(self, store: Store, classifier, node_id: str, *, batch_size: int | None = None,
+    def __init__(self, store: Store, classifier: Classifier, node_id: str, *, batch_size: int | None = None,
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  events: Events | None = None,
                  idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None,
                  links_within: Sequence[str] = ()):
         if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
-            batch_size = getattr(classifier, "batch_size", 8)
+            batch_size = classifier.batch_size
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.store = store
@@ -95,7 +96,8 @@ class Pipeline:
         self._carry: deque[Item] = deque()  # decoded, left for the next batch (batcher only)
         self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
         self._reader = Reader(store, self.decode_workers, lock=self._lock, ready=self._ready,
-                              stop=self._stop, model_name=classifier.name, timeline=timeline,
+                              stop=self._stop, model_name=classifier.name,
+                              decode=classifier.decode, timeline=timeline,
                               links_within=links_within)
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}
@@ -325,7 +327,7 @@ class Pipeline:
             more_coming = self._reader.preparing > 0 or not self._ready.empty()
         if not more_coming:
             return items
-        keep, carry = fit_ladder(items, wanted, getattr(self.classifier, "ladder", None))
+        keep, carry = fit_ladder(items, wanted, self.classifier.ladder)
         self._carry.extend(carry)
         return keep
 

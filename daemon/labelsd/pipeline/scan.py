@@ -14,7 +14,7 @@ from labelsd.paths import canonical_root
 from labelsd.pipeline.runner import Pipeline
 from labelsd.pipeline.timeline import Timeline
 from labelsd.records import FileFacts
-from labelsd.store import contents, workqueue
+from labelsd.store import contents, relabel, workqueue
 from labelsd.store.engine import Store
 from labelsd.store.nodes import node_id_for_this_process
 from labelsd.watch.walk import walk_candidates
@@ -67,6 +67,9 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     facts = list(walk_images(root))
     result.found = len(facts)
     result.queued = workqueue.enqueue(store, facts)
+    # what another model labelled is labelled again by this one (its queue rows keep
+    # the old labels out of search meanwhile)
+    result.queued += relabel.queue_other_models(store, classifier.name, under=root)
     result.unchanged = result.found - result.queued
     result.missing = contents.mark_missing_under(store, root, {f.path for f in facts})
     total = result.queued

@@ -20,19 +20,23 @@ from labelsd.records import Claim, FileFacts, Outcome
 from labelsd.store import workqueue
 from labelsd.store.engine import Store, canonical_path, dialect_insert
 from labelsd.store.photometa import store_photo_meta
+from labelsd.store.relabel import same_model
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
 
 
-def content_status(store: Store, shas: Iterable[str]) -> dict[str, str]:
-    """The stored status of each known content (done/failed/pending)."""
+def content_status(store: Store, shas: Iterable[str], model: str | None = None) -> dict[str, str]:
+    """The stored status of each known content (done/failed/pending); with `model`,
+    a content another model labelled is "relabel" instead of "done"."""
     wanted = list(set(shas))
     if not wanted:
         return {}
     with store.read() as session:
-        return dict(session.execute(select(Content.sha256, Content.status)
-                                    .where(Content.sha256.in_(wanted))).all())
+        rows = session.execute(select(Content.sha256, Content.status, Content.model)
+                               .where(Content.sha256.in_(wanted))).all()
+    return {sha: "relabel" if model and status == "done" and not same_model(stored, model)
+            else status for sha, status, stored in rows}
 
 
 def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> None:
@@ -79,7 +83,8 @@ def _store_content(session: Session, o: Outcome, now: datetime,
     """Create or update the content of `o`; `contents` holds the batch's stored
     contents by SHA-256 and gains the ones created here."""
     existing = contents.get(o.sha256)
-    if existing is not None and existing.status == "done":
+    if existing is not None and existing.status == "done" and (
+            o.kind != "classified" or same_model(existing.model, o.model)):
         return  # classified already (by another path, node or an earlier run): keep it
     if o.kind == "linked" and existing is not None:
         return

@@ -223,7 +223,8 @@ def _join(stmt):
 def _record_select():
     return _join(select(TrackedPath.path, TrackedPath.sha256, STATUS_EXPR, ERROR_EXPR,
                         Content.width, Content.height, Content.classified_at,
-                        Content.taken_at, Content.camera, Content.gps_lat, Content.gps_lon))
+                        Content.taken_at, Content.camera, Content.gps_lat, Content.gps_lon,
+                        Content.model))
 
 
 def _load_records(session: Session, stmt) -> list[ImageRecord]:
@@ -233,7 +234,7 @@ def _load_records(session: Session, stmt) -> list[ImageRecord]:
         ImageRecord(path=row.path, sha256=row.sha256, status=row.status, error=row.error,
                     width=row.width, height=row.height, classified_at=row.classified_at,
                     taken_at=row.taken_at, camera=row.camera, gps_lat=row.gps_lat,
-                    gps_lon=row.gps_lon)
+                    gps_lon=row.gps_lon, model=row.model)
         for row in session.execute(stmt)
     ]
     shas = sorted({r.sha256 for r in records if r.sha256})

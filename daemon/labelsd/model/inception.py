@@ -1,0 +1,44 @@
+"""InceptionV3 (the default model): its input size, preprocessing and weights.
+
+Weights files (the keras download, --weights, checks) are in `weights`; this
+module builds the network. Keras is imported only in `build_network`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labelsd.model import weights as weights_files
+from labelsd.model.spec import ModelSpec, Network
+
+INPUT_SIZE = 299
+
+
+def preprocess_inception(rgb: np.ndarray) -> np.ndarray:
+    """Keras ``inception_v3.preprocess_input`` ("tf" mode) in numpy: [0, 255] -> [-1, 1]."""
+    return rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
+
+
+def check_weights(weights):
+    """A given file is checked (and hashed for its name) before TensorFlow is imported;
+    without one, the keras cache is resolved in build_network (fetching needs keras)."""
+    return weights_files.resolve_weights(weights) if weights else None
+
+
+def build_network(weights, checked) -> Network:
+    import keras
+
+    path, layout, name = checked or weights_files.resolve_weights(None)
+    model = keras.applications.InceptionV3(weights=None, classifier_activation=None)
+    weights_files.load_weights_into(model, path, layout)
+    return Network(model=model, name=name, weights_path=str(path))
+
+
+SPEC = ModelSpec(
+    key="inception_v3",
+    family="InceptionV3",
+    input_size=INPUT_SIZE,
+    preprocess=preprocess_inception,
+    loader=__name__,
+    describe="InceptionV3, 299x299: ImageNet top-1 77.9%, 5.7 G multiply-adds per image",
+)

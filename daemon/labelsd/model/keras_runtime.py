@@ -1,0 +1,96 @@
+"""The Keras runtime: builds a model's network on a device, in a precision, and runs
+one compiled forward per batch. TensorFlow is imported only in `load_keras_runtime`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from labelsd.model.device import configure_device, native_stderr_quiet
+from labelsd.model.spec import ModelSpec, Network
+
+log = logging.getLogger(__name__)
+
+# XLA measured on a 2-core AVX-512 CPU (img/s, batch 1 / batch 8): quiet machine
+# 12.4 / 13.6 without, 8.9 / 14.7 with; interleaved A/B on a loaded machine
+# 4.7 / 3.6 without, 2.1 / 2.4 with; warm-up 9 s without vs 17 s with (quiet).
+# So it is off on CPU. On GPU it is on (static shapes; not measured here).
+JIT_ON_CPU = False
+JIT_ON_GPU = True
+
+
+class KerasRuntime:
+    """A Keras model's forward pass (softmax applied) as one tf.function. A `spec.Runtime`."""
+
+    def __init__(self, model, spec: ModelSpec, *, tf, tf_device: str, device: str,
+                 jit_compile: bool, precision: str):
+        self.model = model
+        self.device = device
+        self.on_gpu = tf_device.startswith("/GPU")
+        self.static_shapes = jit_compile
+        self.jit_compile = jit_compile
+        self.precision = precision
+        self._tf = tf
+        self._tf_device = tf_device
+
+        def forward(x):
+            logits = model(x, training=False)
+            # softmax in float32 even under mixed precision (the model outputs logits)
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+
+        # XLA compiles one program per static shape (the Classifier pads to a ladder).
+        # Without jit, one trace with a free batch dimension serves every size
+        # (measured: later sizes cost no tracing), so nothing is padded.
+        if jit_compile:
+            self.forward_fn = tf.function(forward, jit_compile=True)
+        else:
+            spec_ = tf.TensorSpec([None, *spec.input_shape], tf.float32)
+            self.forward_fn = tf.function(forward, input_signature=[spec_])
+
+    @property
+    def trace_count(self) -> int:
+        return self.forward_fn.experimental_get_tracing_count()
+
+    def forward(self, padded: np.ndarray) -> np.ndarray:
+        with self._tf.device(self._tf_device):
+            return self.forward_fn(self._tf.constant(padded, dtype=self._tf.float32)).numpy()
+
+
+def load_keras_runtime(spec: ModelSpec, weights, device: str, *, mixed_precision: bool | None,
+                       jit_compile: bool | None) -> tuple[KerasRuntime, Network]:
+    """Build `spec`'s network with its weights on `device`; (runtime, network).
+
+    mixed_precision None: on for a GPU of compute capability >= 7, off on CPU.
+    jit_compile None: XLA on GPU, off on CPU (it measured slower there).
+    """
+    checked = spec.check_weights(weights)  # before TensorFlow: a bad file fails fast
+    with native_stderr_quiet():
+        import keras
+        import tensorflow as tf
+
+        tf_device, description, cc = configure_device(tf, device)
+    on_gpu = tf_device.startswith("/GPU")
+    if mixed_precision is None:
+        mixed_precision = on_gpu and cc is not None and tuple(cc) >= (7, 0)
+    # float16 where tensor cores take it; bfloat16 on CPUs (same range as float32)
+    policy = ("mixed_float16" if on_gpu else "mixed_bfloat16") if mixed_precision else None
+    if jit_compile is None:
+        jit_compile = JIT_ON_GPU if on_gpu else JIT_ON_CPU
+
+    start = time.perf_counter()
+    previous = keras.mixed_precision.global_policy()
+    try:
+        if policy:
+            keras.mixed_precision.set_global_policy(policy)
+        with tf.device(tf_device):
+            network = spec.build_network(weights, checked)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    log.info("loaded %s from %s on %s in %.1fs", network.name, network.weights_path,
+             description, time.perf_counter() - start)
+    runtime = KerasRuntime(network.model, spec, tf=tf, tf_device=tf_device, device=description,
+                           jit_compile=bool(jit_compile), precision=policy or "float32")
+    return runtime, network
