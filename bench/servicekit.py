@@ -64,6 +64,10 @@ class Service:
         self.workdir = Path(workdir)
         self.db = Path(db)
         self.argv = [str(LABELSD), "--db", str(db), "--weights", str(weights)]
+        # fp32, not auto: auto measures bf16 against fp32 once per cache folder (a minute,
+        # and each test has a HOME of its own) and its pick may differ between machines.
+        # fp32 runs on LiteRT where installed (converted once per weights file; `args` may override).
+        self.argv += ["--precision", "fp32"]
         for folder in watch:
             self.argv += ["--watch", str(folder)]
         self.argv += list(args)

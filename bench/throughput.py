@@ -311,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", type=Path,
                         default=Path(tempfile.gettempdir()) / "labelsd-bench",
                         help="where the generated photos and weights are kept between runs")
+    parser.add_argument("--precisions", default=None,
+                        help="comma-separated precisions to run beside TensorFlow fp32 (fp32 on LiteRT, "
+                             "bf16, int8; default all three, none with --quick; '' for none)")
+    parser.add_argument("--only-precisions", action="store_true",
+                        help="skip (a)-(f) but one bare round (for the decode cost): the precision rows only")
     parser.add_argument("--model", action="append", choices=("inception_v3", "efficientnet_lite0"),
                         help="compare these models instead (repeat: --model inception_v3 "
                              "--model efficientnet_lite0)")
@@ -342,11 +347,29 @@ def main(argv: list[str] | None = None) -> int:
     classifier = load_classifier(weights, device=args.device, batch_size=args.batch_size)
     args.batch_size = classifier.batch_size
     on_gpu = classifier.on_gpu
-    service_args = ("--device", "gpu" if on_gpu else "cpu", "--batch-size", str(args.batch_size))
+    # On the CPU the service runs fp32 (LiteRT where installed: about TensorFlow fp32's speed, see
+    # the precision rows), not auto, which would measure bf16 in each fresh service's cache.
+    service_args = ("--device", "gpu" if on_gpu else "cpu", "--batch-size", str(args.batch_size),
+                    "--precision", "auto" if on_gpu else "fp32")
     cores = len(os.sched_getaffinity(0))
     print(f"{count} JPEGs {size[0]}x{size[1]}, batch size {args.batch_size}, "
           f"{cores} cores, device {classifier.device}; {gpu_note(classifier)}", flush=True)
     print(f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
+
+    if not on_gpu:  # the service converts the model for LiteRT at its first start only: do it here
+        from labelsd.model.runtime import load_model
+
+        start = time.perf_counter()
+        load_model(weights, "cpu", args.batch_size, "fp32", warm=False)
+        print(f"converted for LiteRT (or found converted) in {time.perf_counter() - start:.1f} s", flush=True)
+    if args.only_precisions:
+        bare = bench_bare(classifier, photos, args.batch_size)
+        from precisionbench import run as bench_precisions
+
+        bench_precisions(classifier, weights, photos, [p for p in (args.precisions or "fp32,bf16,int8").split(",")
+                                                       if p], args.batch_size, args.rounds, cores, args.cache,
+                         lambda bare_ips: pipeline_ceiling(bare_ips, min(_decode_s), cores, False))
+        return 0
 
     # Rounds interleave the three, and each keeps its best round: on a shared
     # machine a neighbour's burst then penalises no one method.
@@ -401,6 +424,15 @@ def main(argv: list[str] | None = None) -> int:
           f"({svc['failed']} failed)")
     print(f"(e) idle CPU:          {svc['idle_cpu_per_min']:.2f} s per minute (goal < {GOAL_IDLE_CPU_S})")
     print(f"(f) start to READY:    {svc['ready_s']:.1f} s (goal <= {GOAL_READY_S} s)")
+
+    if args.precisions is None:
+        args.precisions = "" if args.quick or on_gpu else "fp32,bf16,int8"
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if precisions:
+        from precisionbench import run as bench_precisions
+
+        bench_precisions(classifier, weights, photos, precisions, args.batch_size, args.rounds, cores,
+                         args.cache, lambda bare_ips: pipeline_ceiling(bare_ips, decode_s, cores, False))
     return 0
 
 

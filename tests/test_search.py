@@ -231,3 +231,51 @@ def test_a_requeued_image_is_not_found_by_its_old_labels(store, library):
 def test_an_empty_store_finds_nothing(store):
     assert query.search(store, "cat") == []
     assert query.search(store, "cat", tags=["x"], limit=5, include_missing=True) == []
+
+
+# ---- words in their base form (WordNet's morphy for nouns) ------------------------------
+
+
+@pytest.mark.parametrize(("word", "base"), [
+    ("cats", "cat"), ("geese", "goose"), ("puppies", "puppy"), ("boxes", "box"),
+    ("churches", "church"), ("dishes", "dish"), ("women", "woman"), ("mice", "mouse"),
+    ("golden retrievers", "golden retriever"), ("Persian_Cats", "persian cat"),
+])
+def test_base_forms_follow_morphy(word, base):
+    from labelsd.model.taxonomy import base_forms
+
+    assert base in base_forms(word)
+
+
+@pytest.mark.parametrize("word", ["glass", "moss", "ox"])
+def test_words_morphy_leaves_alone(word):
+    from labelsd.model.taxonomy import base_forms
+
+    assert base_forms(word) == (word,)
+
+
+@pytest.mark.parametrize(("plural", "singular"), [
+    ("cats", "cat"), ("dogs", "dog"), ("geese", "goose"), ("foxes", "fox"),
+    ("butterflies", "butterfly"), ("golden retrievers", "golden retriever"), ("mice", "mouse"),
+])
+def test_a_plural_selects_what_its_singular_selects(plural, singular):
+    from labelsd.model.taxonomy import select_classes
+
+    assert select_classes(plural) == select_classes(singular) != frozenset()
+
+
+def test_the_exceptions_come_from_wordnet_noun_exc():
+    from labelsd.model import taxonomy
+
+    exceptions = taxonomy._data()["noun_exceptions"]
+    assert exceptions["geese"] == ["goose"] and exceptions["teeth"] == ["tooth"]
+    assert len(exceptions) > 2000  # the whole of noun.exc, not a hand-picked few
+
+
+@pytest.mark.parametrize(("typo", "meant"), [("dgo", "dog"), ("cta", "cat"), ("retreiver", "retriever"),
+                                             ("vehicel", "vehicle")])
+def test_a_typo_suggests_the_word_meant_first(typo, meant):
+    from labelsd.model.taxonomy import select_classes, suggest
+
+    assert select_classes(typo) == frozenset()
+    assert suggest(typo)[0] == meant

@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
+from servicekit import wait_for
 from sqlalchemy import select
 
 from imagegen import make_image
 from labelsd.store.schema import QueueItem
-from labelsd.watch import watcher as watcher_mod
+from labelsd.watch import reconcile as reconcile_mod
 from labelsd.watch.watcher import Watcher
-from servicekit import wait_for
 
 DEADLINE_S = 60
 DEPTH = 1000  # deeper than Python's recursion limit: watchdog's os.walk recursion fails
@@ -116,7 +116,7 @@ def test_latin1_name_in_an_event_window_costs_no_other_photo(store, tmp_path, ca
 
 def test_deep_tree_at_start_is_rescanned_not_fatal(store, tmp_path, caplog, monkeypatch,
                                                   deep_trees):
-    monkeypatch.setattr(watcher_mod, "RESCAN_S", 1.0)
+    monkeypatch.setattr(reconcile_mod, "RESCAN_S", 1.0)
     root = tmp_path / "inbox"
     root.mkdir()
     deepest = deep_trees(root / "deep")
@@ -137,7 +137,7 @@ def test_deep_tree_at_start_is_rescanned_not_fatal(store, tmp_path, caplog, monk
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # watchdog's
 def test_deep_tree_moved_in_is_noticed_and_the_root_rescanned(store, tmp_path, caplog,
                                                                monkeypatch, deep_trees):
-    monkeypatch.setattr(watcher_mod, "RESCAN_S", 1.0)
+    monkeypatch.setattr(reconcile_mod, "RESCAN_S", 1.0)
     root, other = tmp_path / "inbox", tmp_path / "other"
     root.mkdir()
     other.mkdir()

@@ -1,7 +1,9 @@
 """The `labels` command: global options, one error boundary, command registration.
 
-Commands live in small modules (`query_cmds`, ...) that add themselves to `app`;
-each opens the store, calls one `labelsd` function and renders the result.
+Commands live in small modules that each expose `register(app)` (as
+sqlite-utils' plugins do with `register_commands`); this module calls them, and
+they import nothing back from here. Each command opens the store (or, when it
+only reads, a read-only view), calls one `labelsd` function and renders.
 """
 
 from __future__ import annotations
@@ -10,131 +12,136 @@ import errno
 import logging
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Annotated, Optional
 
 import typer
 from typer.core import TyperGroup
 
-from labelsd.config import Settings, load_settings
+from labelsd import __version__
 from labelsd.errors import LabelsError
 
+from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd, xmp_cmds
+from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
+
 log = logging.getLogger("labels")
+
+COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds, model_cmds)
 
 
 class LabelsGroup(TyperGroup):
     """The single error boundary: a `LabelsError` anywhere below becomes one line
-    on stderr and exit 1; the traceback is shown only with --debug."""
+    on stderr and exit 1; the traceback is shown only with --debug. A reader
+    that closed the pipe (`labels list | head -1`) is normal: exit 0, quietly."""
+
+    def get_command(self, ctx, name):
+        command = super().get_command(ctx, name)
+        _plain_arguments(command)
+        return command
 
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            _quiet_pipe()
         except LabelsError as err:
-            state = ctx.find_object(CliState)
-            if state is not None and state.debug:
-                log.exception("labels failed")
-            typer.echo(f"labels: error: {err}", err=True)
-            raise typer.Exit(1) from None
+            _one_line(ctx, str(err))
         except PermissionError as err:
             # One the store did not foresee (a config file under another user's
             # home, ...): still one line, naming the group to join when there is one.
             from labelsd.store.access import denied_advice
 
-            state = ctx.find_object(CliState)
-            if state is not None and state.debug:
-                log.exception("labels failed")
-            line = denied_advice(err.filename, "the file") if err.filename else str(err)
-            typer.echo(f"labels: error: {line}", err=True)
-            raise typer.Exit(1) from None
+            _one_line(ctx, denied_advice(err.filename, "the file") if err.filename else str(err))
+        except OSError as err:
+            if err.errno != errno.EPIPE:
+                raise
+            _quiet_pipe()
+
+
+def _one_line(ctx: typer.Context, message: str):
+    current = ctx.find_object(CliState)
+    if current is not None and current.debug:
+        log.exception("labels failed")
+    typer.echo(f"labels: error: {message}", err=True)
+    raise typer.Exit(1) from None
+
+
+def _quiet_pipe():
+    # The reader left, as it may. Exit 0 quietly, as shell tools do, and keep
+    # Python from complaining when it flushes stdout at exit.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
+def _plain_arguments(command) -> None:
+    """Plain argument help for a command and, in a group (`xmp`, `db`), each of its commands."""
+    for param in getattr(command, "params", ()):
+        if param.param_type_name == "argument":
+            _plain_argument(param)
+    for sub in getattr(command, "commands", {}).values():
+        _plain_arguments(sub)
+
+
+def _plain_argument(param) -> None:
+    """Help that shows what an argument is (QUERY, PATH... [TAG]...) the way
+    git and click do, not Typer's `{QUERY}` and Python types (`<list[str]>`)."""
+    shown = param.metavar or param.name.upper()
+    repeated = param.nargs != 1 and not shown.endswith("...")
+    usage = shown + ("..." if repeated else "")
+    param.display_type_rich = lambda ctx: None
+    param._usage_display_name = lambda: usage if param.required else f"[{usage}]"
+    param._rich_display_name = lambda: usage
 
 
 app = typer.Typer(
     cls=LabelsGroup,
     help="Query and tag the image labels that labelsd stores.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
-@dataclass
-class CliState:
-    db: str | None = None
-    config: str | None = None
-    debug: bool = False
-    _settings: Settings | None = field(default=None, repr=False)
-    _store: object | None = field(default=None, repr=False)
-
-    @property
-    def settings(self) -> Settings:
-        if self._settings is None:
-            self._settings = load_settings(self.config, db=self.db)
-        return self._settings
-
-    def store(self):
-        """The store named by the settings, opened once per command."""
-        if self._store is None:
-            from labelsd.store.engine import open_store
-
-            self._store = open_store(self.settings.db)
-        return self._store
-
-    def close(self) -> None:
-        if self._store is not None:
-            self._store.close()
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"labels (labelsd) {__version__}")
+        raise typer.Exit()
 
 
 @app.callback()
 def _global_options(
     ctx: typer.Context,
     db: Annotated[Optional[str], typer.Option(
-        "--db", help="Database: a SQLite file path or an SQLAlchemy URL "
-                     "(postgresql+psycopg://...). Default: the service's database.")] = None,
+        "--db", metavar="PATH|URL",
+        help="Database: a SQLite file path or an SQLAlchemy URL "
+             "(postgresql+psycopg://...). Default: the service's database.")] = None,
     config: Annotated[Optional[str], typer.Option(
-        "--config", help="TOML config file (default: $LABELS_CONFIG, "
-                         "~/.config/labels/config.toml, /etc/labels/config.toml).")] = None,
+        "--config", metavar="FILE",
+        help="TOML config file (default: $LABELS_CONFIG, "
+             "~/.config/labels/config.toml, /etc/labels/config.toml).")] = None,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Show tracebacks and debug logging.")] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True,
+        help="Print the version and exit.")] = False,
 ) -> None:
     """Query and tag the image labels that labelsd stores."""
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
                         format="labels: %(levelname)s: %(message)s")
-    state = CliState(db=db, config=config, debug=debug)
-    ctx.obj = state
-    ctx.call_on_close(state.close)
+    ctx.obj = CliState(db=db, config=config, debug=debug)
+    ctx.call_on_close(ctx.obj.close)
 
 
-def state(ctx: typer.Context) -> CliState:
-    return ctx.find_object(CliState)
-
-
-# Command modules register themselves on `app` when imported.
-from . import (
-    db_cmds,  # noqa: E402,F401  (labels db copy)
-    gallery_cmd,  # noqa: E402,F401
-    query_cmds,  # noqa: E402,F401
-    scan_cmd,  # noqa: E402,F401
-    xmp_cmds,  # noqa: E402,F401  (labels xmp write)
-)
-from .model_cmds import model_app  # noqa: E402
-
-app.add_typer(model_app, name="model")
+for module in COMMAND_MODULES:
+    module.register(app)
 
 
 def main() -> None:
-    """Entry point of the `labels` console script."""
-    try:
-        app()
-    except BrokenPipeError:
-        # `labels search cat | head`: exit quietly, as shell tools do.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        sys.exit(0)
-    except OSError as err:
-        if err.errno == errno.EPIPE:
-            sys.exit(0)
-        raise
+    """Entry point of the `labels` console script. The program is `labels` however
+    it was started (`python -m`, a venv's script): usage lines and the shell
+    completion variable (_LABELS_COMPLETE) use that name."""
+    app(prog_name="labels")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from .app import app, state
+from .context import state
 from .render import render_json
 
 db_app = typer.Typer(help="Manage the database itself (copy a library to another one).",
@@ -26,7 +26,7 @@ def copy(
                         "already has (same content, path, tag) are kept as they are, so "
                         "copying twice adds nothing the second time.")] = False,
     chunk: Annotated[int, typer.Option(
-        "--chunk", min=1, help="Rows per transaction (memory stays bounded by this).")] = 1000,
+        "--chunk", min=1, metavar="N", help="Rows per transaction (memory stays bounded by this).")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the counts as JSON.")] = False,
 ) -> None:
     """Copy the library in --db (contents, paths, labels, tags, pending queue)
@@ -46,4 +46,5 @@ def copy(
                    + f" into {target.where}")
 
 
-app.add_typer(db_app, name="db")
+def register(app: typer.Typer) -> None:
+    app.add_typer(db_app, name="db")

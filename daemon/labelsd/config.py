@@ -23,6 +23,7 @@ SYSTEM_CONFIG = Path("/etc/labels/config.toml")
 
 ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS"}
 DEVICES = ("auto", "cpu", "gpu")
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # labelsd.model.precision says what each means
 LOG_LEVELS = ("debug", "info", "warning", "error")
 XMP_MODES = ("off", "sidecar")  # sidecar: NAME.EXT.xmp beside each labelled photo
 
@@ -42,6 +43,7 @@ class Settings:
     watch: tuple[str, ...] = ()
     batch_size: int | None = None  # None: the model's default (8 on CPU, 32 on GPU)
     device: str = "auto"
+    precision: str = "auto"
     model: str = DEFAULT_MODEL  # a labelsd.model.registry name: inception_v3, efficientnet_lite0
     poll: bool = False
     log_level: str = "info"
@@ -107,6 +109,8 @@ def _relative_to(base: Path, value: str) -> Path:
 def _validate(s: Settings) -> Settings:
     if s.device not in DEVICES:
         raise ConfigError(f"device must be one of {', '.join(DEVICES)}, not {s.device!r}")
+    if s.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {s.precision!r}")
     check_model_name(s.model)
     if s.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(LOG_LEVELS)}, "

@@ -30,6 +30,10 @@ class ImageError(LabelsError):
     """An image cannot be decoded; the message is the reason stored on that image."""
 
 
+class ConversionFailed(LabelsError):
+    """The model could not be converted to a .tflite for LiteRT (the service then keeps TensorFlow)."""
+
+
 class SidecarError(LabelsError):
     """An XMP sidecar cannot be read or written (read-only folder, a sidecar exiv2
     cannot parse); the photo itself is unaffected."""

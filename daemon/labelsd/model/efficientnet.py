@@ -203,3 +203,9 @@ SPEC = ModelSpec(
     loader=__name__,
     describe="EfficientNet-Lite0, 224x224: ImageNet top-1 75.1%, 0.4 G multiply-adds per image",
 )
+
+
+def identify(weights, checked) -> tuple[Path, str, str]:
+    """(weights file, its sha256, the name its labels record) without Keras."""
+    path, sha = checked or check_weights(weights)
+    return path, sha, f"{FAMILY}/{'imagenet' if sha == OFFICIAL_SHA256 else sha[:12]}"

@@ -6,6 +6,8 @@ module builds the network. Keras is imported only in `build_network`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from labelsd.model import weights as weights_files
@@ -42,3 +44,17 @@ SPEC = ModelSpec(
     loader=__name__,
     describe="InceptionV3, 299x299: ImageNet top-1 77.9%, 5.7 G multiply-adds per image",
 )
+
+
+def identify(weights, checked) -> tuple[Path, str, str]:
+    """(weights file, its checksum, the name its labels record) without Keras, for the
+    converted-model cache: the keras-cache file when none is given (fetched, with keras,
+    only when it is missing or damaged). The official file's checksum is keras' md5."""
+    if checked is None:
+        cached = weights_files.cached_weights_path()
+        checked = weights_files.resolve_weights(cached) if cached.is_file() else None
+        if checked is None or checked[2] != weights_files.OFFICIAL_NAME:
+            checked = weights_files.resolve_weights(None)
+    path, _layout, name = checked
+    checksum = weights_files.OFFICIAL_MD5 if name == weights_files.OFFICIAL_NAME else name.split("/")[1]
+    return Path(path), checksum, name

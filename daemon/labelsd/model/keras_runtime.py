@@ -25,6 +25,8 @@ JIT_ON_GPU = True
 class KerasRuntime:
     """A Keras model's forward pass (softmax applied) as one tf.function. A `spec.Runtime`."""
 
+    kind = "tensorflow"
+
     def __init__(self, model, spec: ModelSpec, *, tf, tf_device: str, device: str,
                  jit_compile: bool, precision: str):
         self.model = model

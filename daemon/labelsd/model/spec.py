@@ -76,6 +76,11 @@ class ModelSpec:
     def build_network(self, weights, checked) -> Network:
         return self._loader().build_network(weights, checked)
 
+    def identify(self, weights, checked) -> tuple[Any, str, str]:
+        """(weights file, its checksum, the name labels record), without Keras: what a
+        converted model (labelsd.model.convert) is cached under."""
+        return self._loader().identify(weights, checked)
+
     def _loader(self):
         import importlib
 

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from labelsd.errors import ImageError, StoreUnavailable
+from labelsd.backoff import Stopped, retry_unavailable
+from labelsd.errors import ImageError
 from labelsd.fileio import FileTooLarge, open_regular
 from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
 from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
@@ -35,7 +36,6 @@ log = logging.getLogger(__name__)
 
 # Shared by every stage of the pipeline (pipeline.py, writer.py import them):
 POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
-MAX_BACKOFF_S = 5.0  # the longest wait between retries on a locked database
 RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
 RECENT_WRITE_NS = 3_000_000_000  # a truncated file modified this recently may still be written
 
@@ -203,15 +203,12 @@ class Reader:
                 self._timeline.add("read", start)
 
     def _content_status(self, shas: set[str]) -> dict[str, str] | None:
-        backoff = 0.1
-        while True:
-            try:
-                return contents.content_status(self.store, shas, self._model_name)
-            except StoreUnavailable as err:
-                log.warning("database busy (%s); retrying in %.1fs", err, backoff)
-                if self._stop.wait(backoff):
-                    return None
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        try:
+            return retry_unavailable(
+                lambda: contents.content_status(self.store, shas, self._model_name),
+                self._stop, "reading what is already labeled")
+        except Stopped:
+            return None
 
     def _share(self, item: Item) -> bool:
         """Attach `item` to a path with the same bytes that is already on its way to

@@ -29,11 +29,12 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, or_, select
 
+from labelsd.backoff import Backoff
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
 from labelsd.model.classifier import Classifier
 from labelsd.pipeline.batcher import classify_batch, fit_ladder
-from labelsd.pipeline.reader import MAX_BACKOFF_S, POLL_S, Item, Reader
+from labelsd.pipeline.reader import POLL_S, Item, Reader
 from labelsd.pipeline.timeline import Timeline
 from labelsd.pipeline.writer import commit_outcomes, log_outcome
 from labelsd.records import Claim, Outcome
@@ -228,7 +229,7 @@ class Pipeline:
 
     def _claim_loop(self) -> None:
         last_renew = time.monotonic()
-        backoff = 0.1
+        backoff = Backoff()
         while not self._stop.is_set():
             self._beat("claimer")
             try:
@@ -253,19 +254,17 @@ class Pipeline:
                 finally:
                     with self._lock:
                         self._claiming = False
-                backoff = 0.1
+                backoff.reset()
                 if not claims:
                     self._wake.wait(self.idle_wait_s)
                     continue
                 self._reader.prepare(claims)
             except StoreUnavailable as err:
-                log.warning("database busy while claiming (%s); retrying in %.1fs", err, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                log.warning("claiming work: %s; retrying in %.1fs", err, backoff.delay)
+                backoff.wait(self._stop)
             except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
                 log.exception("claimer error; continuing")
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff.wait(self._stop)
 
     # ------------------------------------------------------------------ batcher
 

@@ -1,5 +1,10 @@
 """`labels scan DIR`: classify a folder now, in the foreground, with the same
-pipeline the service runs."""
+pipeline the service runs.
+
+It decides first what needs classifying (`plan_scan`: walk, queue what is new
+or changed, mark what vanished) and only then, if anything does, loads the
+model and runs the pipeline (`scan_folder`): re-scanning an unchanged folder
+never pays for TensorFlow."""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from sqlalchemy import func, select
+
 from labelsd.events import Events
 from labelsd.paths import canonical_root
 from labelsd.pipeline.runner import Pipeline
@@ -17,6 +24,7 @@ from labelsd.records import FileFacts
 from labelsd.store import contents, relabel, workqueue
 from labelsd.store.engine import Store
 from labelsd.store.nodes import node_id_for_this_process
+from labelsd.store.schema import QueueItem
 from labelsd.watch.walk import walk_candidates
 
 log = logging.getLogger(__name__)
@@ -34,11 +42,28 @@ class ScanResult:
     vanished: int = 0
     retrying: int = 0  # transient errors (e.g. permission denied): queued for later
     missing: int = 0  # tracked under the root before, gone now
+    waiting: int = 0  # queued under the root earlier, not finished yet
     seconds: float = 0.0
 
+    @property
+    def by_others(self) -> int:
+        """Queued by this scan but finished by someone else: a running labelsd
+        sharing the database took them from the queue."""
+        return max(0, self.queued - self.labeled - self.linked - self.failed - self.vanished
+                   - self.retrying)
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(self.queued or self.waiting)
+
     def summary(self) -> str:
+        """What became of every image found: the numbers add up to `found`."""
         parts = [f"{self.labeled} labeled", f"{self.linked} linked", f"{self.failed} failed",
                  f"{self.unchanged} unchanged"]
+        if self.by_others:
+            parts.append(f"{self.by_others} done by another labelsd")
+        if self.vanished:
+            parts.append(f"{self.vanished} vanished")
         if self.missing:
             parts.append(f"{self.missing} missing")
         if self.retrying:
@@ -53,14 +78,11 @@ def walk_images(root: str) -> Iterator[FileFacts]:
     return walk_candidates(root, [root], linked_files=True)
 
 
-def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
-                batch_size: int | None = None, decode_workers: int = 0, max_wait_ms: int = 50,
-                on_progress: Callable[[int, int], None] | None = None,
-                timeout: float | None = None, timeline: Timeline | None = None) -> ScanResult:
-    """Queue every new or changed image under `root`, mark vanished ones missing,
-    and run the pipeline until nothing is left to do. batch_size None: the model's
-    own. `on_progress(done, total)` is called after each batch; `timeline` (the
-    benchmark's) records every stage."""
+def plan_scan(store: Store, root: str | os.PathLike, model: str | None = None) -> ScanResult:
+    """Queue every new or changed image under `root` (and, given the `model` that
+    will run, by name or family, what another model labelled there) and mark
+    vanished ones missing; what is left to classify says whether the model is
+    needed at all."""
     start = time.monotonic()
     root = canonical_root(os.fspath(root))
     result = ScanResult(root=root)
@@ -69,10 +91,32 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     result.queued = workqueue.enqueue(store, facts)
     # what another model labelled is labelled again by this one (its queue rows keep
     # the old labels out of search meanwhile)
-    result.queued += relabel.queue_other_models(store, classifier.name, under=root)
+    if model is not None:
+        result.queued += relabel.queue_other_models(store, model, under=root)
     result.unchanged = result.found - result.queued
     result.missing = contents.mark_missing_under(store, root, {f.path for f in facts})
-    total = result.queued
+    with store.read() as session:
+        result.waiting = session.scalar(select(func.count()).select_from(QueueItem).where(
+            QueueItem.path.startswith(root.rstrip("/") + "/", autoescape=True),
+            QueueItem.state == "queued")) or 0
+    result.waiting = max(0, result.waiting - result.queued)
+    result.seconds = time.monotonic() - start
+    return result
+
+
+def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
+                batch_size: int | None = None, decode_workers: int = 0, max_wait_ms: int = 50,
+                on_progress: Callable[[int, int], None] | None = None,
+                timeout: float | None = None, timeline: Timeline | None = None,
+                plan: ScanResult | None = None) -> ScanResult:
+    """Queue every new or changed image under `root` (unless `plan`, from
+    `plan_scan`, did), mark vanished ones missing, and run the pipeline until
+    nothing is left to do. batch_size None: the model's own.
+    `on_progress(done, total)` is called after each batch; `timeline` (the
+    benchmark's) records every stage."""
+    start = time.monotonic()
+    result = plan or plan_scan(store, root, classifier.name)
+    total = result.queued + result.waiting
     seen = 0
 
     def progress(outcomes) -> None:
@@ -94,8 +138,8 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     result.labeled, result.linked = pipeline.done, pipeline.linked
     result.failed, result.vanished = pipeline.failed, pipeline.vanished
     result.retrying = pipeline.retried
-    result.seconds = time.monotonic() - start
+    result.seconds += time.monotonic() - start
     return result
 
 
-__all__ = ["ScanResult", "scan_folder", "walk_images"]
+__all__ = ["ScanResult", "plan_scan", "scan_folder", "walk_images"]

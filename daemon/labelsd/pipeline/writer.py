@@ -8,8 +8,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from labelsd.errors import StoreUnavailable
-from labelsd.pipeline.reader import MAX_BACKOFF_S
+from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.records import Outcome
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
@@ -22,21 +21,15 @@ def commit_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome],
     """record_outcomes in one transaction; a locked database is retried with back-off
     (outcomes are never dropped while the pipeline runs). False only when `abandon`
     is set while waiting (stop() ran out of time)."""
-    backoff = 0.1
-    while True:
-        try:
-            contents.record_outcomes(store, node_id, outcomes)
-            return True
-        except StoreUnavailable as err:
-            log.warning("database busy while writing %d outcome(s) (%s); retrying in %.1fs",
-                        len(outcomes), err, backoff)
-            if abandon.wait(backoff):
-                return False
-            backoff = min(backoff * 2, MAX_BACKOFF_S)
-        except Exception:  # noqa: BLE001 - a bad row must not lose the whole batch
-            log.exception("writing a batch failed; writing its outcomes one by one")
-            _commit_one_by_one(store, node_id, outcomes)
-            return True
+    try:
+        retry_unavailable(lambda: contents.record_outcomes(store, node_id, outcomes), abandon,
+                          f"writing {len(outcomes)} outcome(s)")
+    except Stopped:
+        return False
+    except Exception:  # noqa: BLE001 - a bad row must not lose the whole batch
+        log.exception("writing a batch failed; writing its outcomes one by one")
+        _commit_one_by_one(store, node_id, outcomes)
+    return True
 
 
 def _commit_one_by_one(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> None:

@@ -1,39 +1,47 @@
-"""What the query commands compute: search, stats and service status
+"""What the query commands compute: search, stats, tags and service status
 (`atomic_output`, behind `labels export -o`, lives in fileio.py).
 
-Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
-"cat" means the 13 felids) and finds, in SQL, every tracked path whose stored
-top-3 has one of them (`predictions.class_index IN (...)`, served by the
-(class_index, score) index), with the best matching score of its content.
-Only then are the full records loaded, in bulk, by `store.records_for_paths`.
-The query text is only ever compared with class names in Python or bound as
-a parameter (tags): it never becomes SQL or a LIKE pattern.
+Every function takes a `Reader` (serve/reader.py: sqlite3 read-only on a
+SQLite file, no SQLAlchemy) or a `Store`. The SQL is plain text with bound
+parameters; the query text is only ever compared with class names and tag
+words in Python, or bound as a parameter: it never becomes SQL or a LIKE
+pattern.
 
-A query that is also one of the user's tags (compared case-insensitively)
-finds the images carrying that tag too. A tag match has no score, so those
-images rank after every label match (by path), and `--min-score`, which
-filters on the matching label's score, leaves them out.
+Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
+"cat" means the 13 felids, "cats" the same) and finds every tracked path whose
+stored top-3 has one of them, with the best matching score of its content
+(grouped by content over the (class_index, score) index first, then joined to
+the paths). A query also finds the images whose tags contain its words
+("grandma" finds "Grandma's 90th"), compared as words in their base forms. A
+tag match has no score, so those images rank after every label match (by
+path), and `--min-score`, which filters on a label's score, leaves them out.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+import re
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-
-from sqlalchemy import and_, exists, func, or_, select
-from sqlalchemy.orm import aliased
 
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
-from labelsd.model.taxonomy import select_classes
+from labelsd.model.taxonomy import base_forms, select_classes, suggest
 from labelsd.records import ImageRecord
-from labelsd.store.engine import Store
-from labelsd.store.nodes import list_nodes
-from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath
-from labelsd.store.tags import tag_key
+from labelsd.serve.reader import as_reader, in_list
+from labelsd.serve.status import (  # re-exported: the query API in one place
+    ALIVE_WITHIN_S,
+    STALE_NODE_S,
+    list_nodes,
+    service_status,
+    watched_roots,
+)
 
 log = logging.getLogger(__name__)
+
+
+
+def tag_key(tag: str) -> str:
+    """The form tags are matched by (as store.tags.tag_key): trimmed, case-folded."""
+    return tag.strip().casefold()
 
 
 # ---- search ------------------------------------------------------------------
@@ -45,74 +53,70 @@ class SearchHit:
     score: float | None  # best matching label score; None for a tag-only match
 
 
-def _with_tags(stmt, tags: Iterable[str]):
-    """Keep only paths whose content carries every one of `tags`."""
-    for key in dict.fromkeys(tag_key(t) for t in tags if t.strip()):
-        carried = aliased(Tag)  # its own alias: the outer query may join Tag itself
-        stmt = stmt.where(exists().where(carried.sha256 == TrackedPath.sha256,
-                                         carried.tag_key == key))
-    return stmt
+@dataclass
+class SearchResult:
+    """What a search found, and why: the classes and tags it matched (the CLI
+    shows which label made each hit), and names to suggest when nothing did."""
+
+    records: list[ImageRecord]
+    classes: frozenset[int]
+    tag_keys: tuple[str, ...]
+    suggestions: list[str] = field(default_factory=list)
+
+    def reason(self, rec: ImageRecord) -> str:
+        """Which label (the best scoring matching one) or tag made this hit."""
+        matching = [p for p in rec.labels if p.class_index in self.classes]
+        if matching:
+            best = max(matching, key=lambda p: p.score)
+            return f"{best.label} {best.score:.0%}"
+        tagged = [t for t in rec.tags if tag_key(t) in self.tag_keys]
+        return f"tag {tagged[0]}" if tagged else ""
 
 
-def search_hits(store: Store, query: str, *, exact: bool = False,
-                min_score: float | None = None, tags: Iterable[str] = (),
-                limit: int | None = None, include_missing: bool = False,
-                since: str | None = None, until: str | None = None,
-                camera: str | None = None) -> list[SearchHit]:
-    """The paths a query finds, best first (see the module docstring). `since`,
-    `until` (dates as `taken_window` reads them) and `camera` keep only photos
-    whose EXIF says so."""
-    tags = list(tags)
-    taken = photo_filter(since, until, camera)
-    classes = sorted(select_classes(query, exact=exact))
+def _words(text: str) -> list[frozenset[str]]:
+    """Each word of a text with its base forms ("Grandma's 90th" -> grandma, s, 90th)."""
+    return [frozenset(base_forms(w)) for w in re.findall(r"\w+", text.casefold())]
+
+
+def _has_run(words: list[frozenset[str]], run: list[frozenset[str]]) -> bool:
+    n = len(run)
+    return any(all(words[i + j] & run[j] for j in range(n)) for i in range(len(words) - n + 1))
+
+
+def matching_tag_keys(reader, query: str) -> tuple[str, ...]:
+    """The stored tag keys a query finds: the tag itself, or a tag whose words
+    contain the query's words in order, each compared in its base forms."""
     key = tag_key(query)
-    if limit is not None and limit <= 0:
-        return []
+    if not key:
+        return ()
+    run = _words(key)
+    with reader.read() as run_sql:
+        keys = [row[0] for row in run_sql("SELECT DISTINCT tag_key FROM tags", {})]
+    return tuple(k for k in keys if k == key or (run and _has_run(_words(k), run)))
 
-    def settled(stmt):
-        stmt = _with_tags(stmt, tags)
-        if taken is not None:
-            stmt = stmt.where(TrackedPath.sha256.in_(select(Content.sha256).where(*taken)))
-        return stmt if include_missing else stmt.where(TrackedPath.missing.is_(False))
 
-    hits: list[SearchHit] = []
-    if classes:
-        # Best matching score per content first (grouping by sha256 over the
-        # (class_index, score) index is about twice as fast as grouping the
-        # joined rows by path), then the paths pointing at those contents.
-        matching = select(Prediction.sha256, func.max(Prediction.score).label("best")).where(
-            Prediction.class_index.in_(classes))
-        if min_score is not None:
-            matching = matching.where(Prediction.score >= min_score)
-        best = matching.group_by(Prediction.sha256).subquery("best")
-        stmt = (select(TrackedPath.path, best.c.best)
-                .select_from(best)
-                .join(TrackedPath, TrackedPath.sha256 == best.c.sha256)
-                # A path waiting in the queue (changed, or failed since) has no
-                # current labels: the stored ones describe older bytes.
-                .outerjoin(QueueItem, QueueItem.path == TrackedPath.path)
-                .where(QueueItem.id.is_(None)))
-        stmt = settled(stmt).order_by(best.c.best.desc(), TrackedPath.path)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with store.read() as session:
-            hits = [SearchHit(path, score) for path, score in session.execute(stmt)]
+@dataclass(frozen=True)
+class Narrowing:
+    """What narrows a search besides its words: tags it must carry, whether
+    missing files count, and the EXIF filters (`--since/--until/--camera`)."""
 
-    wants_more = limit is None or len(hits) < limit
-    if key and min_score is None and wants_more:
-        stmt = (select(TrackedPath.path)
-                .join(Tag, and_(Tag.sha256 == TrackedPath.sha256, Tag.tag_key == key)))
-        if classes:  # leave out what the label query above already found
-            stmt = (stmt.outerjoin(QueueItem, QueueItem.path == TrackedPath.path)
-                    .where(or_(QueueItem.id.is_not(None), ~exists().where(
-                        Prediction.sha256 == TrackedPath.sha256,
-                        Prediction.class_index.in_(classes)))))
-        stmt = settled(stmt).order_by(TrackedPath.path)
-        if limit is not None:
-            stmt = stmt.limit(limit - len(hits))
-        with store.read() as session:
-            hits += [SearchHit(path, None) for path in session.scalars(stmt)]
-    return hits
+    tags: tuple[str, ...] = ()
+    include_missing: bool = False
+    since: str | None = None
+    until: str | None = None
+    camera: str | None = None
+
+    def sql(self, params: dict) -> str:
+        """` AND ...` conditions on the path `p` (its content as `p.sha256`)."""
+        sql = ""
+        for i, key in enumerate(dict.fromkeys(tag_key(t) for t in self.tags if t.strip())):
+            params[f"tk{i}"] = key
+            sql += (f" AND EXISTS (SELECT 1 FROM tags t{i} WHERE t{i}.sha256 = p.sha256"
+                    f" AND t{i}.tag_key = :tk{i})")
+        photo = photo_sql(params, self.since, self.until, self.camera)
+        if photo:
+            sql += f" AND p.sha256 IN (SELECT m.sha256 FROM contents m WHERE {photo})"
+        return sql if self.include_missing else sql + " AND NOT p.missing"
 
 
 def taken_window(since: str | None, until: str | None) -> tuple[str | None, str | None]:
@@ -124,6 +128,8 @@ def taken_window(since: str | None, until: str | None) -> tuple[str | None, str 
 
 def _period(text: str) -> tuple[str, str]:
     """[start, end) of a year, month or day, as ISO text."""
+    from datetime import datetime, timedelta
+
     text = text.strip()
     for fmt, unit in (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year")):
         try:
@@ -140,30 +146,104 @@ def _period(text: str) -> tuple[str, str]:
     raise ValueError(f"{text!r} is not a date: give YYYY, YYYY-MM or YYYY-MM-DD")
 
 
-def photo_filter(since: str | None = None, until: str | None = None,
-                 camera: str | None = None) -> list | None:
-    """Conditions on `Content` for the EXIF filters, or None when none is given.
-    The camera matches any part of make and model, case-insensitively (the text
-    is bound as a LIKE with its wildcards escaped)."""
+def photo_sql(params: dict, since: str | None = None, until: str | None = None,
+              camera: str | None = None) -> str:
+    """Conditions on a content `m` for the EXIF filters ("" when none is given).
+    The camera matches any part of make and model, case-insensitively (bound as
+    a LIKE with its wildcards escaped, the same on SQLite and PostgreSQL)."""
     start, end = taken_window(since, until)
     conditions = []
     if start is not None:
-        conditions.append(Content.taken_at >= start)
+        params["taken_from"] = start
+        conditions.append("m.taken_at >= :taken_from")
     if end is not None:
-        conditions.append(Content.taken_at < end)
+        params["taken_to"] = end
+        conditions.append("m.taken_at < :taken_to")
     if camera and camera.strip():
-        conditions.append(func.lower(Content.camera).contains(camera.strip().lower(),
-                                                              autoescape=True))
-    return conditions or None
+        escaped = "".join("/" + ch if ch in "/%_" else ch for ch in camera.strip().lower())
+        params["camera"] = f"%{escaped}%"
+        conditions.append("lower(m.camera) LIKE :camera ESCAPE '/'")
+    return " AND ".join(conditions)
 
 
-def search(store: Store, query: str, **options) -> list[ImageRecord]:
+def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...], *,
+                 min_score: float | None, limit: int | None,
+                 narrowing: Narrowing) -> list[SearchHit]:
+    if limit is not None and limit <= 0:
+        return []
+    hits: list[SearchHit] = []
+    with reader.read() as run:
+        if classes:
+            params: dict = {}
+            best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
+                    f"({in_list('c', sorted(classes), params)})")
+            if min_score is not None:
+                best += " AND score >= :min_score"
+                params["min_score"] = min_score
+            # A path waiting in the queue (changed, or failed since) has no
+            # current labels: the stored ones describe older bytes.
+            sql = (f"SELECT p.path, b.best FROM ({best} GROUP BY sha256) b "
+                   "JOIN paths p ON p.sha256 = b.sha256 LEFT JOIN queue q ON q.path = p.path "
+                   "WHERE q.id IS NULL")
+            sql += narrowing.sql(params) + " ORDER BY b.best DESC, p.path"
+            if limit is not None:
+                sql += f" LIMIT {int(limit)}"
+            hits = [SearchHit(path, score) for path, score in run(sql, params)]
+        if tag_keys and min_score is None and (limit is None or len(hits) < limit):
+            params = {}
+            sql = ("SELECT DISTINCT p.path FROM paths p JOIN tags t ON t.sha256 = p.sha256 "
+                   f"AND t.tag_key IN ({in_list('k', tag_keys, params)}) "
+                   "LEFT JOIN queue q ON q.path = p.path WHERE 1 = 1")
+            if classes:  # leave out what the label query above already found
+                sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
+                        "WHERE r.sha256 = p.sha256 AND r.class_index IN "
+                        f"({in_list('rc', sorted(classes), params)})))")
+            sql += narrowing.sql(params) + " ORDER BY p.path"
+            if limit is not None:
+                sql += f" LIMIT {int(limit - len(hits))}"
+            hits += [SearchHit(path, None) for (path,) in run(sql, params)]
+    return hits
+
+
+def search_hits(source, query: str, *, exact: bool = False, min_score: float | None = None,
+                limit: int | None = None, **narrowing) -> list[SearchHit]:
+    """The paths a query finds, best first (see the module docstring). The
+    narrowing options are `Narrowing`'s fields: tags, include_missing, and
+    since/until (dates as `taken_window` reads them) and camera, which keep
+    only photos whose EXIF says so."""
+    reader = as_reader(source)
+    return _search_hits(reader, select_classes(query, exact=exact),
+                        matching_tag_keys(reader, query), min_score=min_score, limit=limit,
+                        narrowing=_narrowing(narrowing))
+
+
+def _narrowing(options: dict) -> Narrowing:
+    options = dict(options)
+    options["tags"] = tuple(options.get("tags") or ())
+    return Narrowing(**options)
+
+
+def find(source, query: str, *, exact: bool = False, min_score: float | None = None,
+         limit: int | None = None, **narrowing) -> SearchResult:
+    """Records of the images a query finds, best first, with why each was found;
+    when the query names no class and no tag, the nearest class names.
+    Options as `search_hits`."""
+    reader = as_reader(source)
+    classes = select_classes(query, exact=exact)
+    tag_keys = matching_tag_keys(reader, query)
+    hits = _search_hits(reader, classes, tag_keys, min_score=min_score, limit=limit,
+                        narrowing=_narrowing(narrowing))
+    records = reader.records_for_paths(hit.path for hit in hits)
+    suggestions = suggest(query) if not classes and not tag_keys else []
+    return SearchResult(records, classes, tag_keys, suggestions)
+
+
+def search(source, query: str, **options) -> list[ImageRecord]:
     """Records of the images a query finds, best first. Options as `search_hits`."""
-    hits = search_hits(store, query, **options)
-    return store.records_for_paths(hit.path for hit in hits)
+    return find(source, query, **options).records
 
 
-# ---- stats -------------------------------------------------------------------
+# ---- stats and tags -------------------------------------------------------------
 
 
 @dataclass
@@ -186,60 +266,34 @@ class Stats:
         }
 
 
-def stats(store: Store, top: int = 10) -> Stats:
+def stats(source, top: int = 10) -> Stats:
     """Counts by status, distinct contents, tags, and the `top` most frequent
     first labels (counted over present, classified images)."""
-    counts = store.counts()
-    images = func.count(TrackedPath.id)
-    top_stmt = (select(Prediction.label, images)
-                .select_from(TrackedPath)
-                .join(Prediction, and_(Prediction.sha256 == TrackedPath.sha256,
-                                       Prediction.rank == 1))
-                .where(TrackedPath.missing.is_(False))
-                .group_by(Prediction.label)
-                .order_by(images.desc(), Prediction.label)
-                .limit(top))
-    with store.read() as session:
-        contents = session.scalar(select(func.count()).select_from(Content))
-        n_tags = session.scalar(select(func.count(func.distinct(Tag.tag_key))))
-        tagged = session.scalar(select(func.count(func.distinct(Tag.sha256))))
-        top_labels = [(label, n) for label, n in session.execute(top_stmt)]
+    reader = as_reader(source)
+    counts = reader.counts()
+    with reader.read() as run:
+        (contents,), = run("SELECT count(*) FROM contents", {})
+        n_tags, tagged = run("SELECT count(DISTINCT tag_key), count(DISTINCT sha256) FROM tags", {})[0]
+        top_labels = [(label, n) for label, n in run(
+            "SELECT r.label, count(p.id) AS n FROM paths p JOIN predictions r "
+            "ON r.sha256 = p.sha256 AND r.rank = 1 WHERE NOT p.missing "
+            "GROUP BY r.label ORDER BY n DESC, r.label LIMIT :top", {"top": top})]
     return Stats(counts=counts, images=sum(counts.values()), contents=contents or 0,
                  tags=n_tags or 0, tagged_contents=tagged or 0, top_labels=top_labels)
 
 
-# ---- service status ------------------------------------------------------------
+def tag_counts(source) -> list[dict]:
+    """Every tag with how many images carry it (copies count each), on how many
+    contents, and on how many of those it was imported from the photo's own
+    keywords, most used first: [{"tag", "count", "contents", "imported"}]."""
+    with as_reader(source).read() as run:
+        rows = run("SELECT min(t.tag), count(p.id) AS n, count(DISTINCT t.sha256), "
+                   "count(DISTINCT CASE WHEN t.imported THEN t.sha256 END) FROM tags t "
+                   "LEFT JOIN paths p ON p.sha256 = t.sha256 "
+                   "GROUP BY t.tag_key ORDER BY n DESC, t.tag_key", {})
+    return [{"tag": tag, "count": n, "contents": c, "imported": i} for tag, n, c, i in rows]
 
 
-def service_status(store: Store) -> dict:
-    """`labels status --json`, the contract in docs/contract.md plus a `nodes` list.
-
-    `running` is true while some node is alive; pid, model, device, watching
-    and heartbeat_age_s describe the freshest node (alive ones first), null or
-    empty when no service ever registered."""
-    nodes = list_nodes(store)
-    counts = store.counts()
-    freshest = sorted(nodes, key=lambda n: not n.alive)[0] if nodes else None
-    return {
-        "running": any(n.alive for n in nodes),
-        "pid": freshest.pid if freshest else None,
-        "model": (freshest.model or "") if freshest else "",
-        "device": (freshest.device or "") if freshest else "",
-        "watching": list(freshest.watching) if freshest else [],
-        "queued": counts["pending"],
-        "done": counts["done"],
-        "failed": counts["failed"],
-        "missing": counts["missing"],
-        "heartbeat_age_s": freshest.heartbeat_age_s if freshest else None,
-        "nodes": [
-            {"node_id": n.node_id, "host": n.host, "pid": n.pid, "device": n.device or "",
-             "model": n.model or "", "watching": list(n.watching),
-             "heartbeat_age_s": n.heartbeat_age_s, "alive": n.alive,
-             "done": n.done, "failed": n.failed}
-            for n in nodes
-        ],
-    }
-
-
-__all__ = ["SearchHit", "Stats", "atomic_output", "photo_filter", "search", "search_hits",
-           "service_status", "stats", "taken_window"]
+__all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "Narrowing", "SearchHit", "SearchResult", "Stats",
+           "atomic_output", "find", "list_nodes", "matching_tag_keys", "photo_sql", "search",
+           "search_hits", "service_status", "stats", "tag_counts", "taken_window", "watched_roots"]

@@ -1,9 +1,11 @@
 """The store: everything that lives in the database, on SQLite or PostgreSQL.
 
-`engine` opens the database (one connect hook: WAL, busy timeout) and runs
-migrations (`migrations`, over the tables in `schema`); `workqueue` is the
-durable queue; `contents` changes which content a path has; `tags`, `nodes`
-and `copy` (`labels db copy`) do one job each. It may import
+`engine` holds one database (`connect` opens it: one connect hook for the busy
+timeout, WAL switched on once per file, driver errors turned into advice) and
+runs migrations (`migrations`, over the tables in `schema`);
+`workqueue` is the durable queue; `contents` changes which content a path has;
+`tags`, `nodes`, `copy` (`labels db copy`) and `dbfile` (the SQLite file a
+service holds) do one job each. It may import
 `labelsd.records`, `labelsd.errors` and `labelsd.paths`, nothing above it: the
 watcher, the pipeline and the CLI depend on the store, never the reverse.
 """

@@ -8,9 +8,11 @@ not: nodes (they describe services of the source database) and claims (a queue
 row arrives unclaimed, so the target's services pick it up).
 
 The target is migrated first (opening a `Store` does that). Rows move in
-chunks in primary-key order, one read transaction on the source and one write
-transaction on the target per chunk, so a library of any size streams through
-without sitting in memory.
+chunks in primary-key order, one short read transaction on the source per
+chunk, so a library of any size streams through without sitting in memory. The
+target takes them all in ONE write transaction: a copy is all or nothing. One
+that fails half-way (a lost connection, a full disk, Ctrl-C) leaves the target
+as it was, so trying again needs no --force.
 
 A target that already holds images is refused unless `merge=True`. Merging is
 idempotent: a row whose key the target already has (a content by its SHA-256,
@@ -56,11 +58,15 @@ def _insert_ignoring_existing(session: Session, table: Table, keys: list[str]):
 
 def row_counts(store: Store) -> dict[str, int]:
     """How many rows each copied table holds."""
+    with store.read() as session:
+        return _row_counts(session)
+
+
+def _row_counts(session: Session) -> dict[str, int]:
     tables = {"contents": Content, "predictions": Prediction, "tags": Tag,
               "paths": TrackedPath, "queue": QueueItem}
-    with store.read() as session:
-        return {name: session.scalar(select(func.count()).select_from(model))
-                for name, model in tables.items()}
+    return {name: session.scalar(select(func.count()).select_from(model))
+            for name, model in tables.items()}
 
 
 def _chunks(source: Store, stmt, key_columns, chunk: int) -> Iterator[list[dict]]:
@@ -102,39 +108,37 @@ def copy_library(source: Store, target: Store, chunk: int = 1000, *, merge: bool
         raise ValueError("chunk must be at least 1")
     if source.engine.url == target.engine.url:
         raise SameDatabase(f"source and target are the same database ({target.where})")
-    before = row_counts(target)
-    if not merge and any(before[t] for t in ("contents", "paths", "queue")):
-        raise TargetNotEmpty(
-            f"the target database {target.where} already holds a library "
-            f"({before['paths']} paths, {before['contents']} contents); pass --force to "
-            "merge into it (rows it already has are kept as they are)")
-
-    plans = [
-        # (name, table, columns selected, keyset key, conflict key)
-        ("contents", Content.__table__, list(Content.__table__.c), [Content.sha256],
-         ["sha256"]),
-        ("predictions", Prediction.__table__, list(Prediction.__table__.c),
-         [Prediction.sha256, Prediction.rank], ["sha256", "rank"]),
-        ("tags", Tag.__table__, list(Tag.__table__.c), [Tag.sha256, Tag.tag_key],
-         ["sha256", "tag_key"]),
-        # paths and queue rows are read in id order (kept), but inserted without
-        # their ids: the target's sequences give its own.
-        ("paths", TrackedPath.__table__, list(TrackedPath.__table__.c),
-         [TrackedPath.id], ["path"]),
-        ("queue", QueueItem.__table__,
-         [c for c in QueueItem.__table__.c if c.key not in ("claimed_by", "claimed_at")],
-         [QueueItem.id], ["path"]),
-    ]
-    for name, table, columns, key_columns, conflict_key in plans:
-        written = 0
-        for rows in _chunks(source, select(*columns), key_columns, chunk):
-            values = [{k: _utc(v) for k, v in row.items() if k != "id"} for row in rows]
-            with target.write() as session:
+    with target.write() as session:  # all or nothing (see the module's docstring)
+        before = _row_counts(session)
+        if not merge and any(before[t] for t in ("contents", "paths", "queue")):
+            raise TargetNotEmpty(
+                f"the target database {target.where} already holds a library "
+                f"({before['paths']} paths, {before['contents']} contents); pass --force to "
+                "merge into it (rows it already has are kept as they are)")
+        for name, table, columns, key_columns, conflict_key in _PLANS:
+            written = 0
+            for rows in _chunks(source, select(*columns), key_columns, chunk):
+                values = [{k: _utc(v) for k, v in row.items() if k != "id"} for row in rows]
                 session.execute(_insert_ignoring_existing(session, table, conflict_key), values)
-            written += len(rows)
-            if progress is not None:
-                progress(name, written)
-        log.info("copied %d %s row(s)", written, name)
-
-    after = row_counts(target)
+                written += len(rows)
+                if progress is not None:
+                    progress(name, written)
+            log.info("copied %d %s row(s)", written, name)
+        after = _row_counts(session)
     return {name: after[name] - before[name] for name in TABLES}
+
+
+_PLANS = [
+    # (name, table, columns selected, keyset key, conflict key)
+    ("contents", Content.__table__, list(Content.__table__.c), [Content.sha256], ["sha256"]),
+    ("predictions", Prediction.__table__, list(Prediction.__table__.c),
+     [Prediction.sha256, Prediction.rank], ["sha256", "rank"]),
+    ("tags", Tag.__table__, list(Tag.__table__.c), [Tag.sha256, Tag.tag_key],
+     ["sha256", "tag_key"]),
+    # paths and queue rows are read in id order (kept), but inserted without
+    # their ids: the target's sequences give its own.
+    ("paths", TrackedPath.__table__, list(TrackedPath.__table__.c), [TrackedPath.id], ["path"]),
+    ("queue", QueueItem.__table__,
+     [c for c in QueueItem.__table__.c if c.key not in ("claimed_by", "claimed_at")],
+     [QueueItem.id], ["path"]),
+]

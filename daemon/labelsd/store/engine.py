@@ -1,24 +1,22 @@
-"""The store: opening the database (SQLite or PostgreSQL), short explicit
-transactions, and reading image records.
+"""The store: one database (SQLite or PostgreSQL, opened by connect.py), short
+explicit transactions, and reading image records.
 
 Writes go through `Store.write()`, reads through `Store.read()`; each is one
-transaction. On SQLite the connect hook sets WAL, a busy timeout, foreign keys
-and synchronous=NORMAL, and write transactions start with BEGIN IMMEDIATE so two
-writers queue on the busy timeout instead of failing half-way.
+transaction. On SQLite write transactions start with BEGIN IMMEDIATE so two
+writers queue on the busy timeout instead of failing half-way (connect.py).
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import Engine, case, create_engine, event, func, select
+from sqlalchemy import Engine, case, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
@@ -26,69 +24,10 @@ from labelsd.paths import canonical_path  # noqa: F401  (re-exported: labelsd.pa
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations
-from labelsd.store.access import prepare_database_file
+from labelsd.store.connect import enable_wal, explain, is_url, sqlite_engine, url_engine
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
 
 log = logging.getLogger(__name__)
-
-SQLITE_BUSY_TIMEOUT_S = 30
-
-
-def is_url(db: str) -> bool:
-    return "://" in db
-
-
-def _sqlite_engine(db_path: str) -> Engine:
-    path = Path(db_path).expanduser()
-    prepare_database_file(path)  # owner only, or its folder's group; advice when refused
-    engine = create_engine(
-        f"sqlite:///{path.resolve()}",
-        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
-    )
-
-    @event.listens_for(engine, "connect")
-    def _configure(dbapi_conn: sqlite3.Connection, _record) -> None:
-        # We issue BEGIN ourselves (below), so pysqlite must not.
-        dbapi_conn.isolation_level = None
-        cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn) -> None:
-        write = conn.get_execution_options().get("labelsd_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    return engine
-
-
-def _url_engine(url: str) -> Engine:
-    try:
-        return create_engine(url, pool_pre_ping=True)
-    except (SQLAlchemyError, ImportError, ValueError) as err:
-        raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
-
-
-def _explain(err: Exception, where: str) -> StoreUnavailable:
-    """Turn a driver error into advice a person can act on."""
-    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
-    lowered = detail.lower()
-    if "not a database" in lowered:
-        advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
-    elif "readonly" in lowered or "read-only" in lowered:
-        advice = f"the database {where} is read-only; check its permissions and its folder's"
-    elif "unable to open" in lowered:
-        advice = (f"cannot open the database {where}; check that its folder exists and is "
-                  "writable")
-    elif any(word in lowered for word in ("locked", "busy", "deadlock", "could not serialize")):
-        advice = f"the database {where} stayed locked by another process; try again"
-    else:
-        advice = f"database error on {where}: {detail}"
-    return StoreUnavailable(advice)
-
 
 def dialect_insert(session: Session, table):
     """An INSERT with ON CONFLICT support for the session's database (both
@@ -102,14 +41,19 @@ class Store:
     def __init__(self, db: str, *, migrate: bool = True):
         self.db = db
         self.where = db if is_url(db) else str(Path(db).expanduser())
-        self.engine = _url_engine(db) if is_url(db) else _sqlite_engine(db)
+        self.engine = url_engine(db) if is_url(db) else sqlite_engine(db)
         self._write_engine = self.engine.execution_options(labelsd_write=True)
-        if migrate:
-            try:
-                migrations.migrate(self.engine)
-            except (DBAPIError, OperationalError) as err:
-                self.engine.dispose()
-                raise _explain(err, self.where) from err
+        try:
+            if self.dialect == "sqlite":
+                enable_wal(self.engine, self.where)
+            if migrate:
+                migrations.migrate(self._write_engine)
+        except (DBAPIError, OperationalError) as err:
+            self.engine.dispose()
+            raise explain(err, self.where) from err
+        except StoreUnavailable:
+            self.engine.dispose()
+            raise
 
     @property
     def dialect(self) -> str:
@@ -130,7 +74,7 @@ class Store:
             with Session(engine, expire_on_commit=False) as session, session.begin():
                 yield session
         except (OperationalError, DBAPIError) as err:
-            raise _explain(err, self.where) from err
+            raise explain(err, self.where) from err
 
     def write(self) -> contextmanager:
         """One write transaction (committed on success, rolled back on error)."""

@@ -164,10 +164,18 @@ def applied_versions(conn: Connection) -> set[int]:
 def migrate(engine: Engine, target: int = LATEST) -> list[int]:
     """Run every migration up to `target` that this database has not recorded.
 
-    Returns the versions that ran. Safe when several processes start at once: on
-    PostgreSQL an advisory lock serialises them, on SQLite the write transaction
-    (BEGIN IMMEDIATE) does.
+    Returns the versions that ran. Safe when several processes start at once: a
+    read transaction first checks whether anything is due (an up-to-date
+    database, the usual case, takes no write lock); only then a write
+    transaction (BEGIN IMMEDIATE on SQLite, taken before the check is repeated,
+    so no reader's snapshot has to be upgraded to a writer; an advisory lock on
+    PostgreSQL) runs what is still due. Pass the store's write engine (the one
+    whose transactions begin IMMEDIATE).
     """
+    wanted = {version for version, _, _ in MIGRATIONS if version <= target}
+    with engine.connect() as conn, conn.execution_options(labelsd_write=False).begin():
+        if wanted <= applied_versions(conn):
+            return []
     ran: list[int] = []
     with engine.connect() as conn:
         with conn.begin():

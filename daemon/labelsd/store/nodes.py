@@ -1,7 +1,9 @@
 """Service liveness: each running labelsd is a node with a heartbeat row.
 
 `labels status` reads these rows; a node is alive only while its heartbeat is
-fresh, so a killed service is never reported as running."""
+fresh and, on this host, while its process exists, so a killed service (even
+one killed during its start, seconds after registering) is never reported as
+running."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
+from labelsd.hostproc import process_gone
 from labelsd.store.engine import Store
 from labelsd.store.schema import Node, as_utc, utcnow
 
@@ -87,6 +90,8 @@ def list_nodes(store: Store, alive_within_s: float = ALIVE_WITHIN_S) -> list[Nod
     for n in rows:
         age = _age(n.heartbeat_at, now)
         alive = n.stopped_at is None and age is not None and age <= alive_within_s
+        if alive and process_gone(n.host, n.pid):
+            alive = False  # crashed (kill -9, during its start) before its heartbeat aged
         result.append(NodeStatus(
             node_id=n.node_id, host=n.host, pid=n.pid, model=n.model, device=n.device,
             watching=json.loads(n.watching or "[]"), heartbeat_age_s=age, alive=alive,

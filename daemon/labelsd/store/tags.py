@@ -20,7 +20,10 @@ from labelsd.store.schema import Tag, TrackedPath
 
 log = logging.getLogger(__name__)
 
-MAX_TAG_LENGTH = 200  # the width of tags.tag / tags.tag_key
+# The width of tags.tag and tags.tag_key: PostgreSQL enforces it, SQLite does not,
+# so this one check (on both the tag and its case-folded key, which can be longer:
+# "ß" folds to "ss") is what every database applies.
+MAX_TAG_LENGTH = min(Tag.__table__.c.tag.type.length, Tag.__table__.c.tag_key.type.length)
 
 
 class InvalidTag(ValueError):
@@ -33,8 +36,9 @@ def clean_tag(tag: str) -> str:
     cleaned = tag.strip()
     if not cleaned:
         raise InvalidTag("a tag cannot be empty")
-    if len(cleaned) > MAX_TAG_LENGTH:
-        raise InvalidTag(f"a tag is at most {MAX_TAG_LENGTH} characters: {cleaned[:40]!r}...")
+    if len(cleaned) > MAX_TAG_LENGTH or len(tag_key(cleaned)) > MAX_TAG_LENGTH:
+        raise InvalidTag(f"a tag is at most {MAX_TAG_LENGTH} characters (counted after "
+                         f"case folding, where ß is ss): {cleaned[:40]!r}...")
     return cleaned
 
 

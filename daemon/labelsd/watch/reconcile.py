@@ -24,6 +24,7 @@ from labelsd.store.engine import Store
 from labelsd.store.schema import QueueItem
 from labelsd.watch.settle import SETTLE_S
 from labelsd.watch.walk import walk_candidates
+from labelsd.watch.watches import POLL_PACE, RESCAN_S
 
 SCAN_CHUNK = 500  # files per enqueue transaction in a scan
 RECENT_NS = int(2 * SETTLE_S * 1e9)  # a scanned file modified this recently may be half-written
@@ -79,6 +80,29 @@ def reconcile_root(store: Store, root: str, roots: list[str], *,
     return result
 
 
+class RescanPacer:
+    """When each root that no observer can watch (watches.RESCANNED) is rescanned:
+    every RESCAN_S, or POLL_PACE times as long as its last scan took."""
+
+    def __init__(self):
+        self._next: dict[str, float] = {}
+
+    def due(self, roots: list[str], now: float) -> list[str]:
+        """The roots whose rescan is due, each marked as running until `run` ends."""
+        due = [r for r in roots if now >= self._next.get(r, 0.0)]
+        for root in due:
+            self._next[root] = float("inf")
+        return due
+
+    def run(self, root: str, scan: Callable[[str], None]) -> None:
+        started = time.monotonic()
+        try:
+            scan(root)
+        finally:
+            took = time.monotonic() - started
+            self._next[root] = time.monotonic() + max(RESCAN_S, POLL_PACE * took)
+
+
 def queued_under(store: Store, root: str) -> set[str]:
     """Paths under `root` that wait in the queue, not yet claimed."""
     prefix = root.rstrip("/") + "/"
@@ -87,4 +111,4 @@ def queued_under(store: Store, root: str) -> set[str]:
             QueueItem.state == "queued", QueueItem.path.startswith(prefix, autoescape=True))))
 
 
-__all__ = ["ExistingPaths", "ReconcileResult", "queued_under", "reconcile_root"]
+__all__ = ["ExistingPaths", "ReconcileResult", "RescanPacer", "queued_under", "reconcile_root"]

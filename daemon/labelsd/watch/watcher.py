@@ -21,17 +21,21 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from watchdog.events import FileClosedEvent
+
+from labelsd.backoff import Backoff
 from labelsd.errors import LabelsError
 from labelsd.paths import canonical_root, shown, under_root
 from labelsd.records import FileFacts
 from labelsd.store import workqueue
 from labelsd.store.engine import Store
+from labelsd.watch.backlog import Backlog
 from labelsd.watch.intake import EVENT_TYPES, Handler, Intake, OverflowAlarm, SettleRequest, gather
 from labelsd.watch.observers import inotify_observer
-from labelsd.watch.reconcile import reconcile_root
+from labelsd.watch.reconcile import RescanPacer, reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
 from labelsd.watch.walk import readable_again
-from labelsd.watch.watches import POLL_PACE, RESCAN_S, REWATCHED, VANISHED, Watches
+from labelsd.watch.watches import REWATCHED, VANISHED, Watches
 from labelsd.watch.watchlimit import inotify_has_room
 
 log = logging.getLogger(__name__)
@@ -72,12 +76,14 @@ class Watcher:
                                  settling=SettleTracker(settle_s, poll=poll), stop=self._stop,
                                  unreadable=self._note_unreadable)
         self._unreadable: set[str] = set()  # folders that could not be listed (under _lock)
-        self._next_rescan: dict[str, float] = {}  # roots no observer watches: when next
+        self._pacer = RescanPacer()  # when each root no observer watches is rescanned
         self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
         self._scans: list[threading.Thread] = []
         self._started = False
         self._stopped = False
         self._rescanning = False
+        self._backlog = Backlog(lambda path: [r for r in self.roots if under_root(path, r)],
+                                lambda root: self._start_scan(self.reconcile, root))
         self.queued = 0  # paths queued (or re-stamped) since start
 
     @property
@@ -191,21 +197,9 @@ class Watcher:
                 self._start_scan(self.reconcile, root)
 
     def _rescan_unwatched(self) -> None:
-        """Roots no observer can watch (watches.py) are rescanned every RESCAN_S,
-        or less often when a scan takes long (POLL_PACE times its duration)."""
-        now = time.monotonic()
-        for root in self._watches.rescanned():
-            if now >= self._next_rescan.get(root, 0.0):
-                self._next_rescan[root] = float("inf")  # until this scan ends
-                self._start_scan(self._timed_rescan, root, name="watch-rescan")
-
-    def _timed_rescan(self, root: str) -> None:
-        started = time.monotonic()
-        try:
-            self.reconcile(root)
-        finally:
-            took = time.monotonic() - started
-            self._next_rescan[root] = time.monotonic() + max(RESCAN_S, POLL_PACE * took)
+        """Roots no observer can watch (watches.py) are rescanned (reconcile.RescanPacer)."""
+        for root in self._pacer.due(self._watches.rescanned(), time.monotonic()):
+            self._start_scan(self._pacer.run, root, self.reconcile, name="watch-rescan")
 
     def _check_watch_room(self, roots: Iterable[str]) -> None:
         """Folders appeared under these roots: one that inotify ran out of watches
@@ -239,16 +233,21 @@ class Watcher:
 
     def reconcile(self, root: str) -> None:
         """Queue new or changed files under `root`, mark vanished ones missing."""
-        started = time.monotonic()
+        started, backoff = time.monotonic(), Backoff()
         unreadable: set[str] = set()
-        try:
-            result = reconcile_root(self.store, root, self.roots or [root],
-                                    enqueue=self._enqueue, settle_later=self._settle_later,
-                                    stop=self._stop, unreadable=unreadable)
-            self._note_unreadable(unreadable)
-        except LabelsError as err:
-            log.error("scanning %s failed: %s", root, err)
-            return
+        while True:
+            try:
+                result = reconcile_root(self.store, root, self.roots or [root],
+                                        enqueue=self._enqueue, settle_later=self._settle_later,
+                                        stop=self._stop, unreadable=unreadable)
+                self._note_unreadable(unreadable)
+                break
+            except LabelsError as err:  # database trouble: the scan is tried again, not lost
+                level = logging.WARNING if backoff.failures else logging.ERROR
+                log.log(level, "scanning %s failed: %s; trying again in %.1fs", root, err,
+                        backoff.delay)
+                if backoff.wait(self._stop):
+                    return
         if result.finished:
             log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
                      result.queued, result.missing, time.monotonic() - started)
@@ -266,23 +265,23 @@ class Watcher:
         while True:
             settling = self._intake_of.settling
             timeout = min(self.settle_s / 2, idle_wait) if settling else idle_wait
-            batch = gather(self._events, timeout, self.window_s, _STOP)
+            batch = gather(self._events, self._backlog.due_in(timeout), self.window_s, _STOP)
             stopping = _STOP in batch
+            events, now = [e for e in batch if e is not _STOP], time.monotonic()
+            if settling and now >= next_check:  # as closes, so the backlog keeps them too
+                events += [FileClosedEvent(f.path) for f in settling.take_settled(now)]
+                next_check = now + self.settle_s / 2
+            events = self._backlog.pending(events, force=stopping)
             try:
-                grown = self._intake_of.apply([e for e in batch if e is not _STOP])
+                grown = self._intake_of.apply(events)
+                self._backlog.succeeded()
                 if grown and not self.poll:
                     self._check_watch_room(grown)
-                now = time.monotonic()
-                if settling and now >= next_check:
-                    self._enqueue(settling.take_settled(now))
-                    next_check = now + self.settle_s / 2
                 if now >= next_root_check and not stopping:
                     self._check_roots()
                     next_root_check = now + self.root_check_s
-            except LabelsError as err:
-                # Database trouble: the events of this window are lost, but the
-                # next start's reconcile scan finds every file that was missed.
-                log.error("could not record file changes: %s", err)
+            except LabelsError as err:  # database trouble: kept and retried (backlog.py)
+                self._backlog.failed(events, err)
             except Exception:  # noqa: BLE001 - one bad event must not end the watch
                 log.exception("error handling file events; continuing")
             if stopping:

@@ -1,0 +1,180 @@
+"""Precision rows for bench/throughput.py: each precision beside TensorFlow fp32, in one run.
+
+For every precision asked for (`--precisions fp32,bf16,int8`), loaded the way the
+service loads it (labelsd.model.runtime: LiteRT for fp32 and int8, TensorFlow for
+bf16), on the CPU:
+  - bare forward img/s over the same pre-decoded 12 MP photos, interleaved rounds,
+    best kept, and its ratio to TensorFlow fp32 (today's path);
+  - top-1 agreement with TensorFlow fp32 and the smallest top-3 overlap, on
+    scikit-image's bundled photos and the bench's own (meaningful with real weights
+    only: random weights put every photo in one class);
+  - a fresh process that loads the model: seconds to ready and its RSS, for each
+    runtime (TensorFlow fp32 included);
+  - the real service with --precision P: start to READY=1, RSS at rest (after a burst
+    of 12 MP photos, once idle), the burst's img/s and its decode-bound ceiling.
+Then what `auto` picks on this CPU, from this run's figures.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+GOAL_AUTO_AMX = 2.5       # auto's forward / fp32 on a CPU with AMX
+GOAL_SERVICE_CEILING = 0.9
+GOAL_REST_MIB = 400       # LiteRT service at rest
+GOAL_READY_LITERT_S = 2.0
+
+
+def skimage_photos() -> list[tuple[str, bytes]]:
+    """scikit-image's bundled photos as JPEG bytes (grey ones as RGB), or [] without it."""
+    try:
+        import skimage.data
+    except ImportError:
+        return []
+    from PIL import Image
+
+    out = []
+    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+                 "immunohistochemistry", "retina", "colorwheel", "camera", "coins", "moon",
+                 "page", "text", "brick", "grass", "gravel"):
+        buf = io.BytesIO()
+        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(buf, "JPEG", quality=92)
+        out.append((name, buf.getvalue()))
+    return out
+
+
+def _decoded(classifier, photos: list[Path]) -> np.ndarray:
+    """The photos as the model's input (its size, its preprocessing)."""
+    blobs = [data for _, data in skimage_photos()] + [p.read_bytes() for p in photos]
+    return np.stack([classifier.decode(b).pixels for b in blobs])
+
+
+def agreement(reference: np.ndarray, probs: np.ndarray) -> tuple[float, int]:
+    """(share of photos with the same top-1, smallest top-3 overlap over the photos)."""
+    top1 = float(np.mean(reference.argmax(1) == probs.argmax(1)))
+    ref3, our3 = np.argsort(-reference, 1)[:, :3], np.argsort(-probs, 1)[:, :3]
+    return top1, min(len(set(a) & set(b)) for a, b in zip(ref3, our3))
+
+
+def _forward_ips(classifier, batches: list[np.ndarray]) -> float:
+    start = time.perf_counter()
+    for batch in batches:
+        classifier.forward(classifier.pad(batch))
+    return sum(len(b) for b in batches) / (time.perf_counter() - start)
+
+
+_LOADER = """
+import re, sys, time
+start = time.perf_counter()
+weights, precision, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+if precision == "tf-fp32":
+    from labelsd.model.classifier import load_classifier
+    load_classifier(weights, "cpu", batch)
+else:
+    from labelsd.model.runtime import load_model
+    load_model(weights, "cpu", batch, precision)
+ready = time.perf_counter() - start
+status = open("/proc/self/status").read()
+kib = lambda key: int(re.search(key + r":\\s+(\\d+)", status)[1])
+print(ready, kib("VmRSS"), kib("VmHWM"), "tensorflow" in sys.modules)
+"""
+
+
+def load_in_fresh_process(weights: Path, precision: str, batch_size: int) -> dict:
+    """Seconds to a loaded, warm model and the RSS then, in a process of its own."""
+    proc = subprocess.run([sys.executable, "-c", _LOADER, str(weights), precision, str(batch_size)],
+                          capture_output=True, text=True, timeout=900)
+    if proc.returncode != 0:
+        sys.exit(f"loading {precision} in a fresh process failed:\n{proc.stderr[-2000:]}")
+    ready, rss, hwm, tf = proc.stdout.split()[-4:]
+    return {"ready_s": float(ready), "rss_mib": int(rss) / 1024, "hwm_mib": int(hwm) / 1024,
+            "tensorflow": tf == "True"}
+
+
+def service_rows(weights: Path, workdir: Path, photos: list[Path], precision: str,
+                 batch_size: int) -> dict:
+    from servicebench import BenchService
+
+    svc = BenchService(workdir, weights, ("--device", "cpu", "--precision", precision,
+                                          "--batch-size", str(batch_size)))
+    try:
+        out = {"ready_s": svc.start_until_ready()}
+        out["burst_ips"] = svc.burst(photos)
+        svc.wait_idle()
+        status = Path(f"/proc/{svc.service.pid}/status").read_text()
+        out["rest_mib"] = int(next(line for line in status.splitlines()
+                                   if line.startswith("VmRSS:")).split()[1]) / 1024
+        out["peak_mib"] = svc.peak_rss_bytes() / 2**20
+        out["failed"] = svc.failed()
+    finally:
+        svc.stop()
+    return out
+
+
+def run(reference, weights: Path, photos: list[Path], precisions: list[str], batch_size: int,
+        rounds: int, cores: int, cache: Path, ceiling_ratio) -> None:
+    """Print the precision table. `reference` is the bench's TensorFlow fp32 classifier;
+    `ceiling_ratio(bare_ips)` is throughput.pipeline_ceiling for the CPU."""
+    from labelsd.model import precision as prec
+    from labelsd.model.runtime import load_model, runtime_kind
+
+    flags = prec.cpu_flags()
+    shown = sorted(f for f in flags if f in ("amx_bf16", "amx_tile", "avx512_bf16", "avx2", "avx512f"))
+    print(f"\n== precisions on {prec.cpu_model()} ({cores} cores; {', '.join(shown)}) ==", flush=True)
+    pixels = _decoded(reference, photos)
+    n_named = len(pixels) - len(photos)
+    ref_probs = reference.predict(pixels)
+    bench_pixels = pixels[n_named:]
+    batches = [bench_pixels[i:i + batch_size] for i in range(0, len(bench_pixels), batch_size)]
+
+    models = {"tf-fp32": reference}
+    for p in precisions:
+        models[p] = load_model(weights, "cpu", batch_size, p, warm=True)
+    speeds = {name: 0.0 for name in models}
+    for _ in range(rounds):  # interleaved, best kept: a neighbour's burst penalises no one row
+        for name, clf in models.items():
+            speeds[name] = max(speeds[name], _forward_ips(clf, batches))
+    base = speeds["tf-fp32"]
+    print(f"agreement over {len(pixels)} photos ({n_named} scikit-image, {len(photos)} bench; "
+          "with random weights every photo lands in one class, so 1.00 says little)")
+    rows = {}
+    for name, clf in models.items():
+        top1, top3 = agreement(ref_probs, clf.predict(pixels))
+        runtime = runtime_kind(clf)
+        rows[name] = (runtime, speeds[name], top1, top3)
+        print(f"  {name:8} {runtime:10} forward {speeds[name]:6.2f} img/s  {speeds[name] / base:4.2f}x fp32  "
+              f"top-1 agreement {top1:.2f}  top-3 overlap >= {top3}/3", flush=True)
+    if "bf16" in speeds:
+        choice = prec.choose_cpu_precision(
+            "auto", flags, lambda: {"fp32": speeds["tf-fp32"], "bf16": speeds["bf16"]})
+        auto = speeds.get(choice.precision, base)
+        goal = (f"goal >= {GOAL_AUTO_AMX}x" if "amx_bf16" in flags else "goal >= 1.00x (no AMX here)")
+        print(f"  auto picks {choice.precision} here ({choice.reason}): {auto / base:.2f}x fp32, {goal}")
+    del models
+
+    print("fresh process, load + warm-up (both runtimes):")
+    for name in ["tf-fp32", *precisions]:
+        got = load_in_fresh_process(weights, name, batch_size)
+        print(f"  {name:8} ready {got['ready_s']:5.1f} s, RSS {got['rss_mib']:5.0f} MiB "
+              f"(peak {got['hwm_mib']:.0f}), TensorFlow imported: {got['tensorflow']}", flush=True)
+
+    print("the service, --device cpu --precision P (12 MP burst, then at rest):")
+    for p in precisions:
+        with tempfile.TemporaryDirectory(dir=cache) as tmp:
+            svc = service_rows(weights, Path(tmp), photos, p, batch_size)
+        runtime, bare = rows[p][0], rows[p][1]
+        ceiling = ceiling_ratio(bare) * bare
+        goals = f"ceiling goal >= {GOAL_SERVICE_CEILING}"
+        if runtime == "litert":
+            goals += f"; at rest goal <= {GOAL_REST_MIB} MiB, ready goal <= {GOAL_READY_LITERT_S} s"
+        print(f"  {p:5} {runtime:10} READY {svc['ready_s']:5.1f} s, at rest {svc['rest_mib']:5.0f} MiB "
+              f"(peak {svc['peak_mib']:.0f}), burst {svc['burst_ips']:5.2f} img/s of a decode-bound "
+              f"ceiling {ceiling:5.2f} ({svc['burst_ips'] / ceiling:.2f}; {goals}), "
+              f"{svc['failed']} failed", flush=True)

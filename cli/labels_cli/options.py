@@ -1,0 +1,87 @@
+"""Options shared by several commands, declared once.
+
+`search_options` adds the search filters (`--min-score`, `--exact`, `--tag`,
+`--include-missing`, and the EXIF filters `--since`, `--until`, `--camera`
+declared in xmp_cmds.py) to a command, which receives them as one
+`SearchFilters` value named `filters`: `search` and `gallery` take the same
+options from here. A new filter is one field of `SearchFilters` and one entry
+of `SEARCH_OPTIONS`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import asdict, dataclass
+from typing import Annotated, Optional
+
+import typer
+
+from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """What narrows a search besides its words (keyword arguments of `query.find`)."""
+
+    min_score: float | None = None
+    exact: bool = False
+    tags: tuple[str, ...] = ()
+    include_missing: bool = False
+    since: str | None = None
+    until: str | None = None
+    camera: str | None = None
+
+    def as_kwargs(self) -> dict:
+        return asdict(self)
+
+
+def _option(name: str, annotation, default) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default,
+                             annotation=annotation)
+
+
+SEARCH_OPTIONS = [
+    _option("min_score", Annotated[Optional[float], typer.Option(
+        "--min-score", min=0.0, max=1.0, metavar="SCORE",
+        help="Only images whose matching label scored at least SCORE (0..1).")], None),
+    _option("exact", Annotated[bool, typer.Option(
+        "--exact", help="Match class names exactly; do not include the classes below "
+                        "the query in WordNet (cat -> tabby, Persian cat ...).")], False),
+    _option("tags", Annotated[Optional[list[str]], typer.Option(
+        "--tag", metavar="TAG",
+        help="Only images carrying TAG (repeat: all of them).")], None),
+    _option("include_missing", Annotated[bool, typer.Option(
+        "--include-missing", help="Also find images whose file is gone.")], False),
+    _option("since", SinceOpt, None),
+    _option("until", UntilOpt, None),
+    _option("camera", CameraOpt, None),
+]
+
+
+def search_options(command):
+    """Give `command` the shared search options; it receives them as `filters`."""
+    own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
+           if p.name != "filters"]
+    names = [p.name for p in SEARCH_OPTIONS]
+
+    @functools.wraps(command)
+    def with_filters(*args, **kwargs):
+        values = {name: kwargs.pop(name) for name in names}
+        values["tags"] = tuple(values["tags"] or ())
+        return command(*args, filters=SearchFilters(**values), **kwargs)
+
+    positional = [p for p in own if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    keyword = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    with_filters.__signature__ = inspect.Signature(positional + keyword + SEARCH_OPTIONS)
+    return with_filters
+
+
+def json_option(prints: str):
+    """`--json`, with help saying what this command prints."""
+    return Annotated[bool, typer.Option("--json", help=f"Print JSON: {prints}.")]
+
+
+RECORDS = "a list of image records (path, status, labels, tags ...)"
+CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per image.")]
+PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only the paths, one per line.")]

@@ -1,0 +1,118 @@
+"""Opening a database: the SQLAlchemy engine for a SQLite file or a URL, the
+SQLite settings, and driver errors turned into advice a person can act on.
+
+On SQLite one connect hook sets the busy timeout, synchronous=NORMAL and foreign
+keys on every connection, and a begin hook starts write transactions with BEGIN
+IMMEDIATE (reads with a deferred BEGIN). WAL is switched on once per file
+(`enable_wal`), not in the hook: the mode is stored in the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import SQLAlchemyError
+
+from labelsd.errors import StoreUnavailable
+from labelsd.store.access import prepare_database_file
+
+log = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 30
+
+
+def is_url(db: str) -> bool:
+    return "://" in db
+
+
+def sqlite_engine(db_path: str) -> Engine:
+    path = Path(db_path).expanduser()
+    prepare_database_file(path)  # owner only, or its folder's group; advice when refused
+    engine = create_engine(
+        f"sqlite:///{path.resolve()}",
+        connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_conn: sqlite3.Connection, _record) -> None:
+        # We issue BEGIN ourselves (below), so pysqlite must not.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_S * 1000}")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn) -> None:
+        write = conn.get_execution_options().get("labelsd_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    return engine
+
+
+def enable_wal(engine: Engine, where: str) -> None:
+    """Put the file in WAL mode once (the mode is stored in the file, so every
+    later connection has it). Not in the connect hook: switching needs the
+    file to itself for a moment, and SQLite answers "locked" at once, without
+    its busy timeout, when another process is in the file then (several
+    processes opening a new database together). So: read the mode, and retry
+    the switch until it sticks or the busy timeout has passed."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_S
+    wait = 0.01
+    with engine.connect() as conn:
+        dbapi_conn = conn.connection.dbapi_connection
+        while True:
+            try:
+                mode = dbapi_conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if mode.lower() == "wal":
+                    return
+                dbapi_conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err):
+                    raise explain(err, where) from err
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        f"the database {where} stayed locked by another process; "
+                        "try again") from err
+                log.debug("database %s busy while enabling WAL; retrying", where)
+                time.sleep(wait)
+                wait = min(wait * 2, 0.5)
+
+
+def url_engine(url: str) -> Engine:
+    try:
+        return create_engine(url, pool_pre_ping=True)
+    except (SQLAlchemyError, ImportError, ValueError) as err:
+        raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
+
+
+def explain(err: Exception, where: str) -> StoreUnavailable:
+    """Turn a driver error into advice a person can act on."""
+    detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
+    lowered = detail.lower()
+    if "not a database" in lowered:
+        advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
+    elif "readonly" in lowered or "read-only" in lowered:
+        advice = f"the database {where} is read-only; check its permissions and its folder's"
+    elif "disk is full" in lowered or "no space left" in lowered or "could not extend" in lowered:
+        advice = (f"the disk holding the database {where} is full; free some space "
+                  "(nothing is lost: writes are retried)")
+    elif "disk i/o error" in lowered:
+        advice = f"the disk holding the database {where} failed to read or write (disk I/O error)"
+    elif "unable to open" in lowered:
+        advice = (f"cannot open the database {where}; check that its folder exists and is "
+                  "writable")
+    elif any(word in lowered for word in ("locked", "busy", "deadlock", "could not serialize")):
+        advice = f"the database {where} stayed locked by another process; try again"
+    else:
+        advice = f"database error on {where}: {detail}"
+    return StoreUnavailable(advice)
+
+
+__all__ = ["SQLITE_BUSY_TIMEOUT_S", "enable_wal", "explain", "is_url", "sqlite_engine",
+           "url_engine"]

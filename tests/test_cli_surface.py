@@ -1,0 +1,270 @@
+"""The `labels` command as a person and a script meet it (issue 16): several
+files at once, plurals and near misses, files that are not there, export
+formats, version and help, pipes, exit codes, read-only commands that create
+nothing, and spreadsheet-safe CSV. Driven through the real app."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from typer.main import get_command
+from typer.testing import CliRunner
+
+from labels_cli.app import app
+from labelsd import __version__
+from labelsd.store import nodes, tags
+from labelsd.store.schema import Node
+from test_search import LIBRARY, add_images, add_library
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def library(store, tmp_path, monkeypatch):
+    return add_library(store, tmp_path, monkeypatch, {"persian.jpg": ["fluffy"]})
+
+
+def labels(db_url, *args):
+    return runner.invoke(app, ["--db", db_url, *args])
+
+
+def ok(result) -> str:
+    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
+    return result.stdout
+
+
+def names(lines) -> list[str]:
+    return [p.rsplit("/", 1)[-1] for p in lines]
+
+
+def tags_of(db_url, path) -> list[str]:
+    return json.loads(ok(labels(db_url, "show", path, "--json")))["tags"]
+
+
+# ---- several files at once -----------------------------------------------------------
+
+
+def test_tag_several_files_with_t(db_url, library):
+    out = ok(labels(db_url, "tag", library["tabby.jpg"], library["hotdog.jpg"],
+                    "-t", "trip", "-t", "Grandma's 90th"))
+    assert len(out.splitlines()) == 2
+    for name in ("tabby.jpg", "hotdog.jpg"):
+        assert tags_of(db_url, library[name]) == ["Grandma's 90th", "trip"]
+    ok(labels(db_url, "untag", library["tabby.jpg"], library["hotdog.jpg"], "-t", "TRIP"))
+    assert tags_of(db_url, library["hotdog.jpg"]) == ["Grandma's 90th"]
+
+
+def test_a_tag_that_names_a_file_is_refused(db_url, library, tmp_path):
+    other = tmp_path / "photos" / "UPPER.JPG"
+    other.write_bytes(b"jpeg")
+    result = labels(db_url, "tag", library["tabby.jpg"], str(other), "beach")
+    assert result.exit_code == 2
+    assert "is a file, not a tag" in result.stderr and "-t" in result.stderr
+    assert tags_of(db_url, library["tabby.jpg"]) == []  # nothing changed
+
+
+def test_tag_every_result_of_a_search(db_url, library):
+    out = ok(labels(db_url, "tag", "--search", "cats", "-t", "pets"))
+    assert sorted(names(line.split(":")[0] for line in out.splitlines())) == [
+        "persian.jpg", "shy_cat.jpg", "tabby.jpg"]
+    assert names(ok(labels(db_url, "search", "pets", "--paths")).splitlines()) == [
+        "persian.jpg", "shy_cat.jpg", "tabby.jpg"]
+
+
+def test_tagging_several_files_is_all_or_nothing(db_url, library):
+    result = labels(db_url, "tag", library["tabby.jpg"], "/nowhere/nope.jpg", "-t", "x")
+    assert result.exit_code == 1
+    assert result.stderr.strip() == "labels: error: /nowhere/nope.jpg: no such file"
+    assert tags_of(db_url, library["tabby.jpg"]) == []
+
+
+# ---- plurals, tag words, near misses -----------------------------------------------------
+
+
+@pytest.mark.parametrize("query", ["cats", "Cats", "CAT"])
+def test_plurals_find_what_the_singular_finds(db_url, library, query):
+    assert names(ok(labels(db_url, "search", query, "--paths")).splitlines()) == [
+        "tabby.jpg", "persian.jpg", "shy_cat.jpg"]
+
+
+def test_dogs_and_retrievers(db_url, library):
+    assert names(ok(labels(db_url, "search", "dogs", "--paths")).splitlines()) == ["retriever.jpg"]
+    assert names(ok(labels(db_url, "search", "golden retrievers", "--paths")).splitlines()) == [
+        "retriever.jpg"]
+
+
+def test_a_word_of_a_tag_finds_it(db_url, library):
+    ok(labels(db_url, "tag", library["hotdog.jpg"], "Grandma's 90th"))
+    for query in ("grandma", "Grandmas", "90th", "grandma's 90th"):
+        assert names(ok(labels(db_url, "search", query, "--paths")).splitlines()) == [
+            "hotdog.jpg"], query
+
+
+def test_no_match_says_so_and_suggests_classes(db_url, library):
+    result = labels(db_url, "search", "dgo", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout) == []
+    assert "no class or tag matches 'dgo'" in result.stderr and "dog" in result.stderr
+    quiet = labels(db_url, "search", "cat", "--json")
+    assert quiet.stderr == ""
+
+
+def test_the_table_says_which_label_made_each_hit(db_url, library):
+    lines = ok(labels(db_url, "search", "cat")).splitlines()
+    assert lines[0].endswith("(found by: tabby 90%)")
+    assert lines[2].endswith("(found by: Siamese cat 5%)")  # its third label
+    assert ok(labels(db_url, "search", "fluffy")).splitlines()[0].endswith("(found by: tag fluffy)")
+
+
+# ---- files that are not there, export formats --------------------------------------------
+
+
+def test_show_a_file_that_does_not_exist(db_url, library, tmp_path):
+    result = labels(db_url, "show", str(tmp_path / "nope.jpg"))
+    assert result.exit_code == 1
+    assert result.stdout.strip() == f"{tmp_path / 'nope.jpg'}: no such file"
+    assert "untracked" not in result.stdout
+
+
+def test_export_format_follows_the_suffix(db_url, library, tmp_path):
+    ok(labels(db_url, "export", "-o", str(tmp_path / "x.csv")))
+    rows = list(csv.reader(io.StringIO((tmp_path / "x.csv").read_text())))
+    assert rows[0][0] == "path" and len(rows) == len(LIBRARY) + 1
+    ok(labels(db_url, "export", "-o", str(tmp_path / "x.json")))
+    assert len(json.loads((tmp_path / "x.json").read_text())) == len(LIBRARY)
+    ok(labels(db_url, "export", "--format", "json", "-o", str(tmp_path / "y.csv")))
+    assert len(json.loads((tmp_path / "y.csv").read_text())) == len(LIBRARY)
+
+
+def test_csv_cells_never_start_a_formula(db_url, store, tmp_path):
+    photo = str(tmp_path / "=cmd.jpg")
+    add_images(store, {photo: LIBRARY["tabby.jpg"]})
+    tags.add_tags(store, photo, ['=HYPERLINK("http://evil","x")', "@sum", "+1", "-2"])
+    rows = list(csv.reader(io.StringIO(ok(labels(db_url, "export", "--format", "csv")))))
+    header, row = rows
+    record = dict(zip(header, row))
+    assert record["tags"].startswith("'")
+    for cell in row:
+        assert not cell.startswith(("=", "+", "-", "@")), cell
+    assert record["path"].endswith("=cmd.jpg")  # only a leading character is neutralised
+
+
+# ---- conventions ---------------------------------------------------------------------------
+
+
+def test_version_and_short_help():
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
+    assert runner.invoke(app, ["-h"]).exit_code == 0
+    assert "Usage" in runner.invoke(app, ["search", "-h"]).stdout
+
+
+def _walk(command, prefix=()):
+    yield prefix, command
+    for name, sub in sorted(getattr(command, "commands", {}).items()):
+        yield from _walk(sub, (*prefix, name))
+
+
+@pytest.mark.parametrize("path", [p for p, _ in _walk(get_command(app)) if p],
+                         ids=lambda p: " ".join(p))
+def test_help_shows_what_values_are_not_python_types(path):
+    text = runner.invoke(app, [*path, "--help"]).stdout
+    for python in ("<list", "<str", "<int", "<float", "<path", "{", "TEXT", "INTEGER", "FLOAT"):
+        assert python not in text, (path, python, text)
+
+
+def test_json_help_says_what_each_command_prints():
+    assert "one image record (an object, not a list)" in runner.invoke(app, ["show", "-h"]).stdout
+    assert "a list of image records" in runner.invoke(app, ["search", "-h"]).stdout
+
+
+def _main(*args, **kwargs):
+    return subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()", *args],
+                          capture_output=True, text=True, timeout=120, **kwargs)
+
+
+def test_a_closed_pipe_is_normal(db_url, store, tmp_path):
+    add_images(store, {str(tmp_path / f"img{i:05d}.jpg"): LIBRARY["tabby.jpg"]
+                       for i in range(3000)})
+    done = subprocess.run(
+        f"{sys.executable} -c 'from labels_cli.app import main; main()' --db {db_url} list"
+        " | head -1; echo \"rc=${PIPESTATUS[0]}\"",
+        shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=120)
+    assert done.stdout.splitlines()[-1] == "rc=0", done
+    assert "Traceback" not in done.stderr and "Error" not in done.stderr, done.stderr
+
+
+def test_status_exits_3_without_a_service_and_names_the_database(db_url, library):
+    result = labels(db_url, "status")
+    assert result.exit_code == 3
+    assert db_url in result.stdout and "not running" in result.stdout
+    assert labels(db_url, "status", "--json").exit_code == 3
+
+
+def test_status_counts_say_what_they_count_and_old_nodes_are_left_out(db_url, store, library):
+    for node_id, age in (("box:1", timedelta(seconds=1)), ("box:2", timedelta(days=3))):
+        nodes.register(store, node_id, model="inception_v3", device="CPU", watching=["/p"])
+        nodes.heartbeat(store, node_id, done=22, failed=9)
+        with store.write() as session:
+            session.get(Node, node_id).heartbeat_at = datetime.now(timezone.utc) - age
+    text = ok(labels(db_url, "status"))
+    assert "since it started: 22 labeled, 9 failed" in text
+    assert text.splitlines()[-1] == "running: in the library 0 queued, 7 done, 0 failed, 1 missing"
+    assert text.count("inception_v3 on CPU") == 1 and "1 service(s) stopped over a day ago" in text
+    assert ok(labels(db_url, "status", "--all")).count("inception_v3 on CPU") == 2
+
+
+# ---- read-only commands create nothing --------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["status"], ["search", "cat"], ["list"], ["show", "x.jpg"],
+                                  ["stats"], ["tags"], ["export"]])
+def test_read_only_commands_create_nothing(tmp_path, args):
+    db = tmp_path / "typo" / "x.db"
+    result = runner.invoke(app, ["--db", str(db), *args])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert f"no database at {db}" in line and "the default one is" in line
+    assert not (tmp_path / "typo").exists()
+
+
+def test_read_only_commands_never_import_sqlalchemy(db_url, library):
+    if "://" in db_url:
+        pytest.skip("PostgreSQL goes through SQLAlchemy")
+    code = ("import sys\nfrom labels_cli.app import main\n"
+            f"sys.argv = ['labels', '--db', {db_url!r}, 'search', 'cats', '--json']\n"
+            "try:\n    main()\nexcept SystemExit as done:\n    assert not done.code\n"
+            "print('SQLA', 'sqlalchemy' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "SQLA False"
+
+
+def test_a_database_whose_name_looks_like_a_uri_opens(tmp_path):
+    from labelsd.store.engine import open_store
+
+    plain, odd = tmp_path / "plain.db", tmp_path / "odd?name#1%.db"
+    open_store(str(plain)).close()
+    plain.rename(odd)
+    result = runner.invoke(app, ["--db", str(odd), "list", "--json"])
+    assert result.exit_code == 0 and result.stdout.strip() == "[]", result.output
+
+
+def test_shell_completion_is_there():
+    script = subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()"],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "_LABELS_COMPLETE": "source_bash"})
+    assert script.returncode == 0, script.stderr
+    assert "complete -o default -F _labels_completion labels" in script.stdout
+    done = subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "_LABELS_COMPLETE": "complete_bash",
+                               "COMP_WORDS": "labels sea", "COMP_CWORD": "1"})
+    assert done.stdout.split() == ["search"], done

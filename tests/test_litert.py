@@ -1,0 +1,245 @@
+"""The LiteRT runtime: conversion in a child process, its cache (hit, corrupt, stale), the
+answers against Keras, a process without TensorFlow, the fall-backs, and the service on it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ai_edge_litert", reason="LiteRT is an extra: pip install 'labelsd[litert]'")
+
+from labelsd.errors import ConversionFailed  # noqa: E402
+from labelsd.model import convert, runtime  # noqa: E402
+from labelsd.model.classifier import Classifier  # noqa: E402
+from labelsd.model.litert import LiteRTRuntime  # noqa: E402
+from labelsd.model.registry import get_model  # noqa: E402
+from labelsd.model.runtime import precision_word, runtime_kind  # noqa: E402
+
+BIASED_CLASS = 281  # tests/conftest.py biases `biased_weights_file` towards tabby
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory, weights_files):
+    """A weights file of its own (the conversions are cached next to it), converted to
+    fp32 and int8 once for the module: {precision: tflite path}."""
+    folder = tmp_path_factory.mktemp("litert")
+    weights = folder / "inception_v3.weights.h5"
+    shutil.copy(weights_files.keras3, weights)
+    spec = get_model("inception_v3")
+    path, sha, _name = spec.identify(weights, spec.check_weights(weights))
+    converted = {p: convert.ensure_tflite(path, sha, "inception_v3", p) for p in ("fp32", "int8")}
+    return path, "keras3", sha, converted
+
+
+@pytest.fixture(scope="module")
+def images():
+    return np.random.RandomState(11).uniform(-1, 1, (5, 299, 299, 3)).astype(np.float32)
+
+
+def _litert(tflite, precision="fp32", batch_size=4):
+    runtime = LiteRTRuntime(tflite, precision={"fp32": "float32"}.get(precision, precision))
+    return Classifier(get_model("inception_v3"), runtime, name="t", weights_path="w", batch_size=batch_size)
+
+
+def test_converted_next_to_the_weights_with_its_record(library):
+    path, _layout, sha, converted = library
+    for precision, tflite in converted.items():
+        assert tflite.parent == path.parent and sha[:16] in tflite.name and precision in tflite.name
+        record = json.loads(tflite.with_name(tflite.name + ".json").read_text())
+        assert record["weights_checksum"] == sha and record["precision"] == precision
+        assert record["tflite_size"] == tflite.stat().st_size
+    # dynamic range keeps int8 weights: about a quarter of the fp32 file
+    assert converted["int8"].stat().st_size < 0.35 * converted["fp32"].stat().st_size
+
+
+def test_fp32_answers_as_keras_does(library, weights_files, images):
+    import keras
+
+    reference = keras.applications.InceptionV3(weights=None, classifier_activation="softmax")
+    reference.load_weights(str(weights_files.keras3))
+    ours = _litert(library[3]["fp32"]).predict(images)  # 5 images at batch 4: a full and a partial batch
+    assert ours.shape == (5, 1000) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference.predict(images, verbose=0), atol=1e-5)
+
+
+def test_batch_sizes_change_without_padding_or_drift(library, images):
+    clf = _litert(library[3]["int8"], "int8")
+    one_by_one = np.concatenate([clf.predict(images[i:i + 1]) for i in range(len(images))])
+    np.testing.assert_allclose(clf.predict(images), one_by_one, atol=1e-6)
+    assert clf.padded_size(3) == 3 and clf.warm_up() > 0
+    with pytest.raises(ValueError, match="expected images of shape"):
+        clf.predict(np.zeros((2, 224, 224, 3), np.float32))
+
+
+def test_cache_folder_next_to_the_weights_unless_read_only_or_a_package(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    user_cache = tmp_path / "cache" / "labels" / "tflite"
+    weights = tmp_path / "w.h5"
+    assert convert.cache_folder(weights) == tmp_path
+    (tmp_path / "ro").mkdir(mode=0o555)
+    monkeypatch.setattr(convert.os, "access", lambda path, mode: str(path) != str(tmp_path / "ro"))
+    assert convert.cache_folder(tmp_path / "ro" / "w.h5") == user_cache
+    inside = Path(sys.prefix) / "lib" / "w.pth"  # e.g. a weights package's own file
+    assert convert.cache_folder(inside) == user_cache
+
+
+def test_a_cached_file_is_used_without_converting(library, monkeypatch):
+    path, layout, sha, converted = library
+
+    def no_child(*args, **kwargs):
+        raise AssertionError("converted again although the cache was good")
+
+    monkeypatch.setattr(convert.subprocess, "run", no_child)
+    assert convert.ensure_tflite(path, sha, "inception_v3", "int8") == converted["int8"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped byte", "no record", "other weights",
+                                    "older format", "record not json"])
+def test_a_damaged_or_stale_cache_file_is_not_used(library, tmp_path, damage):
+    path, _layout, sha, converted = library
+    weights = tmp_path / path.name
+    weights.symlink_to(path)  # the same weights, a cache folder of its own to damage
+    tflite, meta = convert.cache_paths(weights, sha, "inception_v3", "int8")
+    shutil.copy(converted["int8"], tflite)
+    shutil.copy(converted["int8"].with_name(converted["int8"].name + ".json"), meta)
+    assert convert.cached_tflite(weights, sha, "inception_v3", "int8") == tflite  # intact: used
+    data, record = tflite.read_bytes(), json.loads(meta.read_text())
+    if damage == "truncated":
+        tflite.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped byte":
+        tflite.write_bytes(data[:-100] + bytes([data[-100] ^ 0xFF]) + data[-99:])
+    elif damage == "no record":
+        meta.unlink()
+    elif damage == "other weights":
+        meta.write_text(json.dumps({**record, "weights_checksum": "0" * 64}))
+    elif damage == "older format":
+        meta.write_text(json.dumps({**record, "format": convert.CONVERSION_FORMAT - 1}))
+    else:
+        meta.write_text("{")
+    assert convert.cached_tflite(weights, sha, "inception_v3", "int8") is None
+
+
+def test_a_corrupt_cache_file_is_converted_again_and_serves(library, tmp_path, images):
+    path, layout, sha, converted = library
+    weights = tmp_path / path.name
+    shutil.copy(path, weights)
+    tflite, meta = convert.cache_paths(weights, sha, "inception_v3", "int8")
+    shutil.copy(converted["int8"].with_name(converted["int8"].name + ".json"), meta)
+    tflite.write_bytes(converted["int8"].read_bytes()[:1000])  # a crash mid-copy
+    assert convert.ensure_tflite(weights, sha, "inception_v3", "int8") == tflite
+    assert tflite.read_bytes() == converted["int8"].read_bytes()  # the conversion is deterministic
+    np.testing.assert_allclose(_litert(tflite, "int8").predict(images[:2]),
+                               _litert(converted["int8"], "int8").predict(images[:2]), atol=1e-6)
+
+
+def test_changed_weights_are_converted_again_and_the_old_file_removed(library, tmp_path, weights_files,
+                                                                      caplog):
+    path, *_ = library
+    weights = tmp_path / path.name
+    shutil.copy(path, weights)
+    old = runtime.load_model(weights, "cpu", 2, "int8", warm=False)
+    old_file = old.runtime.tflite_path
+    shutil.copy(weights_files.biased_h5, weights)  # saved over, same name (legacy layout now)
+    with caplog.at_level("INFO"):
+        new = runtime.load_model(weights, "cpu", 2, "int8", warm=False)
+    assert (runtime_kind(new), precision_word(new)) == ("litert", "int8")
+    assert new.runtime.tflite_path != old_file
+    assert "removing" in caplog.text and not Path(old_file).exists()
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == [Path(new.runtime.tflite_path).name]
+    top = new.top3(np.zeros((1, 299, 299, 3), np.float32))[0][0]
+    assert top.class_index == BIASED_CLASS and top.label == "tabby"
+
+
+def test_a_process_on_litert_never_imports_tensorflow(library):
+    path, _layout, _sha, _converted = library
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over an exec from the (forking) parent
+    code = ("import re, sys, numpy as np\n"
+            "from labelsd.model.runtime import load_model, describe\n"
+            f"c = load_model({str(path)!r}, 'cpu', 4, 'fp32')\n"
+            "c.top3(np.zeros((3, 299, 299, 3), np.float32))\n"
+            "print(describe(c), sorted(m for m in ('tensorflow', 'keras') if m in sys.modules),\n"
+            "      int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("cpu, litert fp32 [] "), out.stdout
+    assert int(out.stdout.split()[-1]) < 400  # MiB at peak (TensorFlow alone takes ~600)
+
+
+def test_tensorflow_runs_it_where_litert_is_not_installed(library, monkeypatch, caplog):
+    path, *_ = library
+    monkeypatch.setattr(runtime, "litert_available", lambda: False)
+    with caplog.at_level("INFO"):
+        clf = runtime.load_model(path, "cpu", 2, "int8", warm=False)
+    assert (runtime_kind(clf), precision_word(clf)) == ("tensorflow", "fp32")
+    assert caplog.text.count("LiteRT is not installed") == 1
+    assert "int8 runs on LiteRT only" in caplog.text
+    assert runtime.plan("cpu", "int8")["runtime"] == "tensorflow"
+
+
+def test_tensorflow_runs_it_where_the_conversion_fails(library, tmp_path, monkeypatch, caplog):
+    path, *_ = library
+    weights = tmp_path / path.name
+    shutil.copy(path, weights)  # nothing cached next to this one
+    monkeypatch.setattr(convert, "CONVERT_TIMEOUT_S", 0.5)  # the real child, killed
+    with caplog.at_level("INFO"):
+        clf = runtime.load_model(weights, "cpu", 2, "fp32", warm=False)
+    assert (runtime_kind(clf), precision_word(clf)) == ("tensorflow", "fp32")
+    assert "took over 0.5 s: TensorFlow runs the model" in caplog.text
+    assert list(tmp_path.glob("*.tflite")) == [] and list(tmp_path.glob(".*.tmp")) == []
+
+
+def test_a_child_that_fails_says_why():
+    with pytest.raises(ConversionFailed, match="no LiteRT conversion for precision 'bf16'"):
+        convert.ensure_tflite(None, "0" * 64, "inception_v3", "bf16")
+    out = subprocess.run([sys.executable, "-m", "labelsd.model.convert", "--weights", "/nonexistent.h5",
+                          "--precision", "int8", "--out", "/tmp/never.tflite"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1 and "nonexistent" in out.stderr.strip().splitlines()[-1]
+
+
+def test_the_service_on_litert_int8_says_so(library, tmp_path):
+    from servicekit import Service
+    from typer.testing import CliRunner
+
+    from imagegen import make_image
+    from labels_cli.app import app
+
+    path, *_ = library
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    db = tmp_path / "labels.db"
+    svc = Service(tmp_path, db=db, weights=path, watch=[inbox], args=["--device", "cpu", "--precision", "int8"])
+    try:
+        svc.start().wait_ready()
+        photo = make_image(inbox / "cat.jpg", size=(320, 240), seed=5)
+        assert svc.wait_settled([photo], 120, want=("done",))[str(photo)] == "done"
+        result = CliRunner().invoke(app, ["--db", str(db), "status", "--json"])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["device"] == "cpu, litert int8"
+        text = CliRunner().invoke(app, ["--db", str(db), "status"]).stdout
+        assert "cpu, litert int8" in text
+        assert "runtime litert, precision int8" in svc.log()
+    finally:
+        svc.stop()
+
+
+def test_model_info_says_runtime_and_precision(library):
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    path, *_ = library
+    result = CliRunner().invoke(app, ["model", "info", "--weights", str(path), "--device", "cpu",
+                                      "--precision", "int8", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert (facts["runtime"], facts["precision"], facts["why"]) == ("litert", "int8", "asked for")
+    text = CliRunner().invoke(app, ["model", "info", "--weights", str(path), "--device", "cpu",
+                                    "--precision", "fp32"]).stdout
+    assert "runtime:   litert" in text and "precision: fp32" in text

@@ -1,0 +1,97 @@
+"""The read-only reader (serve/reader.py: sqlite3, no SQLAlchemy) reads the
+library exactly as the service's Store does: the same records, statuses,
+errors, labels, tags and counts, on every status a path can be in."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from sqlalchemy import update
+
+from labelsd import records
+from labelsd.serve import query
+from labelsd.serve.reader import as_reader, open_reader
+from labelsd.store import contents, nodes, tags, workqueue
+from labelsd.store.schema import QueueItem
+from test_search import LIBRARY, add_images, add_library
+
+
+@pytest.fixture
+def every_status(store, tmp_path, monkeypatch):
+    paths = add_library(store, tmp_path, monkeypatch, {"persian.jpg": ["fluffy", "Ünï ✓"]})
+    waiting = str(tmp_path / "photos" / "waiting.jpg")
+    workqueue.enqueue(store, [waiting])  # pending, never read
+    bad = str(tmp_path / "photos" / "bad.jpg")
+    workqueue.enqueue(store, [bad])
+    (claim,) = [c for c in workqueue.claim(store, "t", limit=10) if c.path.endswith("bad.jpg")]
+    contents.record_outcomes(store, "t", [records.Outcome(
+        claim=claim, kind="bad_image", sha256=hashlib.sha256(b"bad").hexdigest(), size=3,
+        mtime_ns=1, error="truncated JPEG")])
+    stuck = str(tmp_path / "photos" / "stuck.jpg")
+    workqueue.enqueue(store, [stuck])
+    with store.write() as session:  # failed in the queue before its content was read
+        session.execute(update(QueueItem).where(QueueItem.path.endswith("stuck.jpg"))
+                        .values(state="failed", last_error="permission denied"))
+    workqueue.enqueue(store, [paths["tabby.jpg"]], force=True)  # changed: pending again
+    return paths
+
+
+def test_records_and_counts_match_the_store(store, every_status):
+    reader = open_reader(store.db)  # sqlite3 read-only; a URL goes through its own Store
+    try:
+        assert [r.to_dict() for r in reader.records()] == [r.to_dict() for r in store.records()]
+        assert reader.counts() == store.counts()
+        statuses = {r.status for r in reader.records()}
+        assert statuses == {"pending", "done", "failed", "missing"}
+        for status in ("pending", "failed"):
+            assert ([r.path for r in reader.records(status=status)]
+                    == [r.path for r in store.records(status=status)])
+        assert [r.to_dict() for r in reader.records(chunk=2)] == [
+            r.to_dict() for r in store.records()]  # paged
+        path = every_status["persian.jpg"]
+        assert reader.record(path).to_dict() == store.record(path).to_dict()
+    finally:
+        reader.close()
+
+
+def test_summaries_match_the_store(store, every_status):
+    assert query.tag_counts(as_reader(store)) == [c.to_dict() for c in tags.tag_counts(store)]
+    nodes.register(store, "n:1", model="m", device="CPU", watching=["/w"])
+    listed = {n.node_id: n.to_dict() for n in nodes.list_nodes(store)}
+    for node in query.list_nodes(store):
+        theirs = listed[node["node_id"]]
+        assert node["alive"] == theirs["alive"] and node["watching"] == theirs["watching"]
+        assert node["heartbeat_age_s"] == pytest.approx(theirs["heartbeat_age_s"], abs=2)
+
+
+def test_constants_agree_with_the_store():
+    assert query.ALIVE_WITHIN_S == nodes.ALIVE_WITHIN_S
+    for text in ("  Ferien ", "ÜNÏ", "Straße"):
+        assert query.tag_key(text) == tags.tag_key(text)
+
+
+def test_a_reader_never_writes(db_url, store, tmp_path):
+    if "://" in db_url:
+        pytest.skip("SQLite only: the reader opens the file with mode=ro")
+    add_images(store, {str(tmp_path / "a.jpg"): LIBRARY["tabby.jpg"]})
+    reader = open_reader(db_url)
+    try:
+        with reader.read() as run, pytest.raises(Exception, match="readonly"):
+            run("DELETE FROM paths", {})
+    finally:
+        reader.close()
+    assert len(store.records_for_paths([str(tmp_path / "a.jpg")])) == 1
+
+
+@pytest.mark.parametrize(("db", "shown"), [
+    ("/var/lib/labelsd/labels.db", "/var/lib/labelsd/labels.db"),
+    ("postgresql+psycopg://labels:s3cret@dbhost:5432/labels",
+     "postgresql+psycopg://labels:***@dbhost:5432/labels"),
+    ("postgresql+psycopg://labels@/labels?host=/run/postgresql",
+     "postgresql+psycopg://labels@/labels?host=/run/postgresql"),
+])
+def test_status_names_the_database_without_its_password(db, shown):
+    from labelsd.serve.reader import where_shown
+
+    assert where_shown(db) == shown
