@@ -132,7 +132,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     pipeline = Pipeline(store, classifier, f"{node_id_for_this_process()}:scan",
                         batch_size=batch_size, decode_workers=decode_workers,
                         max_wait_ms=max_wait_ms, events=events, timeline=timeline,
-                        links_within=[root])  # walk_images takes links into the root
+                        links_within=[result.root])  # walk_images takes links into the root
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked
