@@ -72,8 +72,9 @@ def test_a_start_that_fails_after_registering_leaves_no_running_node(tmp_path, m
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     db = str(tmp_path / "labels.db")
-    monkeypatch.setattr("labelsd.model.classifier.load_classifier",
+    monkeypatch.setattr("labelsd.model.runtime.load_model",
                         lambda *a, **k: types.SimpleNamespace(name="stub", device="cpu"))
+    monkeypatch.setattr("labelsd.model.runtime.describe", lambda classifier: "cpu, stub")
 
     def broken_pipeline(*args, **kwargs):
         raise LabelsError("the pipeline could not start")
