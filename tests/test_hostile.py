@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from servicekit import sha256_of
 from sqlalchemy import update
 
 from imagegen import make_image
@@ -22,6 +21,7 @@ from labelsd.pipeline.runner import Pipeline
 from labelsd.serve import gallery
 from labelsd.store import contents, workqueue
 from labelsd.store.schema import QueueItem
+from servicekit import sha256_of
 
 IDLE_S = 60  # a hang shows as a timeout, never as a test that never ends
 

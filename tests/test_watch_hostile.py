@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
-from servicekit import wait_for
 from sqlalchemy import select
 
 from imagegen import make_image
 from labelsd.store.schema import QueueItem
 from labelsd.watch import reconcile as reconcile_mod
 from labelsd.watch.watcher import Watcher
+from servicekit import wait_for
 
 DEADLINE_S = 60
 DEPTH = 1000  # deeper than Python's recursion limit: watchdog's os.walk recursion fails
