@@ -22,10 +22,10 @@ from imagegen import make_exif_rotated_jpeg, make_image, make_not_an_image, make
 from labels_cli.app import app
 from labelsd import records
 from labelsd.model.taxonomy import class_by_index
+from labelsd.paths import canonical_path
 from labelsd.records import ImageRecord, Prediction
 from labelsd.serve import gallery, thumbnails
 from labelsd.store import contents, tags, workqueue
-from labelsd.store.engine import canonical_path
 
 runner = CliRunner()
 

@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from labelsd.errors import ImageError
-from labelsd.paths import IMAGE_EXTENSIONS, is_image_name  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,10 @@ from datetime import datetime
 from sqlalchemy import delete, literal, select, update
 from sqlalchemy.orm import Session
 
+from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome
 from labelsd.store import workqueue
-from labelsd.store.engine import Store, canonical_path, dialect_insert
+from labelsd.store.engine import Store, dialect_insert
 from labelsd.store.photometa import store_photo_meta
 from labelsd.store.relabel import same_model
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow

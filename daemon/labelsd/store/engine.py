@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
-from labelsd.paths import canonical_path  # noqa: F401  (re-exported: labelsd.paths owns it)
+from labelsd.paths import canonical_path
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations

@@ -20,8 +20,9 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.orm import Session
 
+from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome
-from labelsd.store.engine import Store, canonical_path, dialect_insert
+from labelsd.store.engine import Store, dialect_insert
 from labelsd.store.schema import Content, QueueItem, TrackedPath, as_utc, utcnow
 
 log = logging.getLogger(__name__)

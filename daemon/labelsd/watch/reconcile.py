@@ -22,9 +22,10 @@ from labelsd.records import FileFacts
 from labelsd.store import contents
 from labelsd.store.engine import Store
 from labelsd.store.schema import QueueItem
+from labelsd.watch.observers import POLL_PACE
 from labelsd.watch.settle import SETTLE_S
 from labelsd.watch.walk import walk_candidates
-from labelsd.watch.watches import POLL_PACE, RESCAN_S
+from labelsd.watch.watches import RESCAN_S
 
 SCAN_CHUNK = 500  # files per enqueue transaction in a scan
 RECENT_NS = int(2 * SETTLE_S * 1e9)  # a scanned file modified this recently may be half-written

@@ -45,10 +45,8 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from labelsd.errors import LabelsError
-from labelsd.watch.observers import (  # noqa: F401  (POLL_PACE, paced_polling_observer: re-exported)
+from labelsd.watch.observers import (
     POLL_INTERVAL_S,
-    POLL_PACE,
-    PacedPollingEmitter,
     paced_polling_observer,
 )
 from labelsd.watch.watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
