@@ -41,10 +41,9 @@ def decode_seconds(classifier, photos: list[Path]) -> float:
 
 
 def compare_models(models: list[str], args, photos: list[Path], burst_sets: list[list[Path]]) -> int:
+    from labelsd.model.classifier import load_classifier
     from servicebench import BenchService
     from throughput import bench_bare, bench_pipeline
-
-    from labelsd.model.classifier import load_classifier
 
     cores = len(os.sched_getaffinity(0))
     loaded = {}

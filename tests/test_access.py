@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 
 from labelsd import records
+from labelsd.paths import canonical_path
 from labelsd.records import Prediction
 from labelsd.store import contents, workqueue
-from labelsd.store.engine import canonical_path, open_store
+from labelsd.store.engine import open_store
 
 PREDS = [Prediction(1, "tabby", "n02123045", 281, 0.7),
          Prediction(2, "tiger cat", "n02123159", 282, 0.2),

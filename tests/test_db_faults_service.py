@@ -21,9 +21,9 @@ import time
 from pathlib import Path
 
 import pytest
-from servicekit import Service
 
 from imagegen import make_image
+from servicekit import Service
 
 SIZE = (320, 240)
 LOCK_HOLD_S = 45  # the scenario itself: how long another process keeps the write lock

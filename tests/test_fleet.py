@@ -14,7 +14,6 @@ import time
 from contextlib import contextmanager
 
 import pytest
-from servicekit import wait_for
 from sqlalchemy import event, func, select
 
 from imagegen import make_image
@@ -24,6 +23,7 @@ from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import contents, counters, workqueue
 from labelsd.store.engine import open_store
 from labelsd.store.schema import Content, Prediction, QueueItem, TrackedPath
+from servicekit import wait_for
 
 TOP3 = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
         PredictionRecord(2, "tiger cat", "n02123159", 282, 0.2),

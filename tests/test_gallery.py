@@ -22,10 +22,10 @@ from imagegen import make_exif_rotated_jpeg, make_image, make_not_an_image, make
 from labels_cli.app import app
 from labelsd import records
 from labelsd.model.taxonomy import class_by_index
+from labelsd.paths import canonical_path
 from labelsd.records import ImageRecord, Prediction
-from labelsd.serve import gallery
+from labelsd.serve import gallery, thumbnails
 from labelsd.store import contents, tags, workqueue
-from labelsd.store.engine import canonical_path
 
 runner = CliRunner()
 
@@ -175,14 +175,14 @@ def _placeholder_files(store, tmp_path, monkeypatch):
     make_not_an_image(broken)
     locked.chmod(0)
     if os.geteuid() == 0:  # root reads mode-000 files: make open() answer as for a user
-        real_open = gallery.Image.open
+        real_open = thumbnails.open_regular
 
         def open_as_user(fp, *args, **kwargs):
             if os.fspath(fp) == canonical_path(locked):
                 raise PermissionError(13, "Permission denied", os.fspath(fp))
             return real_open(fp, *args, **kwargs)
 
-        monkeypatch.setattr(gallery.Image, "open", open_as_user)
+        monkeypatch.setattr(thumbnails, "open_regular", open_as_user)
     reasons = {canonical_path(gone): "missing",
                canonical_path(locked): "cannot read: permission denied",
                canonical_path(broken): "not an image"}

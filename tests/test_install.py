@@ -28,9 +28,9 @@ from pathlib import Path
 
 import pytest
 import tomllib
-from servicekit import START_TIMEOUT_S, wait_for
 
 from imagegen import make_image
+from servicekit import START_TIMEOUT_S, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "### System service, step by step"  # up to the next heading below it

@@ -204,11 +204,11 @@ def test_a_child_that_fails_says_why():
 
 
 def test_the_service_on_litert_int8_says_so(library, tmp_path):
-    from servicekit import Service
     from typer.testing import CliRunner
 
     from imagegen import make_image
     from labels_cli.app import app
+    from servicekit import Service
 
     path, *_ = library
     inbox = tmp_path / "inbox"

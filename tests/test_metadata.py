@@ -18,10 +18,10 @@ from imagegen import make_image
 from labels_cli.app import app
 from labelsd import records
 from labelsd.model.classifier import load_classifier
+from labelsd.paths import canonical_path
 from labelsd.pipeline.runner import Pipeline
 from labelsd.records import PhotoMeta
 from labelsd.store import contents, workqueue
-from labelsd.store.engine import canonical_path
 from labelsd.xmp.metadata import read_photo_meta
 
 runner = CliRunner()

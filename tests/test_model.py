@@ -242,10 +242,10 @@ def test_weights_info(weights_files, offline_empty_cache):
 def test_cli_model_info_json(weights_files):
     from typer.testing import CliRunner
 
-    from labels_cli.model_cmds import model_app
+    from labels_cli.app import app
 
-    result = CliRunner().invoke(model_app, ["info", "--weights", str(weights_files.legacy_h5),
-                                            "--device", "cpu", "--json"])
+    result = CliRunner().invoke(app, ["model", "info", "--weights", str(weights_files.legacy_h5),
+                                      "--device", "cpu", "--json"])
     assert result.exit_code == 0, result.output
     facts = json.loads(result.output)
     assert facts["exists"] is True and facts["device"] == "cpu" and len(facts["sha256"]) == 64

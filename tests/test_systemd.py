@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from servicekit import LABELSD, Service, service_env, wait_for
 
 from imagegen import make_image
 from labelsd.config import load_settings
 from labelsd.notify import Notifier, WatchdogPinger, watchdog_interval
+from servicekit import LABELSD, Service, service_env, wait_for
 
 UNITS = Path(__file__).resolve().parent.parent / "systemd"
 

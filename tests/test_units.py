@@ -178,10 +178,17 @@ def test_walk_stops_when_asked(tmp_path):
     assert list(walk_candidates(str(tmp_path), [str(tmp_path)], stop)) == []
 
 
-def test_an_unlistable_root_is_a_warning(tmp_path, caplog):
+def test_a_missing_root_yields_nothing_and_an_unreadable_folder_is_said_once(tmp_path, caplog):
+    from labelsd.watch import walk
+
+    assert list(walk_candidates(str(tmp_path / "gone"), [str(tmp_path / "gone")])) == []
+    denied = PermissionError(13, "Permission denied")
+    folder = str(tmp_path / "locked")
     with caplog.at_level(logging.WARNING, logger="labelsd.watch.walk"):
-        assert list(walk_candidates(str(tmp_path / "gone"), [str(tmp_path / "gone")])) == []
-    assert "cannot list" in caplog.text
+        walk.report_unreadable(folder, denied)
+        walk.report_unreadable(folder, denied)
+    assert caplog.text.count("cannot read folder") == 1
+    walk._reported_folders.discard(folder)
 
 
 def test_regular_file_facts_is_none_for_anything_but_a_regular_file(tmp_path):

@@ -10,7 +10,6 @@ import sqlite3
 import threading
 import time
 
-from servicekit import wait_for
 from watchdog.events import FileClosedEvent
 
 from imagegen import make_image
@@ -18,6 +17,7 @@ from labelsd.store import connect, workqueue
 from labelsd.store.engine import open_store
 from labelsd.watch.backlog import Backlog
 from labelsd.watch.watcher import Watcher
+from servicekit import wait_for
 
 
 def test_file_events_during_a_long_write_lock_are_queued_once_it_goes(

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import exiv2
 import pytest
-from servicekit import Service, service_env, sha256_of, wait_for
 from typer.testing import CliRunner
 
 from imagegen import make_image
@@ -25,6 +24,7 @@ from labelsd.events import Events
 from labelsd.records import Claim, Outcome, OutcomeKind
 from labelsd.xmp.sidecar import write_sidecar
 from labelsd.xmp.writer import SidecarWriter
+from servicekit import Service, service_env, sha256_of, wait_for
 from test_metadata import make_photo
 from test_search import add_images
 

@@ -17,8 +17,6 @@ import typer
 
 from labelsd.records import ImageRecord
 
-from .options import CsvOpt, PathsOpt  # noqa: F401  (declared once, in options.py)
-
 
 class Format(str, Enum):
     table = "table"

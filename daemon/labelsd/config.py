@@ -49,6 +49,7 @@ class Settings:
     log_level: str = "info"
     decode_workers: int = 0  # 0: one per core the process may use
     max_wait_ms: int = 50
+    max_file_mb: int = 256  # the size cap on one image file (model.decode.MAX_FILE_MB)
     xmp: str = "off"
     xmp_min_score: float = 0.2  # labels scoring less stay out of sidecars
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
@@ -119,6 +120,9 @@ def _validate(s: Settings) -> Settings:
                                      or not 1 <= s.batch_size <= 1024):
         raise ConfigError(f"batch size must be a whole number from 1 to 1024, "
                           f"not {s.batch_size!r}")
+    if not isinstance(s.max_file_mb, int) or isinstance(s.max_file_mb, bool) or s.max_file_mb < 1:
+        raise ConfigError(f"max_file_mb must be a whole number of megabytes (1 or more), "
+                          f"not {s.max_file_mb!r}")
     if s.xmp not in XMP_MODES:
         raise ConfigError(f"xmp must be one of {', '.join(XMP_MODES)}, not {s.xmp!r}")
     if (not isinstance(s.xmp_min_score, (int, float)) or isinstance(s.xmp_min_score, bool)

@@ -1,13 +1,112 @@
-"""Writing an output file atomically: shared by `labels export -o` (text) and
-the contact sheets of `labels gallery` (bytes)."""
+"""Files in and out. `open_regular` is the one way labelsd opens a photo it
+reads (the pipeline's reader, the gallery's thumbnails): never through a
+symlink, never blocking, a regular file or nothing. `atomic_output` writes an
+output file atomically: shared by `labels export -o` (text) and the contact
+sheets of `labels gallery` (bytes)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
-from collections.abc import Iterator
+import stat
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import IO
+from typing import IO, BinaryIO
+
+from labelsd.errors import ImageError
+from labelsd.paths import under_root
+
+# O_NOFOLLOW: a symlink swapped in for a queued photo (`ln -s /etc/shadow x;
+# mv -T x photo.png`) is refused, not followed. O_NONBLOCK: a FIFO or device
+# node swapped in does not block the open (a FIFO with no writer would block
+# forever); fstat then refuses anything but a regular file.
+_OPEN_FLAGS = (os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY
+               | getattr(os, "O_CLOEXEC", 0))
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link"))
+
+
+class NotARegularFile(ImageError):
+    """The path is not a regular file (a FIFO, device, socket, folder or symlink),
+    or is reached through a symlinked folder: labelsd does not read it."""
+
+
+class FileTooLarge(ImageError):
+    """The file is larger than the configured size cap (`max_file_mb`)."""
+
+
+def kind_of(mode: int) -> str:
+    for test, name in _KINDS:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_regular(path: str, *, max_bytes: int | None = None,
+                 links_within: Sequence[str] = ()) -> tuple[BinaryIO, os.stat_result]:
+    """Open `path` for reading if it is a regular file reached without following
+    any symlink, and return it with its fstat. Raises NotARegularFile (with the
+    kind in words) or FileTooLarge, or OSError as open() does (FileNotFoundError,
+    PermissionError ...). Nothing else is opened: what the watched folder's
+    owner links to stays unread. `links_within` (`labels scan`): a symlinked
+    file whose target resolves inside one of these folders is opened at its
+    target, by the same rules."""
+    try:
+        before = os.lstat(path)
+    except OSError:
+        before = None  # open() below raises the same error, or the file just appeared
+    if before is not None and stat.S_ISLNK(before.st_mode) and links_within:
+        target = os.path.realpath(path)
+        if any(under_root(target, root) for root in links_within):
+            return open_regular(target, max_bytes=max_bytes)
+    if before is not None and not stat.S_ISREG(before.st_mode):
+        # Not even opened: opening some device nodes has side effects.
+        raise NotARegularFile(f"is {kind_of(before.st_mode)}, not an image file")
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as err:
+        if err.errno == errno.ELOOP:  # swapped for a symlink since the lstat
+            raise NotARegularFile("is a symbolic link, not an image file (labelsd does "
+                                  "not follow links in watched folders)") from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotARegularFile(f"is {kind_of(st.st_mode)}, not an image file")
+        _check_no_linked_folder(fd, path)
+        if max_bytes is not None and st.st_size > max_bytes:
+            raise FileTooLarge(f"file is {_size_text(st.st_size)}, larger than the "
+                               f"{_size_text(max_bytes)} limit (max_file_mb)")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb"), st
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _check_no_linked_folder(fd: int, path: str) -> None:
+    """O_NOFOLLOW guards the last component only: a folder on the way swapped for
+    a symlink (`ln -s /etc d; mv -T d album`) would still be followed. The kernel
+    knows the path it really opened; it must be the one asked for."""
+    wanted = os.path.abspath(path)
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:  # no /proc: resolve the folder instead (racy, but no worse)
+        opened = os.path.join(os.path.realpath(os.path.dirname(wanted)), os.path.basename(wanted))
+    if opened.endswith(" (deleted)"):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", path)
+    if opened != wanted:
+        raise NotARegularFile("is reached through a symbolically linked folder, not "
+                              "read (labelsd does not follow links in watched folders)")
+
+
+def _size_text(n: int) -> str:
+    if n >= 1 << 30:
+        return f"{n / (1 << 30):.1f} GiB"
+    return f"{n / (1 << 20):.0f} MiB"
 
 
 @contextmanager
@@ -39,4 +138,4 @@ def atomic_output(path: str | os.PathLike, mode: str = "w",
         raise
 
 
-__all__ = ["atomic_output"]
+__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "open_regular"]

@@ -88,6 +88,7 @@ class Service:
     # ---- start ---------------------------------------------------------------
 
     def start(self) -> None:
+        from labelsd.model import decode
         from labelsd.model.runtime import describe, load_model
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
@@ -111,6 +112,7 @@ class Service:
                        device=describe(self.classifier), watching=roots)
         relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = counters.status_counts(self.store)["done"]
+        decode.set_max_file_mb(s.max_file_mb)  # the size cap the reader applies
         events = Events()
         self.sidecars = start_sidecar_writer(self.store, s, events)  # None unless xmp = "sidecar"
         if s.metrics:  # a listener of the pipeline's events; prometheus_client only then
@@ -166,6 +168,9 @@ class Service:
                     self.watcher.add_root(root)
                 except LabelsError as err:
                     log.error("%s", err)
+        from labelsd.model import decode  # loaded by start() already
+
+        decode.set_max_file_mb(new.max_file_mb)
         if new.log_level != self.settings.log_level:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "precision", "poll",

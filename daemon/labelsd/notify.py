@@ -41,10 +41,6 @@ class Notifier:
         self._sock: socket.socket | None = None
         self.watchdog_interval_s = watchdog_interval(env)
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def send(self, *assignments: str) -> bool:
         """Send `READY=1`, `STATUS=...` etc. in one datagram. True if it was sent."""
         if self.address is None:

@@ -20,21 +20,20 @@ PARTIAL_SUFFIXES = (".part", ".partial", ".crdownload", ".download", ".tmp", ".t
                     ".!qb", ".opdownload", ".filepart", "~")
 
 
-def canonical_root(folder: str) -> str:
-    """A watched folder as the watcher records it: fully resolved, the folder's
-    own name too (a root that is a symlink is watched at its target, so the
-    paths under it are the ones `store.canonical_path` gives its files)."""
-    return os.path.realpath(os.path.expanduser(folder))
-
-
 def canonical_path(path: str | os.PathLike) -> str:
     """The absolute path under which a file is stored: its folder resolved
     (symlinks, `..`), its own name kept, so a missing file still resolves.
-    (The same rule as `store.engine.canonical_path`, here without SQLAlchemy for
-    the read-only commands.)"""
+    The one owner of path normalisation (the store re-exports it)."""
     absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
     folder, name = os.path.split(absolute)
     return os.path.join(os.path.realpath(folder), name)
+
+
+def canonical_root(folder: str | os.PathLike) -> str:
+    """A watched folder as the watcher records it: `canonical_path`, and the
+    folder's own name resolved too (a root that is a symlink is watched at its
+    target, so the paths under it are the ones `canonical_path` gives its files)."""
+    return os.path.realpath(canonical_path(folder))
 
 
 def under_root(path: str, root: str) -> bool:
@@ -64,7 +63,31 @@ def ignore_reason(path: str, roots: Iterable[str] | None = None) -> str | None:
         return "temporary or partial file (still being written)"
     if not is_image_name(name):
         return "not an image by name"
+    if not is_text(path):
+        return NOT_UTF8
     return None
+
+
+# Paths are stored as text (SQLite and PostgreSQL both insist on valid UTF-8);
+# a name with other bytes (Latin-1 `caf\xe9.jpg` from an old camera or a Samba
+# share) cannot be, so it is not tracked, and is reported once by name.
+NOT_UTF8 = "its name is not valid UTF-8 (rename it to track it)"
+
+
+def is_text(path: str) -> bool:
+    """False for a path holding bytes that are not UTF-8 (decoded by Python as
+    lone surrogates, `os.fsdecode`'s surrogateescape)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str) -> str:
+    """`path` as a log line or a person can read it: undecodable bytes escaped
+    (`caf\\xe9.jpg`)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:

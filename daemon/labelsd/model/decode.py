@@ -21,13 +21,29 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from labelsd.errors import ImageError
-from labelsd.paths import IMAGE_EXTENSIONS, is_image_name  # noqa: F401  (re-exported)
 
 log = logging.getLogger(__name__)
 
 # Twice Pillow's default MAX_IMAGE_PIXELS: the size at which Pillow itself refuses.
 # A 12 MP phone photo is far below; a 60000x60000 "PNG" of 100 bytes is far above.
 MAX_PIXELS = 178_956_970
+
+# The size cap on one file (config `max_file_mb`): a file is read into memory
+# whole before it is hashed and decoded, so a sparse 3 GB "photo" must fail
+# with a reason instead. 256 MiB holds any camera's JPEG, HEIF or PNG and
+# most scanned TIFFs; the pixel limit above bounds what decoding costs.
+MAX_FILE_MB = 256
+_max_file_bytes = MAX_FILE_MB << 20
+
+
+def set_max_file_mb(megabytes: int) -> None:
+    """Set the size cap for this process (the service, at start and reload)."""
+    global _max_file_bytes
+    _max_file_bytes = int(megabytes) << 20
+
+
+def max_file_bytes() -> int:
+    return _max_file_bytes
 
 
 # Only these Pillow plugins may open a file, whatever its name: the others include
@@ -122,20 +138,31 @@ def decode_image(data: bytes, size: int,
         with Image.open(BytesIO(data), formats=formats) as img:
             fmt = "JPEG" if img.format == "MPO" else (img.format or fmt or "image")
             return _decode(img, fmt, size, preprocess)
-    except ImageError:
-        raise
-    except UnidentifiedImageError:
-        raise NotAnImage(f"corrupt {fmt} header" if fmt else "not an image") from None
-    except Image.DecompressionBombError as exc:  # only if someone re-enabled Pillow's check
-        raise ImageTooLarge(f"image is larger than the {MAX_PIXELS // 1_000_000} MP limit") from exc
-    except MemoryError:
-        raise ImageError("not enough memory to decode this image") from None
-    except (OSError, SyntaxError, EOFError) as exc:
-        if _is_truncation(exc):
-            raise TruncatedImage(f"truncated {fmt or 'image'}") from exc
-        raise ImageError(_short_reason(fmt, exc)) from exc
-    except Exception as exc:  # plugins raise ValueError, struct.error, IndexError ... on bad data
-        raise ImageError(_short_reason(fmt, exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - plugins raise anything on bad data
+        raise image_error(exc, fmt) from exc
+
+
+def image_error(exc: BaseException, fmt: str | None = None) -> ImageError:
+    """The one mapping from what opening or decoding an image raised to the
+    reason a person reads (the reader stores it, the gallery shows it).
+    `fmt`: the format sniffed from the bytes, when known."""
+    if isinstance(exc, ImageError):
+        return exc
+    if isinstance(exc, FileNotFoundError):
+        return ImageError("missing")
+    if isinstance(exc, PermissionError):
+        return ImageError("cannot read: permission denied")
+    if isinstance(exc, UnidentifiedImageError):
+        return NotAnImage(f"corrupt {fmt} header" if fmt else "not an image")
+    if isinstance(exc, Image.DecompressionBombError):  # only if someone re-enabled Pillow's check
+        return ImageTooLarge(f"image is larger than the {MAX_PIXELS // 1_000_000} MP limit")
+    if isinstance(exc, MemoryError):
+        return ImageError("not enough memory to decode this image")
+    if isinstance(exc, (OSError, SyntaxError, EOFError)) and _is_truncation(exc):
+        return TruncatedImage(f"truncated {fmt or 'image'}")
+    if isinstance(exc, OSError) and exc.strerror:
+        return ImageError(f"cannot read: {exc.strerror}")
+    return ImageError(_short_reason(fmt, exc))
 
 
 def _decode(img: Image.Image, fmt: str, size: int, preprocess) -> DecodedImage:
@@ -154,7 +181,7 @@ def _decode(img: Image.Image, fmt: str, size: int, preprocess) -> DecodedImage:
         width, height = height, width
     if orientation not in (None, 1):
         img = ImageOps.exif_transpose(img)
-    rgb = to_rgb_or_rgba(img)
+    rgb = to_rgb_or_rgba(shrink_wide(img, (2 * size, 2 * size)))
     # Squash to a square without cropping, like keras load_img(target_size=...).
     # BILINEAR is antialiased in Pillow (its support widens when shrinking); the
     # reducing gap first box-reduces big PNGs/TIFFs by an integer factor, for speed.
@@ -184,36 +211,64 @@ def _orientation(img: Image.Image) -> int | None:
     return value if isinstance(value, int) and 1 <= value <= 8 else None
 
 
+_EXTREMA = "labelsd_extrema"  # info key: a shrunk wide image's range, from every pixel
+
+
+def shrink_wide(img: Image.Image, fit: tuple[int, int]) -> Image.Image:
+    """A high-bit-depth image (I;16, I, F: 2 or 4 bytes a sample) shrunk into
+    `fit` (keeping its aspect), in its own mode, for a caller that shrinks to
+    that box anyway: `to_rgb_or_rgba` then never copies it at full size (a
+    169 MP 16-bit PNG is 338 MB as read; a float64 copy of it was 1.35 GB, and
+    the arithmetic on that more). Other images are returned as they are."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img
+    if img.width <= fit[0] and img.height <= fit[1]:
+        return img
+    extrema = img.getextrema()  # over every pixel, in C, without a copy
+    scale = min(fit[0] / img.width, fit[1] / img.height)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    small = img.resize(size, Image.Resampling.BILINEAR)  # (Pillow's reduce() has no I;16)
+    small.info[_EXTREMA] = extrema
+    return small
+
+
 def to_rgb_or_rgba(img: Image.Image) -> Image.Image:
     """Any Pillow mode -> 'RGB', or 'RGBA' when the image has transparency."""
     mode = img.mode
     if mode in ("RGB", "RGBA"):
         return img
     if mode.startswith("I") or mode == "F":  # I;16*, I, F: scale to 8 bits, don't clip
-        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16")))
+        extrema = img.info.get(_EXTREMA) or img.getextrema()
+        return Image.fromarray(_to_uint8(np.asarray(img), sixteen_bit=mode.startswith("I;16"),
+                                         extrema=extrema))
     has_alpha = "A" in mode or "a" in mode or "transparency" in img.info
     return img.convert("RGBA" if has_alpha else "RGB")
 
 
-def _to_uint8(arr: np.ndarray, sixteen_bit: bool) -> np.ndarray:
+def _to_uint8(arr: np.ndarray, sixteen_bit: bool,
+              extrema: tuple[float, float] | None = None) -> np.ndarray:
     """High-bit-depth greyscale -> RGB uint8 (Pillow's own convert would clip at 255).
 
-    I;16 is 16-bit by definition; I and F carry no range, so guess from the values:
-    [0, 1] floats, [0, 255], [0, 65535], else stretch min..max.
+    I;16 is 16-bit by definition; I and F carry no range, so guess from the values
+    (`extrema`, those of the whole image when `arr` is a shrunk copy):
+    [0, 1] floats, [0, 255], [0, 65535], else stretch min..max. float32 at most:
+    8 bits out need no more.
     """
     is_float = arr.dtype.kind == "f"
-    arr = np.nan_to_num(arr.astype(np.float64))
-    lo, hi = float(arr.min()), float(arr.max())
+    arr = np.nan_to_num(arr.astype(np.float32))
+    lo, hi = (float(v) for v in extrema) if extrema is not None else (arr.min(), arr.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):  # NaN or inf somewhere: what is finite
+        lo, hi = float(arr.min()), float(arr.max())
     if sixteen_bit:
-        arr = arr / 257.0
+        arr /= np.float32(257.0)
     elif is_float and lo >= 0 and hi <= 1.0:
-        arr = arr * 255.0
+        arr *= np.float32(255.0)
     elif lo >= 0 and hi <= 255:
         pass
     elif lo >= 0 and hi <= 65535:
-        arr = arr / 257.0
+        arr /= np.float32(257.0)
     else:
-        arr = (arr - lo) * (255.0 / (hi - lo))
+        arr = (arr - np.float32(lo)) * np.float32(255.0 / max(hi - lo, 1e-12))
     gray = np.clip(arr, 0, 255).round().astype(np.uint8)
     return np.repeat(gray[..., None], 3, axis=-1)
 

@@ -16,18 +16,19 @@ import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
-from labelsd.model.decode import DecodedImage
+from labelsd.fileio import FileTooLarge, open_regular
+from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
 from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
-from labelsd.store import contents
+from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
 from labelsd.xmp.metadata import read_photo_meta
 
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 # Shared by every stage of the pipeline (pipeline.py, writer.py import them):
 POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
 RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
+RECENT_WRITE_NS = 3_000_000_000  # a truncated file modified this recently may still be written
 
 
 @dataclass
@@ -67,11 +69,18 @@ class Known:
     format: str | None
 
 
-def read_file(path: str) -> tuple[bytes, int, int, str]:
-    """The file's bytes (read once), size, mtime_ns and SHA-256."""
-    with open(path, "rb") as fh:
-        st = os.fstat(fh.fileno())
-        data = fh.read()
+def read_file(path: str, max_bytes: int | None = None,
+              links_within: Sequence[str] = ()) -> tuple[bytes, int, int, str]:
+    """The file's bytes (read once), size, mtime_ns and SHA-256. Only a regular
+    file, opened without following symlinks (but to a target in `links_within`)
+    or blocking (fileio.open_regular), and no larger than `max_bytes` (the size
+    cap, read from decode by default)."""
+    limit = max_file_bytes() if max_bytes is None else max_bytes
+    fh, st = open_regular(path, max_bytes=limit, links_within=links_within)
+    with fh:
+        data = fh.read(limit + 1)  # the file may have grown since the fstat
+    if len(data) > limit:
+        raise FileTooLarge(f"file grew past the {limit >> 20} MiB limit (max_file_mb) while read")
     return data, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()
 
 
@@ -79,11 +88,33 @@ def read_failure(claim: Claim, err: BaseException) -> Outcome:
     """The outcome of a file that could not be read."""
     if isinstance(err, (FileNotFoundError, NotADirectoryError)):
         return Outcome(claim, "vanished")
+    if isinstance(err, ImageError):  # not a regular file, through a link, too large
+        return failed_outright(claim, str(err))
     if isinstance(err, IsADirectoryError):
-        return Outcome(claim, "bad_image", error="is a folder, not an image")
+        return failed_outright(claim, "is a folder, not an image file")
     if isinstance(err, OSError):  # permission denied, I/O error: maybe better later
         return Outcome(claim, "retry", error=f"cannot read the file: {err.strerror or err}")
     return Outcome(claim, "retry", error=f"cannot read the file: {err}")
+
+
+def failed_outright(claim: Claim, reason: str) -> Outcome:
+    """The path (not its content: there is none to hash) fails now, with `reason`:
+    a retry outcome with no attempts left, so the queue row ends `failed` at
+    once and `labels retry` can queue it again."""
+    return Outcome(replace(claim, attempts=max(claim.attempts, workqueue.MAX_ATTEMPTS - 1)),
+                   "retry", error=reason)
+
+
+def still_being_written(item: Item) -> bool:
+    """A truncated file that changed since it was read, or was written moments
+    ago, is a copy in progress (a slow copy, a sync client writing in bursts):
+    it is read again later, never failed and logged as broken meanwhile."""
+    try:
+        st = os.lstat(item.claim.path)
+    except OSError:
+        return False
+    changed = (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns)
+    return changed or time.time_ns() - st.st_mtime_ns < RECENT_WRITE_NS
 
 
 def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
@@ -103,7 +134,8 @@ class Reader:
 
     def __init__(self, store: Store, workers: int, *, lock: threading.Lock, ready,
                  stop: threading.Event, model_name: str,
-                 decode: Callable[[bytes], DecodedImage], timeline=None, events=None):
+                 decode: Callable[[bytes], DecodedImage], timeline=None,
+                 links_within: Sequence[str] = (), events=None):
         self.store = store
         self.workers = workers
         self.preparing = 0
@@ -113,6 +145,7 @@ class Reader:
         self._model_name = model_name
         self._decode_bytes = decode  # the model's own (its input size and preprocessing)
         self._timeline = timeline
+        self._links_within = tuple(links_within)  # `labels scan`: links into its folder
         self._events = events  # image_decoded(seconds), for the metrics
         self._pending_by_sha: dict[str, Item] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
@@ -165,7 +198,7 @@ class Reader:
     def _read(self, path: str):
         start = time.monotonic()
         try:
-            return read_file(path)
+            return read_file(path, links_within=self._links_within)
         finally:
             if self._timeline is not None:
                 self._timeline.add("read", start)
@@ -204,6 +237,12 @@ class Reader:
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
             item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
+        except TruncatedImage as err:
+            if still_being_written(item):  # the writer's close (or the settle rule) queues it again
+                item.final = Outcome(item.claim, "retry", error=f"still being written ({err})")
+            else:
+                item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
+                                     mtime_ns=item.mtime_ns, error=str(err))
         except ImageError as err:
             item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
                                  mtime_ns=item.mtime_ns, error=str(err))
@@ -251,4 +290,5 @@ class Reader:
                 self._recent.popitem(last=False)
 
 
-__all__ = ["Item", "Known", "Reader", "classified_outcome", "read_failure", "read_file"]
+__all__ = ["Item", "Known", "Reader", "classified_outcome", "failed_outright", "read_failure",
+           "read_file"]

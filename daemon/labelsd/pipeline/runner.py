@@ -24,6 +24,7 @@ import os
 import queue as queue_mod
 import threading
 import time
+from collections.abc import Sequence
 
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
@@ -48,7 +49,8 @@ class Pipeline:
     def __init__(self, store: Store, classifier: Classifier, node_id: str, *, batch_size: int | None = None,
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  events: Events | None = None,
-                 idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None):
+                 idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None,
+                 links_within: Sequence[str] = ()):
         if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
             batch_size = classifier.batch_size
         if batch_size < 1:
@@ -80,7 +82,8 @@ class Pipeline:
         self._to_writer: queue_mod.Queue = queue_mod.Queue(maxsize=2)
         self._reader = Reader(store, self.decode_workers, lock=self._lock, ready=self._ready,
                               stop=self._stop, model_name=classifier.name,
-                              decode=classifier.decode, timeline=timeline, events=self.events)
+                              decode=classifier.decode, timeline=timeline,
+                              links_within=links_within, events=self.events)
         self._batches = BatchStage(classifier, self._reader, self._ready, lock=self._lock,
                                    stop=self._stop, batch_size=batch_size, max_wait_s=self.max_wait_s,
                                    sentinel=_SENTINEL, events=self.events, timeline=timeline)

@@ -75,7 +75,7 @@ def walk_images(root: str) -> Iterator[FileFacts]:
     """Every candidate image under `root` (recursive), with its size and mtime.
     Symlinked folders are not followed; a symlinked file counts only when it
     points inside the root."""
-    return walk_candidates(root, [root], linked_files=True, unreadable_level=logging.WARNING)
+    return walk_candidates(root, [root], linked_files=True)
 
 
 def plan_scan(store: Store, root: str | os.PathLike, model: str | None = None) -> ScanResult:
@@ -131,7 +131,8 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     events.listen("batch_written", progress)
     pipeline = Pipeline(store, classifier, f"{node_id_for_this_process()}:scan",
                         batch_size=batch_size, decode_workers=decode_workers,
-                        max_wait_ms=max_wait_ms, events=events, timeline=timeline)
+                        max_wait_ms=max_wait_ms, events=events, timeline=timeline,
+                        links_within=[result.root])  # walk_images takes links into the root
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked

@@ -13,10 +13,10 @@ import logging
 import os
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from labelsd.errors import LabelsError
-from labelsd.fileio import atomic_output
+from labelsd.fileio import atomic_output, open_regular
 from labelsd.model import decode as images
 from labelsd.records import ImageRecord
 
@@ -55,10 +55,12 @@ class Thumbnail:
 
 def thumbnail(path: str, size: int) -> Thumbnail:
     """An upright thumbnail of the file at `path` fitting `size`x`size`, or the
-    reason there is none. Never raises for a bad file."""
+    reason there is none. Never raises for a bad file, never follows a symlink
+    and never blocks on a FIFO (fileio.open_regular, as the pipeline's reader)."""
     try:
+        fh, _ = open_regular(path, max_bytes=images.max_file_bytes())
         # The decoder's allow-list (no EPS, no PDF) and its HEIF opener.
-        with Image.open(path, formats=images.register_openers()) as img:
+        with fh, Image.open(fh, formats=images.register_openers()) as img:
             width, height = img.size
             if width * height > images.MAX_PIXELS:
                 return Thumbnail(None, f"too large to show ({width}x{height})")
@@ -69,31 +71,16 @@ def thumbnail(path: str, size: int) -> Thumbnail:
             except Exception:  # noqa: BLE001 - broken EXIF: show it as stored
                 log.debug("unreadable EXIF in %s", path, exc_info=True)
                 upright = img
-            upright = images.to_rgb_or_rgba(upright)
+            upright = images.to_rgb_or_rgba(images.shrink_wide(upright, (2 * size, 2 * size)))
             upright.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
             if upright.mode == "RGBA":
                 flat = Image.new("RGB", upright.size, TILE_BACKGROUND)
                 flat.paste(upright, mask=upright.getchannel("A"))
                 upright = flat
             return Thumbnail(upright.convert("RGB"))
-    except FileNotFoundError:
-        return Thumbnail(None, "missing")
-    except PermissionError:
-        return Thumbnail(None, "cannot read: permission denied")
-    except IsADirectoryError:
-        return Thumbnail(None, "not a file")
-    except UnidentifiedImageError:
-        return Thumbnail(None, "not an image")
-    except MemoryError:
-        return Thumbnail(None, "not enough memory to show")
-    except OSError as err:
-        text = str(err).lower()
-        if "truncated" in text or "broken data stream" in text:
-            return Thumbnail(None, "cannot read: truncated image")
-        return Thumbnail(None, f"cannot read: {err.strerror or err}")
     except Exception as err:  # noqa: BLE001 - plugins raise anything on bad data
         log.debug("thumbnail of %s failed", path, exc_info=True)
-        return Thumbnail(None, f"cannot decode: {' '.join(str(err).split())[:80] or type(err).__name__}")
+        return Thumbnail(None, str(images.image_error(err)))
 
 
 def write_output(path: str | os.PathLike, data: bytes) -> None:

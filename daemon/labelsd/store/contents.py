@@ -16,9 +16,10 @@ from datetime import datetime
 from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
+from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import workqueue
-from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
+from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.photometa import import_keywords, meta_columns
 from labelsd.store.relabel import same_model
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
@@ -66,12 +67,23 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
         before = {row.path: row for row in session.execute(
             select(p.path, p.sha256, p.missing)
             .where(p.path.in_([o.claim.path for o in final])))} if final else {}
+        # Claims whose queue row still stands at their path: a row deleted (the file
+        # was deleted) or moved to another path (renamed) while the batch was in
+        # flight must not bring the old path back as present.
+        q = QueueItem.__table__.c
+        live = {(row.id, row.path) for row in session.execute(
+            select(q.id, q.path).where(q.id.in_([o.claim.id for o in final])))} if final else set()
+        present = [o for o in final if (o.claim.id, o.claim.path) in live]
         if final:
-            _store_contents(session, final, stored, now)
-            _point_paths(session, final, now)
+            _store_contents(session, final, stored, now)  # the bytes' labels count either way
             for o in final:
+                if (o.claim.id, o.claim.path) not in live:
+                    workqueue.release_moved(session, o.claim, node_id)
+        if present:
+            _point_paths(session, present, now)
+            for o in present:
                 _carry_tags(session, o.claim.path, before.get(o.claim.path), o.sha256)
-            workqueue.finish_claims(session, [o.claim for o in final], node_id)
+            workqueue.finish_claims(session, [o.claim for o in present], node_id)
         for o in outcomes:
             if o.kind == OutcomeKind.RETRY:
                 workqueue.retry_later(session, o, now)

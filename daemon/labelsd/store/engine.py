@@ -9,7 +9,6 @@ writers queue on the busy timeout instead of failing half-way (connect.py).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +22,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
+from labelsd.paths import canonical_path
 from labelsd.records import ImageRecord
 from labelsd.records import Prediction as PredictionRecord
 from labelsd.store import migrations
@@ -34,14 +34,6 @@ log = logging.getLogger(__name__)
 # The most values in one `IN (...)` list or one multi-row write: SQLite before 3.32
 # allowed 999 bound variables per statement; 500 stays below it with room to spare.
 CHUNK = 500
-
-
-def canonical_path(path: str | os.PathLike) -> str:
-    """The absolute path under which a file is stored: its folder resolved
-    (symlinks, `..`), its own name kept, so a missing file still resolves."""
-    absolute = os.path.abspath(os.path.expanduser(os.fspath(path)))
-    folder, name = os.path.split(absolute)
-    return os.path.join(os.path.realpath(folder), name)
 
 
 def dialect_insert(session: Session, table):

@@ -20,9 +20,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
+from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome
 from labelsd.store import counters
-from labelsd.store.engine import CHUNK, Store, canonical_path, dialect_insert, write_rows
+from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.schema import Content, QueueItem, TrackedPath, as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,14 @@ def finish_claims(session: Session, claims: Sequence[Claim], node_id: str) -> No
             session.execute(update(QueueItem).where(QueueItem.id.in_(ids[start:start + CHUNK]),
                                                     QueueItem.claimed_by == node_id)
                             .values(claimed_by=None, claimed_at=None))
+
+
+def release_moved(session: Session, c: Claim, node_id: str) -> None:
+    """The claimed file was renamed while it was read: its row, now at the new
+    path (or gone with a deleted file), goes back to the queue for that path."""
+    session.execute(update(QueueItem).where(QueueItem.id == c.id,
+                                            QueueItem.claimed_by == node_id)
+                    .values(claimed_by=None, claimed_at=None))
 
 
 def retry_later(session: Session, o: Outcome, now: datetime) -> None:

@@ -22,8 +22,10 @@ from labelsd.records import FileFacts
 from labelsd.store import contents
 from labelsd.store.engine import Store
 from labelsd.store.schema import QueueItem
+from labelsd.watch.observers import POLL_PACE
 from labelsd.watch.settle import SETTLE_S
 from labelsd.watch.walk import walk_candidates
+from labelsd.watch.watches import RESCAN_S
 
 SCAN_CHUNK = 500  # files per enqueue transaction in a scan
 RECENT_NS = int(2 * SETTLE_S * 1e9)  # a scanned file modified this recently may be half-written
@@ -48,17 +50,18 @@ class ReconcileResult:
 def reconcile_root(store: Store, root: str, roots: list[str], *,
                    enqueue: Callable[[list[FileFacts]], int],
                    settle_later: Callable[[str], None],
-                   stop: threading.Event) -> ReconcileResult:
+                   stop: threading.Event, unreadable: set[str] | None = None) -> ReconcileResult:
     """Queue new or changed files under `root` through `enqueue`, hand recently
-    modified ones to `settle_later`, mark vanished ones missing. Raises
-    LabelsError on database trouble."""
+    modified ones to `settle_later`, mark vanished ones missing; folders that
+    cannot be listed are added to `unreadable`. Raises LabelsError on database
+    trouble."""
     result = ReconcileResult()
     seen: set[str] = set()
     chunk: list[FileFacts] = []
     # Rows still queued from before (a crash, a stop) are read fresh when
     # claimed; re-stamping them would only send a claimed one round twice.
     waiting = queued_under(store, root)
-    for facts in walk_candidates(root, roots, stop):
+    for facts in walk_candidates(root, roots, stop, unreadable=unreadable):
         seen.add(facts.path)
         if facts.path in waiting:
             continue
@@ -78,6 +81,29 @@ def reconcile_root(store: Store, root: str, roots: list[str], *,
     return result
 
 
+class RescanPacer:
+    """When each root that no observer can watch (watches.RESCANNED) is rescanned:
+    every RESCAN_S, or POLL_PACE times as long as its last scan took."""
+
+    def __init__(self):
+        self._next: dict[str, float] = {}
+
+    def due(self, roots: list[str], now: float) -> list[str]:
+        """The roots whose rescan is due, each marked as running until `run` ends."""
+        due = [r for r in roots if now >= self._next.get(r, 0.0)]
+        for root in due:
+            self._next[root] = float("inf")
+        return due
+
+    def run(self, root: str, scan: Callable[[str], None]) -> None:
+        started = time.monotonic()
+        try:
+            scan(root)
+        finally:
+            took = time.monotonic() - started
+            self._next[root] = time.monotonic() + max(RESCAN_S, POLL_PACE * took)
+
+
 def queued_under(store: Store, root: str) -> set[str]:
     """Paths under `root` that wait in the queue, not yet claimed."""
     prefix = root.rstrip("/") + "/"
@@ -86,4 +112,4 @@ def queued_under(store: Store, root: str) -> set[str]:
             QueueItem.state == "queued", QueueItem.path.startswith(prefix, autoescape=True))))
 
 
-__all__ = ["ExistingPaths", "ReconcileResult", "queued_under", "reconcile_root"]
+__all__ = ["ExistingPaths", "ReconcileResult", "RescanPacer", "queued_under", "reconcile_root"]

@@ -10,7 +10,7 @@ import stat
 import threading
 from collections.abc import Iterator
 
-from labelsd.paths import is_candidate, under_root
+from labelsd.paths import NOT_UTF8, ignore_reason, is_candidate, is_text, shown, under_root
 from labelsd.records import FileFacts
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def regular_file_facts(path: str) -> FileFacts | None:
 
 def walk_candidates(folder: str, roots: list[str], stop: threading.Event | None = None, *,
                     linked_files: bool = False,
-                    unreadable_level: int = logging.DEBUG) -> Iterator[FileFacts]:
+                    unreadable: set[str] | None = None) -> Iterator[FileFacts]:
     """Every candidate image file under `folder` (see paths.ignore_reason), with
     its size and mtime, in name order within each folder. Hidden folders are
     not entered and symlinked folders never followed. Stops early when `stop`
@@ -38,8 +38,10 @@ def walk_candidates(folder: str, roots: list[str], stop: threading.Event | None 
     `linked_files`: also yield a symlinked file whose target is a regular file
     inside `roots`, with the target's size and mtime (`labels scan`; the
     watcher takes no links, since no event tells it when a target changes).
-    A folder below `folder` that cannot be listed is logged at
-    `unreadable_level`; `folder` itself always at WARNING."""
+    A folder that cannot be listed is said at WARNING once (report_unreadable)
+    and added to `unreadable`, so the watcher can pick it up once it is
+    readable. An image whose name is not UTF-8 is said at WARNING once and
+    skipped: the rest of its folder is walked as usual."""
     stack = [folder]
     while stack:
         if stop is not None and stop.is_set():
@@ -49,8 +51,10 @@ def walk_candidates(folder: str, roots: list[str], stop: threading.Event | None 
             with os.scandir(current) as listing:
                 entries = sorted(listing, key=lambda e: e.name)
         except OSError as err:
-            level = logging.WARNING if current == folder else unreadable_level
-            log.log(level, "cannot list %s: %s", current, err.strerror or err)
+            if not isinstance(err, (FileNotFoundError, NotADirectoryError)):
+                report_unreadable(current, err)
+                if unreadable is not None:
+                    unreadable.add(current)
             continue
         for entry in entries:
             try:
@@ -67,6 +71,8 @@ def walk_candidates(folder: str, roots: list[str], stop: threading.Event | None 
                 elif not entry.is_file(follow_symlinks=False):
                     continue
                 if not is_candidate(entry.path, roots):
+                    if not is_text(entry.path):
+                        report_untracked_name(entry.path, roots)
                     continue
                 st = entry.stat(follow_symlinks=True)  # the target's, for a link taken above
             except OSError:
@@ -74,4 +80,45 @@ def walk_candidates(folder: str, roots: list[str], stop: threading.Event | None 
             yield FileFacts(entry.path, st.st_size, st.st_mtime_ns)
 
 
-__all__ = ["regular_file_facts", "walk_candidates"]
+# What was said once per process, so a rescan every few seconds (a polled or
+# rescanned root) does not repeat it. Bounded: a share with a million odd names
+# logs its first REPORT_LIMIT.
+REPORT_LIMIT = 10_000
+_reported_names: set[str] = set()
+_reported_folders: set[str] = set()
+
+
+def report_untracked_name(path: str, roots: list[str]) -> None:
+    """An image by name that cannot be tracked because of its name: say so once."""
+    if path in _reported_names or len(_reported_names) >= REPORT_LIMIT:
+        return
+    if ignore_reason(path, roots) != NOT_UTF8:
+        return  # hidden, a partial download ...: skipped quietly, as always
+    _reported_names.add(path)
+    log.warning("not tracking %s: %s", shown(path), NOT_UTF8)
+
+
+def report_unreadable(folder: str, err: OSError) -> None:
+    """A folder that cannot be listed: said once, until it is readable again."""
+    if folder in _reported_folders or len(_reported_folders) >= REPORT_LIMIT:
+        return
+    _reported_folders.add(folder)
+    log.warning("cannot read folder %s (%s): its photos are not tracked until it is "
+                "readable; labelsd checks every few seconds", shown(folder),
+                err.strerror or err)
+
+
+def readable_again(folder: str) -> bool:
+    """True once a folder reported unreadable can be listed (then it would be
+    reported again should it become unreadable once more)."""
+    try:
+        with os.scandir(folder):
+            pass
+    except OSError:
+        return False
+    _reported_folders.discard(folder)
+    return True
+
+
+__all__ = ["readable_again", "regular_file_facts", "report_unreadable",
+           "report_untracked_name", "walk_candidates"]

@@ -1,20 +1,15 @@
 """Watching folders: filesystem events in, durable queue rows out.
 
 The watchdog callbacks only put events on an in-memory queue. One intake thread
-takes them off in small windows (~50 ms) and turns each window into a few
-database transactions: new or changed files into the queue (`workqueue.enqueue`,
-then `on_enqueued()` wakes the pipeline), renames into `contents.move_path`,
-deletions into `contents.mark_missing`.
+takes them off in small windows (~50 ms) and hands each window to the intake
+(intake.py), which turns it into a few database transactions; `on_enqueued()`
+then wakes the pipeline.
 
-A file is queued only once it is complete: closed after writing (inotify
-IN_CLOSE_WRITE), or moved into the tree (a rename is atomic, so the bytes are
-all there). A bare creation without a close waits in the settle tracker
-(settle.py) until its size and mtime stop changing.
-
-At start, for every root added by a reload, after an inotify queue overflow,
-and whenever a root is watched anew (watches.py: past the inotify watch limit,
-or a root deleted and made again, or mounted on), a reconcile scan
-(reconcile.py) brings the store in step with the root in a background thread.
+A reconcile scan (reconcile.py) brings the store in step with a root in a
+background thread: at start, for a root added by a reload, after an inotify
+queue overflow, when a root is watched anew (watches.py), every RESCAN_S for a
+root no observer can watch, and when a folder that could not be read becomes
+readable (checked with the roots, every ROOT_CHECK_S, on the intake thread).
 """
 
 from __future__ import annotations
@@ -25,32 +20,21 @@ import queue as queue_mod
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileOpenedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
+from watchdog.events import FileClosedEvent
 
 from labelsd.backoff import Backoff
 from labelsd.errors import LabelsError
-from labelsd.paths import canonical_root, is_candidate, under_root
+from labelsd.paths import canonical_root, shown, under_root
 from labelsd.records import FileFacts
-from labelsd.store import contents, workqueue
-from labelsd.store.engine import Store, canonical_path
+from labelsd.store import workqueue
+from labelsd.store.engine import Store
 from labelsd.watch.backlog import Backlog
-from labelsd.watch.reconcile import ExistingPaths, reconcile_root
+from labelsd.watch.intake import EVENT_TYPES, Handler, Intake, OverflowAlarm, SettleRequest, gather
+from labelsd.watch.observers import inotify_observer
+from labelsd.watch.reconcile import RescanPacer, reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
-from labelsd.watch.walk import regular_file_facts, walk_candidates
+from labelsd.watch.walk import readable_again
 from labelsd.watch.watches import REWATCHED, VANISHED, Watches
 from labelsd.watch.watchlimit import inotify_has_room
 
@@ -60,41 +44,7 @@ WINDOW_S = 0.05  # how long the intake gathers events into one transaction
 IDLE_WAIT_S = 5.0  # intake wake-up when nothing is pending (stop() wakes it at once)
 ROOT_CHECK_S = 5.0  # how often each root is checked to still be the folder being watched
 
-EVENT_TYPES = [FileClosedEvent, FileCreatedEvent, FileOpenedEvent, FileModifiedEvent,
-               FileMovedEvent, FileDeletedEvent, DirCreatedEvent, DirMovedEvent, DirDeletedEvent]
-
 _STOP = object()
-
-
-@dataclass(frozen=True)
-class _SettleRequest:
-    """From a scan to the intake: watch this file settle before queueing it."""
-
-    path: str
-
-
-class _OverflowAlarm(logging.Filter):
-    """watchdog reports a kernel inotify queue overflow (events lost) only in its
-    log; this filter on that logger turns the report into a rescan of every root."""
-
-    def __init__(self, on_overflow: Callable[[], None]):
-        super().__init__()
-        self.on_overflow = on_overflow
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if "queue overflowed" in record.getMessage():
-            self.on_overflow()
-        return True
-
-
-class _Handler(FileSystemEventHandler):
-    """Runs on watchdog's thread: must stay cheap, so it only hands events over."""
-
-    def __init__(self, events: queue_mod.SimpleQueue):
-        self._events = events
-
-    def dispatch(self, event: FileSystemEvent) -> None:
-        self._events.put(event)
 
 
 class Watcher:
@@ -118,18 +68,23 @@ class Watcher:
         self._roots: list[str] = []
         self.root_check_s = root_check_s
         self._events: queue_mod.SimpleQueue = queue_mod.SimpleQueue()
-        self._watches = Watches(_Handler(self._events), EVENT_TYPES, poll=poll,
-                                inotify_factory=inotify_factory or _inotify_observer,
+        self._watches = Watches(Handler(self._events), EVENT_TYPES, poll=poll,
+                                inotify_factory=inotify_factory or inotify_observer,
                                 watch_room=watch_room)
-        self._settling = SettleTracker(settle_s, poll=poll)
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._intake_of = Intake(store, roots=lambda: self.roots, enqueue=self._enqueue,
+                                 settling=SettleTracker(settle_s, poll=poll), stop=self._stop,
+                                 unreadable=self._note_unreadable)
+        self._unreadable: set[str] = set()  # folders that could not be listed (under _lock)
+        self._pacer = RescanPacer()  # when each root no observer watches is rescanned
         self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
         self._scans: list[threading.Thread] = []
         self._started = False
         self._stopped = False
         self._rescanning = False
-        self._backlog = Backlog(self._roots_of, lambda root: self._start_scan(self.reconcile, root))
+        self._backlog = Backlog(lambda path: [r for r in self.roots if under_root(path, r)],
+                                lambda root: self._start_scan(self.reconcile, root))
         self.queued = 0  # paths queued (or re-stamped) since start
 
     @property
@@ -148,13 +103,11 @@ class Watcher:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    # ------------------------------------------------------------------ lifecycle
-
     def start(self) -> Watcher:
         """Watch every root, then reconcile them in the background."""
         self._started = True
         self._intake.start()
-        self._alarm = _OverflowAlarm(self.rescan)
+        self._alarm = OverflowAlarm(self.rescan)
         logging.getLogger("watchdog.observers.inotify_c").addFilter(self._alarm)
         for root in self._initial:
             self.add_root(root, startup=True)
@@ -223,9 +176,38 @@ class Watcher:
                 return
             change = self._watches.check(root)
             if change == VANISHED:
-                self._forget_folder(root)
-            elif change == REWATCHED:
+                self._intake_of.forget_folder(root)
+            elif change == REWATCHED or not self._watches.healthy(root):
                 self._start_scan(self.reconcile, root)
+        self._check_unreadable()
+        self._rescan_unwatched()
+
+    def _note_unreadable(self, folders: set[str]) -> None:
+        with self._lock:
+            self._unreadable |= folders
+
+    def _check_unreadable(self) -> None:
+        """A folder that could not be listed (said at WARNING by the walk) is
+        watched and scanned once it is readable (chmod, setfacl), no restart."""
+        with self._lock:
+            waiting = list(self._unreadable)
+        readable = [f for f in waiting if readable_again(f)]
+        if not readable:
+            return
+        with self._lock:
+            self._unreadable -= set(readable)
+        for root in self.roots:
+            now_readable = [f for f in readable if under_root(f, root)]
+            if now_readable:
+                log.info("%s can be read now: watching and scanning it",
+                            ", ".join(shown(f) for f in now_readable))
+                self._watches.rewatch(root)
+                self._start_scan(self.reconcile, root)
+
+    def _rescan_unwatched(self) -> None:
+        """Roots no observer can watch (watches.py) are rescanned (reconcile.RescanPacer)."""
+        for root in self._pacer.due(self._watches.rescanned(), time.monotonic()):
+            self._start_scan(self._pacer.run, root, self.reconcile, name="watch-rescan")
 
     def _check_watch_room(self, roots: Iterable[str]) -> None:
         """Folders appeared under these roots: one that inotify ran out of watches
@@ -261,11 +243,13 @@ class Watcher:
         """Queue new or changed files under `root`, mark vanished ones missing.
         True when the walk finished."""
         started, backoff = time.monotonic(), Backoff()
+        unreadable: set[str] = set()
         while True:
             try:
                 result = reconcile_root(self.store, root, self.roots or [root],
                                         enqueue=self._enqueue, settle_later=self._settle_later,
-                                        stop=self._stop)
+                                        stop=self._stop, unreadable=unreadable)
+                self._note_unreadable(unreadable)
                 break
             except LabelsError as err:  # database trouble: the scan is tried again, not lost
                 level = logging.WARNING if backoff.failures else logging.ERROR
@@ -280,7 +264,7 @@ class Watcher:
 
     def _settle_later(self, path: str) -> None:
         """From a scan thread: the intake's settle tracker decides when `path` is whole."""
-        self._events.put(_SettleRequest(path))
+        self._events.put(SettleRequest(path))
 
     # ------------------------------------------------------------------ intake
 
@@ -289,17 +273,20 @@ class Watcher:
         next_root_check = time.monotonic() + self.root_check_s
         idle_wait = min(IDLE_WAIT_S, self.root_check_s)
         while True:
-            timeout = min(self.settle_s / 2, idle_wait) if self._settling else idle_wait
-            batch = self._gather(self._backlog.due_in(timeout))
+            settling = self._intake_of.settling
+            timeout = min(self.settle_s / 2, idle_wait) if settling else idle_wait
+            batch = gather(self._events, self._backlog.due_in(timeout), self.window_s, _STOP)
             stopping = _STOP in batch
             events, now = [e for e in batch if e is not _STOP], time.monotonic()
-            if self._settling and now >= next_check:  # as closes, so the backlog keeps them too
-                events += [FileClosedEvent(f.path) for f in self._settling.take_settled(now)]
+            if settling and now >= next_check:  # as closes, so the backlog keeps them too
+                events += [FileClosedEvent(f.path) for f in settling.take_settled(now)]
                 next_check = now + self.settle_s / 2
             events = self._backlog.pending(events, force=stopping)
             try:
-                self._apply(events)
+                grown = self._intake_of.apply(events)
                 self._backlog.succeeded()
+                if grown and not self.poll:
+                    self._check_watch_room(grown)
                 if now >= next_root_check and not stopping:
                     self._check_roots()
                     next_root_check = now + self.root_check_s
@@ -309,112 +296,6 @@ class Watcher:
                 log.exception("error handling file events; continuing")
             if stopping:
                 return
-
-    def _gather(self, timeout: float) -> list:
-        try:
-            batch = [self._events.get(timeout=timeout)]
-        except queue_mod.Empty:
-            return []
-        deadline = time.monotonic() + self.window_s
-        while batch[-1] is not _STOP and len(batch) < 10_000:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                batch.append(self._events.get(timeout=left))
-            except queue_mod.Empty:
-                break
-        return batch
-
-    def _apply(self, events: list[FileSystemEvent | _SettleRequest]) -> None:
-        """Apply a window of events in order; consecutive enqueues share one transaction."""
-        complete: dict[str, None] = {}  # paths to queue now, in arrival order
-        grown: set[str] = set()  # roots with new folders, each needing a watch
-
-        def flush() -> None:
-            if complete:
-                facts = [f for f in map(regular_file_facts, complete) if f is not None]
-                complete.clear()
-                self._enqueue(facts)
-
-        for event in events:
-            if isinstance(event, _SettleRequest):
-                self._settling.track(event.path, created=True)
-                continue
-            src = self._path(event.src_path)
-            dest = self._path(getattr(event, "dest_path", "") or "")
-            if isinstance(event, FileClosedEvent):
-                self._settling.forget(src)
-                if self._tracked(src):
-                    complete[src] = None
-            elif isinstance(event, (FileCreatedEvent, FileModifiedEvent)):
-                if event.is_synthetic:
-                    continue  # in a new folder: the DirCreatedEvent/DirMovedEvent walk has it
-                if self._tracked(src):
-                    self._settling.track(src, created=isinstance(event, FileCreatedEvent))
-            elif isinstance(event, FileOpenedEvent):
-                self._settling.writer_opened(src)
-            elif isinstance(event, FileMovedEvent):
-                self._settling.forget(src)
-                flush()
-                self._moved(src, dest)
-            elif isinstance(event, FileDeletedEvent):
-                self._settling.forget(src)
-                if self._tracked(src):
-                    flush()
-                    contents.mark_missing(self.store, [src])
-            elif isinstance(event, DirMovedEvent):
-                flush()
-                if src and not dest:  # moved out of the tree
-                    self._forget_folder(src)
-                elif dest and not src:  # moved in: inotify reports nothing for its files
-                    grown.update(self._roots_of(dest))
-                    for facts in walk_candidates(dest, self.roots, self._stop):
-                        complete[facts.path] = None
-            elif isinstance(event, DirCreatedEvent):
-                # A file written and closed in a new folder before watchdog had
-                # added the folder's watch sent no close event (`mkdir d; cp x d/`
-                # under load): whatever the folder holds by now settles from here.
-                # One still being written is closed later, and that close queues it.
-                grown.update(self._roots_of(src))
-                for facts in walk_candidates(src, self.roots, self._stop):
-                    self._settling.track(facts.path, created=True)
-            elif isinstance(event, DirDeletedEvent):
-                flush()
-                self._forget_folder(src)
-        flush()
-        if grown and not self.poll:
-            self._check_watch_room(grown)
-
-    def _moved(self, src: str, dest: str) -> None:
-        src_ok, dest_ok = bool(src) and self._tracked(src), bool(dest) and self._tracked(dest)
-        if dest_ok and src_ok:
-            if not contents.move_path(self.store, src, dest, regular_file_facts(dest)):
-                self._enqueue([f for f in [regular_file_facts(dest)] if f])
-        elif dest_ok:  # moved in from outside, or renamed from a temporary name
-            self._enqueue([f for f in [regular_file_facts(dest)] if f])
-        elif src_ok:  # moved out, or renamed to a name we ignore
-            contents.mark_missing(self.store, [src])
-
-    def _forget_folder(self, folder: str) -> None:
-        missing = contents.mark_missing_under(self.store, folder, ExistingPaths())
-        if missing:
-            log.info("%d tracked file(s) under %s are gone", missing, folder)
-
-    # ------------------------------------------------------------------ helpers
-
-    def _path(self, raw) -> str:
-        if not raw:
-            return ""
-        return canonical_path(os.fsdecode(raw))
-
-    def _roots_of(self, path: str) -> list[str]:
-        return [r for r in self.roots if under_root(path, r)]
-
-    def _tracked(self, path: str) -> bool:
-        """A candidate image under one of the roots (symlinked folders resolved,
-        so nothing outside a root is ever recorded)."""
-        return is_candidate(path, self.roots)
 
     def _enqueue(self, facts: list[FileFacts]) -> int:
         if not facts:
@@ -426,10 +307,3 @@ class Watcher:
             self.on_enqueued()
         return n
 
-
-def _inotify_observer():
-    # full events: a file moved in from outside arrives as a move with no source
-    # (complete at once), not as a bare creation that has to settle.
-    from watchdog.observers.inotify import InotifyObserver
-
-    return InotifyObserver(generate_full_events=True)

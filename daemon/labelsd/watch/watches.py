@@ -20,6 +20,14 @@ two promises that watchdog does not:
   inode) with the one the watch was put on, drops a watch whose folder is
   gone, and watches anew the folder that is there.
 
+- A watch that cannot be kept. watchdog walks a tree recursively, so a
+  tree about 1,000 folders deep raises RecursionError when it is watched (at
+  start, or in the observer's thread when such a tree is moved in, which then
+  dies without a word); polling snapshots recurse the same way. Such a root,
+  and any root whose observer thread died (`healthy`), is said at WARNING and
+  rescanned every RESCAN_S instead (the watcher's reconcile walk has no
+  recursion), the other roots keep their watches.
+
 Every method is safe from any thread: one lock serialises them, so a reload,
 the intake thread and a scan never schedule the same root twice.
 """
@@ -30,56 +38,30 @@ import logging
 import os
 import stat
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
-from watchdog.observers.polling import PollingEmitter
 
 from labelsd.errors import LabelsError
+from labelsd.watch.observers import (
+    POLL_INTERVAL_S,
+    paced_polling_observer,
+)
 from labelsd.watch.watchlimit import WATCH_LIMIT_ERRNOS, inotify_has_room, limit_warning
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL_S = 1.0  # --poll, or past the inotify limit: how often each root is rescanned
-POLL_PACE = 10.0  # ... but a snapshot that takes S seconds waits at least S * POLL_PACE
+RESCAN_S = 30.0  # a root no observer can watch is rescanned this often (paced the same way)
+
+RESCANNED = "rescanned"  # stands for the observer of a root that is rescanned instead
 
 # What `Watches.check` found: the same folder; the folder is gone but may come
 # back as it was (EIO, EACCES: nothing to mark missing); the folder is gone
 # (deleted, moved away, unmounted: its files are missing); a new watch is on
 # the folder now there (rescan it).
 UNCHANGED, UNREACHABLE, VANISHED, REWATCHED = "unchanged", "unreachable", "vanished", "rewatched"
-
-
-class PacedPollingEmitter(PollingEmitter):
-    """watchdog's polling emitter, waiting longer between snapshots of a big tree:
-    at least POLL_PACE times as long as the last snapshot took."""
-
-    pace = POLL_PACE
-    snapshots = 0  # how many were taken (for tests)
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._extra_wait = 0.0
-
-    def queue_events(self, timeout: float) -> None:
-        wait = timeout + self._extra_wait
-        began = time.monotonic()
-        super().queue_events(wait)  # waits `wait`, then snapshots and compares
-        if self.stopped_event.is_set():
-            return
-        self.snapshots += 1
-        snapshot_s = time.monotonic() - began - wait
-        self._extra_wait = max(0.0, self.pace * snapshot_s - timeout)
-
-
-def paced_polling_observer(timeout: float = POLL_INTERVAL_S, **emitter_kwargs) -> BaseObserver:
-    """A polling observer whose emitters pace themselves (PacedPollingEmitter)."""
-    emitter = partial(PacedPollingEmitter, **emitter_kwargs) if emitter_kwargs else PacedPollingEmitter
-    return BaseObserver(emitter, timeout=timeout)
 
 
 @dataclass(frozen=True)
@@ -174,6 +156,47 @@ class Watches:
             log.info("watched folder %s %s: watching it again and rescanning it", root, how)
             return REWATCHED
 
+    def healthy(self, root: str) -> bool:
+        """False when the thread watching `root` died (a RecursionError in
+        watchdog on a very deep tree, any other bug): then the root is said at
+        WARNING and rescanned from now on (`rescanned`)."""
+        with self._lock:
+            scheduled = self._scheduled.get(root)
+            if self._stopped or scheduled is None or scheduled[0] == RESCANNED:
+                return True
+            observer, watch = scheduled
+            if _watch_alive(observer, watch):
+                return True
+            self._drop(root)
+            if observer is self._inotify:  # polling next, unless that dies too
+                log.warning("the inotify watch on %s stopped (its thread died, see the error "
+                            "above); polling %s instead", root, root)
+                self._scheduled[root] = self._schedule_polling(root)
+            else:
+                log.warning("the watch on %s stopped (its thread died, see the error above); "
+                            "rescanning %s every %.0fs instead", root, root, RESCAN_S)
+                self._scheduled[root] = (RESCANNED, None)
+            return False
+
+    def rescanned(self) -> list[str]:
+        """The roots no observer watches, which the watcher rescans instead."""
+        with self._lock:
+            return [r for r, (observer, _) in self._scheduled.items() if observer == RESCANNED]
+
+    def rewatch(self, root: str) -> None:
+        """Watch `root` anew (a subfolder became readable: watchdog skipped it)."""
+        with self._lock:
+            if self._stopped or root not in self._scheduled:
+                return
+            if self._scheduled[root][0] in (RESCANNED, self._polling):
+                return  # a rescan or the next snapshot sees the folder anyway
+            self._drop(root)
+            try:
+                self._scheduled[root] = self._schedule(root)
+            except LabelsError as err:
+                log.warning("%s; rescanning it every %.0fs instead", err, RESCAN_S)
+                self._scheduled[root] = (RESCANNED, None)
+
     def absent(self) -> dict[str, str]:
         """The roots not there as a folder now, with why. Without the lock: the
         heartbeat asks, and must not wait while a big tree is being watched."""
@@ -194,8 +217,14 @@ class Watches:
 
     def _drop(self, root: str) -> None:
         scheduled = self._scheduled.pop(root, None)
-        if scheduled is not None:
+        if scheduled is not None and scheduled[0] != RESCANNED:
             _unschedule(*scheduled, root)
+
+    @staticmethod
+    def _unschedule_path(observer, root: str) -> None:
+        """Undo a schedule() that raised half-way: its emitter may be left running."""
+        for watch in [w for w in observer.emitters if w.watch.path == root]:
+            _unschedule(observer, watch.watch, root)
 
     def _schedule(self, root: str) -> tuple[object, object]:
         if not self._poll:
@@ -207,6 +236,12 @@ class Watches:
                 watch = self._inotify.schedule(self._handler, root, recursive=True,
                                                event_filter=self._event_types,
                                                follow_symlink=False)
+            except RecursionError:
+                self._unschedule_path(self._inotify, root)
+                log.warning("cannot watch %s: its folder tree is too deep for watchdog (it "
+                            "recurses once per level); rescanning %s every %.0fs instead",
+                            root, root, RESCAN_S)
+                return RESCANNED, None
             except OSError as err:
                 if err.errno not in WATCH_LIMIT_ERRNOS:
                     raise LabelsError(f"cannot watch {root}: {err.strerror}") from err
@@ -225,11 +260,32 @@ class Watches:
         if self._polling is None:
             self._polling = paced_polling_observer()
             self._polling.start()
-        watch = self._polling.schedule(self._handler, root, recursive=True,
-                                       event_filter=self._event_types)
+        try:
+            watch = self._polling.schedule(self._handler, root, recursive=True,
+                                           event_filter=self._event_types)
+        except RecursionError:  # its first snapshot recurses once per level too
+            self._unschedule_path(self._polling, root)
+            log.warning("cannot poll %s either: its folder tree is too deep for watchdog; "
+                        "rescanning %s every %.0fs instead", root, root, RESCAN_S)
+            return RESCANNED, None
         log.info("watching %s (polling every %.0fs, or less often if a pass takes long)",
                  root, POLL_INTERVAL_S)
         return self._polling, watch
+
+
+def _watch_alive(observer, watch) -> bool:
+    """The observer's dispatch thread and the watch's emitter (with its inotify
+    reader, when it has one) are all running."""
+    if not isinstance(observer, BaseObserver):
+        return True  # a stand-in (tests): nothing to tell
+    if not observer.is_alive():
+        return False
+    emitter = getattr(observer, "_emitter_for_watch", {}).get(watch)
+    if emitter is None:
+        return True
+    # inotify: one reader thread (InotifyFD) shared by every watch of the process
+    reader = getattr(emitter, "_inotify_fd", None)
+    return emitter.is_alive() and (reader is None or reader.is_alive())
 
 
 def _unschedule(observer, watch, root: str) -> None:
