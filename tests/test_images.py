@@ -35,9 +35,9 @@ from labelsd.model.decode import (
     NotAnImage,
     TruncatedImage,
     decode_for_inception,
-    is_image_name,
 )
 from labelsd.model.inception import INPUT_SIZE, preprocess_inception
+from labelsd.paths import is_image_name
 
 SIZE = (120, 80)
 RED = np.array([1.0, -1.0, -1.0], dtype=np.float32)
