@@ -154,15 +154,6 @@ class Pipeline:
                 log.warning("could not hand back %d claim(s): %s", len(unprocessed), err)
 
     @property
-    def running(self) -> bool:
-        return self._started and not self._stopped
-
-    @property
-    def in_flight(self) -> int:
-        with self._lock:
-            return len(self._claims.held)
-
-    @property
     def model_rows(self) -> int:
         """Images that went through the model."""
         return self._batches.model_rows

@@ -120,5 +120,27 @@ def readable_again(folder: str) -> bool:
     return True
 
 
-__all__ = ["readable_again", "regular_file_facts", "report_unreadable",
+class UnreadableFolders:
+    """Folders that could not be listed, waiting to become readable (chmod,
+    setfacl). Noted by the walks (any thread), checked on the intake thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._folders: set[str] = set()
+
+    def note(self, folders: set[str]) -> None:
+        with self._lock:
+            self._folders |= folders
+
+    def take_readable(self) -> list[str]:
+        """The noted folders that can be listed now; they are no longer waiting."""
+        with self._lock:
+            waiting = list(self._folders)
+        readable = [f for f in waiting if readable_again(f)]
+        with self._lock:
+            self._folders -= set(readable)
+        return readable
+
+
+__all__ = ["UnreadableFolders", "readable_again", "regular_file_facts", "report_unreadable",
            "report_untracked_name", "walk_candidates"]

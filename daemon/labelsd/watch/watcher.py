@@ -34,7 +34,7 @@ from labelsd.watch.intake import EVENT_TYPES, Handler, Intake, OverflowAlarm, Se
 from labelsd.watch.observers import inotify_observer
 from labelsd.watch.reconcile import RescanPacer, reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
-from labelsd.watch.walk import readable_again
+from labelsd.watch.walk import UnreadableFolders
 from labelsd.watch.watches import REWATCHED, VANISHED, Watches
 from labelsd.watch.watchlimit import inotify_has_room
 
@@ -73,10 +73,10 @@ class Watcher:
                                 watch_room=watch_room)
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        self._unreadable = UnreadableFolders()  # folders that could not be listed
         self._intake_of = Intake(store, roots=lambda: self.roots, enqueue=self._enqueue,
                                  settling=SettleTracker(settle_s, poll=poll), stop=self._stop,
-                                 unreadable=self._note_unreadable)
-        self._unreadable: set[str] = set()  # folders that could not be listed (under _lock)
+                                 unreadable=self._unreadable.note)
         self._pacer = RescanPacer()  # when each root no observer watches is rescanned
         self._intake = threading.Thread(target=self._intake_loop, name="watch-intake", daemon=True)
         self._scans: list[threading.Thread] = []
@@ -182,25 +182,15 @@ class Watcher:
         self._check_unreadable()
         self._rescan_unwatched()
 
-    def _note_unreadable(self, folders: set[str]) -> None:
-        with self._lock:
-            self._unreadable |= folders
-
     def _check_unreadable(self) -> None:
         """A folder that could not be listed (said at WARNING by the walk) is
         watched and scanned once it is readable (chmod, setfacl), no restart."""
-        with self._lock:
-            waiting = list(self._unreadable)
-        readable = [f for f in waiting if readable_again(f)]
-        if not readable:
-            return
-        with self._lock:
-            self._unreadable -= set(readable)
+        readable = self._unreadable.take_readable()
         for root in self.roots:
             now_readable = [f for f in readable if under_root(f, root)]
             if now_readable:
                 log.info("%s can be read now: watching and scanning it",
-                            ", ".join(shown(f) for f in now_readable))
+                         ", ".join(shown(f) for f in now_readable))
                 self._watches.rewatch(root)
                 self._start_scan(self.reconcile, root)
 
@@ -249,7 +239,7 @@ class Watcher:
                 result = reconcile_root(self.store, root, self.roots or [root],
                                         enqueue=self._enqueue, settle_later=self._settle_later,
                                         stop=self._stop, unreadable=unreadable)
-                self._note_unreadable(unreadable)
+                self._unreadable.note(unreadable)
                 break
             except LabelsError as err:  # database trouble: the scan is tried again, not lost
                 level = logging.WARNING if backoff.failures else logging.ERROR
