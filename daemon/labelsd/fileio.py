@@ -7,6 +7,7 @@ sheets of `labels gallery` (bytes)."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import secrets
 import stat
@@ -36,6 +37,15 @@ class NotARegularFile(ImageError):
 
 class FileTooLarge(ImageError):
     """The file is larger than the configured size cap (`max_file_mb`)."""
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB pieces (weights, converted models)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def kind_of(mode: int) -> str:

@@ -17,7 +17,6 @@ removes the files it made earlier for other checksums of the same weights file.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import logging
 import os
@@ -29,6 +28,7 @@ from pathlib import Path
 import platformdirs
 
 from labelsd.errors import ConversionFailed
+from labelsd.fileio import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,6 @@ log = logging.getLogger(__name__)
 CONVERSION_FORMAT = 1
 CONVERT_TIMEOUT_S = 1800  # a 2-core machine under load took ~1 min for fp32 InceptionV3
 LITERT_PRECISIONS = ("fp32", "int8")  # int8: dynamic-range (int8 weights, float activations)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _writable(folder: Path) -> bool:
@@ -94,7 +86,7 @@ def cached_tflite(weights_path: Path, checksum: str, model: str, precision: str)
         log.info("cached %s was made from other weights or by an older labelsd: "
                  "converting again", tflite.name)
         return None
-    if record.get("tflite_size") != tflite.stat().st_size or record.get("tflite_sha256") != _sha256(tflite):
+    if record.get("tflite_size") != tflite.stat().st_size or record.get("tflite_sha256") != file_sha256(tflite):
         log.info("cached %s is damaged (its checksum does not match): converting again", tflite.name)
         return None
     return tflite
@@ -142,7 +134,7 @@ def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> P
         raise ConversionFailed(f"converting to .tflite failed (exit {proc.returncode}: "
                                f"{lines[-1][:300] if lines else 'no output'})")
     record = _record(checksum, model, precision)
-    record.update(tflite_size=tmp.stat().st_size, tflite_sha256=_sha256(tmp))
+    record.update(tflite_size=tmp.stat().st_size, tflite_sha256=file_sha256(tmp))
     tmp.replace(tflite)
     meta_tmp = meta.with_name(f".{meta.name}.{os.getpid()}.tmp")
     meta_tmp.write_text(json.dumps(record, indent=1))

@@ -9,7 +9,6 @@ Keras is imported only in `build_network`.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import tempfile
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from labelsd.errors import WeightsUnavailable
+from labelsd.fileio import file_sha256
 from labelsd.model.spec import ModelSpec, Network
 from labelsd.model.weights import keras_home
 
@@ -59,14 +59,6 @@ def packaged_weights() -> Path:
     return files[0]
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def check_weights(weights):
     """(path, sha256) of the `.pth` to use, checked before TensorFlow is imported."""
     path = Path(weights).expanduser().resolve() if weights else packaged_weights()
@@ -78,7 +70,7 @@ def check_weights(weights):
                 f"weights file {path} is a Keras (HDF5) file, not EfficientNet-Lite0's .pth: "
                 "--weights / LABELS_WEIGHTS / `weights =` name InceptionV3's file; leave them "
                 f"unset with --model efficientnet_lite0, or {HOW_TO_GET_WEIGHTS}")
-    return path, _sha256(path)
+    return path, file_sha256(path)
 
 
 def cache_path(sha256: str) -> Path:
