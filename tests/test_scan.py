@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import time
 
 import pytest
 from typer.testing import CliRunner
@@ -35,6 +37,8 @@ def test_scan_labels_a_folder_then_skips_it_then_links_a_copy(scan, store, tmp_p
     make_image(photos / ".thumbnails" / "hidden.jpg", seed=11)
     (photos / "notes.txt").write_text("not an image")
     broken = make_truncated_jpeg(photos / "broken.jpg")
+    a_minute_ago = time.time() - 60  # a truncated file written just now is retried, not failed
+    os.utime(broken, (a_minute_ago, a_minute_ago))
 
     assert scan(photos) == "4 labeled, 0 linked, 1 failed, 0 unchanged"
     for f in files:
