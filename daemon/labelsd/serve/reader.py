@@ -19,8 +19,9 @@ import logging
 import os
 import re
 import sqlite3
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -73,21 +74,21 @@ def as_utc(value) -> datetime | None:
             else value.astimezone(timezone.utc))
 
 
-class Reader:
+class Reader(ABC):
     """A read-only view of one library. `read()` is one snapshot, yielding a
     function `run(sql, params) -> list of row tuples`."""
 
     where: str
     dialect: str
 
-    @contextmanager
-    def read(self) -> Iterator:
-        raise NotImplementedError
+    @abstractmethod
+    def read(self) -> AbstractContextManager:
+        """One snapshot of the library (a context manager yielding `run`)."""
 
-    def close(self) -> None:
-        pass
+    def close(self) -> None:  # noqa: B027 - most readers hold nothing to close
+        """Release what the reader holds (the sqlite3 reader's connection)."""
 
-    # ---- records (the JSON contract in DESIGN.md) ---------------------------
+    # ---- records (the JSON contract in docs/contract.md) ---------------------------
 
     def record(self, path: str) -> ImageRecord | None:
         from labelsd.paths import canonical_path

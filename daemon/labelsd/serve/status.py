@@ -35,7 +35,7 @@ def list_nodes(source) -> list[dict]:
 
 
 def service_status(source, *, all_nodes: bool = False) -> dict:
-    """`labels status --json`, the contract in DESIGN.md plus `database` and a
+    """`labels status --json`, the contract in docs/contract.md plus `database` and a
     `nodes` list (each node's `done`/`failed` count what it did since it started).
 
     `running` is true while some node is alive; pid, model, device, watching
