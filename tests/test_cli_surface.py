@@ -15,33 +15,18 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from typer.main import get_command
-from typer.testing import CliRunner
 
 from labels_cli.app import app
 from labelsd import __version__
 from labelsd.store import nodes, tags
 from labelsd.store.schema import Node
+from test_cli_query import labels, names, ok, runner  # the CLI helpers, written once
 from test_search import LIBRARY, add_images, add_library
-
-runner = CliRunner()
 
 
 @pytest.fixture
 def library(store, tmp_path, monkeypatch):
     return add_library(store, tmp_path, monkeypatch, {"persian.jpg": ["fluffy"]})
-
-
-def labels(db_url, *args):
-    return runner.invoke(app, ["--db", db_url, *args])
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result.stdout
-
-
-def names(lines) -> list[str]:
-    return [p.rsplit("/", 1)[-1] for p in lines]
 
 
 def tags_of(db_url, path) -> list[str]:

@@ -24,6 +24,7 @@ import pytest
 
 from imagegen import make_image
 from servicekit import Service
+from test_db_faults import fill  # one way to fill a disk
 
 SIZE = (320, 240)
 LOCK_HOLD_S = 45  # the scenario itself: how long another process keeps the write lock
@@ -108,22 +109,6 @@ def test_photos_arriving_during_a_45s_write_lock_are_labelled_once_it_goes(fault
     assert svc.alive()
 
 
-def _fill(folder: Path) -> Path:
-    """A file that takes every free byte of the filesystem holding `folder`."""
-    filler = folder / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for chunk in (1 << 20, 1 << 12, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * chunk)
-            except OSError:
-                pass
-    finally:
-        os.close(fd)
-    return filler
-
-
 def test_photos_arriving_while_the_disk_is_full_are_labelled_once_it_has_room(faulty):
     svc = faulty
     if svc.no_disk:
@@ -132,7 +117,7 @@ def test_photos_arriving_while_the_disk_is_full_are_labelled_once_it_has_room(fa
     conn = sqlite3.connect(svc.db, timeout=60)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no spare WAL room to write into
     conn.close()
-    filler = _fill(svc.disk)
+    filler = fill(svc.disk)
     try:
         dests = _drop(svc, staged, "full")
         svc.wait_log("is full; free some space", 120)

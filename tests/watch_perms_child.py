@@ -24,26 +24,7 @@ from imagegen import make_image  # noqa: E402
 from labelsd.store.engine import open_store  # noqa: E402
 from labelsd.store.schema import QueueItem  # noqa: E402
 from labelsd.watch.watcher import Watcher  # noqa: E402
-
-DEADLINE_S = 30.0
-
-
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.lines.append(f"{record.levelname} {record.getMessage()}")
-
-
-def wait(predicate, seconds: float = DEADLINE_S) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+from userns_child import DEADLINE_S, Lines, wait  # noqa: E402  (the same child-process helpers)
 
 
 def main() -> int:
@@ -69,12 +50,12 @@ def main() -> int:
     result: dict = {}
     with Watcher(store, [str(root)], on_enqueued=threading.Event().set, settle_s=0.2,
                  root_check_s=0.3):
-        result["ok_queued"] = wait(lambda: str(ok) in queued())
+        result["ok_queued"] = wait(lambda: str(ok) in queued(), DEADLINE_S)
         result["locked_readable_at_start"] = os.access(locked, os.R_OK)
         locked.chmod(0o755)  # as `chmod` or `setfacl` the README recommends
-        result["inside_queued"] = wait(lambda: str(inside) in queued())
+        result["inside_queued"] = wait(lambda: str(inside) in queued(), DEADLINE_S)
         later = make_image(locked / "later.jpg", seed=3)
-        result["later_queued"] = wait(lambda: str(later) in queued())
+        result["later_queued"] = wait(lambda: str(later) in queued(), DEADLINE_S)
     result["warnings"] = [line for line in lines.lines if line.startswith("WARNING")]
     print(json.dumps(result))
     return 0
