@@ -243,3 +243,29 @@ def test_model_info_says_runtime_and_precision(library):
     text = CliRunner().invoke(app, ["model", "info", "--weights", str(path), "--device", "cpu",
                                     "--precision", "fp32"]).stdout
     assert "runtime:   litert" in text and "precision: fp32" in text
+
+
+def test_labels_scan_runs_on_litert_without_tensorflow(library, tmp_path):
+    """`labels scan` loads the model as the service does: LiteRT where it serves, the
+    precision setting honoured, and TensorFlow never imported in its process."""
+    from imagegen import make_image
+
+    path, *_ = library
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        make_image(photos / f"p{i}.jpg", size=(320, 240), seed=i)
+    code = ("import sys\n"
+            "from labels_cli.app import app\n"
+            "try:\n"
+            "    app(sys.argv[1:], prog_name='labels')\n"
+            "except SystemExit as end:\n"
+            "    print('exit', end.code)\n"
+            "print('tensorflow imported:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code, "--db", str(tmp_path / "labels.db"), "scan", str(photos),
+                          "--weights", str(path), "--device", "cpu", "--precision", "int8", "--batch-size", "2"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "3 labeled" in out.stdout and "exit 0" in out.stdout, out.stdout + out.stderr[-2000:]
+    assert "tensorflow imported: []" in out.stdout, out.stdout
+    assert "on cpu, litert int8" in out.stderr, out.stderr[-2000:]
