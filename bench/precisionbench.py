@@ -107,7 +107,9 @@ def service_rows(weights: Path, workdir: Path, photos: list[Path], precision: st
     try:
         out = {"ready_s": svc.start_until_ready()}
         out["burst_ips"] = svc.burst(photos)
-        svc.wait_idle()
+        # At rest: no CPU for longer than the pipeline's idle poll (claimer.IDLE_WAIT_S), after
+        # which it hands the decode buffers back (pipeline/memory.py)
+        svc.wait_idle(quiet_s=2.0, timeout=60)
         status = Path(f"/proc/{svc.service.pid}/status").read_text()
         out["rest_mib"] = int(next(line for line in status.splitlines()
                                    if line.startswith("VmRSS:")).split()[1]) / 1024
@@ -119,9 +121,10 @@ def service_rows(weights: Path, workdir: Path, photos: list[Path], precision: st
 
 
 def run(reference, weights: Path, photos: list[Path], precisions: list[str], batch_size: int,
-        rounds: int, cores: int, cache: Path, ceiling_ratio) -> None:
+        rounds: int, cores: int, cache: Path, ceiling_ratio, decode_ms: float | None = None) -> None:
     """Print the precision table. `reference` is the bench's TensorFlow fp32 classifier;
-    `ceiling_ratio(bare_ips)` is throughput.pipeline_ceiling for the CPU."""
+    `ceiling_ratio(bare_ips)` is throughput.pipeline_ceiling for the CPU; `decode_ms` the
+    read + hash + decode of one photo on one core that it assumes."""
     from labelsd.model import precision as prec
     from labelsd.model.runtime import load_model, runtime_kind
 
@@ -166,6 +169,10 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
               f"(peak {got['hwm_mib']:.0f}), TensorFlow imported: {got['tensorflow']}", flush=True)
 
     print("the service, --device cpu --precision P (12 MP burst, then at rest):")
+    decode = f"{decode_ms:.0f} ms" if decode_ms is not None else "its time"
+    print(f"  decode-bound ceiling = 1 / (1 / bare forward + read+hash+decode per photo / cores): the model "
+          f"(this row's bare img/s, on all {cores} cores) and decoding each photo ({decode} on one core, the "
+          "service's own JPEG draft-mode decode) sharing the cores with no time lost between them")
     for p in precisions:
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             svc = service_rows(weights, Path(tmp), photos, p, batch_size)
