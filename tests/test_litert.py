@@ -4,6 +4,7 @@ answers against Keras, a process without TensorFlow, the fall-backs, and the ser
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -288,3 +289,10 @@ def test_a_full_batch_does_not_grow_the_fp32_interpreter_for_good(library):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert int(out.stdout.split()[-1]) < 35, out.stdout  # MiB more after the batch of 8
+
+
+def test_litert_leaves_half_the_cores_to_the_decoders(library):
+    path, *_ = library
+    clf = runtime.load_model(path, "cpu", 2, "int8", warm=False)
+    assert clf.runtime.threads == max(1, len(os.sched_getaffinity(0)) // 2)
+    assert runtime.load_model(path, "cpu", 2, "int8", warm=False, threads=3).runtime.threads == 3
