@@ -158,6 +158,9 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
         goal = (f"goal >= {GOAL_AUTO_AMX}x" if "amx_bf16" in flags else "goal >= 1.00x (no AMX here)")
         print(f"  auto picks {choice.precision} here ({choice.reason}): {auto / base:.2f}x fp32, {goal}")
     del models
+    from fidelitybench import run as bench_fidelity
+
+    bench_fidelity(weights, reference.name == "InceptionV3/imagenet", precisions, batch_size, rounds)
 
     print("fresh process, load + warm-up (both runtimes):")
     for name in ["tf-fp32", *precisions]:
