@@ -88,9 +88,12 @@ def _plain_argument(param) -> None:
     shown = param.metavar or param.name.upper()
     repeated = param.nargs != 1 and not shown.endswith("...")
     usage = shown + ("..." if repeated else "")
+    in_usage = usage if param.required else f"[{usage}]"
+    # typer 0.29 asks these three; typer 0.27/0.28 (no pydantic) ask make_metavar.
     param.display_type_rich = lambda ctx: None
-    param._usage_display_name = lambda: usage if param.required else f"[{usage}]"
+    param._usage_display_name = lambda: in_usage
     param._rich_display_name = lambda: usage
+    param.make_metavar = lambda ctx=None, *, usage=False: in_usage if usage else shown
 
 
 app = typer.Typer(
