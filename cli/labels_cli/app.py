@@ -8,7 +8,9 @@ only reads, a read-only view), calls one `labelsd` function and renders.
 
 from __future__ import annotations
 
+import atexit
 import errno
+import gc
 import logging
 import os
 import sys
@@ -144,6 +146,12 @@ def main() -> None:
     """Entry point of the `labels` console script. The program is `labels` however
     it was started (`python -m`, a venv's script): usage lines and the shell
     completion variable (_LABELS_COMPLETE) use that name."""
+    # Registered first, so it runs last of the exit handlers: the collections Python
+    # runs while it shuts down walk every object a query left behind (the taxonomy's
+    # indexes, the records) and were ~15% of `labels search cat --json` (35 of
+    # 230 ms CPU). The process is ending, so skip them. Nothing relies on the
+    # collector at exit: the store and the reader close with the command's context.
+    atexit.register(gc.freeze)
     app(prog_name="labels")
 
 
