@@ -6,8 +6,6 @@ they import nothing back from here. Each command opens the store (or, when it
 only reads, a read-only view), calls one `labelsd` function and renders.
 """
 
-from __future__ import annotations
-
 import atexit
 import errno
 import gc

@@ -1,7 +1,5 @@
 """`labels gallery`: the images a search finds, as a contact sheet or a web page."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
