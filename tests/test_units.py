@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from labelsd.pipeline.batcher import fit_ladder
+from labelsd.pipeline.batcher import classify_batch, fit_ladder
 from labelsd.pipeline.reader import Item
 from labelsd.pipeline.writer import log_outcome
-from labelsd.records import Claim, Outcome, Prediction
+from labelsd.records import Claim, Outcome, OutcomeKind, Prediction
 from labelsd.store import workqueue
 from labelsd.watch import settle
 from labelsd.watch.settle import SettleTracker
@@ -121,6 +121,27 @@ def test_fit_ladder_always_sends_items_with_a_final_outcome():
     keep, carry = fit_ladder(items, 3, (1, 2, 4, 8))
     assert sum(item.final is not None for item in keep) == 2
     assert sum(item.final is None for item in keep) == 2 and len(carry) == 1
+
+
+class _FailingModel:
+    name = "broken-model"
+
+    def top3(self, batch):
+        raise MemoryError("out of memory")
+
+
+def test_a_failed_forward_gives_every_image_of_the_batch_a_typed_retry():
+    import numpy as np
+
+    items = _items(2)
+    for i, item in enumerate(items):
+        item.sha256, item.pixels = f"{i:064x}", np.zeros((1, 1, 3), np.float32)
+    follower = Item(_claim(50))
+    items[0].followers.append(follower)
+    outcomes, known, rows = classify_batch(_FailingModel(), items)
+    assert (known, rows) == ({}, 0)
+    assert [o.claim.id for o in outcomes] == [0, 50, 1]
+    assert all(o.kind is OutcomeKind.RETRY and "out of memory" in o.error for o in outcomes)
 
 
 # ---------------------------------------------------------------- log_outcome

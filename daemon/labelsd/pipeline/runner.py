@@ -34,7 +34,7 @@ from labelsd.pipeline.claimer import IDLE_WAIT_S, Claimer
 from labelsd.pipeline.reader import POLL_S, Reader
 from labelsd.pipeline.timeline import Timeline
 from labelsd.pipeline.writer import commit_outcomes, log_outcome
-from labelsd.records import Outcome
+from labelsd.records import Outcome, Tally
 from labelsd.store import workqueue
 from labelsd.store.engine import Store
 
@@ -261,8 +261,19 @@ class Pipeline:
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            counter = log_outcome(o)
-            setattr(self, counter, getattr(self, counter) + 1)
+            match log_outcome(o):
+                case Tally.DONE:
+                    self.done += 1
+                case Tally.LINKED:
+                    self.linked += 1
+                case Tally.FAILED:
+                    self.failed += 1
+                case Tally.VANISHED:
+                    self.vanished += 1
+                case Tally.RETRIED:
+                    self.retried += 1
+                case other:
+                    raise ValueError(f"no pipeline counter {other!r}")
         self.batches += 1
         self._claims.done(o.claim for o in outcomes)
         self.events.emit("batch_written", outcomes)
