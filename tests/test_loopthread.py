@@ -73,3 +73,8 @@ def test_the_service_threads_are_loop_threads():
     pinger.stop()
     assert not _alive("heartbeat") and not _alive("sd-watchdog")
 
+
+def test_the_queue_listener_is_a_loop_thread():
+    from labelsd.store.wakeups import QueueListener
+
+    assert issubclass(QueueListener, LoopThread)
