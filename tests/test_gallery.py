@@ -54,7 +54,7 @@ def _classify(store, files: dict[Path, list[Prediction]]) -> None:
         with Image.open(c.path) as img:
             size = img.size
         outcomes.append(records.Outcome(
-            claim=c, kind="classified", sha256=hashlib.sha256(data).hexdigest(),
+            claim=c, kind=records.OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), mtime_ns=os.stat(c.path).st_mtime_ns, width=size[0],
             height=size[1], format="PNG", model="inception_v3",
             predictions=by_path[c.path]))

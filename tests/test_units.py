@@ -13,7 +13,7 @@ import pytest
 from labelsd.pipeline.batcher import classify_batch, fit_ladder
 from labelsd.pipeline.reader import Item
 from labelsd.pipeline.writer import log_outcome
-from labelsd.records import Claim, Outcome, OutcomeKind, Prediction
+from labelsd.records import Claim, Outcome, OutcomeKind, Prediction, Tally
 from labelsd.store import workqueue
 from labelsd.watch import settle
 from labelsd.watch.settle import SettleTracker
@@ -97,7 +97,7 @@ def _items(ready: int, final: int = 0) -> list[Item]:
     items = [Item(_claim(i)) for i in range(ready)]
     for i in range(final):
         item = Item(_claim(100 + i))
-        item.final = Outcome(item.claim, "vanished")
+        item.final = Outcome(item.claim, OutcomeKind.VANISHED)
         items.append(item)
     return items
 
@@ -148,16 +148,16 @@ def test_a_failed_forward_gives_every_image_of_the_batch_a_typed_retry():
 
 
 @pytest.mark.parametrize("kind, attempts, counter, words", [
-    ("classified", 0, "done", "labeled img1.jpg: tabby 0.90"),
-    ("linked", 0, "linked", "same content"),
-    ("bad_image", 0, "failed", "failed img1.jpg: not an image"),
-    ("vanished", 0, "vanished", "vanished img1.jpg"),
-    ("retry", 0, "retried", "will retry img1.jpg"),
-    ("retry", workqueue.MAX_ATTEMPTS - 1, "failed", "failed img1.jpg"),
+    (OutcomeKind.CLASSIFIED, 0, Tally.DONE, "labeled img1.jpg: tabby 0.90"),
+    (OutcomeKind.LINKED, 0, Tally.LINKED, "same content"),
+    (OutcomeKind.BAD_IMAGE, 0, Tally.FAILED, "failed img1.jpg: not an image"),
+    (OutcomeKind.VANISHED, 0, Tally.VANISHED, "vanished img1.jpg"),
+    (OutcomeKind.RETRY, 0, Tally.RETRIED, "will retry img1.jpg"),
+    (OutcomeKind.RETRY, workqueue.MAX_ATTEMPTS - 1, Tally.FAILED, "failed img1.jpg"),
 ])
 def test_log_outcome_counts_and_says_what_happened(caplog, kind, attempts, counter, words):
-    predictions = [Prediction(1, "tabby", "n02123045", 281, 0.9)] if kind == "classified" else []
-    error = "not an image" if kind in ("bad_image", "retry") else None
+    predictions = [Prediction(1, "tabby", "n02123045", 281, 0.9)] if kind is OutcomeKind.CLASSIFIED else []
+    error = "not an image" if kind in (OutcomeKind.BAD_IMAGE, OutcomeKind.RETRY) else None
     outcome = Outcome(_claim(1, attempts), kind, error=error, predictions=predictions)
     with caplog.at_level(logging.INFO, logger="labelsd.pipeline.writer"):
         assert log_outcome(outcome) == counter
