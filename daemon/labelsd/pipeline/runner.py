@@ -66,7 +66,7 @@ class Pipeline:
         self.timeline = timeline  # spans of every stage, for the benchmark; None: not recorded
         self.max_in_flight = 2 * batch_size + self.decode_workers
 
-        # counters (paths), read by the service's heartbeat and `labels scan`
+        # counters (paths, one per records.Tally), read by the heartbeat and `labels scan`
         self.done = 0
         self.linked = 0
         self.failed = 0
@@ -177,7 +177,7 @@ class Pipeline:
     def _taken(self, stage: str, get: Callable[..., object],
                upstream_done: Callable[[], bool]) -> Iterator:
         """What `get` hands `stage`, one at a time, until the sentinel, or until
-        nothing comes within POLL_S and `upstream_done()`; a heartbeat each turn."""
+        nothing comes within POLL_S and `upstream_done()`; a `_beat` each turn."""
         while True:
             self._beat(stage)
             try:
