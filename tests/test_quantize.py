@@ -148,3 +148,19 @@ def test_int8_converted_by_an_older_recipe_is_converted_again(tmp_path, monkeypa
     monkeypatch.setattr(convert.subprocess, "run", _Child(b"never"))
     assert convert.ensure_tflite(weights, sha, "efficientnet_lite0", "int8") == tflite
     assert tflite.read_bytes() == b"made by today's recipe"
+
+
+def test_fp32_converted_before_recipes_were_recorded_is_still_used(tmp_path, monkeypatch):
+    """fp32's conversion did not change: its files from an older labelsd are kept."""
+    weights = tmp_path / "inception_v3.weights.h5"
+    weights.write_bytes(b"weights")
+    sha = "cd" * 32
+    tflite, meta = convert.cache_paths(weights, sha, "inception_v3", "fp32")
+    tflite.write_bytes(b"fp32, converted before")
+    meta.write_text(json.dumps({"format": convert.CONVERSION_FORMAT, "weights_checksum": sha,
+                                "model": "inception_v3", "precision": "fp32",
+                                "tflite_size": tflite.stat().st_size,
+                                "tflite_sha256": convert.file_sha256(tflite)}))
+    monkeypatch.setattr(convert.subprocess, "run", _Child(b"never"))
+    assert convert.ensure_tflite(weights, sha, "inception_v3", "fp32") == tflite
+    assert tflite.read_bytes() == b"fp32, converted before"

@@ -38,8 +38,9 @@ CONVERSION_FORMAT = 1
 CONVERT_TIMEOUT_S = 1800  # a 2-core machine under load took ~1 min for fp32 InceptionV3
 LITERT_PRECISIONS = ("fp32", "int8")  # int8: dynamic-range (int8 weights, float activations)
 # How each precision is made, recorded with the file: a file made by another recipe (the
-# int8 of an older labelsd: TensorFlow's Optimize.DEFAULT) is converted again.
-RECIPES = {"fp32": "float32", "int8": quantize.RECIPE}
+# int8 of an older labelsd: TensorFlow's Optimize.DEFAULT) is converted again. fp32 is
+# the plain conversion, recorded as no recipe, as it was before recipes were recorded.
+RECIPES = {"fp32": None, "int8": quantize.RECIPE}
 
 
 def _writable(folder: Path) -> bool:
