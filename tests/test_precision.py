@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fidelitybench import REAL_PICTURES, fidelity, real_pictures  # bench/: the bench's rows are these
 from labelsd.config import load_settings
 from labelsd.errors import ConfigError
 from labelsd.model import precision as prec
@@ -168,22 +168,11 @@ def test_service_flag():
 
 # ------------------------------------------------------------------ fidelity, measured
 
-# scikit-image's bundled pictures (its wheel ships them): photos of things, and textures,
-# star fields and micrographs whose top-1 is a near-tie
-SKIMAGE_PICTURES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
-                    "motorcycle_right.png", "rocket.jpg", "camera.png", "coins.png", "moon.png",
-                    "hubble_deep_field.jpg", "retina.jpg", "clock_motion.png", "page.png", "text.png",
-                    "brick.png", "grass.png", "gravel.png", "color.png", "ihc.png", "cell.png",
-                    "horse.png", "logo.png", "phantom.png")
-
-
 @pytest.fixture(scope="module")
 def real_model(tmp_path_factory):
     """EfficientNet-Lite0 with its real ImageNet weights (a copy of the packaged .pth, so its
     conversions are cached in a folder of the test's own), TensorFlow fp32 as the reference."""
     import shutil
-
-    import skimage
 
     from labelsd.model.classifier import load_classifier
     from labelsd.model.efficientnet import packaged_weights
@@ -195,8 +184,9 @@ def real_model(tmp_path_factory):
     mp.setenv("KERAS_HOME", str(folder / "keras"))
     try:
         reference = load_classifier(weights, "cpu", 8, model="efficientnet_lite0")
-        data = Path(skimage.__file__).parent / "data"
-        pixels = np.stack([reference.decode((data / name).read_bytes()).pixels for name in SKIMAGE_PICTURES])
+        blobs = real_pictures()
+        assert len(blobs) == len(REAL_PICTURES), "scikit-image (a test dependency) ships the pictures"
+        pixels = np.stack([reference.decode(blob).pixels for blob in blobs])
         yield weights, reference.predict(pixels), pixels
     finally:
         mp.undo()
@@ -233,13 +223,12 @@ def test_each_precision_keeps_fp32s_answers_on_real_photos(real_model, precision
     # int8 one the micrograph and gravel (0.013)
     assert (margins < 0.005).sum() >= 3
     flipped = [f"{name} (fp32 leads by {m:.4f}, {precision} by {lead:.4f})"
-               for name, m, lead in zip(SKIMAGE_PICTURES, margins, _lead(probs, ranked_ref[:, 0])) if lead <= 0]
+               for name, m, lead in zip(REAL_PICTURES, margins, _lead(probs, ranked_ref[:, 0])) if lead <= 0]
     assert flipped == [], f"{precision}: top-1 differs from fp32 on {flipped}"
-    overlaps = {name: len(set(a[:3]) & set(b[:3])) for name, a, b in zip(SKIMAGE_PICTURES, ranked_ref, ranked)}
+    overlaps = {name: len(set(a[:3]) & set(b[:3])) for name, a, b in zip(REAL_PICTURES, ranked_ref, ranked)}
     assert min(overlaps.values()) >= 2, overlaps
     # Which near-ties turn is partly chance; how far the scores move is not. The standard
     # deviation of the log-probabilities' error: measured 0.023 (bf16) and 0.068 (int8),
     # where the first recipes moved them by 0.060 and 0.100.
-    error = np.log(np.maximum(probs, 1e-30)) - np.log(np.maximum(reference, 1e-30))
-    noise = (error - error.mean(1, keepdims=True)).std()
+    noise = fidelity(reference, probs)["noise"]
     assert noise <= NOISE_BOUND[precision], f"{precision}: log-probability noise {noise:.3f}"
