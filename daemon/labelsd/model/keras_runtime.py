@@ -41,7 +41,8 @@ BF16_LAYERS = ("Conv2D",)
 
 def keep_float32_outside_convs(model) -> int:
     """Put every layer of a model built under `mixed_bfloat16` back on float32 but the
-    Conv2D layers after the first (BF16_RECIPE). Returns how many compute in bfloat16."""
+    Conv2D layers after the first (BF16_RECIPE). Returns how many compute in bfloat16.
+    Top-level layers only: the models here are flat (no model nested in a layer)."""
     convs = [layer for layer in model.layers if type(layer).__name__ in BF16_LAYERS]
     in_bf16 = set(map(id, convs[1:]))
     for layer in model.layers:
