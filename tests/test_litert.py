@@ -291,8 +291,9 @@ def test_a_full_batch_does_not_grow_the_fp32_interpreter_for_good(library):
     assert int(out.stdout.split()[-1]) < 35, out.stdout  # MiB more after the batch of 8
 
 
-def test_litert_leaves_half_the_cores_to_the_decoders(library):
+def test_litert_int8_leaves_half_the_cores_to_the_decoders(library):
     path, *_ = library
-    clf = runtime.load_model(path, "cpu", 2, "int8", warm=False)
-    assert clf.runtime.threads == max(1, len(os.sched_getaffinity(0)) // 2)
+    cores = len(os.sched_getaffinity(0))
+    assert runtime.load_model(path, "cpu", 2, "int8", warm=False).runtime.threads == max(1, cores // 2)
+    assert runtime.load_model(path, "cpu", 2, "fp32", warm=False).runtime.threads == cores
     assert runtime.load_model(path, "cpu", 2, "int8", warm=False, threads=3).runtime.threads == 3

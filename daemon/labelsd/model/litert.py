@@ -28,14 +28,17 @@ log = logging.getLogger(__name__)
 MAX_ROWS = {"float32": 2, "int8": 8}
 
 
-def pipeline_threads() -> int:
-    """XNNPACK's threads where the pipeline's decode threads (one per core) share the
-    cores: half of them. Each XNNPACK op waits for its slowest thread, so a thread that
-    a decoder pushed off its core stalls the whole forward. 2-core EPYC, loaded, the
-    same process, interleaved, best of 3-5, 32 12 MP photos through `scan_folder`:
-    int8 12.7 img/s at 1 thread vs 11.2 at 2; fp32 11.7 vs 7.4 (decode-bound ceiling
-    with the model on both cores: 18.3 and 13.1)."""
-    return max(1, len(os.sched_getaffinity(0)) // 2)
+def pipeline_threads(precision: str) -> int:
+    """XNNPACK's threads beside the pipeline's decode threads (one per core). Each XNNPACK
+    op waits for its slowest thread, so a thread that a decoder pushed off its core stalls
+    the whole forward. Where decoding is most of the work per photo (int8: 1/85 s of
+    forward on 2 cores against 33 ms of decode on one, on a quiet 2-core EPYC) the model
+    gets half the cores: the same process, loaded, interleaved, best of 5, 32 12 MP photos
+    through `scan_folder`, 12.7 img/s at 1 thread vs 11.2 at 2. Where the forward is most
+    of the work (fp32: about 1/16 s), it keeps every core: one thread would cap the
+    pipeline at a 1-thread forward, below 0.9 of the decode-bound ceiling."""
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores // 2) if precision == "int8" else cores
 
 
 def litert_available() -> bool:
@@ -62,7 +65,7 @@ class LiteRTRuntime:
 
         self.precision = precision  # "float32" | "int8" (dynamic range)
         self.tflite_path = str(tflite)
-        threads = threads or pipeline_threads()
+        threads = threads or pipeline_threads(precision)
         self.threads = threads
         self._interpreter = Interpreter(model_path=str(tflite), num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]
