@@ -291,9 +291,8 @@ def test_a_full_batch_does_not_grow_the_fp32_interpreter_for_good(library):
     assert int(out.stdout.split()[-1]) < 35, out.stdout  # MiB more after the batch of 8
 
 
-def test_litert_int8_leaves_half_the_cores_to_the_decoders(library):
+def test_litert_runs_on_the_cores_this_process_may_use_unless_told(library):
     path, *_ = library
     cores = len(os.sched_getaffinity(0))
-    assert runtime.load_model(path, "cpu", 2, "int8", warm=False).runtime.threads == max(1, cores // 2)
-    assert runtime.load_model(path, "cpu", 2, "fp32", warm=False).runtime.threads == cores
+    assert runtime.load_model(path, "cpu", 2, "int8", warm=False).runtime.threads == cores
     assert runtime.load_model(path, "cpu", 2, "int8", warm=False, threads=3).runtime.threads == 3

@@ -23,22 +23,9 @@ log = logging.getLogger(__name__)
 # The most rows one invoke() runs; a larger batch runs in slices. XNNPACK keeps the
 # activations of the largest batch it ran for the rest of the process: InceptionV3 fp32
 # held 70 MiB more at batch 8 than at batch 1, 11 MiB more at batch 2, and ran as fast
-# at 1-2 rows as at 8 (2-core EPYC, loaded: 16.7 / 17.3 / 13.7 img/s at 1 / 2 / 8).
+# at 2 rows as at 8 (2-core EPYC, quiet: 37.8 vs 38.1 img/s; loaded: 17.3 vs 13.7).
 # Dynamic-range int8 gained ~20% at 4-8 rows, and its process stays small anyway.
 MAX_ROWS = {"float32": 2, "int8": 8}
-
-
-def pipeline_threads(precision: str) -> int:
-    """XNNPACK's threads beside the pipeline's decode threads (one per core). Each XNNPACK
-    op waits for its slowest thread, so a thread that a decoder pushed off its core stalls
-    the whole forward. Where decoding is most of the work per photo (int8: 1/85 s of
-    forward on 2 cores against 33 ms of decode on one, on a quiet 2-core EPYC) the model
-    gets half the cores: the same process, loaded, interleaved, best of 5, 32 12 MP photos
-    through `scan_folder`, 12.7 img/s at 1 thread vs 11.2 at 2. Where the forward is most
-    of the work (fp32: about 1/16 s), it keeps every core: one thread would cap the
-    pipeline at a 1-thread forward, below 0.9 of the decode-bound ceiling."""
-    cores = len(os.sched_getaffinity(0))
-    return max(1, cores // 2) if precision == "int8" else cores
 
 
 def litert_available() -> bool:
@@ -65,7 +52,10 @@ class LiteRTRuntime:
 
         self.precision = precision  # "float32" | "int8" (dynamic range)
         self.tflite_path = str(tflite)
-        threads = threads or pipeline_threads(precision)
+        # Every core, also beside the pipeline's decoders: quiet 2-core EPYC, int8, 32 12 MP
+        # photos through scan_folder, 0.89 of the decode-bound ceiling at 2 threads, 0.84 at 1
+        # (1 thread won only while the machine was loaded by others).
+        threads = threads or len(os.sched_getaffinity(0))
         self.threads = threads
         self._interpreter = Interpreter(model_path=str(tflite), num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]

@@ -44,8 +44,7 @@ def load_model(weights=None, device: str = "auto", batch_size: int | None = None
                precision: str = "auto", warm: bool = True, model: str | None = None,
                threads: int | None = None) -> Classifier:
     """The classifier the service runs, its runtime LiteRT or Keras (see the module's doc).
-    `threads`: LiteRT's; by default litert.pipeline_threads (int8 leaves half the cores
-    to the decode threads)."""
+    `threads`: LiteRT's (default: every core this process may use)."""
     spec = get_model(model)
     check_device(device)
     precisions.check_precision(precision)
