@@ -611,3 +611,149 @@ def test_a_walk_from_before_this_node_started_does_not_cover_it(store, tmp_path,
     walks.release(store, root, "killed", completed=True)
     _register(store, "restarted", monkeypatch=monkeypatch)
     assert walks.take(store, root, "restarted") == walks.MINE
+
+
+# ---- the queries at a million images ------------------------------------------------------
+
+
+def _sqlite_plans(store, call) -> list[tuple[str, list[str]]]:
+    """Each SELECT that `call()` sends through the Store, with SQLite's plan steps
+    for it (for a library never ANALYZEd: labelsd does not run ANALYZE)."""
+    sent: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, params, _context, _executemany):
+        sent.append((statement, params))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    with store.engine.connect() as conn:
+        return [(statement, [row[3] for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, params)])
+                for statement, params in sent if statement.lstrip().upper().startswith("SELECT")]
+
+
+def _library_of(store, tmp_path, n: int, missing_every: int = 7) -> list[str]:
+    """n images, each its own content, first labels spread over a few cat classes;
+    every `missing_every`-th one deleted."""
+    cats = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
+            PredictionRecord(1, "Persian cat", "n02123394", 283, 0.6),
+            PredictionRecord(1, "Siamese cat", "n02123597", 284, 0.5)]
+    facts = _facts(tmp_path, n)
+    workqueue.enqueue(store, facts)
+    while claims := workqueue.claim(store, "n", 100):
+        contents.record_outcomes(store, "n", [records.Outcome(
+            c, OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(c.path.encode()).hexdigest(),
+            size=10, mtime_ns=1, width=4, height=3, format="JPEG", model="test",
+            predictions=[cats[c.id % 3], *TOP3[1:]]) for c in claims])
+    paths = [f.path for f in facts]
+    contents.mark_missing(store, paths[::missing_every])
+    return paths
+
+
+def test_stats_counts_top_labels_from_indexes_alone(tmp_path):
+    """`labels stats` at a million images: its top-labels count reads covering
+    indexes only (first labels in content order, present paths by content),
+    never a table's rows."""
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        _library_of(store, tmp_path, 300)
+        plans = _sqlite_plans(store, lambda: query.stats(as_reader(store)))
+    (top,) = [steps for statement, steps in plans if "r.label" in statement]
+    reads = [step for step in top if step.startswith(("SCAN", "SEARCH"))]
+    assert reads and all("COVERING INDEX" in step for step in reads), top
+
+
+def test_search_reads_its_records_with_its_hits(tmp_path):
+    """`labels search cat` at a million images: the hits come from a covering index
+    over (class, score, content), and their records from the same statement,
+    not looked up again path by path."""
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        paths = _library_of(store, tmp_path, 600)
+        found: list = []
+        plans = _sqlite_plans(store, lambda: found.append(query.find(as_reader(store), "cat")))
+        expected = store.records_for_paths(sorted(set(paths) - set(paths[::7])))
+    assert sorted(r.to_dict()["path"] for r in found[0].records) == [r.path for r in expected]
+    assert {r.path: r.to_dict() for r in found[0].records} == {r.path: r.to_dict() for r in expected}
+    assert not [s for s, _ in plans if "p.path IN (" in s], "records looked up again by path"
+    (hits,) = [steps for statement, steps in plans if "max(score)" in statement]
+    by_class = [step for step in hits if "predictions" in step and "class_index" in step]
+    assert by_class and all("COVERING INDEX" in step for step in by_class), hits
+
+
+def _first_labels_of_present_paths(store) -> list[tuple[str, int]]:
+    """The reference: each present path's content's first label, counted in Python."""
+    with store.read() as session:
+        first = dict(session.execute(select(Prediction.sha256, Prediction.label)
+                                     .where(Prediction.rank == 1)).all())
+        shas = session.scalars(select(TrackedPath.sha256)
+                               .where(TrackedPath.missing.is_(False))).all()
+    counted: dict[str, int] = {}
+    for sha in shas:
+        if sha in first:
+            counted[first[sha]] = counted.get(first[sha], 0) + 1
+    return sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+
+
+def test_top_labels_stay_exact_through_copies_relabels_retries_moves_and_deletes(store, tmp_path,
+                                                                                monkeypatch):
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader, open_reader
+    from labelsd.store import relabel
+
+    moped = [PredictionRecord(1, "moped", "n03785016", 665, 0.5), *TOP3[1:]]
+
+    def same():
+        expected = _first_labels_of_present_paths(store)
+        assert query.stats(as_reader(store), top=50).top_labels == expected
+        if store.dialect == "sqlite":
+            reader = open_reader(store.db)
+            try:
+                assert query.stats(reader, top=50).top_labels == expected
+            finally:
+                reader.close()
+        return expected
+
+    def classify(claims, preds=TOP3, model="InceptionV3/test", sha_of=None):
+        contents.record_outcomes(store, "n", [records.Outcome(
+            c, OutcomeKind.CLASSIFIED, sha256=(sha_of or {}).get(c.path)
+            or hashlib.sha256(c.path.encode()).hexdigest(), size=10, mtime_ns=1, width=4,
+            height=3, format="JPEG", model=model, predictions=preds) for c in claims])
+
+    facts = _facts(tmp_path, 8)
+    paths = [f.path for f in facts]
+    assert same() == []
+    workqueue.enqueue(store, facts)
+    claims = workqueue.claim(store, "n", 8)
+    shared = hashlib.sha256(b"one photo, two paths").hexdigest()
+    classify(claims[:4], sha_of={paths[2]: shared, paths[3]: shared})  # a copy counts twice
+    contents.record_outcomes(store, "n", [records.Outcome(
+        claims[4], OutcomeKind.BAD_IMAGE, sha256=hashlib.sha256(b"bad").hexdigest(), size=1,
+        error="not an image")])
+    monkeypatch.setattr(workqueue, "MAX_ATTEMPTS", 1)
+    contents.record_outcomes(store, "n", [records.Outcome(claims[5], OutcomeKind.RETRY,
+                                                          error="busy")])
+    classify(claims[6:], preds=moped)
+    assert same() == [("tabby", 4), ("moped", 2)]
+    assert workqueue.retry_failed(store) == 2  # failed, queued again: then labelled
+    classify(workqueue.claim(store, "n", 8), preds=moped)
+    assert same() == [("moped", 4), ("tabby", 4)]
+    assert relabel.queue_other_models(store, "EfficientNetLite0/test") == 8  # another model
+    classify(workqueue.claim(store, "n", 3), preds=moped, model="EfficientNetLite0/test",
+             sha_of={paths[2]: shared, paths[3]: shared})
+    same()
+    classify(workqueue.claim(store, "n", 8), preds=TOP3, model="EfficientNetLite0/test",
+             sha_of={paths[2]: shared, paths[3]: shared})
+    same()
+    contents.mark_missing(store, [paths[0], paths[2]])  # deleted: no longer counted
+    contents.move_path(store, paths[3], str(tmp_path / "inbox" / "moved.jpg"))
+    workqueue.enqueue(store, [facts[0]])  # back, not yet read
+    counted = same()
+    assert sum(n for _, n in counted) == 6

@@ -125,8 +125,9 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
         known[o.sha256] = ("done", o.model) if o.kind == OutcomeKind.CLASSIFIED else ("failed", None)
     table = Content.__table__
     not_done = table.c.status != "done"  # another node may have classified it meanwhile
-    if relabelled:  # ... except the ones this batch relabels on purpose
-        not_done = or_(not_done, table.c.sha256.in_(relabelled))
+    if relabelled:  # ... except the ones this batch relabels on purpose (one literal each:
+        # SQLite writes many rows with executemany, which takes no expanding IN list)
+        not_done = or_(not_done, *(table.c.sha256 == literal(sha) for sha in relabelled))
     if failed:
         ins = dialect_insert(session, table)
         write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
