@@ -72,8 +72,15 @@ def as_utc(value) -> datetime | None:
 def assemble(run: Run, rows: Iterable[Sequence]) -> list[ImageRecord]:
     """Records from rows whose first RECORD_WIDTH columns are RECORD_COLUMNS (more
     columns may follow), in their order, with their labels and tags attached."""
+    times: dict = {}  # a batch of results shares one time: parse each once
+
+    def when(value) -> datetime | None:
+        if value not in times:
+            times[value] = as_utc(value)
+        return times[value]
+
     records = [ImageRecord(path=r[0], sha256=r[1], status=r[2], error=r[3], width=r[4],
-                           height=r[5], classified_at=as_utc(r[6]), taken_at=r[7], camera=r[8],
+                           height=r[5], classified_at=when(r[6]), taken_at=r[7], camera=r[8],
                            gps_lat=r[9], gps_lon=r[10], model=r[11]) for r in rows]
     shas = sorted({r.sha256 for r in records if r.sha256})
     labels: dict[str, list[Prediction]] = {}
