@@ -18,13 +18,12 @@ import logging
 import os
 import re
 import sqlite3
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from abc import abstractmethod
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from labelsd.errors import StoreUnavailable
-from labelsd.records import ImageRecord
 from labelsd.store import recordsql
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
@@ -38,9 +37,10 @@ def where_shown(db: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
-class Reader(ABC):
+class Reader(recordsql.RecordReads):
     """A read-only view of one library. `read()` is one snapshot, yielding a
-    function `run(sql, params) -> list of row tuples`."""
+    function `run(sql, params) -> list of row tuples`; the records (`record`,
+    `records`, `records_for_paths`) are read through it as the Store reads them."""
 
     where: str
     dialect: str
@@ -52,29 +52,9 @@ class Reader(ABC):
     def close(self) -> None:  # noqa: B027 - most readers hold nothing to close
         """Release what the reader holds (the sqlite3 reader's connection)."""
 
-    # ---- records (the JSON contract in docs/contract.md) ---------------------------
-
-    def record(self, path: str) -> ImageRecord | None:
-        from labelsd.paths import canonical_path
-
-        found = self.records_for_paths([canonical_path(path)])
-        return found[0] if found else None
-
-    def records(self, status: str | None = None, chunk: int = 1000) -> Iterator[ImageRecord]:
-        """Every record (optionally of one status), ordered by path, in chunks."""
-        last = ""
-        while True:
-            with self.read() as run:
-                batch = recordsql.records_page(run, last, chunk, status)
-            yield from batch
-            if len(batch) < chunk:
-                return
-            last = batch[-1].path
-
-    def records_for_paths(self, paths: Iterable[str]) -> list[ImageRecord]:
-        """Records of the given stored paths, in the given order."""
-        with self.read() as run:
-            return recordsql.records_for_paths(run, paths)
+    def rows(self) -> AbstractContextManager:
+        """The record reads' transaction (recordsql.RecordReads): `read()`."""
+        return self.read()
 
     def counts(self) -> dict[str, int]:
         """Tracked paths in each status (all four keys present): from the counters

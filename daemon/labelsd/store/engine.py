@@ -9,7 +9,7 @@ writers queue on the busy timeout instead of failing half-way (connect.py).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,7 +23,6 @@ from sqlalchemy.orm import Session
 
 from labelsd.errors import NotTracked, StoreUnavailable
 from labelsd.paths import canonical_path
-from labelsd.records import ImageRecord
 from labelsd.store import migrations, recordsql
 from labelsd.store.connect import POOL_TIMEOUT_S, enable_wal, explain, is_url, sqlite_engine, url_engine
 from labelsd.store.schema import TrackedPath
@@ -61,7 +60,7 @@ def write_rows(session: Session, stmt, rows: list[dict]) -> None:
                     {f"col_{name}": [row[name] for row in rows] for name in names})
 
 
-class Store:
+class Store(recordsql.RecordReads):
     """One database. Thread-safe: every transaction takes its own connection."""
 
     def __init__(self, db: str, *, migrate: bool = True):
@@ -116,15 +115,11 @@ class Store:
     # ---- records (the SQL and the assembly: recordsql, shared with serve/reader.py) ----
 
     @contextmanager
-    def _read_run(self) -> Iterator[recordsql.Run]:
-        """One read transaction as `run(sql, params) -> row tuples`, as recordsql takes it."""
+    def rows(self) -> Iterator[recordsql.Run]:
+        """One read transaction as `run(sql, params) -> row tuples`: what the record
+        reads (`record`, `records`, `records_for_paths`: recordsql.RecordReads) run."""
         with self.read() as session:
             yield lambda sql, params: [tuple(r) for r in session.execute(text(sql), params)]
-
-    def record(self, path: str) -> ImageRecord | None:
-        """The record of one path, or None when the store does not track it."""
-        found = self.records_for_paths([canonical_path(path)])
-        return found[0] if found else None
 
     def require_content(self, session: Session, path: str) -> TrackedPath:
         """The tracked path row for `path` that has a content, or NotTracked."""
@@ -136,27 +131,10 @@ class Store:
                 f"{row.path} has not been read yet; try again once `labels show` says done")
         return row
 
-    def records(self, status: str | None = None, chunk: int = 1000) -> Iterator[ImageRecord]:
-        """Every record (optionally of one status), ordered by path, streamed in
-        chunks so a large library never sits in memory at once."""
-        last = ""
-        while True:
-            with self._read_run() as run:
-                batch = recordsql.records_page(run, last, chunk, status)
-            yield from batch
-            if len(batch) < chunk:
-                return
-            last = batch[-1].path
-
-    def records_for_paths(self, paths: Iterable[str]) -> list[ImageRecord]:
-        """Records of the given stored paths, in the given order."""
-        with self._read_run() as run:
-            return recordsql.records_for_paths(run, paths)
-
     def counts(self) -> dict[str, int]:
         """How many tracked paths are in each status (all four keys present),
         counting every path (store/counters.py keeps the same numbers cheaply)."""
-        with self._read_run() as run:
+        with self.rows() as run:
             return recordsql.full_counts(run)
 
 

@@ -15,7 +15,9 @@ are attached with one query each per CHUNK contents, never a query per image.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 
 from labelsd.records import ImageRecord, Prediction
@@ -125,6 +127,39 @@ def records_for_paths(run: Run, paths: Iterable[str]) -> list[ImageRecord]:
     return [by_path[p] for p in wanted if p in by_path]
 
 
+class RecordReads(ABC):
+    """The record reads of whatever can open one read transaction as a `run`
+    (`rows()`): the Store and the query commands' Reader inherit them."""
+
+    @abstractmethod
+    def rows(self) -> AbstractContextManager[Run]:
+        """One read transaction (a consistent snapshot), yielding `run`."""
+
+    def record(self, path: str) -> ImageRecord | None:
+        """The record of one path, or None when it is not tracked."""
+        from labelsd.paths import canonical_path
+
+        found = self.records_for_paths([canonical_path(path)])
+        return found[0] if found else None
+
+    def records(self, status: str | None = None, chunk: int = 1000) -> Iterator[ImageRecord]:
+        """Every record (optionally of one status), ordered by path, one read
+        transaction per `chunk`, so a large library never sits in memory at once."""
+        last = ""
+        while True:
+            with self.rows() as run:
+                batch = records_page(run, last, chunk, status)
+            yield from batch
+            if len(batch) < chunk:
+                return
+            last = batch[-1].path
+
+    def records_for_paths(self, paths: Iterable[str]) -> list[ImageRecord]:
+        """Records of the given stored paths, in the given order."""
+        with self.rows() as run:
+            return records_for_paths(run, paths)
+
+
 def full_counts(run: Run) -> dict[str, int]:
     """Tracked paths in each status (all four keys present), counting every path:
     the reference the counters (store/counters.py) are held to."""
@@ -136,5 +171,5 @@ def full_counts(run: Run) -> dict[str, int]:
 
 
 __all__ = ["CHUNK", "ERROR_SQL", "FROM_PATHS", "RECORD_COLUMNS", "RECORD_SELECT", "RECORD_WIDTH",
-           "STATUS_SQL", "Run", "as_utc", "assemble", "full_counts", "in_list", "records_for_paths",
+           "STATUS_SQL", "RecordReads", "Run", "as_utc", "assemble", "full_counts", "in_list", "records_for_paths",
            "records_page"]
