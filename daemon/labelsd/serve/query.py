@@ -10,8 +10,8 @@ pattern.
 Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
 "cat" means the 13 felids, "cats" the same) and finds every tracked path whose
 stored top-3 has one of them, with the best matching score of its content
-(grouped by content over the (class_index, score, sha256) index alone first,
-then joined to the paths). `find` reads the hits' records in that same
+(grouped by content over the (class_index, score) index first, then joined
+to the paths). `find` reads the hits' records in that same
 statement (store/recordsql.py's columns), not path by path afterwards. A
 query also finds the images whose tags contain its words ("grandma" finds
 "Grandma's 90th"), compared as words in their base forms. A
@@ -182,7 +182,6 @@ def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
     by_tag: list = []
     if classes:
         params: dict = {}
-        # Over the (class_index, score, sha256) index alone (migration 5).
         best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
                 f"({in_list('c', sorted(classes), params)})")
         if min_score is not None:

@@ -110,7 +110,7 @@ class Prediction(Base):
     content: Mapped[Content] = relationship(back_populates="predictions")
 
     # Search's best score per content, and each content's first label (migration 5).
-    __table_args__ = (Index("ix_predictions_class_cover", "class_index", "score", "sha256"),
+    __table_args__ = (Index("ix_predictions_class_score", "class_index", "score"),
                       Index("ix_predictions_first", "sha256", "label", "rank",
                             sqlite_where=text("rank = 1"), postgresql_where=text("rank = 1")))
 
