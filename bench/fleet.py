@@ -193,7 +193,7 @@ def library_queries(db: str, images: int) -> None:
         took = statistics.median(cli(*args)[0] for _ in range(3))
         print(f"(d) labels {name} at {images:,} images: {took:.2f} s, {took - startup:.2f} s "
               f"beyond the CLI's start-up ({startup:.2f} s; goal {goal})")
-    # A real file: `-o` replaces its target atomically (never point it at /dev/null).
+    # A real file: `-o` replaces a regular file atomically (a device is written in place).
     took, peak_mb = cli("export", "--format", "json", "-o", str(Path(db).with_suffix(".json")))
     print(f"(d) labels export at {images:,} images: {took:.1f} s, peak RSS {peak_mb:.0f} MB "
           f"(the CLI alone {base_mb:.0f} MB; goal: flat memory)")
