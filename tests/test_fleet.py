@@ -507,6 +507,73 @@ def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, 
     assert caplog.text.count("scanned ") == 1, caplog.text
 
 
+def _polling_watcher(store, share, name: str):
+    from labelsd.store.walks import WalkLeases
+    from labelsd.watch.watcher import Watcher
+
+    return Watcher(store, [str(share)], on_enqueued=lambda: None, poll=True, settle_s=0.3,
+                   root_check_s=0.2, walk_leases=WalkLeases(store, name, wait_s=0.05))
+
+
+def _polls(watcher) -> bool:
+    """Whether this node snapshots the share (its polling observer was ever started)."""
+    return watcher._watches._polling is not None
+
+
+def test_with_poll_only_the_lease_holder_polls_a_share_and_another_takes_over_when_it_stops(
+        store, tmp_path, monkeypatch):
+    from labelsd.watch import shared
+
+    monkeypatch.setattr(shared, "POLL_LEASE_S", 3.0)
+    share = tmp_path / "share"
+    share.mkdir()
+    _register(store, "a", "b", monkeypatch=monkeypatch)
+    a, b = _polling_watcher(store, share, "a"), _polling_watcher(store, share, "b")
+    try:
+        a.start()
+        b.start()
+        make_image(share / "first.jpg", seed=1)
+        wait_for(lambda: workqueue.queue_depth(store) == 1, 60, "the holder to poll the new file")
+        time.sleep(0.5)  # b's root checks run meanwhile (every 0.2 s): it must not start polling
+        assert _polls(a) and not _polls(b)
+        a.stop()  # hands its poll lease back: b takes it at its next root check
+        wait_for(lambda: _polls(b), 30, "the other node to take over polling")
+        make_image(share / "second.jpg", seed=2)
+        wait_for(lambda: workqueue.queue_depth(store) == 2, 60, "the new poller to queue a file")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_dead_pollers_lease_runs_out_and_the_next_node_polls_and_rescans(store, tmp_path,
+                                                                          monkeypatch, caplog):
+    import logging
+
+    from labelsd.store import walks
+    from labelsd.watch import shared
+
+    monkeypatch.setattr(shared, "POLL_LEASE_S", 3.0)
+    share = tmp_path / "share"
+    share.mkdir()
+    _register(store, "b", monkeypatch=monkeypatch)
+    caplog.set_level(logging.INFO, logger="labelsd")
+    # A node that took the lease and died: it never renews it, never hands it back.
+    assert walks.take(store, shared.lease_key(str(share)), "dead", lease_s=3.0) == walks.MINE
+    b = _polling_watcher(store, share, "b")
+    try:
+        b.start()
+        wait_for(lambda: "scanned " in caplog.text, 60, "the start-up walk")
+        assert not _polls(b)
+        old = time.time() - 3600
+        os.utime(make_image(share / "while_nobody_polled.jpg", seed=3), (old, old))
+        wait_for(lambda: _polls(b), 30, "the dead node's lease to run out and be taken over")
+        # Polling's first snapshot already holds that file: only the rescan queues it.
+        wait_for(lambda: workqueue.queue_depth(store) == 1, 60, "the rescan at takeover")
+        assert "took over polling" in caplog.text
+    finally:
+        b.stop()
+
+
 # ---- a bounded pool per node -------------------------------------------------------------
 
 

@@ -55,7 +55,7 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
         if row is not None and row.held_by not in (None, node_id):
             if as_utc(row.expires_at) > now:
                 return BUSY
-            log.info("the walk of %s by %s ran out of lease; taking it over", root, row.held_by)
+            log.info("the lease on %s held by %s ran out; taking it over", root, row.held_by)
         elif row is not None and row.held_by is None and row.finished_at is not None \
                 and row.walked_by != node_id and _alive(session, row.walked_by, now) \
                 and _since_my_start(session, node_id, row.started_at):
