@@ -448,6 +448,20 @@ def test_a_dead_walkers_lease_runs_out_and_is_taken_over(store, tmp_path):
     wait_for(lambda: walks.take(store, root, "live") == walks.MINE, 30, "the lease to run out")
 
 
+def test_a_lease_held_by_a_node_marked_stopped_is_taken_at_once(store, tmp_path):
+    """kill -9, then a restart on the same host: the restart marks the dead node
+    stopped (liveness.take_over_dead_nodes) and need not wait for its leases to run out."""
+    from labelsd.store import nodes, walks
+
+    root = str(tmp_path / "share")
+    _register(store, "killed", "restarted")
+    assert walks.take(store, root, "killed", lease_s=600) == walks.MINE
+    assert walks.take(store, root, "restarted") == walks.BUSY
+    nodes.mark_stopped(store, "killed")
+    assert walks.take(store, root, "restarted") == walks.MINE
+    assert walks.take(store, root, "killed") == walks.BUSY
+
+
 def test_nodes_starting_together_walk_a_shared_root_once(store, tmp_path, monkeypatch):
     from labelsd.store.walks import WalkLeases
 
