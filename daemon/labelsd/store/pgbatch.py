@@ -42,10 +42,10 @@ class _Driver:
         self.sa_conn = session.connection()
         self.conn = self.sa_conn.connection.driver_connection
 
-    def execute(self, sql: str, params=None):
+    def execute(self, sql: str, params=None, *, prepare: bool | None = None):
         for listener in self.sa_conn.dispatch.before_cursor_execute:
             listener(self.sa_conn, None, sql, params, None, False)
-        return self.conn.execute(sql, params)
+        return self.conn.execute(sql, params, prepare=prepare)
 
     def pipeline(self):
         return self.conn.pipeline()
@@ -91,6 +91,13 @@ def claim(session: Session, node_id: str, limit: int, now: datetime,
         return cur.fetchall()
 
 
+# The lookups and the delete join the batch's keys (unnest: the planner knows
+# their number) to the table, planned afresh each time (prepare=False): a plan
+# prepared while a table was small (the first batches of a new library, no
+# statistics yet) is a sequential scan, and would be kept while the table grows
+# to millions of rows; `col = ANY(keys)` without statistics is guessed to match
+# a sixth of the table, a scan again. Planning takes microseconds; a scan, ms.
+
 def lookups(session: Session, shas: list[str], paths: list[str],
             ids: list[int]) -> tuple[list[tuple], list[tuple], list[tuple]]:
     """A batch's three lookups in one round trip: the (sha256, status, model) of
@@ -98,12 +105,13 @@ def lookups(session: Session, shas: list[str], paths: list[str],
     (id, path) of its queue rows still standing."""
     with _driver(session) as conn:
         with conn.pipeline():
-            known = conn.execute("SELECT sha256, status, model FROM contents "
-                                 "WHERE sha256 = ANY(%s::text[])", [shas])
-            before = conn.execute("SELECT path, sha256, missing FROM paths "
-                                  "WHERE path = ANY(%s::text[])", [paths])
-            live = conn.execute("SELECT id, path FROM queue WHERE id = ANY(%s::bigint[])",
-                                [ids])
+            known = conn.execute("SELECT c.sha256, c.status, c.model FROM unnest(%s::text[]) AS k(v) "
+                                 "JOIN contents AS c ON c.sha256 = k.v", [shas], prepare=False)
+            before = conn.execute("SELECT p.path, p.sha256, p.missing FROM unnest(%s::text[]) AS k(v) "
+                                  "JOIN paths AS p ON p.path = k.v", [paths], prepare=False)
+            live = conn.execute("SELECT q.id, q.path FROM unnest(%s::bigint[]) AS k(v) "
+                                "JOIN queue AS q ON q.id = k.v",
+                                [ids], prepare=False)
         return known.fetchall(), before.fetchall(), live.fetchall()
 
 
@@ -154,7 +162,7 @@ def delete_claims(session: Session, ids: list[int], stamps: list[datetime]) -> i
     with _driver(session) as conn:
         return conn.execute(
             "DELETE FROM queue AS q USING unnest(%s::bigint[], %s::timestamptz[]) AS d(id, at) "
-            "WHERE q.id = d.id AND q.enqueued_at = d.at", [ids, stamps]).rowcount
+            "WHERE q.id = d.id AND q.enqueued_at = d.at", [ids, stamps], prepare=False).rowcount
 
 
 __all__ = ["claim", "delete_claims", "insert_rows", "is_pg", "lookups", "upsert_sql"]
