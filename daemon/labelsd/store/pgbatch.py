@@ -105,11 +105,11 @@ def lookups(session: Session, shas: list[str], paths: list[str],
     (id, path) of its queue rows still standing."""
     with _driver(session) as conn:
         with conn.pipeline():
-            known = conn.execute("SELECT c.sha256, c.status, c.model FROM unnest(%s::text[]) AS k(v) "
+            known = conn.execute("SELECT c.sha256, c.status, c.model FROM unnest(%b::text[]) AS k(v) "
                                  "JOIN contents AS c ON c.sha256 = k.v", [shas], prepare=False)
-            before = conn.execute("SELECT p.path, p.sha256, p.missing FROM unnest(%s::text[]) AS k(v) "
+            before = conn.execute("SELECT p.path, p.sha256, p.missing FROM unnest(%b::text[]) AS k(v) "
                                   "JOIN paths AS p ON p.path = k.v", [paths], prepare=False)
-            live = conn.execute("SELECT q.id, q.path FROM unnest(%s::bigint[]) AS k(v) "
+            live = conn.execute("SELECT q.id, q.path FROM unnest(%b::bigint[]) AS k(v) "
                                 "JOIN queue AS q ON q.id = k.v",
                                 [ids], prepare=False)
         return known.fetchall(), before.fetchall(), live.fetchall()
@@ -128,7 +128,7 @@ def _insert_sql(table: Table, names: tuple[str, ...], tail: str) -> str:
             return "text[]"
         return f"{column.type.compile(dialect=dialect)}[]"
 
-    arrays = ", ".join(f"%({name})s::{array_type(table.c[name])}" for name in names)
+    arrays = ", ".join(f"%({name})b::{array_type(table.c[name])}" for name in names)
     return (f"INSERT INTO {table.name} ({', '.join(names)}) "
             f"SELECT * FROM unnest({arrays}) {tail}")
 
@@ -161,7 +161,7 @@ def delete_claims(session: Session, ids: list[int], stamps: list[datetime]) -> i
     """Delete the queue rows whose (id, enqueued_at) are given; how many went."""
     with _driver(session) as conn:
         return conn.execute(
-            "DELETE FROM queue AS q USING unnest(%s::bigint[], %s::timestamptz[]) AS d(id, at) "
+            "DELETE FROM queue AS q USING unnest(%b::bigint[], %b::timestamptz[]) AS d(id, at) "
             "WHERE q.id = d.id AND q.enqueued_at = d.at", [ids, stamps], prepare=False).rowcount
 
 
