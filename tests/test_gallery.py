@@ -24,7 +24,7 @@ from labelsd import records
 from labelsd.model.taxonomy import class_by_index
 from labelsd.paths import canonical_path
 from labelsd.records import ImageRecord, Prediction
-from labelsd.serve import gallery, thumbnails
+from labelsd.serve import gallery, gallery_sheet, thumbnails
 from labelsd.store import contents, tags, workqueue
 
 runner = CliRunner()
@@ -54,7 +54,7 @@ def _classify(store, files: dict[Path, list[Prediction]]) -> None:
         with Image.open(c.path) as img:
             size = img.size
         outcomes.append(records.Outcome(
-            claim=c, kind="classified", sha256=hashlib.sha256(data).hexdigest(),
+            claim=c, kind=records.OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(data).hexdigest(),
             size=len(data), mtime_ns=os.stat(c.path).st_mtime_ns, width=size[0],
             height=size[1], format="PNG", model="inception_v3",
             predictions=by_path[c.path]))
@@ -82,10 +82,10 @@ def _expected_size(n: int, columns: int, tile: int) -> tuple[int, int]:
     line = round(font * 1.4)
     cols = max(1, min(columns, n))
     rows = -(-n // cols)
-    cell_h = tile + 6 + gallery.CAPTION_LINES * line
-    header = gallery.MARGIN + gallery.HEADER_LINES * line + gallery.GAP
-    width = 2 * gallery.MARGIN + cols * tile + (cols - 1) * gallery.GAP
-    height = header + rows * cell_h + max(rows - 1, 0) * gallery.GAP + gallery.MARGIN
+    cell_h = tile + 6 + gallery_sheet.CAPTION_LINES * line
+    header = gallery_sheet.MARGIN + gallery_sheet.HEADER_LINES * line + gallery_sheet.GAP
+    width = 2 * gallery_sheet.MARGIN + cols * tile + (cols - 1) * gallery_sheet.GAP
+    height = header + rows * cell_h + max(rows - 1, 0) * gallery_sheet.GAP + gallery_sheet.MARGIN
     return width, height
 
 
@@ -96,7 +96,7 @@ def _expected_size(n: int, columns: int, tile: int) -> tuple[int, int]:
 def test_sheet_has_one_tile_per_record(store, tmp_path, count, columns):
     paths = _cats(store, tmp_path / "photos", count)
     out = tmp_path / "sheet.png"
-    result = gallery.render_sheet(_records(store, paths), out, columns=columns, tile=128)
+    result = gallery_sheet.render_sheet(_records(store, paths), out, columns=columns, tile=128)
 
     assert result.count == count and result.placeholders == []
     with Image.open(out) as sheet:
@@ -109,15 +109,15 @@ def test_sheet_has_one_tile_per_record(store, tmp_path, count, columns):
             left, top, right, bottom = layout.tile_box(index)
             centre = sheet.getpixel(((left + right) // 2, (top + bottom) // 2))
             if index < count:  # a thumbnail: the seeded pattern, not the page
-                assert centre != gallery.BACKGROUND, index
+                assert centre != thumbnails.BACKGROUND, index
                 # its caption: dark text on the first line under the tile
                 caption = sheet.crop((left, bottom + 6, right, bottom + 6 + layout.line_height))
                 assert caption.convert("L").getextrema()[0] < 100, index
             else:  # the empty cells of the last row stay background
                 assert sheet.crop((left, top, right, bottom)).getcolors(1) is not None
             if index % layout.columns < layout.columns - 1:  # the gap to the right
-                gap = sheet.getpixel((right + gallery.GAP // 2, (top + bottom) // 2))
-                assert gap == gallery.BACKGROUND
+                gap = sheet.getpixel((right + gallery_sheet.GAP // 2, (top + bottom) // 2))
+                assert gap == thumbnails.BACKGROUND
 
 
 def test_sheet_jpeg_and_thumbnails_keep_aspect_and_orientation(store, tmp_path):
@@ -129,32 +129,32 @@ def test_sheet_jpeg_and_thumbnails_keep_aspect_and_orientation(store, tmp_path):
     wide = make_image(photos / "wide.png", size=(300, 100), seed=3)
     _classify(store, {rotated: _predictions((TABBY, 0.7)), wide: _predictions((PERSIAN, 0.6))})
 
-    thumb = gallery.thumbnail(str(rotated), 128).image
+    thumb = thumbnails.thumbnail(str(rotated), 128).image
     assert thumb.size == (64, 128)
     assert thumb.getpixel((48, 16))[0] > 200 and thumb.getpixel((16, 16))[2] > 200
-    assert gallery.thumbnail(str(wide), 128).image.size == (128, 43)
+    assert thumbnails.thumbnail(str(wide), 128).image.size == (128, 43)
 
     out = tmp_path / "sheet.jpg"
-    result = gallery.render_sheet(_records(store, [rotated, wide]), out, columns=2, tile=128)
+    result = gallery_sheet.render_sheet(_records(store, [rotated, wide]), out, columns=2, tile=128)
     with Image.open(out) as sheet:
         assert sheet.format == "JPEG" and sheet.size == _expected_size(2, 2, 128)
         left, top, right, bottom = result.layout.tile_box(0)
         # the portrait thumbnail is centred: the tile background shows on both sides
         side = sheet.getpixel((left + 8, (top + bottom) // 2))
-        assert all(abs(a - b) < 12 for a, b in zip(side, gallery.TILE_BACKGROUND))
+        assert all(abs(a - b) < 12 for a, b in zip(side, thumbnails.TILE_BACKGROUND))
 
 
 def test_phone_photo_thumbnail_uses_draft_decoding(tmp_path, monkeypatch):
     photo = make_phone_jpeg(tmp_path / "phone.jpg", orientation=6)
     decoded = []
-    real_transpose = gallery.ImageOps.exif_transpose
+    real_transpose = thumbnails.ImageOps.exif_transpose
 
     def spy(img, **kwargs):
         decoded.append(img.size)
         return real_transpose(img, **kwargs)
 
-    monkeypatch.setattr(gallery.ImageOps, "exif_transpose", spy)
-    thumb = gallery.thumbnail(str(photo), 256)
+    monkeypatch.setattr(thumbnails.ImageOps, "exif_transpose", spy)
+    thumb = thumbnails.thumbnail(str(photo), 256)
     assert thumb.image.size == (192, 256)  # 4000x3000 shown upright: portrait
     # libjpeg decoded at 1/8 scale (500x375), not the 12 MP of the file
     assert decoded == [(500, 375)]
@@ -195,7 +195,7 @@ def test_missing_and_unreadable_files_get_placeholder_tiles(store, tmp_path, mon
     assert [r.status for r in records] == ["done", "missing", "done", "done"]
 
     out = tmp_path / "sheet.png"
-    result = gallery.render_sheet(records, out, columns=4, tile=128)
+    result = gallery_sheet.render_sheet(records, out, columns=4, tile=128)
     assert result.count == 4
     assert dict(result.placeholders) == reasons
     with Image.open(out) as sheet:
@@ -203,11 +203,11 @@ def test_missing_and_unreadable_files_get_placeholder_tiles(store, tmp_path, mon
         for index, rec in enumerate(records):
             left, top, right, bottom = result.layout.tile_box(index)
             corner = sheet.getpixel((left + 4, top + 4))
-            expected = gallery.PLACEHOLDER_BACKGROUND if rec.path in reasons else None
+            expected = thumbnails.PLACEHOLDER_BACKGROUND if rec.path in reasons else None
             if expected:
                 assert corner == expected, rec.path
             else:
-                assert corner != gallery.PLACEHOLDER_BACKGROUND
+                assert corner != thumbnails.PLACEHOLDER_BACKGROUND
 
     page = tmp_path / "page.html"
     gallery.render_html(records, page, title="placeholders")
@@ -220,8 +220,8 @@ def test_a_sheet_too_large_is_refused_before_any_work(tmp_path):
     records = [ImageRecord(path=str(tmp_path / f"{i}.png"), sha256=None, status="pending")
                for i in range(200)]
     out = tmp_path / "tall.png"
-    with pytest.raises(gallery.GalleryError, match="use more --columns or a smaller --limit"):
-        gallery.render_sheet(records, out, columns=1)
+    with pytest.raises(thumbnails.GalleryError, match="use more --columns or a smaller --limit"):
+        gallery_sheet.render_sheet(records, out, columns=1)
     assert not out.exists()
 
 
@@ -445,7 +445,7 @@ def test_html_page_renders_in_headless_chromium(tmp_path):
         colours = img.convert("RGB").getcolors(maxcolors=1_000_000)
     # not blank: many colours (the thumbnails' patterns), and the placeholder's red
     assert len(colours) > 500, f"screenshot looks blank ({len(colours)} colours)"
-    assert any(rgb == gallery.PLACEHOLDER_BACKGROUND for _, rgb in colours)
+    assert any(rgb == thumbnails.PLACEHOLDER_BACKGROUND for _, rgb in colours)
 
     # The inline script runs under the page's Content-Security-Policy: it counts
     # the figures, and the filter from the URL's #fragment hides what does not match.
@@ -482,18 +482,16 @@ def _notdef_like(font, text: str) -> bool:
 
 
 def test_the_sheet_font_draws_every_name(store, tmp_path):
-    font = gallery.sheet_font(14)
+    font = gallery_sheet.sheet_font(14)
     for text in ("ü", "ï", "✓", "Ж", "λ"):
         assert not _notdef_like(font, text), text
     photo = make_image(tmp_path / "ünïcode name ✓.png", seed=6)
     _classify(store, {photo: _predictions((TABBY, 0.5))})
-    result = gallery.render_sheet(_records(store, [photo]), tmp_path / "sheet.png")
+    result = gallery_sheet.render_sheet(_records(store, [photo]), tmp_path / "sheet.png")
     assert result.count == 1 and not result.placeholders
 
 
 def test_without_a_wide_font_the_sheet_says_so(monkeypatch, caplog):
-    from labelsd.serve import gallery_sheet
-
     monkeypatch.setattr(gallery_sheet, "FONT_FILES", ("/nonexistent/font.ttf",))
     gallery_sheet.sheet_font.cache_clear()
     try:

@@ -18,7 +18,7 @@ from labelsd import records
 from labelsd.model import decode
 from labelsd.model.classifier import load_classifier
 from labelsd.pipeline.runner import Pipeline
-from labelsd.serve import gallery
+from labelsd.serve import thumbnails
 from labelsd.store import contents, workqueue
 from labelsd.store.schema import QueueItem
 from servicekit import sha256_of
@@ -156,7 +156,7 @@ def test_gallery_does_not_open_a_symlinked_photo(tmp_path):
     secret = make_image(tmp_path / "secret.png", seed=5, size=(40, 30))
     link = tmp_path / "zz.png"
     os.symlink(secret, link)
-    thumb = gallery.thumbnail(str(link), 64)
+    thumb = thumbnails.thumbnail(str(link), 64)
     assert thumb.image is None and "symbolic link" in thumb.reason
 
 
@@ -164,7 +164,7 @@ def test_gallery_does_not_block_on_a_fifo(tmp_path):
     fifo = tmp_path / "zz.jpg"
     os.mkfifo(fifo)
     result: list = []
-    worker = threading.Thread(target=lambda: result.append(gallery.thumbnail(str(fifo), 64)),
+    worker = threading.Thread(target=lambda: result.append(thumbnails.thumbnail(str(fifo), 64)),
                               daemon=True)
     worker.start()
     worker.join(10)

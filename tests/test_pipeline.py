@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from imagegen import make_image, make_not_an_image, make_truncated_jpeg
 from labelsd import records
+from labelsd.events import Events
 from labelsd.model.classifier import load_classifier
 from labelsd.pipeline.runner import Pipeline
 from labelsd.store import workqueue
@@ -122,6 +123,32 @@ def test_file_deleted_after_enqueue_is_vanished_not_failed(store, classifier, tm
     assert (pipe.done, pipe.failed, pipe.vanished) == (1, 0, 1)
     assert store.record(str(gone)) is None  # never read: forgotten
     assert store.record(str(keep)).status == "done"
+
+
+def test_every_outcome_has_a_typed_kind_and_is_counted_once(store, tmp_path):
+    """Each stage hands the writer an `OutcomeKind`, never a bare string, and every
+    committed outcome adds to exactly one of the counters the status reports."""
+    from test_fleet import StandInClassifier  # a fixed top-3: no TensorFlow
+
+    written: list[records.Outcome] = []
+    events = Events()
+    events.listen("batch_written", written.extend)
+    good = make_image(tmp_path / "good.jpg", seed=1)
+    broken = make_not_an_image(tmp_path / "broken.jpg")
+    gone = make_image(tmp_path / "gone.jpg", seed=2)
+    enqueue(store, [good, broken, gone])
+    gone.unlink()
+    first = run(store, StandInClassifier(), events=events, decode_workers=1)
+    copy = tmp_path / "copy.jpg"
+    shutil.copyfile(good, copy)
+    enqueue(store, [copy])
+    second = run(store, StandInClassifier(), events=events, decode_workers=1)
+
+    assert {type(o.kind) for o in written} == {records.OutcomeKind}
+    assert sorted(o.kind.name for o in written) == ["BAD_IMAGE", "CLASSIFIED", "LINKED", "VANISHED"]
+    counts = [(p.done, p.linked, p.failed, p.vanished, p.retried, p.batches) for p in (first, second)]
+    assert counts[0][:5] == (1, 0, 1, 1, 0) and counts[1][:5] == (0, 1, 0, 0, 0)
+    assert all(batches >= 1 for *_, batches in counts)
 
 
 def test_stop_mid_run_hands_back_unprocessed_claims(store, classifier, tmp_path):

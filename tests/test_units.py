@@ -10,10 +10,10 @@ from datetime import datetime, timezone
 
 import pytest
 
-from labelsd.pipeline.batcher import fit_ladder
+from labelsd.pipeline.batcher import classify_batch, fit_ladder
 from labelsd.pipeline.reader import Item
 from labelsd.pipeline.writer import log_outcome
-from labelsd.records import Claim, Outcome, Prediction
+from labelsd.records import Claim, Outcome, OutcomeKind, Prediction, Tally
 from labelsd.store import workqueue
 from labelsd.watch import settle
 from labelsd.watch.settle import SettleTracker
@@ -97,7 +97,7 @@ def _items(ready: int, final: int = 0) -> list[Item]:
     items = [Item(_claim(i)) for i in range(ready)]
     for i in range(final):
         item = Item(_claim(100 + i))
-        item.final = Outcome(item.claim, "vanished")
+        item.final = Outcome(item.claim, OutcomeKind.VANISHED)
         items.append(item)
     return items
 
@@ -123,20 +123,41 @@ def test_fit_ladder_always_sends_items_with_a_final_outcome():
     assert sum(item.final is None for item in keep) == 2 and len(carry) == 1
 
 
+class _FailingModel:
+    name = "broken-model"
+
+    def top3(self, batch):
+        raise MemoryError("out of memory")
+
+
+def test_a_failed_forward_gives_every_image_of_the_batch_a_typed_retry():
+    import numpy as np
+
+    items = _items(2)
+    for i, item in enumerate(items):
+        item.sha256, item.pixels = f"{i:064x}", np.zeros((1, 1, 3), np.float32)
+    follower = Item(_claim(50))
+    items[0].followers.append(follower)
+    outcomes, known, rows = classify_batch(_FailingModel(), items)
+    assert (known, rows) == ({}, 0)
+    assert [o.claim.id for o in outcomes] == [0, 50, 1]
+    assert all(o.kind is OutcomeKind.RETRY and "out of memory" in o.error for o in outcomes)
+
+
 # ---------------------------------------------------------------- log_outcome
 
 
 @pytest.mark.parametrize("kind, attempts, counter, words", [
-    ("classified", 0, "done", "labeled img1.jpg: tabby 0.90"),
-    ("linked", 0, "linked", "same content"),
-    ("bad_image", 0, "failed", "failed img1.jpg: not an image"),
-    ("vanished", 0, "vanished", "vanished img1.jpg"),
-    ("retry", 0, "retried", "will retry img1.jpg"),
-    ("retry", workqueue.MAX_ATTEMPTS - 1, "failed", "failed img1.jpg"),
+    (OutcomeKind.CLASSIFIED, 0, Tally.DONE, "labeled img1.jpg: tabby 0.90"),
+    (OutcomeKind.LINKED, 0, Tally.LINKED, "same content"),
+    (OutcomeKind.BAD_IMAGE, 0, Tally.FAILED, "failed img1.jpg: not an image"),
+    (OutcomeKind.VANISHED, 0, Tally.VANISHED, "vanished img1.jpg"),
+    (OutcomeKind.RETRY, 0, Tally.RETRIED, "will retry img1.jpg"),
+    (OutcomeKind.RETRY, workqueue.MAX_ATTEMPTS - 1, Tally.FAILED, "failed img1.jpg"),
 ])
 def test_log_outcome_counts_and_says_what_happened(caplog, kind, attempts, counter, words):
-    predictions = [Prediction(1, "tabby", "n02123045", 281, 0.9)] if kind == "classified" else []
-    error = "not an image" if kind in ("bad_image", "retry") else None
+    predictions = [Prediction(1, "tabby", "n02123045", 281, 0.9)] if kind is OutcomeKind.CLASSIFIED else []
+    error = "not an image" if kind in (OutcomeKind.BAD_IMAGE, OutcomeKind.RETRY) else None
     outcome = Outcome(_claim(1, attempts), kind, error=error, predictions=predictions)
     with caplog.at_level(logging.INFO, logger="labelsd.pipeline.writer"):
         assert log_outcome(outcome) == counter

@@ -2,8 +2,6 @@
 transaction per file through `labelsd.store` (imported when the command runs,
 so the read-only commands never load SQLAlchemy)."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated, Optional
 

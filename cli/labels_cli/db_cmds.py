@@ -1,8 +1,6 @@
 """`labels db copy --to URL`: move a library to another database (e.g. SQLite to
 PostgreSQL when one machine is no longer enough)."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

@@ -1,7 +1,5 @@
 """`labels gallery`: the images a search finds, as a contact sheet or a web page."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 
@@ -37,7 +35,7 @@ def gallery_cmd(
     Files that are gone or unreadable get a placeholder tile with the reason."""
     # Here, not at the top: Pillow and numpy load only when a sheet is drawn,
     # so `labels search` and the other commands do not pay for them.
-    from labelsd.serve import gallery, query
+    from labelsd.serve import gallery, gallery_sheet, query
 
     try:
         kind = gallery.output_kind(output)
@@ -57,7 +55,7 @@ def gallery_cmd(
         count = gallery.render_html(found, output, title=title, note=note)
         unreadable = None
     else:
-        result = gallery.render_sheet(found, output, columns=columns, title=title, note=note)
+        result = gallery_sheet.render_sheet(found, output, columns=columns, title=title, note=note)
         count, unreadable = result.count, len(result.placeholders)
     if note:
         typer.echo(f"labels: {note}", err=True)

@@ -1,7 +1,5 @@
 """`labels model info | fetch`: where the InceptionV3 weights are, and getting them."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

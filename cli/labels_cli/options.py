@@ -8,8 +8,6 @@ options from here. A new filter is one field of `SearchFilters` and one entry
 of `SEARCH_OPTIONS`.
 """
 
-from __future__ import annotations
-
 import functools
 import inspect
 from dataclasses import asdict, dataclass

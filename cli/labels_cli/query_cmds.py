@@ -2,8 +2,6 @@
 Each opens a read-only view of the library (creating nothing), calls one
 `labelsd.serve.query` function and renders the result."""
 
-from __future__ import annotations
-
 import json
 import os
 from pathlib import Path

@@ -40,6 +40,11 @@ def choose_format(as_json: bool = False, as_csv: bool = False, as_paths: bool = 
     return chosen[0] if chosen else Format.table
 
 
+# One encoder for every record: json.dumps(..., ensure_ascii=False) builds a new
+# JSONEncoder per call. The bytes are json.dumps's (", " and ": " separators).
+_encode = json.JSONEncoder(ensure_ascii=False).encode
+
+
 def render_json(value, out: TextIO | None = None) -> None:
     """Print a JSON document (a summary, not records) the way records are printed."""
     (out or sys.stdout).write(json.dumps(value, ensure_ascii=False, indent=2) + "\n")
@@ -90,8 +95,7 @@ def render_records(records: Iterable[ImageRecord], fmt: Format, out: TextIO | No
             return count
         out.write("[")
         for rec in records:
-            out.write(("," if count else "") + "\n  "
-                      + json.dumps(rec.to_dict(), ensure_ascii=False))
+            out.write(("," if count else "") + "\n  " + _encode(rec.to_dict()))
             count += 1
         out.write("\n]\n" if count else "]\n")
     elif fmt is Format.csv:

@@ -1,7 +1,5 @@
 """`labels scan DIR`: classify a folder now, in the foreground, with a progress bar."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Optional
 

@@ -3,8 +3,6 @@ the `--since/--until/--camera` search options, the date/camera/GPS lines of
 `labels show`, and refreshing a sidecar after `labels tag` / `untag` when the
 config says `xmp = "sidecar"` (in the CLI's process: the service is not involved)."""
 
-from __future__ import annotations
-
 from typing import Annotated, Optional
 
 import typer

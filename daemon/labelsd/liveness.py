@@ -16,17 +16,16 @@ is gone (kill -9, a crash) back to the queue at start, instead of after the
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 
 from labelsd.errors import LabelsError
 from labelsd.hostproc import process_gone
+from labelsd.loopthread import LoopThread
 from labelsd.store import nodes, workqueue
 from labelsd.store.dbfile import DatabaseLost, ServedFile
 from labelsd.store.engine import Store
 
 log = logging.getLogger(__name__)
-
 
 
 def take_over_dead_nodes(store: Store, node_id: str) -> None:
@@ -41,8 +40,8 @@ def take_over_dead_nodes(store: Store, node_id: str) -> None:
             log.info("took over the queue of %s, which is no longer running", node.node_id)
 
 
-class Heartbeat:
-    """A stoppable thread: `start()`, `stop()` (idempotent, joins)."""
+class Heartbeat(LoopThread):
+    """The beat thread: `start()`, `stop()` (idempotent, joins)."""
 
     def __init__(self, store: Store, node_id: str, *, beat: Callable[[], None],
                  served: ServedFile | None, on_lost: Callable[[DatabaseLost], None],
@@ -53,12 +52,7 @@ class Heartbeat:
         self.served = served
         self.on_lost = on_lost
         self.interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
-
-    def start(self) -> Heartbeat:
-        self._thread.start()
-        return self
+        super().__init__("heartbeat")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -73,11 +67,6 @@ class Heartbeat:
                 log.warning("heartbeat failed: %s", err)
             except Exception:  # noqa: BLE001 - the heartbeat must keep beating
                 log.exception("heartbeat failed")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
 
 
 __all__ = ["Heartbeat", "take_over_dead_nodes"]

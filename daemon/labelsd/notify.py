@@ -17,6 +17,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from labelsd.loopthread import LoopThread
+
 log = logging.getLogger(__name__)
 
 
@@ -93,7 +95,7 @@ def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
     return usec / 2 / 1_000_000
 
 
-class WatchdogPinger:
+class WatchdogPinger(LoopThread):
     """Sends WATCHDOG=1 every `interval_s` while `healthy()` says the work loop
     is alive. A hung pipeline makes `healthy()` false, the pings stop, and
     systemd restarts the service (WatchdogSec=)."""
@@ -102,12 +104,8 @@ class WatchdogPinger:
         self.notifier = notifier
         self.interval_s = interval_s
         self.healthy = healthy
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="sd-watchdog", daemon=True)
         self._warned = False
-
-    def start(self) -> None:
-        self._thread.start()
+        super().__init__("sd-watchdog")
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -119,8 +117,3 @@ class WatchdogPinger:
                           "withholding the systemd watchdog ping so the service is restarted")
                 self._warned = True
             self._stop.wait(self.interval_s)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)

@@ -22,6 +22,18 @@ class OutcomeKind(str, Enum):
     VANISHED = "vanished"      # the file went away before it was read
 
 
+class Tally(str, Enum):
+    """The pipeline counter a committed outcome adds to (pipeline.writer.log_outcome
+    says which): the names the heartbeat, the status line and `labels scan` report.
+    Not one per kind: a retry out of attempts counts as failed."""
+
+    DONE = "done"
+    LINKED = "linked"
+    FAILED = "failed"
+    VANISHED = "vanished"
+    RETRIED = "retried"
+
+
 @dataclass(frozen=True)
 class FileFacts:
     """What a stat() says about a file; enough to tell 'unchanged' without reading it."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from labelsd.events import Events
 from labelsd.pipeline.reader import POLL_S, Item, Known, Reader, classified_outcome
-from labelsd.records import Outcome
+from labelsd.records import Outcome, OutcomeKind
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +58,9 @@ def classify_batch(classifier, items: list[Item],
             log.exception("model failed on a batch of %d", len(leaders))
             for item in items:
                 if item.final is None:
-                    item.final = Outcome(item.claim, "retry", error=f"model failed: {err}")
+                    item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"model failed: {err}")
                     for f in item.followers:
-                        f.final = Outcome(f.claim, "retry", error=f"model failed: {err}")
+                        f.final = Outcome(f.claim, OutcomeKind.RETRY, error=f"model failed: {err}")
             top3 = []
         if timeline is not None:
             timeline.add("forward", start, len(leaders))

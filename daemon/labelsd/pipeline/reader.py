@@ -27,7 +27,7 @@ from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
 from labelsd.fileio import FileTooLarge, open_regular
 from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
-from labelsd.records import Claim, Outcome, PhotoMeta, Prediction
+from labelsd.records import Claim, Outcome, OutcomeKind, PhotoMeta, Prediction
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
 from labelsd.xmp.metadata import read_photo_meta
@@ -87,14 +87,14 @@ def read_file(path: str, max_bytes: int | None = None,
 def read_failure(claim: Claim, err: BaseException) -> Outcome:
     """The outcome of a file that could not be read."""
     if isinstance(err, (FileNotFoundError, NotADirectoryError)):
-        return Outcome(claim, "vanished")
+        return Outcome(claim, OutcomeKind.VANISHED)
     if isinstance(err, ImageError):  # not a regular file, through a link, too large
         return failed_outright(claim, str(err))
     if isinstance(err, IsADirectoryError):
         return failed_outright(claim, "is a folder, not an image file")
     if isinstance(err, OSError):  # permission denied, I/O error: maybe better later
-        return Outcome(claim, "retry", error=f"cannot read the file: {err.strerror or err}")
-    return Outcome(claim, "retry", error=f"cannot read the file: {err}")
+        return Outcome(claim, OutcomeKind.RETRY, error=f"cannot read the file: {err.strerror or err}")
+    return Outcome(claim, OutcomeKind.RETRY, error=f"cannot read the file: {err}")
 
 
 def failed_outright(claim: Claim, reason: str) -> Outcome:
@@ -102,7 +102,7 @@ def failed_outright(claim: Claim, reason: str) -> Outcome:
     a retry outcome with no attempts left, so the queue row ends `failed` at
     once and `labels retry` can queue it again."""
     return Outcome(replace(claim, attempts=max(claim.attempts, workqueue.MAX_ATTEMPTS - 1)),
-                   "retry", error=reason)
+                   OutcomeKind.RETRY, error=reason)
 
 
 def still_being_written(item: Item) -> bool:
@@ -118,7 +118,7 @@ def still_being_written(item: Item) -> bool:
 
 
 def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
-    return Outcome(item.claim, "classified", sha256=item.sha256, size=item.size,
+    return Outcome(item.claim, OutcomeKind.CLASSIFIED, sha256=item.sha256, size=item.size,
                    mtime_ns=item.mtime_ns, width=known.width, height=known.height,
                    format=known.format, model=model, predictions=list(known.predictions),
                    meta=item.meta)
@@ -188,7 +188,7 @@ class Reader:
             if item.final is not None:
                 self._to_ready(item)
             elif status.get(item.sha256) == "done":
-                item.final = Outcome(item.claim, "linked", sha256=item.sha256,
+                item.final = Outcome(item.claim, OutcomeKind.LINKED, sha256=item.sha256,
                                      size=item.size, mtime_ns=item.mtime_ns)
                 item.data = None
                 self._to_ready(item)
@@ -239,16 +239,16 @@ class Reader:
             item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
         except TruncatedImage as err:
             if still_being_written(item):  # the writer's close (or the settle rule) queues it again
-                item.final = Outcome(item.claim, "retry", error=f"still being written ({err})")
+                item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"still being written ({err})")
             else:
-                item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
+                item.final = Outcome(item.claim, OutcomeKind.BAD_IMAGE, sha256=item.sha256, size=item.size,
                                      mtime_ns=item.mtime_ns, error=str(err))
         except ImageError as err:
-            item.final = Outcome(item.claim, "bad_image", sha256=item.sha256, size=item.size,
+            item.final = Outcome(item.claim, OutcomeKind.BAD_IMAGE, sha256=item.sha256, size=item.size,
                                  mtime_ns=item.mtime_ns, error=str(err))
         except Exception as err:  # noqa: BLE001 - one file never kills the pipeline
             log.debug("decoding %s failed", item.claim.path, exc_info=True)
-            item.final = Outcome(item.claim, "retry", error=f"cannot decode: {err}")
+            item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"cannot decode: {err}")
         finally:
             item.data = None
             if self._timeline is not None:

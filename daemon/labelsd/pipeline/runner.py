@@ -24,7 +24,7 @@ import os
 import queue as queue_mod
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
@@ -34,7 +34,7 @@ from labelsd.pipeline.claimer import IDLE_WAIT_S, Claimer
 from labelsd.pipeline.reader import POLL_S, Reader
 from labelsd.pipeline.timeline import Timeline
 from labelsd.pipeline.writer import commit_outcomes, log_outcome
-from labelsd.records import Outcome
+from labelsd.records import Outcome, Tally
 from labelsd.store import workqueue
 from labelsd.store.engine import Store
 
@@ -66,7 +66,7 @@ class Pipeline:
         self.timeline = timeline  # spans of every stage, for the benchmark; None: not recorded
         self.max_in_flight = 2 * batch_size + self.decode_workers
 
-        # counters (paths), read by the service's heartbeat and `labels scan`
+        # counters (paths, one per records.Tally), read by the heartbeat and `labels scan`
         self.done = 0
         self.linked = 0
         self.failed = 0
@@ -174,6 +174,22 @@ class Pipeline:
     def _beat(self, name: str) -> None:
         self._beats[name] = time.monotonic()
 
+    def _taken(self, stage: str, get: Callable[..., object],
+               upstream_done: Callable[[], bool]) -> Iterator:
+        """What `get` hands `stage`, one at a time, until the sentinel, or until
+        nothing comes within POLL_S and `upstream_done()`; a `_beat` each turn."""
+        while True:
+            self._beat(stage)
+            try:
+                taken = get(timeout=POLL_S)
+            except queue_mod.Empty:
+                if upstream_done():
+                    return
+                continue
+            if taken is _SENTINEL:
+                return
+            yield taken
+
     # ------------------------------------------------------------------ idleness
 
     def wait_idle(self, timeout: float | None = None) -> bool:
@@ -208,15 +224,8 @@ class Pipeline:
 
     def _batch_loop(self) -> None:
         try:
-            while True:
-                self._beat("batcher")
-                try:
-                    first = self._batches.next_ready(timeout=POLL_S)
-                except queue_mod.Empty:
-                    if self._stop.is_set():
-                        return
-                    continue
-                if first is _SENTINEL or self._stop.is_set():
+            for first in self._taken("batcher", self._batches.next_ready, self._stop.is_set):
+                if self._stop.is_set():
                     return  # not started: stop() hands these claims back
                 items = self._batches.gather(first)
                 if items is None:
@@ -241,16 +250,7 @@ class Pipeline:
     # ------------------------------------------------------------------ writer
 
     def _write_loop(self) -> None:
-        while True:
-            self._beat("writer")
-            try:
-                outcomes = self._to_writer.get(timeout=POLL_S)
-            except queue_mod.Empty:
-                if self._batcher_done.is_set():
-                    return
-                continue
-            if outcomes is _SENTINEL:
-                return
+        for outcomes in self._taken("writer", self._to_writer.get, self._batcher_done.is_set):
             start = time.monotonic()
             committed = commit_outcomes(self.store, self.node_id, outcomes, self._abandon)
             if self.timeline is not None:
@@ -261,8 +261,19 @@ class Pipeline:
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:
-            counter = log_outcome(o)
-            setattr(self, counter, getattr(self, counter) + 1)
+            match log_outcome(o):
+                case Tally.DONE:
+                    self.done += 1
+                case Tally.LINKED:
+                    self.linked += 1
+                case Tally.FAILED:
+                    self.failed += 1
+                case Tally.VANISHED:
+                    self.vanished += 1
+                case Tally.RETRIED:
+                    self.retried += 1
+                case other:
+                    raise ValueError(f"no pipeline counter {other!r}")
         self.batches += 1
         self._claims.done(o.claim for o in outcomes)
         self.events.emit("batch_written", outcomes)

@@ -20,7 +20,7 @@ from labelsd.events import Events
 from labelsd.paths import canonical_root
 from labelsd.pipeline.runner import Pipeline
 from labelsd.pipeline.timeline import Timeline
-from labelsd.records import FileFacts
+from labelsd.records import FileFacts, OutcomeKind
 from labelsd.store import contents, relabel, workqueue
 from labelsd.store.engine import Store
 from labelsd.store.nodes import node_id_for_this_process
@@ -121,7 +121,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
 
     def progress(outcomes) -> None:
         nonlocal seen
-        seen += sum(o.kind != "retry" for o in outcomes)
+        seen += sum(o.kind != OutcomeKind.RETRY for o in outcomes)
         if on_progress is not None:
             on_progress(min(seen, total), total)
 

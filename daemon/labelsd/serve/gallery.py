@@ -20,37 +20,10 @@ from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
 
-from PIL import Image, ImageOps  # noqa: F401  (tests reach Pillow through this module)
-
 from labelsd.records import ImageRecord
 from labelsd.serve import gallery_html
-from labelsd.serve.gallery_sheet import (  # noqa: F401  (the public API of contact sheets)
-    CAPTION_LINES,
-    GAP,
-    HEADER_LINES,
-    MARGIN,
-    MAX_SHEET_SIDE,
-    SHEET_FORMATS,
-    SheetLayout,
-    SheetResult,
-    render_sheet,
-    sheet_font,
-    sheet_layout,
-)
-from labelsd.serve.thumbnails import (  # noqa: F401
-    BACKGROUND,
-    MUTED,
-    PLACEHOLDER_BACKGROUND,
-    PLACEHOLDER_TEXT,
-    TEXT,
-    TILE_BACKGROUND,
-    GalleryError,
-    Thumbnail,
-    label_lines,
-    score_text,
-    thumbnail,
-    write_output,
-)
+from labelsd.serve.gallery_sheet import SHEET_FORMATS
+from labelsd.serve.thumbnails import GalleryError, label_lines, score_text, thumbnail, write_output
 
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 HTML_THUMB = 256  # longest side of an HTML thumbnail
@@ -123,5 +96,4 @@ def _figure(rec: ImageRecord) -> str:
             f"{labels}{tags}</figcaption></figure>\n")
 
 
-__all__ = ["GalleryError", "SheetLayout", "SheetResult", "Thumbnail", "output_kind",
-           "render_html", "render_sheet", "sheet_font", "sheet_layout", "thumbnail"]
+__all__ = ["GalleryError", "output_kind", "render_html"]

@@ -8,6 +8,7 @@ runs migrations (`migrations`, over the tables in `schema`);
 service holds) do one job each. For a fleet on one PostgreSQL: `wakeups`
 (LISTEN/NOTIFY), `walks` (one walker per shared root), `counters` (status
 without full counts). It may import
-`labelsd.records`, `labelsd.errors` and `labelsd.paths`, nothing above it: the
+`labelsd.records`, `labelsd.errors`, `labelsd.paths` and the leaf helpers
+`labelsd.hostproc` and `labelsd.loopthread`, nothing above it: the
 watcher, the pipeline and the CLI depend on the store, never the reverse.
 """

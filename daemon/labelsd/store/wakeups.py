@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from labelsd.loopthread import LoopThread
 from labelsd.store.engine import Store
 from labelsd.store.workqueue import QUEUE_CHANNEL
 
@@ -25,30 +26,19 @@ POLL_S = 0.25  # how often the listener looks at its stop event between notifica
 MAX_BACKOFF_S = 5.0
 
 
-class QueueListener:
+class QueueListener(LoopThread):
     """LISTEN on the queue channel in a thread; stoppable, `stop()` safe twice."""
 
     def __init__(self, store: Store, on_queued: Callable[[], None]):
         self.store = store
         self.on_queued = on_queued
         self.heard = 0  # notifications received (tests, metrics)
-        self._stop = threading.Event()
         self._listening = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="labelsd-queue-listener",
-                                        daemon=True)
-
-    def start(self) -> QueueListener:
-        self._thread.start()
-        return self
+        super().__init__("labelsd-queue-listener")
 
     def wait_listening(self, timeout: float) -> bool:
         """True once LISTEN is in place (a notification sent after it is heard)."""
         return self._listening.wait(timeout)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
 
     def _connect(self):
         # A connection of its own, detached from the pool: it stays open for the

@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
-from labelsd.records import ImageRecord, Outcome
+from labelsd.records import ImageRecord, Outcome, OutcomeKind
 from labelsd.store.engine import Store
 from labelsd.xmp.sidecar import write_sidecar
 
@@ -94,7 +94,7 @@ class SidecarWriter:
     def on_batch(self, outcomes: list[Outcome]) -> None:
         """Listener of `batch_written`: cheap, never blocks the pipeline's writer."""
         for o in outcomes:
-            if o.kind in ("classified", "linked"):
+            if o.kind in (OutcomeKind.CLASSIFIED, OutcomeKind.LINKED):
                 self._queue.put(o.claim.path)
 
     def stop(self, timeout: float = DRAIN_S) -> None:
