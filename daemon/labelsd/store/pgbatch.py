@@ -69,8 +69,14 @@ def _driver(session: Session) -> Iterator[_Driver]:
 # first minute after a walk queued 200,000 files, before autovacuum analyzes),
 # the planner otherwise expects a handful of queued rows and reads and sorts
 # all of them on every claim (85 ms at 200,000 rows instead of 0.5 ms).
+# And the claim's commit does not wait for its WAL to reach the disk: a claim
+# lost in a server crash leaves its rows unclaimed, to be claimed again, and the
+# batch's results (committed synchronously) are idempotent per content. A node
+# that survives the crash finds its claims at worst taken over: work done twice,
+# never lost (the same as after a lease ran out).
 CLAIM_PLANNER_SQL = ("SELECT set_config('enable_bitmapscan', 'off', true), "
-                     "set_config('enable_seqscan', 'off', true)")
+                     "set_config('enable_seqscan', 'off', true), "
+                     "set_config('synchronous_commit', 'off', true)")
 CLAIM_SQL = (
     "WITH picked AS (SELECT id FROM queue WHERE state = 'queued' "
     "AND (not_before IS NULL OR not_before <= %(now)s) "
