@@ -154,6 +154,36 @@ def test_a_value_too_long_fails_the_batch_through_the_error_boundary_not_truncat
         assert store.counts() == {"pending": 0, "done": 3, "failed": 0, "missing": 0}
 
 
+def test_a_connection_lost_mid_batch_is_store_unavailable_and_the_retry_records_it_pg(
+        pg_url, tmp_path, monkeypatch):
+    """The batch's statements run on the driver's connection: its loss in the
+    middle of a batch reaches the writer as StoreUnavailable (which it retries),
+    and the retry goes through on a fresh connection (the pool's pre-ping)."""
+    import psycopg
+
+    from labelsd.errors import StoreUnavailable
+
+    with open_store(pg_url) as store, psycopg.connect(
+            store.engine.url.render_as_string(hide_password=False).replace("+psycopg", ""),
+            autocommit=True) as killer:
+        workqueue.enqueue(store, _facts(tmp_path, 5))
+        claims = workqueue.claim(store, "n", 5)
+        real = contents._lookups
+
+        def lose_the_connection(session, *args):
+            session.connection()  # the batch's transaction has its connection
+            killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return real(session, *args)
+
+        monkeypatch.setattr(contents, "_lookups", lose_the_connection)
+        with pytest.raises(StoreUnavailable):
+            contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+        monkeypatch.setattr(contents, "_lookups", real)
+        contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+        assert store.counts() == {"pending": 0, "done": 5, "failed": 0, "missing": 0}
+
+
 def test_a_path_queued_again_while_read_is_released_not_deleted(store, tmp_path):
     facts = _facts(tmp_path, 3)
     workqueue.enqueue(store, facts)
