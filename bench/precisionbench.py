@@ -17,7 +17,6 @@ Then what `auto` picks on this CPU, from this run's figures.
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 import tempfile
@@ -32,27 +31,11 @@ GOAL_REST_MIB = 400       # LiteRT service at rest
 GOAL_READY_LITERT_S = 2.0
 
 
-def skimage_photos() -> list[tuple[str, bytes]]:
-    """scikit-image's bundled photos as JPEG bytes (grey ones as RGB), or [] without it."""
-    try:
-        import skimage.data
-    except ImportError:
-        return []
-    from PIL import Image
-
-    out = []
-    for name in ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
-                 "immunohistochemistry", "retina", "colorwheel", "camera", "coins", "moon",
-                 "page", "text", "brick", "grass", "gravel"):
-        buf = io.BytesIO()
-        Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(buf, "JPEG", quality=92)
-        out.append((name, buf.getvalue()))
-    return out
-
-
 def _decoded(classifier, photos: list[Path]) -> np.ndarray:
     """The photos as the model's input (its size, its preprocessing)."""
-    blobs = [data for _, data in skimage_photos()] + [p.read_bytes() for p in photos]
+    from fidelitybench import real_pictures
+
+    blobs = real_pictures() + [p.read_bytes() for p in photos]
     return np.stack([classifier.decode(b).pixels for b in blobs])
 
 
@@ -158,6 +141,9 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
         goal = (f"goal >= {GOAL_AUTO_AMX}x" if "amx_bf16" in flags else "goal >= 1.00x (no AMX here)")
         print(f"  auto picks {choice.precision} here ({choice.reason}): {auto / base:.2f}x fp32, {goal}")
     del models
+    from fidelitybench import run as bench_fidelity
+
+    bench_fidelity(weights, reference.name == "InceptionV3/imagenet", precisions, batch_size, rounds)
 
     print("fresh process, load + warm-up (both runtimes):")
     for name in ["tf-fp32", *precisions]:

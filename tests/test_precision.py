@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from fidelitybench import REAL_PICTURES, fidelity, real_pictures  # bench/: the bench's rows are these
 from labelsd.config import load_settings
 from labelsd.errors import ConfigError
 from labelsd.model import precision as prec
@@ -108,6 +108,22 @@ def test_measurement_runs_once_and_is_kept(tmp_path, monkeypatch):
     assert len(child.calls) == 2 and len(json.loads(cache.read_text())) == 2
 
 
+def test_a_measurement_of_an_older_bf16_recipe_is_measured_again(tmp_path, monkeypatch):
+    """bf16's speed depends on which layers round (keras_runtime.BF16_RECIPE): a figure kept
+    by a labelsd that rounded every layer is not the speed of today's bf16."""
+    import os
+
+    cache = tmp_path / "precision.json"
+    old_key = (f"{prec.cpu_model()}|{prec.bf16_hardware(AVX512)}|{len(os.sched_getaffinity(0))} cores|"
+               "inception_v3|batch 8")  # the key before the recipe was part of it
+    cache.write_text(json.dumps({old_key: {"fp32": 10.0, "bf16": 30.0}}))
+    assert prec.known_speeds("inception_v3", 8, AVX512, cache=cache) is None
+    child = _Child('{"fp32": 10.0, "bf16": 14.0}')
+    monkeypatch.setattr(prec.subprocess, "run", child)
+    assert prec.measured_speeds("inception_v3", 8, AVX512, cache=cache) == {"fp32": 10.0, "bf16": 14.0}
+    assert len(child.calls) == 1 and prec.known_speeds("inception_v3", 8, AVX512, cache=cache)["bf16"] == 14.0
+
+
 @pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"k": "v"}'])
 def test_a_damaged_measurement_file_is_measured_again(tmp_path, monkeypatch, content):
     cache = tmp_path / "precision.json"
@@ -152,26 +168,11 @@ def test_service_flag():
 
 # ------------------------------------------------------------------ fidelity, measured
 
-# scikit-image's bundled pictures (its wheel ships them): photos of things, and textures,
-# star fields and micrographs whose top-1 is a near-tie
-SKIMAGE_PICTURES = ("astronaut.png", "chelsea.png", "coffee.png", "motorcycle_left.png",
-                    "motorcycle_right.png", "rocket.jpg", "camera.png", "coins.png", "moon.png",
-                    "hubble_deep_field.jpg", "retina.jpg", "clock_motion.png", "page.png", "text.png",
-                    "brick.png", "grass.png", "gravel.png", "color.png", "ihc.png", "cell.png",
-                    "horse.png", "logo.png", "phantom.png")
-# A top-1 that leads its runner-up by less than this is a tie that any rounding may turn
-# (measured: EfficientNet-Lite0 turned 2-3 of the 23 pictures at bf16 or int8, each led by < 0.015;
-# 7 of the 23 lead by less than this at fp32: textures, a star field, a micrograph)
-TIE_MARGIN = 0.02
-
-
 @pytest.fixture(scope="module")
 def real_model(tmp_path_factory):
     """EfficientNet-Lite0 with its real ImageNet weights (a copy of the packaged .pth, so its
     conversions are cached in a folder of the test's own), TensorFlow fp32 as the reference."""
     import shutil
-
-    import skimage
 
     from labelsd.model.classifier import load_classifier
     from labelsd.model.efficientnet import packaged_weights
@@ -183,16 +184,31 @@ def real_model(tmp_path_factory):
     mp.setenv("KERAS_HOME", str(folder / "keras"))
     try:
         reference = load_classifier(weights, "cpu", 8, model="efficientnet_lite0")
-        data = Path(skimage.__file__).parent / "data"
-        pixels = np.stack([reference.decode((data / name).read_bytes()).pixels for name in SKIMAGE_PICTURES])
+        blobs = real_pictures()
+        assert len(blobs) == len(REAL_PICTURES), "scikit-image (a test dependency) ships the pictures"
+        pixels = np.stack([reference.decode(blob).pixels for blob in blobs])
         yield weights, reference.predict(pixels), pixels
     finally:
         mp.undo()
 
 
+NOISE_BOUND = {"fp32": 0.005, "bf16": 0.04, "int8": 0.085}
+
+
+def _lead(probs: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """How far each row's probability of `classes` is above the best other class."""
+    rows = np.arange(len(probs))
+    others = probs.copy()
+    others[rows, classes] = -1
+    return probs[rows, classes] - others.max(1)
+
+
 @pytest.mark.tf  # builds the models with TensorFlow (no weights fixture marks it)
 @pytest.mark.parametrize("precision, runtime", [("fp32", "litert"), ("bf16", "tensorflow"), ("int8", "litert")])
 def test_each_precision_keeps_fp32s_answers_on_real_photos(real_model, precision, runtime, monkeypatch):
+    """Top-1 equal to TensorFlow fp32's on every picture, near-ties included (bf16 and int8
+    keep float where rounding would turn them: keras_runtime.BF16_RECIPE, quantize.RECIPE),
+    and the top-3 sets share at least 2 of 3."""
     from labelsd.model.runtime import load_model, precision_word, runtime_kind
 
     weights, reference, pixels = real_model
@@ -201,12 +217,18 @@ def test_each_precision_keeps_fp32s_answers_on_real_photos(real_model, precision
     assert (runtime_kind(classifier), precision_word(classifier)) == (runtime, precision)
     probs = classifier.predict(pixels)
     ranked_ref, ranked = np.argsort(-reference, 1), np.argsort(-probs, 1)
-    margins = reference[np.arange(len(reference)), ranked_ref[:, 0]] - reference[
-        np.arange(len(reference)), ranked_ref[:, 1]]
-    clear = margins >= TIE_MARGIN
-    assert clear.sum() >= 15  # 16 of the 23 lead by >= TIE_MARGIN at fp32: the rule leaves most in
-    flipped = [name for name, c, a, b in zip(SKIMAGE_PICTURES, clear, ranked_ref[:, 0], ranked[:, 0])
-               if c and a != b]
+    margins = _lead(reference, ranked_ref[:, 0])
+    # the pictures hold near-ties: 3 lead by less than 0.005 at fp32 (brick 0.0021, the star
+    # field 0.0028, the micrograph 0.0044); the first bf16 recipe turned all three, the first
+    # int8 one the micrograph and gravel (0.013)
+    assert (margins < 0.005).sum() >= 3
+    flipped = [f"{name} (fp32 leads by {m:.4f}, {precision} by {lead:.4f})"
+               for name, m, lead in zip(REAL_PICTURES, margins, _lead(probs, ranked_ref[:, 0])) if lead <= 0]
     assert flipped == [], f"{precision}: top-1 differs from fp32 on {flipped}"
-    overlaps = {name: len(set(a[:3]) & set(b[:3])) for name, a, b in zip(SKIMAGE_PICTURES, ranked_ref, ranked)}
+    overlaps = {name: len(set(a[:3]) & set(b[:3])) for name, a, b in zip(REAL_PICTURES, ranked_ref, ranked)}
     assert min(overlaps.values()) >= 2, overlaps
+    # Which near-ties turn is partly chance; how far the scores move is not. The standard
+    # deviation of the log-probabilities' error: measured 0.023 (bf16) and 0.068 (int8),
+    # where the first recipes moved them by 0.060 and 0.100.
+    noise = fidelity(reference, probs)["noise"]
+    assert noise <= NOISE_BOUND[precision], f"{precision}: log-probability noise {noise:.3f}"

@@ -8,8 +8,8 @@ not writable, in the user's cache), named by the weights' file name, the model,
 the precision and the weights' checksum (SHA-256; keras' MD5 for the official
 InceptionV3 file, which keras verifies by it); a JSON file beside it records what it was
 made from and its own SHA-256. A cached file is used only when that record matches
-(same weights checksum, model, precision and CONVERSION_FORMAT) and the file's bytes
-hash to what it says: a truncated or corrupt file, a leftover of an older
+(same weights checksum, model, precision, CONVERSION_FORMAT and the precision's recipe,
+RECIPES) and the file's bytes hash to what it says: a truncated or corrupt file, a leftover of an older
 conversion, or a file without its record is converted again. A new conversion
 removes the files it made earlier for other checksums of the same weights file.
 """
@@ -29,6 +29,7 @@ import platformdirs
 
 from labelsd.errors import ConversionFailed
 from labelsd.fileio import file_sha256
+from labelsd.model import quantize
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,10 @@ log = logging.getLogger(__name__)
 CONVERSION_FORMAT = 1
 CONVERT_TIMEOUT_S = 1800  # a 2-core machine under load took ~1 min for fp32 InceptionV3
 LITERT_PRECISIONS = ("fp32", "int8")  # int8: dynamic-range (int8 weights, float activations)
+# How each precision is made, recorded with the file: a file made by another recipe (the
+# int8 of an older labelsd: TensorFlow's Optimize.DEFAULT) is converted again. fp32 is
+# the plain conversion, recorded as no recipe, as it was before recipes were recorded.
+RECIPES = {"fp32": None, "int8": quantize.RECIPE}
 
 
 def _writable(folder: Path) -> bool:
@@ -68,7 +73,7 @@ def cache_paths(weights_path: Path, checksum: str, model: str, precision: str) -
 
 def _record(checksum: str, model: str, precision: str) -> dict:
     return {"format": CONVERSION_FORMAT, "weights_checksum": checksum, "model": model,
-            "precision": precision}
+            "precision": precision, "recipe": RECIPES[precision]}
 
 
 def cached_tflite(weights_path: Path, checksum: str, model: str, precision: str) -> Path | None:
@@ -83,8 +88,8 @@ def cached_tflite(weights_path: Path, checksum: str, model: str, precision: str)
         return None
     want = _record(checksum, model, precision)
     if not isinstance(record, dict) or any(record.get(k) != v for k, v in want.items()):
-        log.info("cached %s was made from other weights or by an older labelsd: "
-                 "converting again", tflite.name)
+        log.info("cached %s was made from other weights or by another recipe (an older "
+                 "labelsd): converting again", tflite.name)
         return None
     if record.get("tflite_size") != tflite.stat().st_size or record.get("tflite_sha256") != file_sha256(tflite):
         log.info("cached %s is damaged (its checksum does not match): converting again", tflite.name)
@@ -181,13 +186,13 @@ def convert_in_this_process(weights: Path, model: str, precision: str, out: Path
 
     frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    if precision == "int8":
-        # Dynamic range: int8 weights, activations quantised on the fly; measured 4-5x
-        # fp32 with logits within cosine 0.997. Full int8 was slower and its softmax
-        # could not hold small probabilities.
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     with native_stderr_quiet():
         data = converter.convert()
+    if precision == "int8":
+        # Dynamic range (int8 weights, activations quantised on the fly) where it keeps
+        # fp32's answers: see labelsd.model.quantize. Full int8 was slower and its softmax
+        # could not hold small probabilities.
+        data = quantize.quantize_dynamic_range(data)
     out.write_bytes(data)
 
 

@@ -1,9 +1,10 @@
 """The precision the model runs at on a CPU: what the CPU can do, and the `auto` rule.
 
-`fp32` is always there; `bf16` runs Keras under the `mixed_bfloat16` policy, which
-oneDNN turns into AMX or AVX512-BF16 instructions where the CPU has them (and into
-slow emulation where it has neither); `int8` is LiteRT's dynamic-range quantised
-model, opt-in only, because quantisation moves scores (its fidelity is measured in
+`fp32` is always there; `bf16` runs Keras's convolutions (but the first) in bfloat16
+and the rest in float32 (keras_runtime.BF16_RECIPE), which oneDNN turns into AMX or
+AVX512-BF16 instructions where the CPU has them (and into slow emulation where it has
+neither); `int8` is LiteRT's dynamic-range quantised model (labelsd.model.quantize),
+opt-in only, because quantisation moves scores (its fidelity is measured in
 tests/test_precision.py and bench/throughput.py, not assumed).
 
 `auto` on a CPU picks bf16 only where the CPU has AMX or AVX512-BF16 AND the
@@ -111,7 +112,12 @@ def measurement_cache() -> Path:
 
 
 def _measurement_key(model: str, batch_size: int, flags: frozenset[str]) -> str:
-    return f"{cpu_model()}|{bf16_hardware(flags)}|{len(os.sched_getaffinity(0))} cores|{model}|batch {batch_size}"
+    """The CPU, model, batch size and how bf16 runs (keras_runtime.BF16_RECIPE): a figure
+    measured with another recipe (an older labelsd) is measured again."""
+    from labelsd.model.keras_runtime import BF16_RECIPE
+
+    return (f"{cpu_model()}|{bf16_hardware(flags)}|{len(os.sched_getaffinity(0))} cores|{model}|"
+            f"batch {batch_size}|{BF16_RECIPE}")
 
 
 def _read_cache(cache: Path) -> dict:
@@ -174,6 +180,7 @@ def _measure_in_this_process(model: str, batch_size: int, weights: str | None) -
     import numpy as np
 
     from labelsd.model.device import configure_device, native_stderr_quiet
+    from labelsd.model.keras_runtime import keep_float32_outside_convs
     from labelsd.model.registry import get_model
 
     spec = get_model(model)
@@ -188,6 +195,8 @@ def _measure_in_this_process(model: str, batch_size: int, weights: str | None) -
     for precision, policy in (("fp32", "float32"), ("bf16", "mixed_bfloat16")):
         keras.mixed_precision.set_global_policy(policy)
         net = spec.build_network(weights, checked).model
+        if policy == "mixed_bfloat16":
+            keep_float32_outside_convs(net)  # as the service runs bf16
         forward = tf.function(lambda x, net=net: net(x, training=False))
         forward(x)  # trace
         best = float("inf")
