@@ -4,7 +4,8 @@
 listening only on a unix socket in that folder (no TCP port, so nothing else on
 the machine can reach it and two test runs never collide). Durability is off
 (fsync, synchronous_commit, full_page_writes): the cluster lives for one test
-session and is deleted afterwards.
+session and is deleted afterwards. `PgServer(durable=True)` keeps PostgreSQL's
+defaults (benchmarks: the figure an operator gets).
 
 PostgreSQL refuses to run as root. When the tests run as root, the server runs
 as the `postgres` user that the Debian package creates (else `nobody`), and the
@@ -74,12 +75,14 @@ class PgServer:
     """One temporary cluster. `start()`/`stop()`, or use it as a context manager;
     `stop()` is safe to call twice and removes the folder."""
 
-    def __init__(self, bindir: Path | None = None, max_connections: int = 300):
+    def __init__(self, bindir: Path | None = None, max_connections: int = 300,
+                 durable: bool = False):
         self.bindir = bindir or find_bindir()
         if self.bindir is None:
             raise PgServerError("PostgreSQL server binaries (initdb, postgres) not found; "
                                 "install the 'postgresql' package or set PG_BINDIR")
         self.max_connections = max_connections
+        self.durable = durable  # fsync and synchronous commits as PostgreSQL ships (benchmarks)
         self.folder: Path | None = None
         self.process: subprocess.Popen | None = None
         self._user = _run_as()
@@ -136,7 +139,8 @@ class PgServer:
             "listen_addresses": "",                    # unix socket only
             "unix_socket_directories": str(self.socket_dir),
             "max_connections": str(self.max_connections),
-            "fsync": "off", "synchronous_commit": "off", "full_page_writes": "off",
+            **({} if self.durable else
+               {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}),
             "shared_buffers": "64MB",
             "timezone": "UTC",
             "log_min_messages": "warning",

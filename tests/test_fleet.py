@@ -134,6 +134,56 @@ def test_a_batch_with_mixed_outcomes_is_stored_as_one_by_one_would(store, tmp_pa
     assert [(p, by) for p, by in left] == [(facts[4].path, None)]
 
 
+def test_a_value_too_long_fails_the_batch_through_the_error_boundary_not_truncated_pg(
+        pg_url, tmp_path):
+    """The batch statements run through the driver on PostgreSQL: a driver error
+    still comes out as StoreUnavailable (the writer retries, then goes one by
+    one), the transaction is rolled back whole, and a value longer than its
+    column is refused, never cut to fit (an explicit cast to VARCHAR(64)[] would)."""
+    from labelsd.errors import StoreUnavailable
+
+    with open_store(pg_url) as store:
+        workqueue.enqueue(store, _facts(tmp_path, 3))
+        claims = workqueue.claim(store, "n", 3)
+        outcomes = [_classified(c) for c in claims]
+        outcomes[1].sha256 = "f" * 70
+        with pytest.raises(StoreUnavailable, match="too long"):
+            contents.record_outcomes(store, "n", outcomes)
+        assert store.counts() == {"pending": 3, "done": 0, "failed": 0, "missing": 0}
+        contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+        assert store.counts() == {"pending": 0, "done": 3, "failed": 0, "missing": 0}
+
+
+def test_a_connection_lost_mid_batch_is_store_unavailable_and_the_retry_records_it_pg(
+        pg_url, tmp_path, monkeypatch):
+    """The batch's statements run on the driver's connection: its loss in the
+    middle of a batch reaches the writer as StoreUnavailable (which it retries),
+    and the retry goes through on a fresh connection (the pool's pre-ping)."""
+    import psycopg
+
+    from labelsd.errors import StoreUnavailable
+
+    with open_store(pg_url) as store, psycopg.connect(
+            store.engine.url.render_as_string(hide_password=False).replace("+psycopg", ""),
+            autocommit=True) as killer:
+        workqueue.enqueue(store, _facts(tmp_path, 5))
+        claims = workqueue.claim(store, "n", 5)
+        real = contents._lookups
+
+        def lose_the_connection(session, *args):
+            session.connection()  # the batch's transaction has its connection
+            killer.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                           "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+            return real(session, *args)
+
+        monkeypatch.setattr(contents, "_lookups", lose_the_connection)
+        with pytest.raises(StoreUnavailable):
+            contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+        monkeypatch.setattr(contents, "_lookups", real)
+        contents.record_outcomes(store, "n", [_classified(c) for c in claims])
+        assert store.counts() == {"pending": 0, "done": 5, "failed": 0, "missing": 0}
+
+
 def test_a_path_queued_again_while_read_is_released_not_deleted(store, tmp_path):
     facts = _facts(tmp_path, 3)
     workqueue.enqueue(store, facts)
@@ -232,6 +282,41 @@ def test_an_idle_pipeline_starts_on_another_nodes_work_without_polling_pg(pg_url
             workqueue.enqueue(other, [str(p) for p in images])
             wait_for(lambda: pipe.done == 3, 60, "the idle node to label the other node's work")
         assert other.counts()["done"] == 3
+
+
+def test_a_claim_walks_the_queued_index_in_order_before_statistics_catch_up_pg(pg_url, tmp_path):
+    """Right after a burst (a walk queued thousands of files; autovacuum has not
+    analyzed the queue yet) the planner believes a handful of rows are queued:
+    a claim must still walk the partial index in id order and stop at its limit,
+    not read and sort every queued row (85 ms a claim at 200,000 rows)."""
+    plans: list[str] = []
+    with open_store(pg_url) as store:
+        facts = _facts(tmp_path, 20_000)
+        for start in range(0, len(facts), 5000):
+            workqueue.enqueue(store, facts[start:start + 5000])
+
+        def explain_everything(dbapi_conn, _record) -> None:
+            dbapi_conn.add_notice_handler(lambda d: plans.append(d.message_primary or ""))
+            try:
+                dbapi_conn.execute("LOAD 'auto_explain'")
+            except Exception:  # noqa: BLE001 - contrib module not installed
+                dbapi_conn.rollback()
+                return
+            for setting in ("auto_explain.log_min_duration = 0", "auto_explain.log_analyze = on",
+                            "client_min_messages = log"):
+                dbapi_conn.execute(f"SET {setting}")
+            dbapi_conn.commit()
+
+        event.listen(store.engine, "connect", explain_everything)
+        store.engine.dispose()  # new connections, each explaining its statements
+        claims = workqueue.claim(store, "node-a", 32)
+    assert [c.id for c in claims] == sorted(c.id for c in claims) and len(claims) == 32
+    claim_plans = [p for p in plans if "FOR UPDATE SKIP LOCKED" in p]
+    if not plans:
+        pytest.skip("auto_explain is not installed with this PostgreSQL")
+    assert len(claim_plans) == 1, plans
+    assert "Index Scan using ix_queue_queued" in claim_plans[0], claim_plans[0]
+    assert "Sort" not in claim_plans[0] and "Bitmap" not in claim_plans[0], claim_plans[0]
 
 
 # ---- status without full counts ------------------------------------------------------
@@ -413,6 +498,20 @@ def test_a_dead_walkers_lease_runs_out_and_is_taken_over(store, tmp_path):
     wait_for(lambda: walks.take(store, root, "live") == walks.MINE, 30, "the lease to run out")
 
 
+def test_a_lease_held_by_a_node_marked_stopped_is_taken_at_once(store, tmp_path):
+    """kill -9, then a restart on the same host: the restart marks the dead node
+    stopped (liveness.take_over_dead_nodes) and need not wait for its leases to run out."""
+    from labelsd.store import nodes, walks
+
+    root = str(tmp_path / "share")
+    _register(store, "killed", "restarted")
+    assert walks.take(store, root, "killed", lease_s=600) == walks.MINE
+    assert walks.take(store, root, "restarted") == walks.BUSY
+    nodes.mark_stopped(store, "killed")
+    assert walks.take(store, root, "restarted") == walks.MINE
+    assert walks.take(store, root, "killed") == walks.BUSY
+
+
 def test_nodes_starting_together_walk_a_shared_root_once(store, tmp_path, monkeypatch):
     from labelsd.store.walks import WalkLeases
 
@@ -470,6 +569,73 @@ def test_two_watchers_on_one_share_walk_it_once_and_queue_each_file_once(store, 
         for w in watchers:
             w.stop()
     assert caplog.text.count("scanned ") == 1, caplog.text
+
+
+def _polling_watcher(store, share, name: str):
+    from labelsd.store.walks import WalkLeases
+    from labelsd.watch.watcher import Watcher
+
+    return Watcher(store, [str(share)], on_enqueued=lambda: None, poll=True, settle_s=0.3,
+                   root_check_s=0.2, walk_leases=WalkLeases(store, name, wait_s=0.05))
+
+
+def _polls(watcher) -> bool:
+    """Whether this node snapshots the share (its polling observer was ever started)."""
+    return watcher._watches._polling is not None
+
+
+def test_with_poll_only_the_lease_holder_polls_a_share_and_another_takes_over_when_it_stops(
+        store, tmp_path, monkeypatch):
+    from labelsd.watch import shared
+
+    monkeypatch.setattr(shared, "POLL_LEASE_S", 3.0)
+    share = tmp_path / "share"
+    share.mkdir()
+    _register(store, "a", "b", monkeypatch=monkeypatch)
+    a, b = _polling_watcher(store, share, "a"), _polling_watcher(store, share, "b")
+    try:
+        a.start()
+        b.start()
+        make_image(share / "first.jpg", seed=1)
+        wait_for(lambda: workqueue.queue_depth(store) == 1, 60, "the holder to poll the new file")
+        time.sleep(0.5)  # b's root checks run meanwhile (every 0.2 s): it must not start polling
+        assert _polls(a) and not _polls(b)
+        a.stop()  # hands its poll lease back: b takes it at its next root check
+        wait_for(lambda: _polls(b), 30, "the other node to take over polling")
+        make_image(share / "second.jpg", seed=2)
+        wait_for(lambda: workqueue.queue_depth(store) == 2, 60, "the new poller to queue a file")
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_dead_pollers_lease_runs_out_and_the_next_node_polls_and_rescans(store, tmp_path,
+                                                                          monkeypatch, caplog):
+    import logging
+
+    from labelsd.store import walks
+    from labelsd.watch import shared
+
+    monkeypatch.setattr(shared, "POLL_LEASE_S", 3.0)
+    share = tmp_path / "share"
+    share.mkdir()
+    _register(store, "b", monkeypatch=monkeypatch)
+    caplog.set_level(logging.INFO, logger="labelsd")
+    # A node that took the lease and died: it never renews it, never hands it back.
+    assert walks.take(store, shared.lease_key(str(share)), "dead", lease_s=3.0) == walks.MINE
+    b = _polling_watcher(store, share, "b")
+    try:
+        b.start()
+        wait_for(lambda: "scanned " in caplog.text, 60, "the start-up walk")
+        assert not _polls(b)
+        old = time.time() - 3600
+        os.utime(make_image(share / "while_nobody_polled.jpg", seed=3), (old, old))
+        wait_for(lambda: _polls(b), 30, "the dead node's lease to run out and be taken over")
+        # Polling's first snapshot already holds that file: only the rescan queues it.
+        wait_for(lambda: workqueue.queue_depth(store) == 1, 60, "the rescan at takeover")
+        assert "took over polling" in caplog.text
+    finally:
+        b.stop()
 
 
 # ---- a bounded pool per node -------------------------------------------------------------
@@ -611,3 +777,149 @@ def test_a_walk_from_before_this_node_started_does_not_cover_it(store, tmp_path,
     walks.release(store, root, "killed", completed=True)
     _register(store, "restarted", monkeypatch=monkeypatch)
     assert walks.take(store, root, "restarted") == walks.MINE
+
+
+# ---- the queries at a million images ------------------------------------------------------
+
+
+def _sqlite_plans(store, call) -> list[tuple[str, list[str]]]:
+    """Each SELECT that `call()` sends through the Store, with SQLite's plan steps
+    for it (for a library never ANALYZEd: labelsd does not run ANALYZE)."""
+    sent: list[tuple[str, object]] = []
+
+    def capture(_conn, _cursor, statement, params, _context, _executemany):
+        sent.append((statement, params))
+
+    event.listen(store.engine, "before_cursor_execute", capture)
+    try:
+        call()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", capture)
+    with store.engine.connect() as conn:
+        return [(statement, [row[3] for row in conn.exec_driver_sql(
+                    "EXPLAIN QUERY PLAN " + statement, params)])
+                for statement, params in sent if statement.lstrip().upper().startswith("SELECT")]
+
+
+def _library_of(store, tmp_path, n: int, missing_every: int = 7) -> list[str]:
+    """n images, each its own content, first labels spread over a few cat classes;
+    every `missing_every`-th one deleted."""
+    cats = [PredictionRecord(1, "tabby", "n02123045", 281, 0.7),
+            PredictionRecord(1, "Persian cat", "n02123394", 283, 0.6),
+            PredictionRecord(1, "Siamese cat", "n02123597", 284, 0.5)]
+    facts = _facts(tmp_path, n)
+    workqueue.enqueue(store, facts)
+    while claims := workqueue.claim(store, "n", 100):
+        contents.record_outcomes(store, "n", [records.Outcome(
+            c, OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(c.path.encode()).hexdigest(),
+            size=10, mtime_ns=1, width=4, height=3, format="JPEG", model="test",
+            predictions=[cats[c.id % 3], *TOP3[1:]]) for c in claims])
+    paths = [f.path for f in facts]
+    contents.mark_missing(store, paths[::missing_every])
+    return paths
+
+
+def test_stats_counts_top_labels_from_indexes_alone(tmp_path):
+    """`labels stats` at a million images: its top-labels count reads covering
+    indexes only (first labels in content order, present paths by content),
+    never a table's rows."""
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        _library_of(store, tmp_path, 300)
+        plans = _sqlite_plans(store, lambda: query.stats(as_reader(store)))
+    (top,) = [steps for statement, steps in plans if "r.label" in statement]
+    reads = [step for step in top if step.startswith(("SCAN", "SEARCH"))]
+    assert reads and all("COVERING INDEX" in step for step in reads), top
+
+
+def test_search_reads_its_records_with_its_hits(tmp_path):
+    """`labels search cat` at a million images: the hits' records come from the
+    statement that finds the hits, not looked up again path by path."""
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        paths = _library_of(store, tmp_path, 600)
+        found: list = []
+        plans = _sqlite_plans(store, lambda: found.append(query.find(as_reader(store), "cat")))
+        expected = store.records_for_paths(sorted(set(paths) - set(paths[::7])))
+    assert sorted(r.to_dict()["path"] for r in found[0].records) == [r.path for r in expected]
+    assert {r.path: r.to_dict() for r in found[0].records} == {r.path: r.to_dict() for r in expected}
+    assert not [s for s, _ in plans if "p.path IN (" in s], "records looked up again by path"
+    (hits,) = [steps for statement, steps in plans if "max(score)" in statement]
+    tables = {"p", "c", "q", "predictions"}  # the materialised best scores `b` are the hits
+    assert not [step for step in hits if step.startswith("SCAN") and step.split()[1] in tables
+                and "USING" not in step], hits
+
+
+def _first_labels_of_present_paths(store) -> list[tuple[str, int]]:
+    """The reference: each present path's content's first label, counted in Python."""
+    with store.read() as session:
+        first = dict(session.execute(select(Prediction.sha256, Prediction.label)
+                                     .where(Prediction.rank == 1)).all())
+        shas = session.scalars(select(TrackedPath.sha256)
+                               .where(TrackedPath.missing.is_(False))).all()
+    counted: dict[str, int] = {}
+    for sha in shas:
+        if sha in first:
+            counted[first[sha]] = counted.get(first[sha], 0) + 1
+    return sorted(counted.items(), key=lambda item: (-item[1], item[0]))
+
+
+def test_top_labels_stay_exact_through_copies_relabels_retries_moves_and_deletes(store, tmp_path,
+                                                                                monkeypatch):
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader, open_reader
+    from labelsd.store import relabel
+
+    moped = [PredictionRecord(1, "moped", "n03785016", 665, 0.5), *TOP3[1:]]
+
+    def same():
+        expected = _first_labels_of_present_paths(store)
+        assert query.stats(as_reader(store), top=50).top_labels == expected
+        if store.dialect == "sqlite":
+            reader = open_reader(store.db)
+            try:
+                assert query.stats(reader, top=50).top_labels == expected
+            finally:
+                reader.close()
+        return expected
+
+    def classify(claims, preds=TOP3, model="InceptionV3/test", sha_of=None):
+        contents.record_outcomes(store, "n", [records.Outcome(
+            c, OutcomeKind.CLASSIFIED, sha256=(sha_of or {}).get(c.path)
+            or hashlib.sha256(c.path.encode()).hexdigest(), size=10, mtime_ns=1, width=4,
+            height=3, format="JPEG", model=model, predictions=preds) for c in claims])
+
+    facts = _facts(tmp_path, 8)
+    paths = [f.path for f in facts]
+    assert same() == []
+    workqueue.enqueue(store, facts)
+    claims = workqueue.claim(store, "n", 8)
+    shared = hashlib.sha256(b"one photo, two paths").hexdigest()
+    classify(claims[:4], sha_of={paths[2]: shared, paths[3]: shared})  # a copy counts twice
+    contents.record_outcomes(store, "n", [records.Outcome(
+        claims[4], OutcomeKind.BAD_IMAGE, sha256=hashlib.sha256(b"bad").hexdigest(), size=1,
+        error="not an image")])
+    monkeypatch.setattr(workqueue, "MAX_ATTEMPTS", 1)
+    contents.record_outcomes(store, "n", [records.Outcome(claims[5], OutcomeKind.RETRY,
+                                                          error="busy")])
+    classify(claims[6:], preds=moped)
+    assert same() == [("tabby", 4), ("moped", 2)]
+    assert workqueue.retry_failed(store) == 2  # failed, queued again: then labelled
+    classify(workqueue.claim(store, "n", 8), preds=moped)
+    assert same() == [("moped", 4), ("tabby", 4)]
+    assert relabel.queue_other_models(store, "EfficientNetLite0/test") == 8  # another model
+    classify(workqueue.claim(store, "n", 3), preds=moped, model="EfficientNetLite0/test",
+             sha_of={paths[2]: shared, paths[3]: shared})
+    same()
+    classify(workqueue.claim(store, "n", 8), preds=TOP3, model="EfficientNetLite0/test",
+             sha_of={paths[2]: shared, paths[3]: shared})
+    same()
+    contents.mark_missing(store, [paths[0], paths[2]])  # deleted: no longer counted
+    contents.move_path(store, paths[3], str(tmp_path / "inbox" / "moved.jpg"))
+    workqueue.enqueue(store, [facts[0]])  # back, not yet read
+    counted = same()
+    assert sum(n for _, n in counted) == 6

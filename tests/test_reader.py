@@ -95,3 +95,39 @@ def test_status_names_the_database_without_its_password(db, shown):
     from labelsd.serve.reader import where_shown
 
     assert where_shown(db) == shown
+
+
+def test_the_record_sql_has_one_owner_that_both_readers_run(store, every_status, monkeypatch):
+    """store.recordsql holds the record SQL and the row-to-record assembly; the
+    Store (SQLAlchemy) and the read-only Reader (sqlite3) each run it on their own
+    connection, and it imports no SQLAlchemy (the CLI's read path must not)."""
+    import subprocess
+    import sys
+
+    from labelsd.store import recordsql
+
+    assembled: list[str] = []
+    real = recordsql.assemble
+
+    def counted(run, rows):
+        found = real(run, rows)
+        assembled.extend(r.path for r in found)
+        return found
+
+    monkeypatch.setattr(recordsql, "assemble", counted)
+    path = every_status["persian.jpg"]
+    read_only = open_reader(store.db)
+    try:
+        for reader in (store, read_only):
+            assembled.clear()
+            assert [r.path for r in reader.records()] == assembled != []
+            assembled.clear()
+            assert reader.record(path).path == path and assembled == [path]
+            assembled.clear()
+            assert [r.path for r in reader.records_for_paths([path])] == assembled == [path]
+    finally:
+        read_only.close()
+    done = subprocess.run([sys.executable, "-c", "import sys, labelsd.store.recordsql; "
+                           "print('sqlalchemy' in sys.modules)"], capture_output=True, text=True,
+                          timeout=60, check=True)
+    assert done.stdout.strip() == "False"

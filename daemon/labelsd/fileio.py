@@ -1,8 +1,9 @@
 """Files in and out. `open_regular` is the one way labelsd opens a photo it
 reads (the pipeline's reader, the gallery's thumbnails): never through a
 symlink, never blocking, a regular file or nothing. `atomic_output` writes an
-output file atomically: shared by `labels export -o` (text) and the contact
-sheets of `labels gallery` (bytes)."""
+output file atomically: shared by `labels export -o` (text), the contact
+sheets of `labels gallery` (bytes) and XMP sidecars; a device or FIFO named
+as the output is written in place, never replaced."""
 
 from __future__ import annotations
 
@@ -120,20 +121,38 @@ def _size_text(n: int) -> str:
 
 
 @contextmanager
-def atomic_output(path: str | os.PathLike, mode: str = "w",
-                  encoding: str = "utf-8") -> Iterator[IO]:
+def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8",
+                  *, follow: bool = True) -> Iterator[IO]:
     """A file that appears at `path` only when the block succeeds: written
     beside it under a temporary name, flushed to disk, then renamed over it.
     On error the temporary file is removed and `path` is left as it was.
-    `mode` is "w" (text in `encoding`, newlines as written) or "wb" (bytes)."""
+    `mode` is "w" (text in `encoding`, newlines as written) or "wb" (bytes).
+
+    `follow` (a path a person named, `labels export -o`): a symlink is followed,
+    as `sort -o` does, and its target replaced (the link stays); an existing
+    target that is not a regular file (/dev/null, /dev/stdout, a FIFO, a
+    device) is opened and written in place, never replaced: renaming over
+    /dev/null as root once made it a regular file. Such a write is not atomic.
+    `follow=False` (files labelsd writes on its own in watched folders, where a
+    link may have been planted): the path itself is replaced, whatever it is."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_output writes with mode 'w' or 'wb', not {mode!r}")
     target = os.path.abspath(os.fspath(path))
+    text = {"encoding": encoding, "newline": ""} if mode == "w" else {}
+    if follow:
+        try:
+            st = os.stat(target)  # through any symlink
+        except FileNotFoundError:
+            st = None
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            with open(target, mode, **text) as out:  # no O_CREAT race: it exists
+                yield out
+            return
+        target = os.path.realpath(target)
     folder, name = os.path.split(target)
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
     # 0o666 through the umask, as any file a person writes (mkstemp would give 0600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    text = {"encoding": encoding, "newline": ""} if mode == "w" else {}
     try:
         with os.fdopen(fd, mode, **text) as out:
             yield out

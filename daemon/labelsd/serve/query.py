@@ -10,9 +10,11 @@ pattern.
 Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
 "cat" means the 13 felids, "cats" the same) and finds every tracked path whose
 stored top-3 has one of them, with the best matching score of its content
-(grouped by content over the (class_index, score) index first, then joined to
-the paths). A query also finds the images whose tags contain its words
-("grandma" finds "Grandma's 90th"), compared as words in their base forms. A
+(grouped by content over the (class_index, score) index first, then joined
+to the paths). `find` reads the hits' records in that same
+statement (store/recordsql.py's columns), not path by path afterwards. A
+query also finds the images whose tags contain its words ("grandma" finds
+"Grandma's 90th"), compared as words in their base forms. A
 tag match has no score, so those images rank after every label match (by
 path), and `--min-score`, which filters on a label's score, leaves them out.
 """
@@ -27,13 +29,15 @@ from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import base_forms, select_classes, suggest
 from labelsd.records import ImageRecord
 from labelsd.serve.reader import as_reader, in_list
-from labelsd.serve.status import (  # re-exported: the query API in one place
+from labelsd.serve.stats import Stats, stats, tag_counts  # re-exported: the query API in one place
+from labelsd.serve.status import (  # re-exported too
     ALIVE_WITHIN_S,
     STALE_NODE_S,
     list_nodes,
     service_status,
     watched_roots,
 )
+from labelsd.store import recordsql
 
 log = logging.getLogger(__name__)
 
@@ -166,43 +170,54 @@ def photo_sql(params: dict, since: str | None = None, until: str | None = None,
     return " AND ".join(conditions)
 
 
-def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...], *,
-                 min_score: float | None, limit: int | None,
-                 narrowing: Narrowing) -> list[SearchHit]:
+def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
+                 min_score: float | None, limit: int | None, narrowing: Narrowing,
+                 columns: str = "p.path", joins: str = "") -> tuple[list, list]:
+    """The rows a search finds, best first: (label matches, tag-only matches). Each
+    row holds `columns` (over the path `p` and its queue row `q`, plus what `joins`
+    adds); a label match's row ends with its best matching score."""
     if limit is not None and limit <= 0:
-        return []
-    hits: list[SearchHit] = []
+        return [], []
+    by_label: list = []
+    by_tag: list = []
+    if classes:
+        params: dict = {}
+        best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
+                f"({in_list('c', sorted(classes), params)})")
+        if min_score is not None:
+            best += " AND score >= :min_score"
+            params["min_score"] = min_score
+        # A path waiting in the queue (changed, or failed since) has no
+        # current labels: the stored ones describe older bytes.
+        sql = (f"SELECT {columns}, b.best FROM ({best} GROUP BY sha256) b "
+               f"JOIN paths p ON p.sha256 = b.sha256 LEFT JOIN queue q ON q.path = p.path{joins} "
+               "WHERE q.id IS NULL")
+        sql += narrowing.sql(params) + " ORDER BY b.best DESC, p.path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        by_label = run(sql, params)
+    if tag_keys and min_score is None and (limit is None or len(by_label) < limit):
+        params = {}
+        sql = (f"SELECT DISTINCT {columns} FROM paths p JOIN tags t ON t.sha256 = p.sha256 "
+               f"AND t.tag_key IN ({in_list('k', tag_keys, params)}) "
+               f"LEFT JOIN queue q ON q.path = p.path{joins} WHERE 1 = 1")
+        if classes:  # leave out what the label query above already found
+            sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
+                    "WHERE r.sha256 = p.sha256 AND r.class_index IN "
+                    f"({in_list('rc', sorted(classes), params)})))")
+        sql += narrowing.sql(params) + " ORDER BY p.path"
+        if limit is not None:
+            sql += f" LIMIT {int(limit - len(by_label))}"
+        by_tag = run(sql, params)
+    return by_label, by_tag
+
+
+def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...],
+                 **options) -> list[SearchHit]:
     with reader.read() as run:
-        if classes:
-            params: dict = {}
-            best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
-                    f"({in_list('c', sorted(classes), params)})")
-            if min_score is not None:
-                best += " AND score >= :min_score"
-                params["min_score"] = min_score
-            # A path waiting in the queue (changed, or failed since) has no
-            # current labels: the stored ones describe older bytes.
-            sql = (f"SELECT p.path, b.best FROM ({best} GROUP BY sha256) b "
-                   "JOIN paths p ON p.sha256 = b.sha256 LEFT JOIN queue q ON q.path = p.path "
-                   "WHERE q.id IS NULL")
-            sql += narrowing.sql(params) + " ORDER BY b.best DESC, p.path"
-            if limit is not None:
-                sql += f" LIMIT {int(limit)}"
-            hits = [SearchHit(path, score) for path, score in run(sql, params)]
-        if tag_keys and min_score is None and (limit is None or len(hits) < limit):
-            params = {}
-            sql = ("SELECT DISTINCT p.path FROM paths p JOIN tags t ON t.sha256 = p.sha256 "
-                   f"AND t.tag_key IN ({in_list('k', tag_keys, params)}) "
-                   "LEFT JOIN queue q ON q.path = p.path WHERE 1 = 1")
-            if classes:  # leave out what the label query above already found
-                sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
-                        "WHERE r.sha256 = p.sha256 AND r.class_index IN "
-                        f"({in_list('rc', sorted(classes), params)})))")
-            sql += narrowing.sql(params) + " ORDER BY p.path"
-            if limit is not None:
-                sql += f" LIMIT {int(limit - len(hits))}"
-            hits += [SearchHit(path, None) for (path,) in run(sql, params)]
-    return hits
+        by_label, by_tag = _search_rows(run, classes, tag_keys, **options)
+    return [SearchHit(path, score) for path, score in by_label] + [
+        SearchHit(path, None) for (path,) in by_tag]
 
 
 def search_hits(source, query: str, *, exact: bool = False, min_score: float | None = None,
@@ -231,9 +246,12 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
-    hits = _search_hits(reader, classes, tag_keys, min_score=min_score, limit=limit,
-                        narrowing=_narrowing(narrowing))
-    records = reader.records_for_paths(hit.path for hit in hits)
+    with reader.read() as run:  # the hits and their records in one statement, one snapshot
+        by_label, by_tag = _search_rows(
+            run, classes, tag_keys, min_score=min_score, limit=limit,
+            narrowing=_narrowing(narrowing), columns=recordsql.RECORD_COLUMNS,
+            joins=" LEFT JOIN contents c ON c.sha256 = p.sha256")
+        records = recordsql.assemble(run, by_label + by_tag)
     suggestions = suggest(query) if not classes and not tag_keys else []
     return SearchResult(records, classes, tag_keys, suggestions)
 
@@ -241,57 +259,6 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
 def search(source, query: str, **options) -> list[ImageRecord]:
     """Records of the images a query finds, best first. Options as `search_hits`."""
     return find(source, query, **options).records
-
-
-# ---- stats and tags -------------------------------------------------------------
-
-
-@dataclass
-class Stats:
-    counts: dict[str, int]  # paths by status (pending, done, failed, missing)
-    images: int  # tracked paths
-    contents: int  # distinct contents
-    tags: int  # distinct tags (case-insensitive)
-    tagged_contents: int
-    top_labels: list[tuple[str, int]] = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        return {
-            "counts": dict(self.counts),
-            "images": self.images,
-            "contents": self.contents,
-            "tags": self.tags,
-            "tagged_contents": self.tagged_contents,
-            "top_labels": [{"label": label, "count": n} for label, n in self.top_labels],
-        }
-
-
-def stats(source, top: int = 10) -> Stats:
-    """Counts by status, distinct contents, tags, and the `top` most frequent
-    first labels (counted over present, classified images)."""
-    reader = as_reader(source)
-    counts = reader.counts()
-    with reader.read() as run:
-        (contents,), = run("SELECT count(*) FROM contents", {})
-        n_tags, tagged = run("SELECT count(DISTINCT tag_key), count(DISTINCT sha256) FROM tags", {})[0]
-        top_labels = [(label, n) for label, n in run(
-            "SELECT r.label, count(p.id) AS n FROM paths p JOIN predictions r "
-            "ON r.sha256 = p.sha256 AND r.rank = 1 WHERE NOT p.missing "
-            "GROUP BY r.label ORDER BY n DESC, r.label LIMIT :top", {"top": top})]
-    return Stats(counts=counts, images=sum(counts.values()), contents=contents or 0,
-                 tags=n_tags or 0, tagged_contents=tagged or 0, top_labels=top_labels)
-
-
-def tag_counts(source) -> list[dict]:
-    """Every tag with how many images carry it (copies count each), on how many
-    contents, and on how many of those it was imported from the photo's own
-    keywords, most used first: [{"tag", "count", "contents", "imported"}]."""
-    with as_reader(source).read() as run:
-        rows = run("SELECT min(t.tag), count(p.id) AS n, count(DISTINCT t.sha256), "
-                   "count(DISTINCT CASE WHEN t.imported THEN t.sha256 END) FROM tags t "
-                   "LEFT JOIN paths p ON p.sha256 = t.sha256 "
-                   "GROUP BY t.tag_key ORDER BY n DESC, t.tag_key", {})
-    return [{"tag": tag, "count": n, "contents": c, "imported": i} for tag, n, c, i in rows]
 
 
 __all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "Narrowing", "SearchHit", "SearchResult", "Stats",

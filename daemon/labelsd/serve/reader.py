@@ -7,10 +7,9 @@ the command does not pay for importing SQLAlchemy (about half its start-up).
 A URL (PostgreSQL) goes through the service's `Store`, as do callers that
 already hold one (`as_reader(store)`).
 
-The SQL here is written once, in the dialect both databases share, with
-`:name` parameters (sqlite3 and SQLAlchemy's `text()` both take them). A
-path's status is derived exactly as `store.engine.STATUS_EXPR` derives it;
-tests check the two agree.
+The record SQL and the row-to-record assembly live once, in store/recordsql.py,
+which the Store runs too (each on its own connection); tests check the two
+readers agree.
 """
 
 from __future__ import annotations
@@ -19,37 +18,18 @@ import logging
 import os
 import re
 import sqlite3
-from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Sequence
+from abc import abstractmethod
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timezone
 from pathlib import Path
 
 from labelsd.errors import StoreUnavailable
-from labelsd.records import ImageRecord, Prediction
+from labelsd.store import recordsql
+from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 30
-
-# A path's status and error, derived as store.engine's STATUS_EXPR/ERROR_EXPR
-# derive them: missing wins; a queue row means waiting (or failed before the
-# content could be read); otherwise the content's own.
-STATUS_SQL = """CASE WHEN p.missing THEN 'missing'
-            WHEN q.state = 'failed' THEN 'failed'
-            WHEN q.id IS NOT NULL THEN 'pending'
-            WHEN c.status IS NULL THEN 'pending'
-            ELSE c.status END"""
-ERROR_SQL = """CASE WHEN q.state = 'failed' THEN q.last_error
-            WHEN q.id IS NOT NULL THEN NULL
-            ELSE c.error END"""
-FROM_PATHS = """FROM paths p
-LEFT JOIN contents c ON c.sha256 = p.sha256
-LEFT JOIN queue q ON q.path = p.path"""
-RECORD_SELECT = (f"SELECT p.path, p.sha256, {STATUS_SQL} AS status, {ERROR_SQL} AS error, "
-                 "c.width, c.height, c.classified_at, c.taken_at, c.camera, c.gps_lat, c.gps_lon, "
-                 "c.model "
-                 f"{FROM_PATHS}")
 
 
 def where_shown(db: str) -> str:
@@ -57,26 +37,10 @@ def where_shown(db: str) -> str:
     return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
-def in_list(name: str, values: Sequence, params: dict) -> str:
-    """`:name0, :name1, ...` for an IN (...) list, its values added to `params`."""
-    for i, value in enumerate(values):
-        params[f"{name}{i}"] = value
-    return ", ".join(f":{name}{i}" for i in range(len(values))) or "NULL"
-
-
-def as_utc(value) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite hands back text, naive)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
-            else value.astimezone(timezone.utc))
-
-
-class Reader(ABC):
+class Reader(recordsql.RecordReads):
     """A read-only view of one library. `read()` is one snapshot, yielding a
-    function `run(sql, params) -> list of row tuples`."""
+    function `run(sql, params) -> list of row tuples`; the records (`record`,
+    `records`, `records_for_paths`) are read through it as the Store reads them."""
 
     where: str
     dialect: str
@@ -88,41 +52,9 @@ class Reader(ABC):
     def close(self) -> None:  # noqa: B027 - most readers hold nothing to close
         """Release what the reader holds (the sqlite3 reader's connection)."""
 
-    # ---- records (the JSON contract in docs/contract.md) ---------------------------
-
-    def record(self, path: str) -> ImageRecord | None:
-        from labelsd.paths import canonical_path
-
-        found = self.records_for_paths([canonical_path(path)])
-        return found[0] if found else None
-
-    def records(self, status: str | None = None, chunk: int = 1000) -> Iterator[ImageRecord]:
-        """Every record (optionally of one status), ordered by path, in chunks."""
-        last = ""
-        while True:
-            params = {"last": last, "chunk": chunk}
-            sql = RECORD_SELECT + " WHERE p.path > :last"
-            if status:
-                sql += f" AND ({STATUS_SQL}) = :status"
-                params["status"] = status
-            with self.read() as run:
-                batch = load_records(run, sql + " ORDER BY p.path LIMIT :chunk", params)
-            yield from batch
-            if len(batch) < chunk:
-                return
-            last = batch[-1].path
-
-    def records_for_paths(self, paths: Iterable[str]) -> list[ImageRecord]:
-        """Records of the given stored paths, in the given order."""
-        wanted = list(paths)
-        by_path: dict[str, ImageRecord] = {}
-        with self.read() as run:
-            for start in range(0, len(wanted), 500):
-                params: dict = {}
-                sql = RECORD_SELECT + f" WHERE p.path IN ({in_list('p', wanted[start:start + 500], params)})"
-                for rec in load_records(run, sql, params):
-                    by_path[rec.path] = rec
-        return [by_path[p] for p in wanted if p in by_path]
+    def rows(self) -> AbstractContextManager:
+        """The record reads' transaction (recordsql.RecordReads): `read()`."""
+        return self.read()
 
     def counts(self) -> dict[str, int]:
         """Tracked paths in each status (all four keys present): from the counters
@@ -135,37 +67,8 @@ class Reader(ABC):
                 return counted_statuses(run)
         except StoreUnavailable:
             log.debug("no counters in %s; counting every path", self.where, exc_info=True)
-        totals = dict.fromkeys(("pending", "done", "failed", "missing"), 0)
-        sql = f"SELECT {STATUS_SQL} AS status, count(*) {FROM_PATHS} GROUP BY 1"
         with self.read() as run:
-            for status, count in run(sql, {}):
-                totals[status] = count
-        return totals
-
-
-def load_records(run, sql: str, params: dict) -> list[ImageRecord]:
-    """Run a RECORD_SELECT and attach labels and tags with one query each per
-    500 contents (never a query per image)."""
-    records = [ImageRecord(path=r[0], sha256=r[1], status=r[2], error=r[3], width=r[4],
-                           height=r[5], classified_at=as_utc(r[6]), taken_at=r[7], camera=r[8],
-                           gps_lat=r[9], gps_lon=r[10], model=r[11]) for r in run(sql, params)]
-    shas = sorted({r.sha256 for r in records if r.sha256})
-    labels: dict[str, list[Prediction]] = {}
-    tags: dict[str, list[str]] = {}
-    for start in range(0, len(shas), 500):
-        params = {}
-        part = in_list("s", shas[start:start + 500], params)
-        for row in run("SELECT sha256, rank, label, wnid, class_index, score FROM predictions "
-                       f"WHERE sha256 IN ({part}) ORDER BY sha256, rank", params):
-            labels.setdefault(row[0], []).append(Prediction(*row[1:]))
-        for sha, tag in run(f"SELECT sha256, tag FROM tags WHERE sha256 IN ({part}) "
-                            "ORDER BY sha256, tag_key", params):
-            tags.setdefault(sha, []).append(tag)
-    for rec in records:
-        if rec.sha256:
-            rec.labels = labels.get(rec.sha256, []) if rec.status != "pending" else []
-            rec.tags = tags.get(rec.sha256, [])
-    return records
+            return recordsql.full_counts(run)
 
 
 def _uri_path(path: Path) -> str:
@@ -282,5 +185,4 @@ def as_reader(source) -> Reader:
     return source if isinstance(source, Reader) else StoreReader(source)
 
 
-__all__ = ["Reader", "as_reader", "as_utc", "in_list", "load_records", "open_reader",
-           "where_shown"]
+__all__ = ["Reader", "as_reader", "as_utc", "in_list", "open_reader", "where_shown"]

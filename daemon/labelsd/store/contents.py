@@ -12,13 +12,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
-from labelsd.store import workqueue
+from labelsd.store import pgbatch, workqueue
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.photometa import import_keywords, meta_columns
 from labelsd.store.relabel import same_model
@@ -56,23 +57,9 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
     now = utcnow()
     final = [o for o in outcomes if o.kind in FINAL]
     with store.write() as session:
-        # The batch's known contents and what each path pointed at before (a
-        # changed photo keeps its tags), one query each.
-        # (Core columns, not ORM attributes: the ORM's statement path costs more
-        # Python than these lookups cost the database.)
         shas = sorted({o.sha256 for o in final if o.sha256})
-        c, p = Content.__table__.c, TrackedPath.__table__.c
-        stored = {sha: (status, model) for sha, status, model in session.execute(
-            select(c.sha256, c.status, c.model).where(c.sha256.in_(shas)))} if shas else {}
-        before = {row.path: row for row in session.execute(
-            select(p.path, p.sha256, p.missing)
-            .where(p.path.in_([o.claim.path for o in final])))} if final else {}
-        # Claims whose queue row still stands at their path: a row deleted (the file
-        # was deleted) or moved to another path (renamed) while the batch was in
-        # flight must not bring the old path back as present.
-        q = QueueItem.__table__.c
-        live = {(row.id, row.path) for row in session.execute(
-            select(q.id, q.path).where(q.id.in_([o.claim.id for o in final])))} if final else set()
+        stored, before, live = _lookups(session, shas, [o.claim.path for o in final],
+                                        [o.claim.id for o in final])
         present = [o for o in final if (o.claim.id, o.claim.path) in live]
         if final:
             _store_contents(session, final, stored, now)  # the bytes' labels count either way
@@ -91,6 +78,37 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
                 _forget_vanished(session, o.claim, node_id, now)
             elif o.kind not in FINAL:
                 raise ValueError(f"unknown outcome kind {o.kind!r}")
+
+
+def _lookups(session: Session, shas: list[str], paths: list[str],
+             ids: list[int]) -> tuple[dict, dict, set]:
+    """The batch's known contents ({sha256: (status, model)}), what each path
+    pointed at before ({path: row with .sha256, .missing}: a changed photo keeps
+    its tags), and its claims whose queue row still stands at their path ({(id,
+    path)}: a row deleted (the file was deleted) or moved to another path
+    (renamed) while the batch was in flight must not bring the old path back)."""
+    if not paths:
+        return {}, {}, set()
+    if pgbatch.is_pg(session):  # one round trip for the three
+        known, was, standing = pgbatch.lookups(session, shas, paths, ids)
+        return ({sha: (status, model) for sha, status, model in known},
+                {row[0]: _Was(*row) for row in was}, {tuple(row) for row in standing})
+    # (Core columns, not ORM attributes: the ORM's statement path costs more
+    # Python than these lookups cost the database.)
+    c, p, q = Content.__table__.c, TrackedPath.__table__.c, QueueItem.__table__.c
+    stored = {sha: (status, model) for sha, status, model in session.execute(
+        select(c.sha256, c.status, c.model).where(c.sha256.in_(shas)))} if shas else {}
+    before = {row.path: row for row in session.execute(
+        select(p.path, p.sha256, p.missing).where(p.path.in_(paths)))}
+    live = {(row.id, row.path) for row in session.execute(
+        select(q.id, q.path).where(q.id.in_(ids)))}
+    return stored, before, live
+
+
+class _Was(NamedTuple):
+    path: str
+    sha256: str | None
+    missing: bool
 
 
 def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tuple],
@@ -124,9 +142,43 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
                                 "classified_at": None}
         known[o.sha256] = ("done", o.model) if o.kind == OutcomeKind.CLASSIFIED else ("failed", None)
     table = Content.__table__
+    predictions = [{"sha256": o.sha256, "rank": p.rank, "model": o.model,
+                    "class_index": p.class_index, "wnid": p.wnid, "label": p.label,
+                    "score": float(p.score)} for o, _ in done.values() for p in o.predictions]
+    if pgbatch.is_pg(session):
+        # Another node may have classified it meanwhile: a content done is only
+        # overwritten by a relabel of this batch (%(where)s).
+        not_done = "contents.status <> 'done' OR contents.sha256 = ANY(%(where)s::text[])"
+        pgbatch.insert_rows(session, table, list(failed.values()), pgbatch.upsert_sql(
+            ["sha256"], ("width", "height", "format", "status", "error"), not_done), relabelled)
+        if not done:
+            return
+        if refreshed:
+            session.execute(delete(Prediction.__table__).where(Prediction.sha256.in_(refreshed)))
+        pgbatch.insert_rows(session, table, [row for _, row in done.values()], pgbatch.upsert_sql(
+            ["sha256"], _DONE_COLUMNS, not_done), relabelled)
+        pgbatch.insert_rows(session, Prediction.__table__, predictions,
+                            pgbatch.upsert_sql(["sha256", "rank"]))
+    else:
+        _store_contents_sqlite(session, failed, done, refreshed, relabelled, predictions)
+        if not done:
+            return
+    for o, _ in done.values():
+        if o.meta is not None:
+            import_keywords(session, o.sha256, o.meta, now)
+
+
+_DONE_COLUMNS = ("width", "height", "format", "status", "error", "model", "classified_at",
+                 *meta_columns(None))
+
+
+def _store_contents_sqlite(session: Session, failed: dict, done: dict, refreshed: list,
+                           relabelled: list, predictions: list[dict]) -> None:
+    table = Content.__table__
     not_done = table.c.status != "done"  # another node may have classified it meanwhile
-    if relabelled:  # ... except the ones this batch relabels on purpose
-        not_done = or_(not_done, table.c.sha256.in_(relabelled))
+    if relabelled:  # ... except the ones this batch relabels on purpose (one literal each:
+        # SQLite writes many rows with executemany, which takes no expanding IN list)
+        not_done = or_(not_done, *(table.c.sha256 == literal(sha) for sha in relabelled))
     if failed:
         ins = dialect_insert(session, table)
         write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
@@ -138,26 +190,24 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
         session.execute(delete(Prediction.__table__).where(Prediction.sha256.in_(refreshed)))
     ins = dialect_insert(session, table)
     write_rows(session, ins.on_conflict_do_update(index_elements=["sha256"], where=not_done, set_={
-        name: ins.excluded[name] for name in ("width", "height", "format", "status", "error",
-                                              "model", "classified_at", *meta_columns(None))}),
-        [row for _, row in done.values()])
-    write_rows(
-        session, dialect_insert(session, Prediction.__table__).on_conflict_do_nothing(
-            index_elements=["sha256", "rank"]),
-        [{"sha256": o.sha256, "rank": p.rank, "model": o.model, "class_index": p.class_index,
-          "wnid": p.wnid, "label": p.label, "score": float(p.score)}
-         for o, _ in done.values() for p in o.predictions])
-    for o, _ in done.values():
-        if o.meta is not None:
-            import_keywords(session, o.sha256, o.meta, now)
+        name: ins.excluded[name] for name in _DONE_COLUMNS}), [row for _, row in done.values()])
+    write_rows(session, dialect_insert(session, Prediction.__table__).on_conflict_do_nothing(
+        index_elements=["sha256", "rank"]), predictions)
+
+
+_PATH_COLUMNS = ("sha256", "size", "mtime_ns", "last_seen", "missing")
 
 
 def _point_paths(session: Session, final: list[Outcome], now: datetime) -> None:
+    rows = [{"path": o.claim.path, "sha256": o.sha256, "size": o.size, "mtime_ns": o.mtime_ns,
+             "first_seen": now, "last_seen": now, "missing": False} for o in final]
+    if pgbatch.is_pg(session):
+        pgbatch.insert_rows(session, TrackedPath.__table__, rows,
+                            pgbatch.upsert_sql(["path"], _PATH_COLUMNS))
+        return
     ins = dialect_insert(session, TrackedPath.__table__)
     write_rows(session, ins.on_conflict_do_update(index_elements=["path"], set_={
-        name: ins.excluded[name] for name in ("sha256", "size", "mtime_ns", "last_seen", "missing")}),
-        [{"path": o.claim.path, "sha256": o.sha256, "size": o.size, "mtime_ns": o.mtime_ns,
-          "first_seen": now, "last_seen": now, "missing": False} for o in final])
+        name: ins.excluded[name] for name in _PATH_COLUMNS}), rows)
 
 
 def _carry_tags(session: Session, path: str, was, new_sha: str | None) -> None:

@@ -33,6 +33,8 @@ from sqlalchemy import (
     text,
 )
 
+from labelsd.store import query_indexes  # migration 5, in a module of its own
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_TABLE = "schema_migrations"
@@ -243,6 +245,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (3, "photo metadata (taken_at, camera, gps) and imported tags",
      _v3_photo_metadata_and_imported_tags),
     (4, "fleet: counters, walk leases, partial queue index, queue autovacuum", _v4_fleet_queue),
+    (5, query_indexes.DESCRIPTION, query_indexes.add_query_indexes),
 ]
 LATEST = MIGRATIONS[-1][0]
 

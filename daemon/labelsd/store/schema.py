@@ -79,7 +79,7 @@ class TrackedPath(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     path: Mapped[str] = mapped_column(Text, unique=True)
-    sha256: Mapped[str | None] = mapped_column(ForeignKey("contents.sha256"), index=True)
+    sha256: Mapped[str | None] = mapped_column(ForeignKey("contents.sha256"))
     size: Mapped[int | None] = mapped_column(BigInteger)
     mtime_ns: Mapped[int | None] = mapped_column(BigInteger)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -87,6 +87,9 @@ class TrackedPath(Base):
     missing: Mapped[bool] = mapped_column(Boolean, default=False)
 
     content: Mapped[Content | None] = relationship()
+
+    # A content's present paths, read from the index alone (migration 5).
+    __table_args__ = (Index("ix_paths_sha256_missing", "sha256", "missing"),)
 
 
 class Prediction(Base):
@@ -106,7 +109,10 @@ class Prediction(Base):
 
     content: Mapped[Content] = relationship(back_populates="predictions")
 
-    __table_args__ = (Index("ix_predictions_class_score", "class_index", "score"),)
+    # Search's best score per content, and each content's first label (migration 5).
+    __table_args__ = (Index("ix_predictions_class_score", "class_index", "score"),
+                      Index("ix_predictions_first", "sha256", "label", "rank",
+                            sqlite_where=text("rank = 1"), postgresql_where=text("rank = 1")))
 
 
 class Tag(Base):

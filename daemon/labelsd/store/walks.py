@@ -7,14 +7,17 @@ the `walks` table first (`WalkLeases.acquire`):
   * nobody holds it: this node takes it, walks, and records the walk as done;
   * another live node holds it (its lease is renewed while it walks): wait, then
     look again; a walker that dies stops renewing and its lease runs out, so a
-    waiting node takes over;
+    waiting node takes over (at once when the dead node is marked stopped: a
+    restart on its host found its process gone);
   * the last walk began after this node registered, finished, and the node that
     did it is still alive: skip. Its
     walk found everything that changed before the walk, and its watch, up since
     before the walk and unbroken while it lives, sees everything after; this
     node's own watch is up by now too.
 
-The nodes that skip still claim their share of the queue the walk fills.
+The nodes that skip still claim their share of the queue the walk fills. The
+same lease, keyed "poll <root>" and held for as long as the node lives, picks
+the one node that polls a root under `poll = true` (watch/shared.py).
 """
 
 from __future__ import annotations
@@ -52,10 +55,13 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
     with store.write() as session:
         row = session.execute(select(walks).where(walks.c.root == root)
                               .with_for_update()).first()
+        gone = None  # a holder known to have stopped (killed -9, restarted on its host)
         if row is not None and row.held_by not in (None, node_id):
-            if as_utc(row.expires_at) > now:
+            if as_utc(row.expires_at) > now and not _stopped(session, row.held_by):
                 return BUSY
-            log.info("the walk of %s by %s ran out of lease; taking it over", root, row.held_by)
+            log.info("the lease on %s held by %s ran out or its node stopped; taking it over",
+                     root, row.held_by)
+            gone = row.held_by
         elif row is not None and row.held_by is None and row.finished_at is not None \
                 and row.walked_by != node_id and _alive(session, row.walked_by, now) \
                 and _since_my_start(session, node_id, row.started_at):
@@ -64,7 +70,8 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
                   "started_at": now}
         # Conditional: with no row to lock above, two nodes may both get here; the
         # second one's insert meets the first's row and must not take it over.
-        free = or_(walks.c.held_by.is_(None), walks.c.held_by == node_id, walks.c.expires_at < now)
+        free = or_(walks.c.held_by.is_(None), walks.c.held_by == node_id, walks.c.expires_at < now,
+                   walks.c.held_by == gone)
         ins = dialect_insert(session, walks)
         # RETURNING, not rowcount: psycopg reports -1 for an upsert that changed nothing.
         taken = session.execute(ins.values(root=root, **values).on_conflict_do_update(
@@ -78,6 +85,12 @@ def _since_my_start(session, node_id: str, walk_started) -> bool:
     no node watched."""
     mine = session.scalar(select(Node.started_at).where(Node.node_id == node_id))
     return mine is not None and walk_started is not None and as_utc(walk_started) >= as_utc(mine)
+
+
+def _stopped(session, node_id: str) -> bool:
+    """The node is marked stopped: it left (its leases are handed back anyway), or
+    a restart on its host found its process gone (liveness.take_over_dead_nodes)."""
+    return session.scalar(select(Node.stopped_at).where(Node.node_id == node_id)) is not None
 
 
 def _alive(session, node_id: str | None, now) -> bool:

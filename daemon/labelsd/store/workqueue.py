@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome
-from labelsd.store import counters
+from labelsd.store import counters, pgbatch
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.schema import Content, QueueItem, TrackedPath, as_utc, utcnow
 
@@ -132,17 +132,21 @@ def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE
     The pick is a CTE, which PostgreSQL runs once (one with row locks is never
     folded into the UPDATE), so the LIMIT holds."""
     now = utcnow()
-    queue = QueueItem.__table__
-    picked = (select(queue.c.id).where(*claimable(now, lease))
-              .order_by(queue.c.id).limit(limit).with_for_update(skip_locked=True)
-              .cte("picked"))
     with store.write() as session:
-        rows = session.execute(
-            update(queue).where(queue.c.id == picked.c.id)
-            .values(claimed_by=node_id, claimed_at=now)
-            .returning(queue.c.id, queue.c.path, queue.c.enqueued_at, queue.c.attempts)).all()
-    return [Claim(r.id, r.path, as_utc(r.enqueued_at), r.attempts)
-            for r in sorted(rows, key=lambda r: r.id)]
+        if pgbatch.is_pg(session):  # through the driver, the planner kept on the index
+            rows = pgbatch.claim(session, node_id, limit, now, lease)
+        else:
+            queue = QueueItem.__table__
+            picked = (select(queue.c.id).where(*claimable(now, lease))
+                      .order_by(queue.c.id).limit(limit).with_for_update(skip_locked=True)
+                      .cte("picked"))
+            rows = session.execute(
+                update(queue).where(queue.c.id == picked.c.id)
+                .values(claimed_by=node_id, claimed_at=now)
+                .returning(queue.c.id, queue.c.path, queue.c.enqueued_at,
+                           queue.c.attempts)).all()
+    return [Claim(id_, path, as_utc(at), attempts)
+            for id_, path, at, attempts in sorted(rows, key=lambda r: r[0])]
 
 
 def has_claimable(store: Store) -> bool:
@@ -174,16 +178,24 @@ def finish_claims(session: Session, claims: Sequence[Claim], node_id: str) -> No
     (their `enqueued_at` moved on): those are released for another pass. Two
     statements whatever the batch's size."""
     ids = [c.id for c in claims]
-    gone = 0
-    for start in range(0, len(claims), CHUNK):
-        part = claims[start:start + CHUNK]
-        gone += session.execute(delete(QueueItem).where(tuple_(QueueItem.id, QueueItem.enqueued_at).in_(
-            [(c.id, c.enqueued_at) for c in part]))).rowcount
+    if pgbatch.is_pg(session):
+        gone = pgbatch.delete_claims(session, ids, [c.enqueued_at for c in claims])
+    else:
+        gone = _delete_claims(session, claims)
     if gone < len(ids):
         for start in range(0, len(ids), CHUNK):
             session.execute(update(QueueItem).where(QueueItem.id.in_(ids[start:start + CHUNK]),
                                                     QueueItem.claimed_by == node_id)
                             .values(claimed_by=None, claimed_at=None))
+
+
+def _delete_claims(session: Session, claims: Sequence[Claim]) -> int:
+    gone = 0
+    for start in range(0, len(claims), CHUNK):
+        part = claims[start:start + CHUNK]
+        gone += session.execute(delete(QueueItem).where(tuple_(QueueItem.id, QueueItem.enqueued_at).in_(
+            [(c.id, c.enqueued_at) for c in part]))).rowcount
+    return gone
 
 
 def release_moved(session: Session, c: Claim, node_id: str) -> None:

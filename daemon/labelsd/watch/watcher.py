@@ -1,15 +1,15 @@
 """Watching folders: filesystem events in, durable queue rows out.
 
-The watchdog callbacks only put events on an in-memory queue. One intake thread
-takes them off in small windows (~50 ms) and hands each window to the intake
-(intake.py), which turns it into a few database transactions; `on_enqueued()`
-then wakes the pipeline.
+The watchdog callbacks only put events on an in-memory queue. One intake thread takes
+them off in small windows (~50 ms) and hands each window to the intake (intake.py),
+which turns it into a few database transactions; `on_enqueued()` then wakes the pipeline.
 
-A reconcile scan (reconcile.py) brings the store in step with a root in a
-background thread: at start, for a root added by a reload, after an inotify
-queue overflow, when a root is watched anew (watches.py), every RESCAN_S for a
-root no observer can watch, and when a folder that could not be read becomes
-readable (checked with the roots, every ROOT_CHECK_S, on the intake thread).
+A reconcile scan (reconcile.py) brings the store in step with a root in a background
+thread: at start, for a root added by a reload, after an inotify queue overflow, when a
+root is watched anew (watches.py), every RESCAN_S for a root no observer can watch, and
+when a folder that could not be read becomes readable (checked with the roots, every
+ROOT_CHECK_S, on the intake thread). With poll = true in a fleet, only the node holding
+a root's poll lease polls it (shared.py).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from labelsd.watch.intake import EVENT_TYPES, Handler, Intake, OverflowAlarm, Se
 from labelsd.watch.observers import inotify_observer
 from labelsd.watch.reconcile import RescanPacer, reconcile_root
 from labelsd.watch.settle import SETTLE_S, SettleTracker
+from labelsd.watch.shared import fleet_polls
 from labelsd.watch.walk import UnreadableFolders
 from labelsd.watch.watches import REWATCHED, VANISHED, Watches
 from labelsd.watch.watchlimit import inotify_has_room
@@ -48,10 +49,9 @@ _STOP = object()
 
 
 class Watcher:
-    """Watches `roots` recursively and keeps the durable queue in step with them.
-
-    A stoppable object: `start()`, `stop()` (idempotent, joins every thread),
-    `add_root()` / `remove_root()` for a reload, and a context manager."""
+    """Watches `roots` recursively and keeps the durable queue in step with them. A stoppable
+    object: `start()`, `stop()` (idempotent, joins every thread), `add_root()` / `remove_root()`
+    for a reload, and a context manager."""
 
     def __init__(self, store: Store, roots: Iterable[str], *, on_enqueued: Callable[[], None],
                  poll: bool = False, settle_s: float = SETTLE_S, window_s: float = WINDOW_S,
@@ -71,6 +71,7 @@ class Watcher:
         self._watches = Watches(Handler(self._events), EVENT_TYPES, poll=poll,
                                 inotify_factory=inotify_factory or inotify_observer,
                                 watch_room=watch_room)
+        self._polls = fleet_polls(self._watches, poll, walk_leases, self.reconcile)
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._unreadable = UnreadableFolders()  # folders that could not be listed
@@ -121,6 +122,7 @@ class Watcher:
         self._stop.set()
         logging.getLogger("watchdog.observers.inotify_c").removeFilter(self._alarm)
         self._watches.stop(timeout)
+        self._polls.stop()  # poll leases handed back
         self._events.put(_STOP)  # events already received are still written
         self._intake.join(timeout)
         for scan in self._scans:
@@ -138,7 +140,7 @@ class Watcher:
         if not os.path.isdir(root):
             raise LabelsError(f"cannot watch {root}: it is not a folder (create it, or fix the "
                               "watch setting)")
-        self._watches.add(root)
+        self._polls.add(root)  # watched, or polled if this node holds its poll lease
         with self._lock:
             self._roots.append(root)
         self._start_scan(self._startup_walk if startup else self.reconcile, root)
@@ -164,13 +166,14 @@ class Watcher:
             if root not in self._roots:
                 return False
             self._roots.remove(root)
-        self._watches.remove(root)
+        self._polls.remove(root)
         log.info("stopped watching %s", root)
         return True
 
     def _check_roots(self) -> None:
         """Each root must still be the folder its watch is on (watches.py): the files
         of one deleted or unmounted are missing; one watched anew is rescanned."""
+        self._polls.tick()  # poll leases (shared.py) renewed, or taken over from a dead node
         for root in self.roots:
             if self._stop.is_set():
                 return
@@ -183,8 +186,7 @@ class Watcher:
         self._rescan_unwatched()
 
     def _check_unreadable(self) -> None:
-        """A folder that could not be listed (said at WARNING by the walk) is
-        watched and scanned once it is readable (chmod, setfacl), no restart."""
+        """A folder the walk could not list (said at WARNING) is watched and scanned once readable."""
         readable = self._unreadable.take_readable()
         for root in self.roots:
             now_readable = [f for f in readable if under_root(f, root)]
@@ -200,8 +202,7 @@ class Watcher:
             self._start_scan(self._pacer.run, root, self.reconcile, name="watch-rescan")
 
     def _check_watch_room(self, roots: Iterable[str]) -> None:
-        """Folders appeared under these roots: one that inotify ran out of watches
-        for is polled from now on, and rescanned for what no watch saw."""
+        """Folders appeared under these roots: one inotify has no watch left for is polled, rescanned."""
         for root in roots:
             if self._stop.is_set():
                 return

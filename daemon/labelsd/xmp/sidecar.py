@@ -116,7 +116,7 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
         except exiv2.Exiv2Error as err:
             raise SidecarError(f"cannot write {target}: {err}") from err
     try:  # hidden and partial (.NAME.xmp.<hex>.part): the watcher ignores it
-        with atomic_output(target, "wb") as out:
+        with atomic_output(target, "wb", follow=False) as out:
             out.write(packet)
     except OSError as err:
         raise _unwritable(os.path.dirname(target), err) from err

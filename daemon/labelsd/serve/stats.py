@@ -1,0 +1,72 @@
+"""What `labels stats` and `labels tags` summarise (re-exported by serve/query.py).
+
+Each function takes a `Reader` (serve/reader.py) or a `Store`. Counts by status
+come from the counters the triggers keep (store/counters.py); the top labels
+are counted from two covering indexes alone (migration 5, store/query_indexes.py):
+the first labels in content order, and the present paths by content. SQLite
+walks the first and looks each content up in the second, never reading a table
+row, so a million images take a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from labelsd.serve.reader import as_reader
+
+log = logging.getLogger(__name__)
+
+# CROSS JOIN fixes SQLite's join order (first labels outside, in content order,
+# so the paths index is visited in order too); PostgreSQL plans it as an inner join.
+TOP_LABELS_SQL = ("SELECT r.label, count(*) AS n FROM predictions r CROSS JOIN paths p "
+                  "WHERE r.rank = 1 AND p.sha256 = r.sha256 AND NOT p.missing "
+                  "GROUP BY r.label ORDER BY n DESC, r.label LIMIT :top")
+
+
+@dataclass
+class Stats:
+    counts: dict[str, int]  # paths by status (pending, done, failed, missing)
+    images: int  # tracked paths
+    contents: int  # distinct contents
+    tags: int  # distinct tags (case-insensitive)
+    tagged_contents: int
+    top_labels: list[tuple[str, int]] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "counts": dict(self.counts),
+            "images": self.images,
+            "contents": self.contents,
+            "tags": self.tags,
+            "tagged_contents": self.tagged_contents,
+            "top_labels": [{"label": label, "count": n} for label, n in self.top_labels],
+        }
+
+
+def stats(source, top: int = 10) -> Stats:
+    """Counts by status, distinct contents, tags, and the `top` most frequent
+    first labels (each present image counted once by its content's first label)."""
+    reader = as_reader(source)
+    counts = reader.counts()
+    with reader.read() as run:
+        (contents,), = run("SELECT count(*) FROM contents", {})
+        n_tags, tagged = run("SELECT count(DISTINCT tag_key), count(DISTINCT sha256) FROM tags", {})[0]
+        top_labels = [(label, n) for label, n in run(TOP_LABELS_SQL, {"top": top})]
+    return Stats(counts=counts, images=sum(counts.values()), contents=contents or 0,
+                 tags=n_tags or 0, tagged_contents=tagged or 0, top_labels=top_labels)
+
+
+def tag_counts(source) -> list[dict]:
+    """Every tag with how many images carry it (copies count each), on how many
+    contents, and on how many of those it was imported from the photo's own
+    keywords, most used first: [{"tag", "count", "contents", "imported"}]."""
+    with as_reader(source).read() as run:
+        rows = run("SELECT min(t.tag), count(p.id) AS n, count(DISTINCT t.sha256), "
+                   "count(DISTINCT CASE WHEN t.imported THEN t.sha256 END) FROM tags t "
+                   "LEFT JOIN paths p ON p.sha256 = t.sha256 "
+                   "GROUP BY t.tag_key ORDER BY n DESC, t.tag_key", {})
+    return [{"tag": tag, "count": n, "contents": c, "imported": i} for tag, n, c, i in rows]
+
+
+__all__ = ["TOP_LABELS_SQL", "Stats", "stats", "tag_counts"]
