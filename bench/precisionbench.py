@@ -17,6 +17,7 @@ Then what `auto` picks on this CPU, from this run's figures.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -89,17 +90,34 @@ def burst_sets(photos: list[Path], rounds: int, cache: Path) -> list[list[Path]]
                                    seed_base=30_000 + 1_000 * n) for n in range(1, rounds)]
 
 
+def decode_s_now(classifier, photos: list[Path]) -> float:
+    """Read + hash + decode of one photo on one thread, now (as throughput.bench_bare measures it)."""
+    from labelsd.pipeline.reader import read_file
+
+    start = time.perf_counter()
+    for p in photos:
+        classifier.decode(read_file(str(p))[0])
+    return (time.perf_counter() - start) / len(photos)
+
+
 def service_rows(weights: Path, workdir: Path, bursts: list[list[Path]], precision: str,
-                 batch_size: int) -> dict:
+                 batch_size: int, ceiling_now=None) -> dict:
     """Start to READY, the best of the bursts (as the bare forward is the best of its rounds:
-    a neighbour's work during one burst must not decide the figure), then RSS at rest."""
+    a neighbour's work during one burst must not decide the figure), then RSS at rest.
+    `ceiling_now()`, when given, measures the decode-bound ceiling again just before each
+    burst, so that burst and ceiling see the same neighbours (out["beside"]: (img/s, ceiling)
+    per burst)."""
     from servicebench import BenchService
 
     svc = BenchService(workdir, weights, ("--device", "cpu", "--precision", precision,
                                           "--batch-size", str(batch_size)))
     try:
-        out = {"ready_s": svc.start_until_ready()}
-        out["burst_ips"] = max(svc.burst(photos) for photos in bursts)
+        out = {"ready_s": svc.start_until_ready(), "beside": []}
+        for photos in bursts:
+            svc.wait_idle()  # the burst before is written: its tail is not this ceiling's load
+            ceiling = ceiling_now() if ceiling_now is not None else None
+            out["beside"].append((svc.burst(photos), ceiling))
+        out["burst_ips"] = max(ips for ips, _ in out["beside"])
         # At rest: no CPU for longer than the pipeline's idle poll (claimer.IDLE_WAIT_S), after
         # which it hands the decode buffers back (pipeline/memory.py)
         svc.wait_idle(quiet_s=2.0, timeout=60)
@@ -174,8 +192,16 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
           f"(this row's bare img/s, on all {cores} cores) and decoding each photo ({decode} on one core, the "
           "service's own JPEG draft-mode decode) sharing the cores with no time lost between them")
     for p in precisions:
+        clf = load_model(weights, "cpu", batch_size, p, warm=True, threads=cores)
+
+        def ceiling_now(clf=clf) -> float:
+            """The ceiling from a bare forward and a decode measured now, beside the burst."""
+            bare_now = _forward_ips(clf, batches)
+            return 1 / (1 / bare_now + decode_s_now(clf, photos[:8]) / cores)
+
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            svc = service_rows(weights, Path(tmp), bursts, p, batch_size)
+            svc = service_rows(weights, Path(tmp), bursts, p, batch_size, ceiling_now)
+        del clf
         runtime, bare = rows[p][0], rows[p][1]
         ceiling = ceiling_ratio(bare) * bare
         goals = f"ceiling goal >= {GOAL_SERVICE_CEILING}"
@@ -185,3 +211,8 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
               f"(peak {svc['peak_mib']:.0f}), burst {svc['burst_ips']:5.2f} img/s of a decode-bound "
               f"ceiling {ceiling:5.2f} ({svc['burst_ips'] / ceiling:.2f}; {goals}), "
               f"{svc['failed']} failed", flush=True)
+        beside = svc["beside"]
+        ratios = sorted(ips / c for ips, c in beside)
+        print(f"        each burst against the ceiling measured just before it (same neighbours; load "
+              f"{os.getloadavg()[0]:.1f}): " + ", ".join(f"{ips:.2f} of {c:.2f}" for ips, c in beside)
+              + f"; best {ratios[-1]:.2f}, median {ratios[len(ratios) // 2]:.2f}", flush=True)

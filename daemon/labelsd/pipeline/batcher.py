@@ -143,7 +143,9 @@ class BatchStage:
         start = time.monotonic()
         outcomes, known, rows = classify_batch(self.classifier, items, self._timeline)
         if rows:
-            self._events.emit("model_ran", rows, time.monotonic() - start)
+            seconds = time.monotonic() - start
+            log.debug("model ran %d image(s) in %.0f ms", rows, 1000 * seconds)
+            self._events.emit("model_ran", rows, seconds)
         self.model_rows += rows
         self._reader.remember(known)
         return outcomes
