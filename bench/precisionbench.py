@@ -12,6 +12,10 @@ bf16), on the CPU:
     runtime (TensorFlow fp32 included);
   - the real service with --precision P: start to READY=1, RSS at rest (after the bursts
     of 12 MP photos, once idle), the best burst's img/s and its decode-bound ceiling.
+    A burst ends at the commit of its last label (servicebench.last_classified). On a
+    shared machine a ceiling measured a minute earlier meets other neighbours than the
+    burst, so each burst is also set beside a ceiling measured just before it, and its CPU
+    per photo beside the ceiling's (decode + the model's share; neighbours hardly move it).
 Then what `auto` picks on this CPU, from this run's figures.
 """
 
@@ -90,14 +94,26 @@ def burst_sets(photos: list[Path], rounds: int, cache: Path) -> list[list[Path]]
                                    seed_base=30_000 + 1_000 * n) for n in range(1, rounds)]
 
 
-def decode_s_now(classifier, photos: list[Path]) -> float:
-    """Read + hash + decode of one photo on one thread, now (as throughput.bench_bare measures it)."""
+def decode_s_now(classifier, photos: list[Path]) -> tuple[float, float]:
+    """(wall, CPU) seconds of read + hash + decode of one photo on one thread, now (as
+    throughput.bench_bare measures it)."""
     from labelsd.pipeline.reader import read_file
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.thread_time()
     for p in photos:
         classifier.decode(read_file(str(p))[0])
-    return (time.perf_counter() - start) / len(photos)
+    return (time.perf_counter() - start) / len(photos), (time.thread_time() - cpu) / len(photos)
+
+
+def ceiling_beside(classifier, batches: list[np.ndarray], photos: list[Path], cores: int) -> tuple[float, float]:
+    """(the decode-bound ceiling in img/s, the CPU seconds per photo it assumes: decode plus
+    the model's share), from a bare forward and a decode measured now, beside a burst. The
+    CPU figure barely moves with neighbours' load, unlike the wall-clock ones."""
+    cpu = time.process_time()  # this process runs nothing else meanwhile
+    bare = _forward_ips(classifier, batches)
+    model_cpu = (time.process_time() - cpu) / sum(len(b) for b in batches)
+    decode_wall, decode_cpu = decode_s_now(classifier, photos)
+    return 1 / (1 / bare + decode_wall / cores), decode_cpu + model_cpu
 
 
 def service_rows(weights: Path, workdir: Path, bursts: list[list[Path]], precision: str,
@@ -105,8 +121,8 @@ def service_rows(weights: Path, workdir: Path, bursts: list[list[Path]], precisi
     """Start to READY, the best of the bursts (as the bare forward is the best of its rounds:
     a neighbour's work during one burst must not decide the figure), then RSS at rest.
     `ceiling_now()`, when given, measures the decode-bound ceiling again just before each
-    burst, so that burst and ceiling see the same neighbours (out["beside"]: (img/s, ceiling)
-    per burst)."""
+    burst, so that burst and ceiling see the same neighbours (out["beside"]: img/s, ceiling,
+    the service's CPU seconds per photo and the ceiling's, per burst)."""
     from servicebench import BenchService
 
     svc = BenchService(workdir, weights, ("--device", "cpu", "--precision", precision,
@@ -115,9 +131,11 @@ def service_rows(weights: Path, workdir: Path, bursts: list[list[Path]], precisi
         out = {"ready_s": svc.start_until_ready(), "beside": []}
         for photos in bursts:
             svc.wait_idle()  # the burst before is written: its tail is not this ceiling's load
-            ceiling = ceiling_now() if ceiling_now is not None else None
-            out["beside"].append((svc.burst(photos), ceiling))
-        out["burst_ips"] = max(ips for ips, _ in out["beside"])
+            ceiling, ideal_cpu = ceiling_now() if ceiling_now is not None else (None, None)
+            cpu = svc.cpu_seconds()
+            ips = svc.burst(photos)
+            out["beside"].append((ips, ceiling, (svc.cpu_seconds() - cpu) / len(photos), ideal_cpu))
+        out["burst_ips"] = max(b[0] for b in out["beside"])
         # At rest: no CPU for longer than the pipeline's idle poll (claimer.IDLE_WAIT_S), after
         # which it hands the decode buffers back (pipeline/memory.py)
         svc.wait_idle(quiet_s=2.0, timeout=60)
@@ -194,10 +212,8 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
     for p in precisions:
         clf = load_model(weights, "cpu", batch_size, p, warm=True, threads=cores)
 
-        def ceiling_now(clf=clf) -> float:
-            """The ceiling from a bare forward and a decode measured now, beside the burst."""
-            bare_now = _forward_ips(clf, batches)
-            return 1 / (1 / bare_now + decode_s_now(clf, photos[:8]) / cores)
+        def ceiling_now(clf=clf) -> tuple[float, float]:
+            return ceiling_beside(clf, batches, photos[:8], cores)
 
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
             svc = service_rows(weights, Path(tmp), bursts, p, batch_size, ceiling_now)
@@ -212,7 +228,11 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
               f"ceiling {ceiling:5.2f} ({svc['burst_ips'] / ceiling:.2f}; {goals}), "
               f"{svc['failed']} failed", flush=True)
         beside = svc["beside"]
-        ratios = sorted(ips / c for ips, c in beside)
+        ratios = sorted(b[0] / b[1] for b in beside)
         print(f"        each burst against the ceiling measured just before it (same neighbours; load "
-              f"{os.getloadavg()[0]:.1f}): " + ", ".join(f"{ips:.2f} of {c:.2f}" for ips, c in beside)
+              f"{os.getloadavg()[0]:.1f}): " + ", ".join(f"{b[0]:.2f} of {b[1]:.2f}" for b in beside)
               + f"; best {ratios[-1]:.2f}, median {ratios[len(ratios) // 2]:.2f}", flush=True)
+        print("        CPU per photo, service / ceiling's (decode + model; what neighbours' load hardly moves): "
+              + ", ".join(f"{1000 * b[2]:.0f}/{1000 * b[3]:.0f} ms" for b in beside)
+              + f"; CPU efficiency (the ceiling's / the service's) {min(b[3] / b[2] for b in beside):.2f}"
+              f"-{max(b[3] / b[2] for b in beside):.2f}", flush=True)
