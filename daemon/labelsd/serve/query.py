@@ -10,7 +10,7 @@ pattern.
 Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
 "cat" means the 13 felids, "cats" the same) and finds every tracked path whose
 stored top-3 has one of them, with the best matching score of its content
-(grouped by content over the (class_index, score) index first, then joined
+(grouped by content over the (class_index, score, sha256) index alone, then joined
 to the paths). `find` reads the hits' records in that same
 statement (store/recordsql.py's columns, the labels joined by rank), not path
 by path afterwards, and builds them as the dicts `--json` prints. A
