@@ -255,7 +255,8 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
-    with reader.read() as run:  # the hits and their records in one statement, one snapshot
+    # the hits and their records in one statement, one snapshot
+    with recordsql.collector_paused(), reader.read() as run:
         by_label, by_tag = _search_rows(
             run, classes, tag_keys, min_score=min_score, limit=limit,
             narrowing=_narrowing(narrowing), columns=recordsql.RECORD_COLUMNS,
