@@ -57,6 +57,19 @@ def test_search_json(db_url, library):
                                     "class_index": 283, "score": pytest.approx(0.70)}
 
 
+def test_search_and_list_print_json_dumps_bytes(db_url, store, library, tmp_path):
+    """`--json` prints, byte for byte, `json.dumps` of each record the Store reads
+    (Python's float repr, ", " and ": ", non-ASCII as is), one record a line."""
+    odd = add_images(store, {str(tmp_path / "Ünï ✓ cat.jpg"): [(285, 1e-05), (281, 3.2e-07),
+                                                                (282, 0.1234567890123456789)]})
+    for args, expected in ((["search", "cat"], query.search(store, "cat")),
+                           (["list"], list(store.records()))):
+        assert any(r.path in odd.values() for r in expected)
+        lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in expected]
+        printed = ok(labels(db_url, *args, "--json"))
+        assert printed == "[\n  " + ",\n  ".join(lines) + "\n]\n"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
