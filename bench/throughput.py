@@ -368,7 +368,8 @@ def main(argv: list[str] | None = None) -> int:
 
         bench_precisions(classifier, weights, photos, [p for p in (args.precisions or "fp32,bf16,int8").split(",")
                                                        if p], args.batch_size, args.rounds, cores, args.cache,
-                         lambda bare_ips: pipeline_ceiling(bare_ips, min(_decode_s), cores, False))
+                         lambda bare_ips: pipeline_ceiling(bare_ips, min(_decode_s), cores, False),
+                         1000 * min(_decode_s))
         return 0
 
     # Rounds interleave the three, and each keeps its best round: on a shared
@@ -432,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
         from precisionbench import run as bench_precisions
 
         bench_precisions(classifier, weights, photos, precisions, args.batch_size, args.rounds, cores,
-                         args.cache, lambda bare_ips: pipeline_ceiling(bare_ips, decode_s, cores, False))
+                         args.cache, lambda bare_ips: pipeline_ceiling(bare_ips, decode_s, cores, False),
+                         1000 * decode_s)
     return 0
 
 

@@ -203,7 +203,7 @@ def not_running(result) -> str:
 
 def test_status_without_a_service(db_url, library):
     assert json.loads(not_running(labels(db_url, "status", "--json"))) == {
-        "running": False, "pid": None, "model": "", "device": "", "watching": [],
+        "running": False, "pid": None, "model": "", "device": "", "runtime": "", "precision": "", "watching": [],
         "queued": 0, "done": 7, "failed": 0, "missing": 1, "heartbeat_age_s": None,
         "database": db_url, "nodes": [], "nodes_hidden": 0}
     assert "not running" in not_running(labels(db_url, "status"))
@@ -360,3 +360,21 @@ def test_the_query_library_never_imports_the_model():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_model_info_on_a_machine_without_a_gpu_driver_never_imports_tensorflow(tmp_path):
+    """TensorFlow cannot see a GPU without the driver, so `labels model info` says "cpu"
+    without paying seconds to import it (the service's LiteRT path never imports it)."""
+    from labelsd.model.device import gpu_possible
+
+    if gpu_possible():
+        pytest.skip("a GPU driver is here: asking TensorFlow is the point")
+    code = ("import sys, json, io, contextlib\nfrom labels_cli.app import main\n"
+            f"sys.argv = ['labels', '--db', {str(tmp_path / 'x.db')!r}, 'model', 'info', '--json']\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    try:\n        main()\n    except SystemExit as done:\n        assert not done.code\n"
+            "print(json.loads(out.getvalue())['device'], 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "cpu False"

@@ -145,7 +145,7 @@ def status(
     ctx: typer.Context,
     all_nodes: Annotated[bool, typer.Option(
         "--all", help="Also list services stopped more than a day ago.")] = False,
-    as_json: json_option("one object: running, pid, model, device, watching, queued, done, "
+    as_json: json_option("one object: running, pid, model, device, runtime, precision, watching, queued, done, "
                          "failed, missing, heartbeat_age_s, database, nodes") = False,
 ) -> None:
     """Whether the service is running, what it watches, and the queue.

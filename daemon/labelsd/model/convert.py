@@ -29,7 +29,7 @@ import platformdirs
 
 from labelsd.errors import ConversionFailed
 from labelsd.fileio import file_sha256
-from labelsd.model import quantize
+from labelsd.model import digests, quantize
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def cached_tflite(weights_path: Path, checksum: str, model: str, precision: str)
         log.info("cached %s was made from other weights or by another recipe (an older "
                  "labelsd): converting again", tflite.name)
         return None
-    if record.get("tflite_size") != tflite.stat().st_size or record.get("tflite_sha256") != file_sha256(tflite):
+    if record.get("tflite_size") != tflite.stat().st_size or record.get("tflite_sha256") != digests.remembered(
+            tflite, "sha256", lambda path: {"sha256": file_sha256(path)})["sha256"]:
         log.info("cached %s is damaged (its checksum does not match): converting again", tflite.name)
         return None
     return tflite

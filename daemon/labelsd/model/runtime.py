@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from labelsd.errors import ConfigError, ConversionFailed
 from labelsd.model import precision as precisions
 from labelsd.model.classifier import Classifier, load_classifier
 from labelsd.model.convert import LITERT_PRECISIONS, discard, ensure_tflite
-from labelsd.model.device import check_device
+from labelsd.model.device import check_device, gpu_possible
 from labelsd.model.litert import LiteRTRuntime, litert_available
 from labelsd.model.registry import get_model
 from labelsd.model.spec import ModelSpec
@@ -31,18 +30,11 @@ log = logging.getLogger(__name__)
 PRECISION_WORDS = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16", "int8": "int8"}
 
 
-def gpu_possible() -> bool:
-    """Whether TensorFlow could see a GPU, without importing it: an NVIDIA driver with a
-    GPU, not hidden by CUDA_VISIBLE_DEVICES."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
-
-
 def load_model(weights=None, device: str = "auto", batch_size: int | None = None,
-               precision: str = "auto", warm: bool = True, model: str | None = None) -> Classifier:
-    """The classifier the service runs, its runtime LiteRT or Keras (see the module's doc)."""
+               precision: str = "auto", warm: bool = True, model: str | None = None,
+               threads: int | None = None) -> Classifier:
+    """The classifier the service runs, its runtime LiteRT or Keras (see the module's doc).
+    `threads`: LiteRT's (default: every core this process may use)."""
     spec = get_model(model)
     check_device(device)
     precisions.check_precision(precision)
@@ -58,7 +50,7 @@ def load_model(weights=None, device: str = "auto", batch_size: int | None = None
         precision, flags, lambda: precisions.measured_speeds(spec.key, batch_size, flags, weights))
     classifier = None
     if choice.precision in LITERT_PRECISIONS:
-        classifier = _load_litert(spec, weights, checked, choice.precision, batch_size)
+        classifier = _load_litert(spec, weights, checked, choice.precision, batch_size, threads)
     if classifier is None:
         if choice.precision == "int8":
             log.warning("int8 runs on LiteRT only: TensorFlow runs the model at fp32 instead")
@@ -71,7 +63,8 @@ def load_model(weights=None, device: str = "auto", batch_size: int | None = None
     return classifier
 
 
-def _load_litert(spec: ModelSpec, weights, checked, precision: str, batch_size: int) -> Classifier | None:
+def _load_litert(spec: ModelSpec, weights, checked, precision: str, batch_size: int,
+                 threads: int | None = None) -> Classifier | None:
     """A Classifier on LiteRT, or None (said once, at INFO) where TensorFlow must do."""
     if not litert_available():
         log.info("LiteRT is not installed (pip install 'labelsd[litert]'): TensorFlow runs the model")
@@ -87,7 +80,8 @@ def _load_litert(spec: ModelSpec, weights, checked, precision: str, batch_size: 
             log.info("cannot write the converted model (%s): TensorFlow runs the model", err)
             return None
         try:
-            runtime = LiteRTRuntime(tflite, precision="float32" if precision == "fp32" else precision)
+            runtime = LiteRTRuntime(tflite, precision="float32" if precision == "fp32" else precision,
+                                    threads=threads)
         except (ValueError, RuntimeError) as err:  # LiteRT refuses the file: convert it again, once
             log.info("LiteRT cannot load %s (%s)%s", tflite, err,
                      ": converting again" if attempt == 1 else ": TensorFlow runs the model")

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from labelsd.errors import WeightsUnavailable
+from labelsd.model import digests
 
 log = logging.getLogger(__name__)
 
@@ -159,13 +160,18 @@ def load_weights_into(model, path: Path, layout: str) -> None:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def _weights_facts(path: Path) -> dict:
+    layout = h5_layout(path)  # raises WeightsUnavailable with what is wrong
+    sha, md5 = _digests(path)
+    return {"layout": layout, "sha256": sha, "md5": md5}
+
+
 def resolve_weights(weights) -> tuple[Path, str, str]:
     """(path, layout, model name); checks a given file before TensorFlow is imported."""
     if weights:
         path = Path(weights).expanduser().resolve()
-        layout = h5_layout(path)
-        sha, md5 = _digests(path)
-        name = OFFICIAL_NAME if md5 == OFFICIAL_MD5 else f"InceptionV3/{sha[:12]}"
-        return path, layout, name
+        facts = digests.remembered(path, "inception-weights", _weights_facts)  # hashed once, not each start
+        name = OFFICIAL_NAME if facts["md5"] == OFFICIAL_MD5 else f"InceptionV3/{facts['sha256'][:12]}"
+        return path, facts["layout"], name
     path = fetch_weights()  # a verified cache hit, a download, or WeightsUnavailable
     return path, h5_layout(path), OFFICIAL_NAME

@@ -41,7 +41,7 @@ class Claimer:
 
     def __init__(self, store: Store, node_id: str, *, batch_size: int, max_in_flight: int,
                  reader: Reader, lock: threading.Lock, stop: threading.Event,
-                 idle_wait_s: float = IDLE_WAIT_S):
+                 idle_wait_s: float = IDLE_WAIT_S, on_idle: Callable[[], None] | None = None):
         self.store = store
         self.node_id = node_id
         self.batch_size = batch_size
@@ -57,6 +57,8 @@ class Claimer:
         self._claiming = False
         self._generation = 0
         self._listener: wakeups.QueueListener | None = None
+        self._on_idle = on_idle  # once per busy spell, when the last claim is written
+        self._busy = False
 
     def wake(self) -> None:
         """New work was enqueued: claim now instead of at the next idle timeout."""
@@ -122,8 +124,10 @@ class Claimer:
                         self._claiming = False
                 backoff.reset()
                 if not claims:
+                    self._went_idle()
                     self._wake.wait(self.idle_wait_s)
                     continue
+                self._busy = True
                 self._reader.prepare(claims)
             except StoreUnavailable as err:
                 log.warning("claiming work: %s; retrying in %.1fs", err, backoff.delay)
@@ -131,6 +135,15 @@ class Claimer:
             except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
                 log.exception("claimer error; continuing")
                 backoff.wait(self._stop)
+
+    def _went_idle(self) -> None:
+        """Nothing to claim and nothing held (every batch written) after some work."""
+        with self.lock:
+            idle = self._busy and not self.held
+        if idle:
+            self._busy = False
+            if self._on_idle is not None:
+                self._on_idle()
 
 
 __all__ = ["IDLE_WAIT_S", "RENEW_EVERY_S", "Claimer"]

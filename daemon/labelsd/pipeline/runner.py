@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
 from labelsd.model.classifier import Classifier
+from labelsd.pipeline import memory
 from labelsd.pipeline.batcher import BatchStage
 from labelsd.pipeline.claimer import IDLE_WAIT_S, Claimer
 from labelsd.pipeline.reader import POLL_S, Reader
@@ -89,7 +90,8 @@ class Pipeline:
                                    sentinel=_SENTINEL, events=self.events, timeline=timeline)
         self._claims = Claimer(store, node_id, batch_size=batch_size,
                                max_in_flight=self.max_in_flight, reader=self._reader,
-                               lock=self._lock, stop=self._stop, idle_wait_s=idle_wait_s)
+                               lock=self._lock, stop=self._stop, idle_wait_s=idle_wait_s,
+                               on_idle=self._went_idle)
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}
         self._created = time.monotonic()
@@ -214,6 +216,10 @@ class Pipeline:
             wait = POLL_S if deadline is None else min(POLL_S, max(0.0, deadline - time.monotonic()))
             with self._claims.changed:
                 self._claims.changed.wait(wait)
+
+    def _went_idle(self) -> None:
+        """The queue is empty and every batch written: give the decode buffers' memory back."""
+        memory.release_free_memory()
 
     # ------------------------------------------------------------------ claimer
 

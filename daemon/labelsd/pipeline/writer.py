@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 
 from labelsd.backoff import Stopped, retry_unavailable
-from labelsd.records import Outcome
+from labelsd.records import Outcome, OutcomeKind, Tally
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
 
@@ -40,33 +40,34 @@ def _commit_one_by_one(store: Store, node_id: str, outcomes: Sequence[Outcome]) 
             log.exception("cannot record %s", o.claim.path)
             try:
                 contents.record_outcomes(store, node_id, [
-                    Outcome(o.claim, "retry", error=f"cannot store the result: {err}")])
+                    Outcome(o.claim, OutcomeKind.RETRY, error=f"cannot store the result: {err}")])
             except Exception:  # noqa: BLE001 - left claimed; the lease brings it back
                 log.exception("cannot record a retry for %s", o.claim.path)
 
 
-def log_outcome(o: Outcome) -> str:
-    """Log one committed outcome; return the pipeline counter it adds to
-    (done, linked, failed, vanished or retried)."""
+def log_outcome(o: Outcome) -> Tally:
+    """Log one committed outcome; return the pipeline counter it adds to."""
     name = os.path.basename(o.claim.path)
-    if o.kind == "classified":
-        log.info("labeled %s: %s", name,
-                 ", ".join(f"{p.label} {p.score:.2f}" for p in o.predictions))
-        return "done"
-    if o.kind == "linked":
-        log.info("linked %s: same content as an image already labeled", name)
-        return "linked"
-    if o.kind == "bad_image":
-        log.info("failed %s: %s", name, o.error)
-        return "failed"
-    if o.kind == "vanished":
-        log.info("vanished %s before it could be read", name)
-        return "vanished"
-    if o.claim.attempts + 1 >= workqueue.MAX_ATTEMPTS:  # retry, out of attempts
-        log.info("failed %s: %s", name, o.error)
-        return "failed"
-    log.info("will retry %s: %s", name, o.error)
-    return "retried"
+    match OutcomeKind(o.kind):
+        case OutcomeKind.CLASSIFIED:
+            log.info("labeled %s: %s", name,
+                     ", ".join(f"{p.label} {p.score:.2f}" for p in o.predictions))
+            return Tally.DONE
+        case OutcomeKind.LINKED:
+            log.info("linked %s: same content as an image already labeled", name)
+            return Tally.LINKED
+        case OutcomeKind.BAD_IMAGE:
+            log.info("failed %s: %s", name, o.error)
+            return Tally.FAILED
+        case OutcomeKind.VANISHED:
+            log.info("vanished %s before it could be read", name)
+            return Tally.VANISHED
+        case OutcomeKind.RETRY if o.claim.attempts + 1 >= workqueue.MAX_ATTEMPTS:
+            log.info("failed %s: %s", name, o.error)  # out of attempts
+            return Tally.FAILED
+        case OutcomeKind.RETRY:
+            log.info("will retry %s: %s", name, o.error)
+            return Tally.RETRIED
 
 
 __all__ = ["commit_outcomes", "log_outcome"]

@@ -12,6 +12,19 @@ from labelsd.serve.reader import as_reader, as_utc, where_shown
 
 ALIVE_WITHIN_S = 10.0  # as store.nodes.ALIVE_WITHIN_S (a test checks they agree)
 STALE_NODE_S = 24 * 3600  # stopped nodes older than this are left out of `labels status`
+RUNTIMES = ("litert", "tensorflow")  # labelsd.model.runtime.runtime_kind's answers
+
+
+def runtime_of(device: str | None) -> tuple[str, str]:
+    """(runtime, precision) from the device string a service registers
+    (`labelsd.model.runtime.describe`: "cpu, litert int8", "gpu:0 NVIDIA H200,
+    tensorflow fp16"); ("", "") for a node that registered only its device (an older
+    labelsd) or none."""
+    head, _, tail = (device or "").rpartition(", ")
+    runtime, _, precision = tail.partition(" ")
+    if not head or runtime not in RUNTIMES or not precision or " " in precision:
+        return "", ""
+    return runtime, precision
 
 
 def list_nodes(source) -> list[dict]:
@@ -24,7 +37,9 @@ def list_nodes(source) -> list[dict]:
     for node_id, host, pid, model, device, watching, beat, stopped, done, failed in rows:
         beat = as_utc(beat)
         age = None if beat is None else max(0.0, (now - beat).total_seconds())
+        runtime, precision = runtime_of(device)
         nodes.append({"node_id": node_id, "host": host, "pid": pid, "device": device or "",
+                      "runtime": runtime, "precision": precision,
                       "model": model or "", "watching": json.loads(watching or "[]"),
                       "heartbeat_age_s": age,
                       "alive": stopped is None and age is not None and age <= ALIVE_WITHIN_S
@@ -53,6 +68,8 @@ def service_status(source, *, all_nodes: bool = False) -> dict:
         "pid": freshest["pid"] if freshest else None,
         "model": freshest["model"] if freshest else "",
         "device": freshest["device"] if freshest else "",
+        "runtime": freshest["runtime"] if freshest else "",
+        "precision": freshest["precision"] if freshest else "",
         "watching": list(freshest["watching"]) if freshest else [],
         "queued": counts["pending"],
         "done": counts["done"],
@@ -74,4 +91,4 @@ def watched_roots(source) -> list[str]:
     return roots
 
 
-__all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "list_nodes", "service_status", "watched_roots"]
+__all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "list_nodes", "runtime_of", "service_status", "watched_roots"]
