@@ -246,7 +246,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
      _v3_photo_metadata_and_imported_tags),
     (4, "fleet: counters, walk leases, partial queue index, queue autovacuum", _v4_fleet_queue),
     (5, query_indexes.DESCRIPTION, query_indexes.add_query_indexes),
-    (7, query_indexes.SEARCH_DESCRIPTION, query_indexes.add_search_index),
+    (6, query_indexes.SEARCH_DESCRIPTION, query_indexes.add_search_index),
 ]
 LATEST = MIGRATIONS[-1][0]
 

@@ -13,7 +13,7 @@ nor search's best scores.
 first costs the writer one index entry per content (about 7% of its CPU on
 SQLite in bench/fleet.py's stand-in run).
 
-Migration 7: `ix_predictions_search (class_index, score, sha256)`, the index
+Migration 6: `ix_predictions_search (class_index, score, sha256)`, the index
 `labels search` finds each content's best matching score in, read alone (no
 predictions row per matching label: at a million images, 39,000 rows read at
 random for `cat`). It replaces `ix_predictions_class_score (class_index,

@@ -109,7 +109,7 @@ class Prediction(Base):
 
     content: Mapped[Content] = relationship(back_populates="predictions")
 
-    # Search's best score per content (migration 7), and each content's first label
+    # Search's best score per content (migration 6), and each content's first label
     # (migration 5).
     __table_args__ = (Index("ix_predictions_search", "class_index", "score", "sha256"),
                       Index("ix_predictions_first", "sha256", "label", "rank",
