@@ -57,6 +57,19 @@ def test_search_json(db_url, library):
                                     "class_index": 283, "score": pytest.approx(0.70)}
 
 
+def test_search_and_list_print_json_dumps_bytes(db_url, store, library, tmp_path):
+    """`--json` prints, byte for byte, `json.dumps` of each record the Store reads
+    (Python's float repr, ", " and ": ", non-ASCII as is), one record a line."""
+    odd = add_images(store, {str(tmp_path / "Ünï ✓ cat.jpg"): [(285, 1e-05), (281, 3.2e-07),
+                                                                (282, 0.1234567890123456789)]})
+    for args, expected in ((["search", "cat"], query.search(store, "cat")),
+                           (["list"], list(store.records()))):
+        assert any(r.path in odd.values() for r in expected)
+        lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in expected]
+        printed = ok(labels(db_url, *args, "--json"))
+        assert printed == "[\n  " + ",\n  ".join(lines) + "\n]\n"
+
+
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
@@ -347,3 +360,21 @@ def test_the_query_library_never_imports_the_model():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_model_info_on_a_machine_without_a_gpu_driver_never_imports_tensorflow(tmp_path):
+    """TensorFlow cannot see a GPU without the driver, so `labels model info` says "cpu"
+    without paying seconds to import it (the service's LiteRT path never imports it)."""
+    from labelsd.model.device import gpu_possible
+
+    if gpu_possible():
+        pytest.skip("a GPU driver is here: asking TensorFlow is the point")
+    code = ("import sys, json, io, contextlib\nfrom labels_cli.app import main\n"
+            f"sys.argv = ['labels', '--db', {str(tmp_path / 'x.db')!r}, 'model', 'info', '--json']\n"
+            "out = io.StringIO()\n"
+            "with contextlib.redirect_stdout(out):\n"
+            "    try:\n        main()\n    except SystemExit as done:\n        assert not done.code\n"
+            "print(json.loads(out.getvalue())['device'], 'tensorflow' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "cpu False"

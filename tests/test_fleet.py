@@ -854,6 +854,22 @@ def test_search_reads_its_records_with_its_hits(tmp_path):
                 and "USING" not in step], hits
 
 
+def test_search_finds_its_best_scores_in_an_index_alone(tmp_path):
+    """`labels search cat` at a million images: the best matching score of each
+    content comes from one covering index (class, score, content), not from a
+    predictions row read per matching label (migration 7)."""
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        _library_of(store, tmp_path, 50)
+        plans = _sqlite_plans(store, lambda: query.find(as_reader(store), "cat"))
+    (hits,) = [steps for statement, steps in plans if "max(score)" in statement]
+    best = [step for step in hits if "predictions" in step and " l1 " not in step
+            and " l2 " not in step and " l3 " not in step]
+    assert best and all("COVERING INDEX" in step for step in best), hits
+
+
 def _first_labels_of_present_paths(store) -> list[tuple[str, int]]:
     """The reference: each present path's content's first label, counted in Python."""
     with store.read() as session:

@@ -98,7 +98,8 @@ def test_status_names_the_database_without_its_password(db, shown):
 
 
 def test_the_record_sql_has_one_owner_that_both_readers_run(store, every_status, monkeypatch):
-    """store.recordsql holds the record SQL and the row-to-record assembly; the
+    """store.recordsql holds the record SQL and the row-to-record assembly
+    (`record_dicts`, which `assemble` and every record read go through); the
     Store (SQLAlchemy) and the read-only Reader (sqlite3) each run it on their own
     connection, and it imports no SQLAlchemy (the CLI's read path must not)."""
     import subprocess
@@ -107,14 +108,14 @@ def test_the_record_sql_has_one_owner_that_both_readers_run(store, every_status,
     from labelsd.store import recordsql
 
     assembled: list[str] = []
-    real = recordsql.assemble
+    real = recordsql.record_dicts
 
     def counted(run, rows):
         found = real(run, rows)
-        assembled.extend(r.path for r in found)
+        assembled.extend(d["path"] for d in found)
         return found
 
-    monkeypatch.setattr(recordsql, "assemble", counted)
+    monkeypatch.setattr(recordsql, "record_dicts", counted)
     path = every_status["persian.jpg"]
     read_only = open_reader(store.db)
     try:
@@ -131,3 +132,65 @@ def test_the_record_sql_has_one_owner_that_both_readers_run(store, every_status,
                            "print('sqlalchemy' in sys.modules)"], capture_output=True, text=True,
                           timeout=60, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_records_are_built_once_as_their_json(store, every_status):
+    """recordsql builds each record once, in the JSON shape (`record_dicts`: what
+    `--json` prints, with no dataclass on the way); `ImageRecord.from_dict` is the
+    inverse of `to_dict`, so the records the Store hands out are the same ones."""
+    read_only = open_reader(store.db)
+    try:
+        for reader in (store, read_only):
+            dicts = list(reader.record_dicts())
+            assert dicts == [r.to_dict() for r in reader.records()]
+            assert {d["status"] for d in dicts} == {"pending", "done", "failed", "missing"}
+            assert [records.ImageRecord.from_dict(d).to_dict() for d in dicts] == dicts
+            assert list(reader.record_dicts(status="failed", chunk=1)) == [
+                r.to_dict() for r in reader.records(status="failed")]
+    finally:
+        read_only.close()
+
+
+def counting_statements(reader, monkeypatch) -> list[str]:
+    """The statements `reader` runs from now on (its read transactions' `run`)."""
+    from contextlib import contextmanager
+
+    statements: list[str] = []
+    real = reader.read
+
+    @contextmanager
+    def read():
+        with real() as run:
+            yield lambda sql, params: statements.append(sql) or run(sql, params)
+
+    monkeypatch.setattr(reader, "read", read)
+    return statements
+
+
+def test_search_reads_each_hit_with_its_labels_in_one_statement(store, tmp_path, monkeypatch):
+    """A hit's path, content and three labels come in the row that finds it: after
+    the hits, only tags are read, one statement per CHUNK contents, never a
+    statement (or three) per image."""
+    from labelsd.store import recordsql
+
+    count = recordsql.CHUNK + 20
+    found = add_images(store, {str(tmp_path / f"cat{i:04d}.jpg"): [
+        (281, 0.5 + i / 10_000), (999, 0.1), (500, 0.01)] for i in range(count)})
+    tags.add_tags(store, found[str(tmp_path / "cat0007.jpg")], ["Fluffy", "indoor"])
+    read_only = open_reader(store.db)
+    try:
+        for reader in (as_reader(store), read_only):
+            statements = counting_statements(reader, monkeypatch)
+            result = query.find(reader, "cat")
+            assert len(result.records) == count
+            assert result.records[0].path.endswith(f"cat{count - 1:04d}.jpg")  # the best first
+            assert [p.rank for p in result.records[0].labels] == [1, 2, 3]
+            tagged = next(r for r in result.records if r.path.endswith("cat0007.jpg"))
+            assert tagged.tags == ["Fluffy", "indoor"]
+            # the tag keys (one), the hits with their records, then tags per CHUNK contents
+            assert len(statements) == 1 + 1 + -(-count // recordsql.CHUNK), statements
+            statements.clear()
+            assert len(list(reader.records(chunk=400))) == count
+            assert len(statements) == 2 * -(-count // 400)  # per page: records, their tags
+    finally:
+        read_only.close()

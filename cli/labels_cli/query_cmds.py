@@ -36,7 +36,7 @@ def list_cmd(
 ) -> None:
     """List tracked images (optionally of one status)."""
     fmt = choose_format(as_json, as_csv, as_paths)
-    render_records(state(ctx).reader().records(status=status), fmt)
+    render_records(state(ctx).reader().record_dicts(status=status), fmt)
 
 
 def show(
@@ -103,7 +103,7 @@ def search(
     suggests the nearest class names (the exit status stays 0)."""
     fmt = choose_format(as_json, as_csv, as_paths)
     result = query.find(state(ctx).reader(), text, limit=limit, **filters.as_kwargs())
-    render_records(result.records, fmt, reason=result.reason)
+    render_records(result.found, fmt, reason=result.reason)
     if not result.classes and not result.tag_keys:
         hint = (f"; did you mean {', '.join(result.suggestions)}?" if result.suggestions else "")
         typer.echo(f"labels: no class or tag matches {text!r}{hint}", err=True)
@@ -201,7 +201,7 @@ def export(
         raise typer.BadParameter("must be json or csv", param_hint="--format")
     chosen = fmt or (Format.csv if output is not None and output.suffix.lower() == ".csv"
                      else Format.json)
-    records = state(ctx).reader().records()
+    records = state(ctx).reader().record_dicts()
     if output is None:
         render_records(records, chosen)
         return

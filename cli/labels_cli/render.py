@@ -1,6 +1,7 @@
 """One render path for image records: a table for people, JSON, CSV or bare
 paths for scripts. `search`, `list`, `show` and `export` all go through
-`render_records`, which streams (a large export never sits in memory).
+`render_records`, which streams (a large export never sits in memory) and
+renders from the JSON shape of a record (the dicts the record reads build).
 Summaries that are not records (`stats`, `tags`, `status`) print their JSON
 through `render_json`."""
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
 from typing import Annotated, TextIO
 
@@ -60,69 +61,86 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def csv_row(rec: ImageRecord) -> list:
-    row = [spreadsheet_safe(rec.path), rec.sha256 or "", rec.status,
-           spreadsheet_safe(rec.error or ""), rec.width or "", rec.height or ""]
+def csv_row(rec: dict) -> list:
+    labels = rec["labels"]
+    row = [spreadsheet_safe(rec["path"]), rec["sha256"] or "", rec["status"],
+           spreadsheet_safe(rec["error"] or ""), rec["width"] or "", rec["height"] or ""]
     for rank in range(3):
-        if rank < len(rec.labels):
-            row += [rec.labels[rank].label, f"{rec.labels[rank].score:.6f}"]
+        if rank < len(labels):
+            row += [labels[rank]["label"], f"{labels[rank]['score']:.6f}"]
         else:
             row += ["", ""]
-    row += [spreadsheet_safe(";".join(rec.tags)),
-            rec.classified_at.isoformat() if rec.classified_at else ""]
+    row += [spreadsheet_safe(";".join(rec["tags"])), rec["classified_at"] or ""]
     return row
 
 
-def _labels_text(rec: ImageRecord) -> str:
-    if rec.status == "failed":
-        return f"({rec.error})"
-    return ", ".join(f"{p.label} {p.score:.0%}" for p in rec.labels)
+def _labels_text(rec: dict) -> str:
+    if rec["status"] == "failed":
+        return f"({rec['error']})"
+    return ", ".join(f"{p['label']} {p['score']:.0%}" for p in rec["labels"])
 
 
-def render_records(records: Iterable[ImageRecord], fmt: Format, out: TextIO | None = None,
-                   *, single: bool = False,
-                   reason: Callable[[ImageRecord], str] | None = None) -> int:
-    """Write records in `fmt`; `single` prints one JSON object instead of a list;
-    `reason` (search) says, in the table, which label or tag found each image.
-    Returns how many records were written."""
+def as_dicts(records: Iterable[ImageRecord | dict]) -> Iterator[dict]:
+    """Records in the JSON shape (`ImageRecord.to_dict`), which every format
+    renders from; the record reads (store/recordsql.py) build them so already."""
+    for rec in records:
+        yield rec if type(rec) is dict else rec.to_dict()
+
+
+# Records are encoded and written this many at a time (one write, not one per record).
+WRITE_EVERY = 1000
+
+
+def render_records(records: Iterable[ImageRecord | dict], fmt: Format, out: TextIO | None = None,
+                   *, single: bool = False, reason: Callable[[dict], str] | None = None) -> int:
+    """Write records (`ImageRecord`s, or dicts as their `to_dict()` gives) in
+    `fmt`; `single` prints one JSON object instead of a list; `reason` (search)
+    says, in the table, which label or tag found each image. Returns how many
+    records were written."""
     out = out or sys.stdout
     count = 0
+    dicts = as_dicts(records)
     if fmt is Format.json:
         if single:
-            for rec in records:
-                out.write(json.dumps(rec.to_dict(), ensure_ascii=False, indent=2) + "\n")
+            for rec in dicts:
+                out.write(json.dumps(rec, ensure_ascii=False, indent=2) + "\n")
                 count += 1
             return count
-        out.write("[")
-        for rec in records:
-            out.write(("," if count else "") + "\n  " + _encode(rec.to_dict()))
+        # json.dumps's bytes, one record a line: "[", then ",\n  "-separated records.
+        parts = ["["]
+        for rec in dicts:
+            parts.append(",\n  " + _encode(rec) if count else "\n  " + _encode(rec))
             count += 1
-        out.write("\n]\n" if count else "]\n")
+            if len(parts) >= WRITE_EVERY:
+                out.write("".join(parts))
+                parts.clear()
+        parts.append("\n]\n" if count else "]\n")
+        out.write("".join(parts))
     elif fmt is Format.csv:
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
-        for rec in records:
+        for rec in dicts:
             writer.writerow(csv_row(rec))
             count += 1
     elif fmt is Format.paths:
-        for rec in records:
-            out.write(rec.path + "\n")
+        for rec in dicts:
+            out.write(rec["path"] + "\n")
             count += 1
     else:
-        count = _render_table(records, out, reason)
+        count = _render_table(dicts, out, reason)
     return count
 
 
-def _render_table(records: Iterable[ImageRecord], out: TextIO,
-                  reason: Callable[[ImageRecord], str] | None = None) -> int:
+def _render_table(records: Iterable[dict], out: TextIO,
+                  reason: Callable[[dict], str] | None = None) -> int:
     """One line per image, streamed (a search over a large library starts printing
     at once and never holds every row to compute column widths):
     PATH  STATUS  LABELS  [TAGS]  (found by: LABEL or TAG)"""
     count = 0
     for rec in records:
-        tags = f"  [{', '.join(rec.tags)}]" if rec.tags else ""
+        tags = f"  [{', '.join(rec['tags'])}]" if rec["tags"] else ""
         why = reason(rec) if reason else ""
-        line = (f"{_printable(rec.path)}  {rec.status}  {_labels_text(rec)}{tags}"
+        line = (f"{_printable(rec['path'])}  {rec['status']}  {_labels_text(rec)}{tags}"
                 + (f"  (found by: {why})" if why else ""))
         out.write(line.rstrip() + "\n")
         count += 1

@@ -137,3 +137,16 @@ class ImageRecord:
             "gps": gps_dict(self.gps_lat, self.gps_lon),
             "model": self.model,
         }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImageRecord:
+        """The record whose `to_dict()` is `d` (store/recordsql.py builds records in
+        that shape, which is what `--json` prints)."""
+        gps, when = d["gps"], d["classified_at"]
+        return cls(path=d["path"], sha256=d["sha256"], status=d["status"], error=d["error"],
+                   width=d["width"], height=d["height"],
+                   labels=[Prediction(**p) for p in d["labels"]], tags=list(d["tags"]),
+                   classified_at=datetime.fromisoformat(when) if when else None,
+                   taken_at=d["taken_at"], camera=d["camera"],
+                   gps_lat=gps["lat"] if gps else None, gps_lon=gps["lon"] if gps else None,
+                   model=d["model"])

@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import sys
+from pathlib import Path
 
 from labelsd.config import DEVICES
 from labelsd.errors import ConfigError, DeviceUnavailable
@@ -56,14 +57,28 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
 
 
+def gpu_possible() -> bool:
+    """Whether TensorFlow could see a GPU, without importing it: an NVIDIA driver with a
+    GPU, not hidden by CUDA_VISIBLE_DEVICES."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
+        return False
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return gpus.is_dir() and any(gpus.iterdir())
+
+
 def _gpu_description(tf, gpu) -> tuple[str, tuple[int, int] | None]:
     details = tf.config.experimental.get_device_details(gpu)
     return details.get("device_name", "GPU"), details.get("compute_capability")
 
 
 def describe_device(device: str = "auto") -> str:
-    """The device `load_classifier(device=...)` would use, in words; initialises nothing."""
+    """The device `load_classifier(device=...)` would use, in words; initialises nothing.
+    Without a GPU driver TensorFlow cannot see one: say so without importing it."""
     check_device(device)
+    if device == "cpu" or not gpu_possible():
+        if device == "gpu":
+            raise DeviceUnavailable(_NO_GPU)
+        return "cpu"
     with native_stderr_quiet():
         import tensorflow as tf
 

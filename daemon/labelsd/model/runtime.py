@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 from labelsd.errors import ConfigError, ConversionFailed
 from labelsd.model import precision as precisions
 from labelsd.model.classifier import Classifier, load_classifier
 from labelsd.model.convert import LITERT_PRECISIONS, discard, ensure_tflite
-from labelsd.model.device import check_device
+from labelsd.model.device import check_device, gpu_possible
 from labelsd.model.litert import LiteRTRuntime, litert_available
 from labelsd.model.registry import get_model
 from labelsd.model.spec import ModelSpec
@@ -29,15 +28,6 @@ log = logging.getLogger(__name__)
 
 # The Runtime's own precision names -> the setting's
 PRECISION_WORDS = {"float32": "fp32", "mixed_bfloat16": "bf16", "mixed_float16": "fp16", "int8": "int8"}
-
-
-def gpu_possible() -> bool:
-    """Whether TensorFlow could see a GPU, without importing it: an NVIDIA driver with a
-    GPU, not hidden by CUDA_VISIBLE_DEVICES."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    gpus = Path("/proc/driver/nvidia/gpus")
-    return gpus.is_dir() and any(gpus.iterdir())
 
 
 def load_model(weights=None, device: str = "auto", batch_size: int | None = None,

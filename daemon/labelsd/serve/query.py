@@ -10,9 +10,10 @@ pattern.
 Search selects ImageNet classes with `taxonomy.select_classes` (WordNet-aware:
 "cat" means the 13 felids, "cats" the same) and finds every tracked path whose
 stored top-3 has one of them, with the best matching score of its content
-(grouped by content over the (class_index, score) index first, then joined
+(grouped by content over the (class_index, score, sha256) index alone, then joined
 to the paths). `find` reads the hits' records in that same
-statement (store/recordsql.py's columns), not path by path afterwards. A
+statement (store/recordsql.py's columns, the labels joined by rank), not path
+by path afterwards, and builds them as the dicts `--json` prints. A
 query also finds the images whose tags contain its words ("grandma" finds
 "Grandma's 90th"), compared as words in their base forms. A
 tag match has no score, so those images rank after every label match (by
@@ -24,6 +25,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import base_forms, select_classes, suggest
@@ -60,20 +62,27 @@ class SearchHit:
 @dataclass
 class SearchResult:
     """What a search found, and why: the classes and tags it matched (the CLI
-    shows which label made each hit), and names to suggest when nothing did."""
+    shows which label made each hit), and names to suggest when nothing did.
+    `found` holds the records as the dicts `--json` prints; `records` as
+    `ImageRecord`s, built when first asked for."""
 
-    records: list[ImageRecord]
+    found: list[dict]
     classes: frozenset[int]
     tag_keys: tuple[str, ...]
     suggestions: list[str] = field(default_factory=list)
 
-    def reason(self, rec: ImageRecord) -> str:
-        """Which label (the best scoring matching one) or tag made this hit."""
-        matching = [p for p in rec.labels if p.class_index in self.classes]
+    @cached_property
+    def records(self) -> list[ImageRecord]:
+        return [ImageRecord.from_dict(d) for d in self.found]
+
+    def reason(self, rec: dict) -> str:
+        """Which label (the best scoring matching one) or tag made this hit (`rec`
+        as `ImageRecord.to_dict` gives it)."""
+        matching = [p for p in rec["labels"] if p["class_index"] in self.classes]
         if matching:
-            best = max(matching, key=lambda p: p.score)
-            return f"{best.label} {best.score:.0%}"
-        tagged = [t for t in rec.tags if tag_key(t) in self.tag_keys]
+            best = max(matching, key=lambda p: p["score"])
+            return f"{best['label']} {best['score']:.0%}"
+        tagged = [t for t in rec["tags"] if tag_key(t) in self.tag_keys]
         return f"tag {tagged[0]}" if tagged else ""
 
 
@@ -246,14 +255,15 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
-    with reader.read() as run:  # the hits and their records in one statement, one snapshot
+    # the hits and their records in one statement, one snapshot
+    with recordsql.collector_paused(), reader.read() as run:
         by_label, by_tag = _search_rows(
             run, classes, tag_keys, min_score=min_score, limit=limit,
             narrowing=_narrowing(narrowing), columns=recordsql.RECORD_COLUMNS,
-            joins=" LEFT JOIN contents c ON c.sha256 = p.sha256")
-        records = recordsql.assemble(run, by_label + by_tag)
+            joins=recordsql.RECORD_JOINS)
+        found = recordsql.record_dicts(run, by_label + by_tag)
     suggestions = suggest(query) if not classes and not tag_keys else []
-    return SearchResult(records, classes, tag_keys, suggestions)
+    return SearchResult(found, classes, tag_keys, suggestions)
 
 
 def search(source, query: str, **options) -> list[ImageRecord]:

@@ -33,7 +33,7 @@ from sqlalchemy import (
     text,
 )
 
-from labelsd.store import query_indexes  # migration 5, in a module of its own
+from labelsd.store import query_indexes  # migrations 5 and 7, in a module of their own
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +246,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
      _v3_photo_metadata_and_imported_tags),
     (4, "fleet: counters, walk leases, partial queue index, queue autovacuum", _v4_fleet_queue),
     (5, query_indexes.DESCRIPTION, query_indexes.add_query_indexes),
+    (6, query_indexes.SEARCH_DESCRIPTION, query_indexes.add_search_index),
 ]
 LATEST = MIGRATIONS[-1][0]
 

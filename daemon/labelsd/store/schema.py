@@ -109,8 +109,9 @@ class Prediction(Base):
 
     content: Mapped[Content] = relationship(back_populates="predictions")
 
-    # Search's best score per content, and each content's first label (migration 5).
-    __table_args__ = (Index("ix_predictions_class_score", "class_index", "score"),
+    # Search's best score per content (migration 6), and each content's first label
+    # (migration 5).
+    __table_args__ = (Index("ix_predictions_search", "class_index", "score", "sha256"),
                       Index("ix_predictions_first", "sha256", "label", "rank",
                             sqlite_where=text("rank = 1"), postgresql_where=text("rank = 1")))
 
