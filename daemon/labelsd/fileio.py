@@ -3,12 +3,15 @@ reads (the pipeline's reader, the gallery's thumbnails): never through a
 symlink, never blocking, a regular file or nothing. `atomic_output` writes an
 output file atomically: shared by `labels export -o` (text), the contact
 sheets of `labels gallery` (bytes) and XMP sidecars; a device or FIFO named
-as the output is written in place, never replaced."""
+as the output is written in place, never replaced. `read_json_object` and
+`write_json` keep the small JSON caches of `~/.cache/labels` (file digests, the
+bf16 measurement)."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import secrets
 import stat
@@ -167,4 +170,23 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
         raise
 
 
-__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "open_regular"]
+def read_json_object(path: str | os.PathLike) -> dict:
+    """The JSON object kept in `path`; {} when it is missing, unreadable, not JSON or
+    not an object (a cache that cannot be read is computed again, never an error)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            found = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def write_json(path: str | os.PathLike, data, *, indent: int | None = None) -> None:
+    """`data` as JSON at `path`, atomically (its folder made first); OSError as raised."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_output(path, follow=False) as out:
+        json.dump(data, out, indent=indent)
+
+
+__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "open_regular",
+           "read_json_object", "write_json"]

@@ -12,7 +12,6 @@ written, the facts are computed every time, as before.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -20,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import platformdirs
+
+from labelsd.fileio import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -36,23 +37,11 @@ def _identity(path: Path) -> list[int]:
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
-def _load(cache: Path) -> dict:
-    try:
-        entries = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}
-    return entries if isinstance(entries, dict) else {}
-
-
 def _save(cache: Path, entries: dict) -> None:
-    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(entries))
-        os.replace(tmp, cache)
+        write_json(cache, entries)
     except OSError as err:  # a read-only home: compute again next time
         log.debug("cannot remember file digests in %s: %s", cache, err)
-        tmp.unlink(missing_ok=True)
 
 
 def remembered(path: str | os.PathLike, kind: str, compute: Callable[[Path], dict]) -> dict:
@@ -68,7 +57,7 @@ def remembered(path: str | os.PathLike, kind: str, compute: Callable[[Path], dic
     key = f"{kind}:{real}"
     cache = cache_file()
     with _lock:
-        entry = _load(cache).get(key)
+        entry = read_json_object(cache).get(key)
     if isinstance(entry, dict) and entry.get("identity") == before and isinstance(entry.get("facts"), dict):
         return entry["facts"]
     facts = compute(path)
@@ -78,7 +67,7 @@ def remembered(path: str | os.PathLike, kind: str, compute: Callable[[Path], dic
         unchanged = False
     if unchanged:
         with _lock:
-            entries = _load(cache)
+            entries = read_json_object(cache)
             entries.pop(key, None)
             entries[key] = {"identity": before, "facts": facts}
             _save(cache, dict(list(entries.items())[-MAX_ENTRIES:]))

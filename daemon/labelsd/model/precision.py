@@ -30,6 +30,7 @@ import platformdirs
 
 from labelsd.config import PRECISIONS
 from labelsd.errors import ConfigError
+from labelsd.fileio import read_json_object, write_json
 
 log = logging.getLogger(__name__)
 
@@ -120,18 +121,10 @@ def _measurement_key(model: str, batch_size: int, flags: frozenset[str]) -> str:
             f"batch {batch_size}|{BF16_RECIPE}")
 
 
-def _read_cache(cache: Path) -> dict:
-    try:
-        known = json.loads(cache.read_text())
-    except (OSError, ValueError):
-        return {}
-    return known if isinstance(known, dict) else {}
-
-
 def known_speeds(model: str, batch_size: int, flags: frozenset[str],
                  cache: Path | None = None) -> dict[str, float] | None:
     """The kept measurement for this CPU, model and batch size, or None (nothing measured)."""
-    entry = _read_cache(cache or measurement_cache()).get(_measurement_key(model, batch_size, flags))
+    entry = read_json_object(cache or measurement_cache()).get(_measurement_key(model, batch_size, flags))
     return {"fp32": float(entry["fp32"]), "bf16": float(entry["bf16"])} if _valid(entry) else None
 
 
@@ -163,13 +156,10 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1] if proc else "timed out"
         log.info("could not measure bf16 (%s): fp32 it is", tail)
         return None
-    known = _read_cache(cache)
+    known = read_json_object(cache)
     known[_measurement_key(model, batch_size, flags)] = speeds
     try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(known, indent=1))
-        tmp.replace(cache)
+        write_json(cache, known, indent=1)
     except OSError as err:  # a read-only home: measure again next time, nothing worse
         log.info("cannot keep the measurement in %s (%s)", cache, err.strerror)
     return speeds
