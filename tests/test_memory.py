@@ -17,6 +17,7 @@ from labelsd.model.classifier import load_classifier
 from labelsd.pipeline import memory
 from labelsd.pipeline.runner import Pipeline
 from labelsd.store import workqueue
+from servicekit import wait_for
 
 glibc = pytest.mark.skipif(memory._glibc() is None, reason="glibc's malloc only")
 
@@ -61,13 +62,6 @@ def _enqueue(store, paths):
                               for p in paths])
 
 
-def _wait(condition, what, deadline_s=60):
-    deadline = time.monotonic() + deadline_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
-
-
 def test_the_pipeline_gives_memory_back_once_per_idle_spell(store, classifier, tmp_path, monkeypatch):
     calls = []
     monkeypatch.setattr(memory, "release_free_memory",
@@ -77,7 +71,8 @@ def test_the_pipeline_gives_memory_back_once_per_idle_spell(store, classifier, t
             _enqueue(store, [make_image(tmp_path / f"b{burst}-{i}.jpg", seed=10 * burst + i) for i in range(5)])
             pipe.wake()
             assert pipe.wait_idle(120)
-            _wait(lambda n=burst: len(calls) == n, f"the release after burst {burst}")
+            wait_for(lambda n=burst: len(calls) == n, 60, f"the release after burst {burst}",
+                     interval=0.02)
             assert pipe.done == 5 * burst
         # What must NOT happen has no event to wait for: about six more empty claims
         # (idle_wait_s 0.05) with nothing new, and no more releases.
