@@ -857,7 +857,7 @@ def test_search_reads_its_records_with_its_hits(tmp_path):
 def test_search_finds_its_best_scores_in_an_index_alone(tmp_path):
     """`labels search cat` at a million images: the best matching score of each
     content comes from one covering index (class, score, content), not from a
-    predictions row read per matching label (migration 7)."""
+    predictions row read per matching label (migration 6)."""
     from labelsd.serve import query
     from labelsd.serve.reader import as_reader
 
@@ -868,6 +868,24 @@ def test_search_finds_its_best_scores_in_an_index_alone(tmp_path):
     best = [step for step in hits if "predictions" in step and " l1 " not in step
             and " l2 " not in step and " l3 " not in step]
     assert best and all("COVERING INDEX" in step for step in best), hits
+
+
+def test_search_reads_a_hits_path_from_an_index_and_each_label_in_one_step(tmp_path):
+    """`labels search cat` at a million images: each hit's present paths come from
+    one index (content, missing, path) without a paths row, and each of its three
+    labels from predictions' own key (stored clustered by content, migration 7),
+    not an index entry and then a row."""
+    from labelsd.serve import query
+    from labelsd.serve.reader import as_reader
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        _library_of(store, tmp_path, 50)
+        plans = _sqlite_plans(store, lambda: query.find(as_reader(store), "cat"))
+    (hits,) = [steps for statement, steps in plans if "max(score)" in statement]
+    (path_step,) = [step for step in hits if step.startswith("SEARCH p ")]
+    assert "COVERING INDEX ix_paths_sha256_missing" in path_step, hits
+    label_steps = [step for step in hits if step.split()[:2] in (["SEARCH", f"l{k}"] for k in (1, 2, 3))]
+    assert len(label_steps) == 3 and all("USING PRIMARY KEY" in s for s in label_steps), hits
 
 
 def _first_labels_of_present_paths(store) -> list[tuple[str, int]]:

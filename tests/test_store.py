@@ -15,7 +15,7 @@ from labelsd import records
 from labelsd.errors import NotTracked, StoreUnavailable
 from labelsd.paths import canonical_path
 from labelsd.records import Prediction
-from labelsd.store import contents, migrations, workqueue
+from labelsd.store import contents, migrations, tags, workqueue
 from labelsd.store.engine import open_store
 from labelsd.store.schema import Base, Content, Tag, TrackedPath
 
@@ -167,6 +167,48 @@ def test_migration_upgrades_a_database_built_by_the_previous_schema(tmp_path):
     assert versions == [v for v, _, _ in migrations.MIGRATIONS]
     assert migrations.migrate(store.engine) == []  # idempotent
     store.close()
+
+
+def test_migration_7_keeps_every_label_tag_and_path_and_the_cascades(tmp_path):
+    """Migration 7 rebuilds SQLite's predictions and contents clustered by their
+    keys (WITHOUT ROWID) and widens the paths-by-content index: a library built
+    on schema 6 keeps every row (nothing cascades from the dropped contents),
+    and deleting a content still deletes its labels and tags."""
+    db = tmp_path / "six.db"
+    engine = create_engine(f"sqlite:///{db}")
+    migrations.migrate(engine, target=6)
+    engine.dispose()
+    with open_store(str(db), migrate=False) as old:
+        for i in range(30):
+            classify(old, str(tmp_path / f"{i}.jpg"), f"{i:064x}")
+        for i in range(0, 30, 3):
+            tags.add_tags(old, str(tmp_path / f"{i}.jpg"), [f"tag {i}", "Grandma"])
+        before = _all_rows(old)
+    assert len(before["predictions"]) == 90 and len(before["tags"]) == 20
+
+    with open_store(str(db)) as store:
+        assert _all_rows(store) == before
+        with store.read() as session:
+            for table in ("predictions", "contents"):
+                ddl = session.execute(text(
+                    "SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar_one()
+                assert "WITHOUT ROWID" in ddl, table
+            assert session.execute(text("PRAGMA foreign_key_check")).all() == []
+        # migrations run with foreign keys off: every pooled connection has them back on
+        for _ in range(3):
+            with store.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        with store.write() as session:
+            session.execute(text("DELETE FROM paths WHERE sha256 = :s"), {"s": f"{0:064x}"})
+            session.execute(text("DELETE FROM contents WHERE sha256 = :s"), {"s": f"{0:064x}"})
+        after = _all_rows(store)
+    assert len(after["predictions"]) == 87 and len(after["tags"]) == 18
+
+
+def _all_rows(store) -> dict[str, list]:
+    with store.read() as session:
+        return {table: sorted(tuple(r) for r in session.execute(text(f"SELECT * FROM {table}")))
+                for table in ("contents", "paths", "predictions", "tags")}
 
 
 def test_orm_models_match_the_migrated_schema(store):

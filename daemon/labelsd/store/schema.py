@@ -47,6 +47,9 @@ class Content(Base):
     """One distinct file content, classified once."""
 
     __tablename__ = "contents"
+    # Stored in key order on SQLite (WITHOUT ROWID, migration 7): a content is one
+    # step down its key.
+    __table_args__ = {"sqlite_with_rowid": False}
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -88,7 +91,9 @@ class TrackedPath(Base):
 
     content: Mapped[Content | None] = relationship()
 
-    # A content's present paths, read from the index alone (migration 5).
+    # A content's present paths, read from the index alone (migration 5); on SQLite
+    # it carries the path too, (sha256, missing, path) (migration 7; PostgreSQL's
+    # B-tree entries cannot hold every path).
     __table_args__ = (Index("ix_paths_sha256_missing", "sha256", "missing"),)
 
 
@@ -110,10 +115,12 @@ class Prediction(Base):
     content: Mapped[Content] = relationship(back_populates="predictions")
 
     # Search's best score per content (migration 6), and each content's first label
-    # (migration 5).
+    # (migration 5). On SQLite the rows are stored in key order (WITHOUT ROWID,
+    # migration 7): a content's labels are one step down the key.
     __table_args__ = (Index("ix_predictions_search", "class_index", "score", "sha256"),
                       Index("ix_predictions_first", "sha256", "label", "rank",
-                            sqlite_where=text("rank = 1"), postgresql_where=text("rank = 1")))
+                            sqlite_where=text("rank = 1"), postgresql_where=text("rank = 1")),
+                      {"sqlite_with_rowid": False})
 
 
 class Tag(Base):
