@@ -12,9 +12,12 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from labels_cli import render
 from labels_cli.app import app
 from labels_cli.render import CSV_COLUMNS
 from labelsd.serve import query
@@ -68,6 +71,26 @@ def test_search_and_list_print_json_dumps_bytes(db_url, store, library, tmp_path
         lines = [json.dumps(r.to_dict(), ensure_ascii=False) for r in expected]
         printed = ok(labels(db_url, *args, "--json"))
         assert printed == "[\n  " + ",\n  ".join(lines) + "\n]\n"
+
+
+_json_leaf = (st.none() | st.booleans() | st.integers() | st.floats()
+              | st.text(st.characters(codec=None, exclude_categories=())))
+_json_value = st.recursive(_json_leaf, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=st.dictionaries(st.text(max_size=12), _json_value, max_size=8))
+def test_the_record_encoder_writes_json_dumps_bytes(record):
+    """The one record encoder (the C encoder built once) writes json.dumps's text
+    for anything: NaN and infinities, lone surrogates (paths that are not
+    UTF-8), control characters, big integers, nesting."""
+    assert render._encode(record) == json.dumps(record, ensure_ascii=False)
+
+
+def test_the_record_encoder_refuses_what_json_dumps_refuses():
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        render._encode({"when": datetime.now()})
 
 
 @pytest.mark.parametrize(

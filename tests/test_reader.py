@@ -5,6 +5,7 @@ errors, labels, tags and counts, on every status a path can be in."""
 from __future__ import annotations
 
 import hashlib
+import os
 
 import pytest
 from sqlalchemy import update
@@ -168,17 +169,23 @@ def counting_statements(reader, monkeypatch) -> list[str]:
 
 
 def test_search_reads_each_hit_with_its_labels_in_one_statement(store, tmp_path, monkeypatch):
-    """A hit's path, content and three labels come in the row that finds it: after
-    the hits, only tags are read, one statement per CHUNK contents, never a
-    statement (or three) per image."""
+    """A hit's path, content and three labels come in the row that finds it, with
+    whether its content has tags: after the hits, only tags are read, for tagged
+    contents only, one statement per CHUNK of them, never a statement (or three)
+    per image."""
     from labelsd.store import recordsql
 
     count = recordsql.CHUNK + 20
     found = add_images(store, {str(tmp_path / f"cat{i:04d}.jpg"): [
         (281, 0.5 + i / 10_000), (999, 0.1), (500, 0.01)] for i in range(count)})
-    tags.add_tags(store, found[str(tmp_path / "cat0007.jpg")], ["Fluffy", "indoor"])
     read_only = open_reader(store.db)
     try:
+        for reader in (as_reader(store), read_only):
+            statements = counting_statements(reader, monkeypatch)
+            assert len(query.find(reader, "cat").records) == count
+            assert len(statements) == 2, statements  # the tag keys, the hits: no tags anywhere
+        tags.add_tags(store, found[str(tmp_path / "cat0007.jpg")], ["Fluffy", "indoor"])
+        tags.add_tags(store, found[str(tmp_path / "cat0450.jpg")], ["garden"])
         for reader in (as_reader(store), read_only):
             statements = counting_statements(reader, monkeypatch)
             result = query.find(reader, "cat")
@@ -187,10 +194,33 @@ def test_search_reads_each_hit_with_its_labels_in_one_statement(store, tmp_path,
             assert [p.rank for p in result.records[0].labels] == [1, 2, 3]
             tagged = next(r for r in result.records if r.path.endswith("cat0007.jpg"))
             assert tagged.tags == ["Fluffy", "indoor"]
-            # the tag keys (one), the hits with their records, then tags per CHUNK contents
-            assert len(statements) == 1 + 1 + -(-count // recordsql.CHUNK), statements
+            assert sum(bool(r.tags) for r in result.records) == 2
+            # the tag keys, the hits with their records, then the two tagged contents' tags
+            assert len(statements) == 1 + 1 + 1, statements
             statements.clear()
             assert len(list(reader.records(chunk=400))) == count
-            assert len(statements) == 2 * -(-count // 400)  # per page: records, their tags
+            assert len(statements) == 2 * 2  # per page: records, and its one tagged content's tags
+    finally:
+        read_only.close()
+
+
+def test_tags_of_many_tagged_hits_are_read_a_chunk_at_a_time(store, tmp_path, monkeypatch):
+    """Tagged contents' tags come one statement per CHUNK of them (an IN list
+    SQLite before 3.32 can bind), each tag on its own record, in tag order."""
+    from labelsd.store import recordsql
+
+    monkeypatch.setattr(recordsql, "CHUNK", 2)
+    found = add_images(store, {str(tmp_path / f"cat{i}.jpg"): [(281, 0.5 + i / 100)]
+                               for i in range(6)})
+    for i in range(5):
+        tags.add_tags(store, found[str(tmp_path / f"cat{i}.jpg")], [f"z{i}", f"a{i}"])
+    read_only = open_reader(store.db)
+    try:
+        for reader in (as_reader(store), read_only):
+            statements = counting_statements(reader, monkeypatch)
+            result = query.find(reader, "cat")
+            assert {os.path.basename(r.path): r.tags for r in result.records} == {
+                **{f"cat{i}.jpg": [f"a{i}", f"z{i}"] for i in range(5)}, "cat5.jpg": []}
+            assert len(statements) == 1 + 1 + 3, statements
     finally:
         read_only.close()

@@ -53,14 +53,17 @@ ERROR_SQL = """CASE WHEN q.state = 'failed' THEN q.last_error
 LABEL_RANKS = (1, 2, 3)
 # What a record is read from, for a query whose paths are `p`, their queue rows `q`
 # (LEFT JOINed) and what RECORD_JOINS adds (contents `c`, labels `l1`..`l3`): the
-# first RECORD_WIDTH columns of a row that `record_dicts` and `assemble` take.
+# first RECORD_WIDTH columns of a row that `record_dicts` and `assemble` take. The
+# last says whether the content has tags at all: only those are looked up.
 RECORD_COLUMNS = (f"p.path, p.sha256, {STATUS_SQL} AS status, {ERROR_SQL} AS error, "
                   "c.width, c.height, c.classified_at, c.taken_at, c.camera, c.gps_lat, "
                   "c.gps_lon, c.model, "
                   + ", ".join(f"l{k}.label, l{k}.wnid, l{k}.class_index, l{k}.score"
-                              for k in LABEL_RANKS))
+                              for k in LABEL_RANKS)
+                  + ", EXISTS (SELECT 1 FROM tags tg WHERE tg.sha256 = p.sha256) AS tagged")
 LABELS_AT = 12  # the first label column; each rank has 4 (label, wnid, class_index, score)
-RECORD_WIDTH = LABELS_AT + 4 * len(LABEL_RANKS)
+TAGGED_AT = LABELS_AT + 4 * len(LABEL_RANKS)
+RECORD_WIDTH = TAGGED_AT + 1
 RECORD_JOINS = " LEFT JOIN contents c ON c.sha256 = p.sha256" + "".join(
     f" LEFT JOIN predictions l{k} ON l{k}.sha256 = p.sha256 AND l{k}.rank = {k}"
     for k in LABEL_RANKS)
@@ -108,27 +111,26 @@ def record_dicts(run: Run, rows: Iterable[Sequence]) -> list[dict]:
     """Records, as the dicts `ImageRecord.to_dict` gives (the JSON shape), from rows
     whose first RECORD_WIDTH columns are RECORD_COLUMNS (more columns may follow),
     in their order, with their tags attached."""
-    times: dict = {}  # a batch of results shares one time: format each once
+    times: dict = {None: None}  # a batch of results shares one time: format each once
     label_at = [(rank, LABELS_AT + 4 * i) for i, rank in enumerate(LABEL_RANKS)]
+    tagged_at = TAGGED_AT
     found: list[dict] = []
-    by_sha: dict[str, list[list]] = {}  # content -> the tag lists of its records
+    by_sha: dict[str, list[list]] = {}  # tagged content -> the tag lists of its records
     for r in rows:
         when = r[6]
-        if when is not None and when not in times:
-            times[when] = as_utc(when).isoformat()
-        labels = []
-        if r[2] != "pending":  # a pending path's stored labels describe older bytes
-            for rank, at in label_at:
-                if r[at] is not None:
-                    labels.append({"rank": rank, "label": r[at], "wnid": r[at + 1],
-                                   "class_index": r[at + 2], "score": r[at + 3]})
+        stamp = times.get(when)
+        if stamp is None and when is not None:
+            stamp = times[when] = as_utc(when).isoformat()
+        # a pending path's stored labels describe older bytes
+        labels = [] if r[2] == "pending" else [
+            {"rank": rank, "label": r[at], "wnid": r[at + 1], "class_index": r[at + 2],
+             "score": r[at + 3]} for rank, at in label_at if r[at] is not None]
         tags: list[str] = []
-        if r[1]:
+        if r[tagged_at]:
             by_sha.setdefault(r[1], []).append(tags)
         found.append({"path": r[0], "sha256": r[1], "status": r[2], "error": r[3],
                       "width": r[4], "height": r[5], "labels": labels, "tags": tags,
-                      "classified_at": None if when is None else times[when],
-                      "taken_at": r[7], "camera": r[8],
+                      "classified_at": stamp, "taken_at": r[7], "camera": r[8],
                       "gps": None if r[9] is None or r[10] is None else {"lat": r[9], "lon": r[10]},
                       "model": r[11]})
     shas = sorted(by_sha)
@@ -218,6 +220,6 @@ def full_counts(run: Run) -> dict[str, int]:
 
 
 __all__ = ["CHUNK", "ERROR_SQL", "FROM_PATHS", "LABEL_RANKS", "RECORD_COLUMNS", "RECORD_JOINS",
-           "RECORD_SELECT", "RECORD_WIDTH", "STATUS_SQL", "RecordReads", "Run", "as_utc", "assemble",
+           "RECORD_SELECT", "RECORD_WIDTH", "TAGGED_AT", "STATUS_SQL", "RecordReads", "Run", "as_utc", "assemble",
            "collector_paused", "full_counts", "in_list", "record_dicts", "records_for_paths",
            "records_page"]
