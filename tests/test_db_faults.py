@@ -209,3 +209,23 @@ def test_a_full_disk_is_reported_as_a_full_disk_and_nothing_is_damaged(small_dis
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
+
+
+def test_the_wal_is_copied_back_every_wal_checkpoint_pages(tmp_path, monkeypatch):
+    """Every store connection checkpoints the WAL once it holds WAL_CHECKPOINT_PAGES
+    pages (raised from SQLite's 1,000 for the writer's sake), so the file stays
+    about that size however much is written."""
+    from labelsd.store import connect
+
+    monkeypatch.setattr(connect, "WAL_CHECKPOINT_PAGES", 40)
+    db = tmp_path / "labels.db"
+    with open_store(str(db)) as store:
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 40
+        for start in range(0, 3000, 100):
+            workqueue.enqueue(store, [records.FileFacts(f"{tmp_path}/{start + i}.jpg", 10, 1)
+                                      for i in range(100)])
+        wal_pages = (db.parent / (db.name + "-wal")).stat().st_size // 4096
+        assert wal_pages < 40 + 60, wal_pages  # the threshold, and one commit past it
+    with open_store(str(db)) as store, store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 40
