@@ -5,9 +5,13 @@ errors, labels, tags and counts, on every status a path can be in."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+from datetime import timedelta, timezone
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import update
 
 from labelsd import records
@@ -224,3 +228,49 @@ def test_tags_of_many_tagged_hits_are_read_a_chunk_at_a_time(store, tmp_path, mo
             assert len(statements) == 1 + 1 + 3, statements
     finally:
         read_only.close()
+
+
+# ---- the JSON text of records (store/recordjson.py) ----------------------------------
+
+_scalar = (st.none() | st.booleans() | st.integers() | st.floats()
+           | st.text(st.characters(codec=None, exclude_categories=()), max_size=12))
+_text = st.none() | st.text(st.characters(codec=None, exclude_categories=()), max_size=12)
+_label = st.tuples(st.text(max_size=12), st.text(max_size=10), st.integers(0, 999),
+                   st.floats()) | st.just((None, None, None, None))
+_when = st.none() | st.datetimes().map(str) | st.datetimes(
+    timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5))]))
+
+
+@st.composite
+def _record_rows(draw) -> tuple:
+    from labelsd.store import recordsql
+
+    row = (draw(st.text(st.characters(codec=None, exclude_categories=()), min_size=1)),
+           draw(st.none() | st.text("0123456789abcdef", min_size=1, max_size=4)),
+           draw(st.sampled_from(["done", "failed", "pending", "missing"])),
+           draw(_text), draw(_scalar), draw(_scalar), draw(_when), draw(_text), draw(_text),
+           draw(st.none() | st.floats()), draw(st.none() | st.floats()), draw(_text),
+           *draw(_label), *draw(_label), *draw(_label))
+    # whether the content has tags (EXISTS: false without a content)
+    row += (draw(st.sampled_from([0, 1, True, False])) if row[1] is not None else 0,)
+    assert len(row) == recordsql.RECORD_WIDTH
+    return row
+
+
+@settings(max_examples=300, deadline=None)
+@given(rows=st.lists(_record_rows(), max_size=6),
+       tagged=st.dictionaries(st.text("0123456789abcdef", min_size=1, max_size=4),
+                              st.lists(st.text(max_size=8), min_size=1, max_size=3), max_size=4))
+def test_record_json_is_json_dumps_of_the_record_dicts(rows, tagged):
+    """`--json`'s text straight from rows (search) is, byte for byte, json.dumps of
+    the dicts every other output is built from: any text (lone surrogates of
+    paths that are not UTF-8), NaN and infinities, times naive and aware, pending
+    paths' labels left out, tags where the row says its content has them."""
+    from labelsd.store import recordjson, recordsql
+
+    def run(sql: str, params: dict) -> list:
+        assert sql.startswith("SELECT sha256, tag FROM tags")
+        return [(sha, tag) for sha in sorted(params.values()) for tag in tagged.get(sha, [])]
+
+    dicts = recordsql.record_dicts(run, rows)
+    assert recordjson.record_json(run, rows) == [json.dumps(d, ensure_ascii=False) for d in dicts]

@@ -15,7 +15,7 @@ from labelsd.serve import query
 
 from .context import state
 from .options import RECORDS, CsvOpt, PathsOpt, SearchFilters, json_option, search_options
-from .render import Format, choose_format, render_json, render_records
+from .render import Format, choose_format, render_json, render_records, write_json_list
 from .xmp_cmds import show_photo_meta
 
 EXIT_NOT_RUNNING = 3  # as `systemctl status` for a stopped unit
@@ -102,8 +102,12 @@ def search(
     image. When the query names no class and no tag, stderr says so and
     suggests the nearest class names (the exit status stays 0)."""
     fmt = choose_format(as_json, as_csv, as_paths)
-    result = query.find(state(ctx).reader(), text, limit=limit, **filters.as_kwargs())
-    render_records(result.found, fmt, reason=result.reason)
+    result = query.find(state(ctx).reader(), text, limit=limit, as_json=fmt is Format.json,
+                        **filters.as_kwargs())
+    if result.texts is not None:
+        write_json_list(result.texts)
+    else:
+        render_records(result.found, fmt, reason=result.reason)
     if not result.classes and not result.tag_keys:
         hint = (f"; did you mean {', '.join(result.suggestions)}?" if result.suggestions else "")
         typer.echo(f"labels: no class or tag matches {text!r}{hint}", err=True)

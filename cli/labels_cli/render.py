@@ -17,6 +17,7 @@ from typing import Annotated, TextIO
 import typer
 
 from labelsd.records import ImageRecord
+from labelsd.store import recordjson
 
 
 class Format(str, Enum):
@@ -41,24 +42,8 @@ def choose_format(as_json: bool = False, as_csv: bool = False, as_paths: bool = 
     return chosen[0] if chosen else Format.table
 
 
-def _record_encoder() -> Callable[[dict], str]:
-    """One encoder for every record, with json.dumps's bytes (ensure_ascii=False,
-    ", " and ": " separators). JSONEncoder.encode builds a new C encoder (and its
-    cycle-check dict) at every call, a third of the time a small record takes: this
-    builds the C encoder once, without the cycle check (a record has no cycles).
-    Where the C accelerator is absent, JSONEncoder.encode itself."""
-    from json.encoder import c_make_encoder, encode_basestring
-
-    plain = json.JSONEncoder(ensure_ascii=False)
-    if c_make_encoder is None:
-        return plain.encode
-    chunks = c_make_encoder(None, plain.default, encode_basestring, None, plain.key_separator,
-                            plain.item_separator, False, False, True)
-    join = "".join
-    return lambda rec: join(chunks(rec, 0))
-
-
-_encode = _record_encoder()
+# json.dumps's bytes for any record (the C encoder built once; store/recordjson.py).
+_encode = recordjson.encode
 
 
 def render_json(value, out: TextIO | None = None) -> None:
@@ -121,16 +106,7 @@ def render_records(records: Iterable[ImageRecord | dict], fmt: Format, out: Text
                 out.write(json.dumps(rec, ensure_ascii=False, indent=2) + "\n")
                 count += 1
             return count
-        # json.dumps's bytes, one record a line: "[", then ",\n  "-separated records.
-        parts = ["["]
-        for rec in dicts:
-            parts.append(",\n  " + _encode(rec) if count else "\n  " + _encode(rec))
-            count += 1
-            if len(parts) >= WRITE_EVERY:
-                out.write("".join(parts))
-                parts.clear()
-        parts.append("\n]\n" if count else "]\n")
-        out.write("".join(parts))
+        count = write_json_list(map(_encode, dicts), out)
     elif fmt is Format.csv:
         writer = csv.writer(out)
         writer.writerow(CSV_COLUMNS)
@@ -143,6 +119,24 @@ def render_records(records: Iterable[ImageRecord | dict], fmt: Format, out: Text
             count += 1
     else:
         count = _render_table(dicts, out, reason)
+    return count
+
+
+def write_json_list(texts: Iterable[str], out: TextIO | None = None) -> int:
+    """A JSON list of records already encoded (`_encode`, or store/recordjson.py's
+    text), as json.dumps's bytes with one record a line: "[", then ",\n  "-separated
+    records, then "]". Written WRITE_EVERY records at a time; returns how many."""
+    out = out or sys.stdout
+    count = 0
+    parts = ["["]
+    for text in texts:
+        parts.append(",\n  " + text if count else "\n  " + text)
+        count += 1
+        if len(parts) >= WRITE_EVERY:
+            out.write("".join(parts))
+            parts.clear()
+    parts.append("\n]\n" if count else "]\n")
+    out.write("".join(parts))
     return count
 
 

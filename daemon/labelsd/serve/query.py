@@ -39,7 +39,7 @@ from labelsd.serve.status import (  # re-exported too
     service_status,
     watched_roots,
 )
-from labelsd.store import recordsql
+from labelsd.store import recordjson, recordsql
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +64,15 @@ class SearchResult:
     """What a search found, and why: the classes and tags it matched (the CLI
     shows which label made each hit), and names to suggest when nothing did.
     `found` holds the records as the dicts `--json` prints; `records` as
-    `ImageRecord`s, built when first asked for."""
+    `ImageRecord`s, built when first asked for. A search for JSON text
+    (`find(..., as_json=True)`) holds each record's text in `texts` instead, and
+    `found` is empty."""
 
     found: list[dict]
     classes: frozenset[int]
     tag_keys: tuple[str, ...]
     suggestions: list[str] = field(default_factory=list)
+    texts: list[str] | None = None
 
     @cached_property
     def records(self) -> list[ImageRecord]:
@@ -248,10 +251,11 @@ def _narrowing(options: dict) -> Narrowing:
 
 
 def find(source, query: str, *, exact: bool = False, min_score: float | None = None,
-         limit: int | None = None, **narrowing) -> SearchResult:
+         limit: int | None = None, as_json: bool = False, **narrowing) -> SearchResult:
     """Records of the images a query finds, best first, with why each was found;
-    when the query names no class and no tag, the nearest class names.
-    Options as `search_hits`."""
+    when the query names no class and no tag, the nearest class names. With
+    `as_json`, each record as the JSON text `--json` prints (store/recordjson.py),
+    in `texts`. Other options as `search_hits`."""
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
@@ -261,9 +265,12 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
             run, classes, tag_keys, min_score=min_score, limit=limit,
             narrowing=_narrowing(narrowing), columns=recordsql.RECORD_COLUMNS,
             joins=recordsql.RECORD_JOINS)
-        found = recordsql.record_dicts(run, by_label + by_tag)
+        if as_json:
+            found, texts = [], recordjson.record_json(run, by_label + by_tag)
+        else:
+            found, texts = recordsql.record_dicts(run, by_label + by_tag), None
     suggestions = suggest(query) if not classes and not tag_keys else []
-    return SearchResult(found, classes, tag_keys, suggestions)
+    return SearchResult(found, classes, tag_keys, suggestions, texts)
 
 
 def search(source, query: str, **options) -> list[ImageRecord]:

@@ -2,8 +2,9 @@
 SQLite settings, and driver errors turned into advice a person can act on.
 
 On SQLite one connect hook sets the busy timeout, synchronous=NORMAL, foreign
-keys and the WAL's checkpoint size (WAL_CHECKPOINT_PAGES) on every connection, and a begin hook starts write transactions with BEGIN
-IMMEDIATE (reads with a deferred BEGIN). WAL is switched on once per file
+keys and the WAL's checkpoint size (WAL_CHECKPOINT_PAGES) on every connection,
+and a begin hook starts write transactions with BEGIN IMMEDIATE (reads with a
+deferred BEGIN). WAL is switched on once per file
 (`enable_wal`), not in the hook: the mode is stored in the file.
 """
 

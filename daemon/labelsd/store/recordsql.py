@@ -133,14 +133,23 @@ def record_dicts(run: Run, rows: Iterable[Sequence]) -> list[dict]:
                       "classified_at": stamp, "taken_at": r[7], "camera": r[8],
                       "gps": None if r[9] is None or r[10] is None else {"lat": r[9], "lon": r[10]},
                       "model": r[11]})
-    shas = sorted(by_sha)
-    for start in range(0, len(shas), CHUNK):
+    for sha, tags in tags_of(run, by_sha).items():
+        for record_tags in by_sha[sha]:
+            record_tags.extend(tags)
+    return found
+
+
+def tags_of(run: Run, shas: Iterable[str]) -> dict[str, list[str]]:
+    """The tags of these contents (those with none left out), each list in tag
+    order: one query per CHUNK contents."""
+    wanted = sorted(shas)
+    found: dict[str, list[str]] = {}
+    for start in range(0, len(wanted), CHUNK):
         params: dict = {}
-        part = in_list("s", shas[start:start + CHUNK], params)
+        part = in_list("s", wanted[start:start + CHUNK], params)
         for sha, tag in run(f"SELECT sha256, tag FROM tags WHERE sha256 IN ({part}) "
                             "ORDER BY sha256, tag_key", params):
-            for tags in by_sha[sha]:
-                tags.append(tag)
+            found.setdefault(sha, []).append(tag)
     return found
 
 
@@ -222,4 +231,4 @@ def full_counts(run: Run) -> dict[str, int]:
 __all__ = ["CHUNK", "ERROR_SQL", "FROM_PATHS", "LABEL_RANKS", "RECORD_COLUMNS", "RECORD_JOINS",
            "RECORD_SELECT", "RECORD_WIDTH", "TAGGED_AT", "STATUS_SQL", "RecordReads", "Run", "as_utc", "assemble",
            "collector_paused", "full_counts", "in_list", "record_dicts", "records_for_paths",
-           "records_page"]
+           "records_page", "tags_of"]
