@@ -16,8 +16,9 @@ On the same 12 MP phone-sized JPEGs (generated once, cached):
       (is the model ever idle during the burst?) and the ceiling that decoding on
       the same cores leaves the pipeline;
 then the real `labelsd` service as a subprocess (bench/servicebench.py):
-  (b) bursts of phone photos copied into its watched folder, until the last label is committed
-      (as many bursts as rounds, each with photos of its own, best kept);
+  (b) bursts of phone photos renamed into its watched folder (staged beside it first,
+      as sync tools deliver files), until the last label is committed (as many bursts
+      as rounds, each with photos of its own, best kept);
   (c) single drops: one photo at a time moved into the idle service's folder,
       move to `done` (the database polled every 10 ms), p50/p95 against one
       forward pass (batch 1) + 0.3 s;
