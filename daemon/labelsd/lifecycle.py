@@ -22,7 +22,7 @@ from labelsd.config import Settings, load_settings
 from labelsd.errors import ConfigError, LabelsError
 from labelsd.events import Events
 from labelsd.liveness import Heartbeat, take_over_dead_nodes
-from labelsd.notify import Notifier, WatchdogPinger
+from labelsd.notify import Notifier, WatchdogPinger, start_timeout_extended
 from labelsd.paths import canonical_root
 from labelsd.store import counters, nodes, relabel, workqueue
 from labelsd.store.dbfile import DatabaseLost, ServedFile
@@ -100,14 +100,16 @@ class Service:
         s = self.settings
         roots = _check_roots(s.watch)
         limit_arenas()  # before any thread of ours allocates: a smaller process at rest
-        self.notifier.status("opening the database")
-        self.store = open_store(s.db)
-        log.info("database %s", self.store.where)
-        self.served = ServedFile.of(self.store)
-        if self.served is not None:
-            self.served.claim()
-        self.notifier.status("loading the model")
-        self.classifier = load_model(s.weights, s.device, s.batch_size, s.precision, model=s.model)
+        with start_timeout_extended(self.notifier):  # a migration, a first conversion
+            self.notifier.status("opening the database")
+            self.store = open_store(s.db)
+            log.info("database %s", self.store.where)
+            self.served = ServedFile.of(self.store)
+            if self.served is not None:
+                self.served.claim()
+            self.notifier.status("loading the model")
+            self.classifier = load_model(s.weights, s.device, s.batch_size, s.precision,
+                                         model=s.model)
         take_over_dead_nodes(self.store, self.node_id)
         self._registered = True  # from here on, a failed start marks the node stopped
         nodes.register(self.store, self.node_id, model=self.classifier.name,

@@ -15,7 +15,8 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from labelsd.loopthread import LoopThread
 
@@ -93,6 +94,39 @@ def watchdog_interval(env: dict[str, str] | None = None) -> float | None:
     if usec <= 0 or (pid and pid.strip() != str(os.getpid())):
         return None
     return usec / 2 / 1_000_000
+
+
+class _StartExtender(LoopThread):
+    def __init__(self, notifier: Notifier, every_s: float, by_s: float, at_most_s: float):
+        self.notifier = notifier
+        self.every_s = every_s
+        self.by_s = by_s
+        self.at_most_s = at_most_s
+        super().__init__("sd-extend-start")
+
+    def _run(self) -> None:
+        until = time.monotonic() + self.at_most_s
+        while time.monotonic() < until:
+            self.notifier.send(f"EXTEND_TIMEOUT_USEC={int(self.by_s * 1_000_000)}")
+            if self._stop.wait(self.every_s):
+                return
+
+
+@contextmanager
+def start_timeout_extended(notifier: Notifier, every_s: float = 20.0, by_s: float = 60.0,
+                           at_most_s: float = 3600.0) -> Iterator[None]:
+    """While the block runs, tell systemd every `every_s` to allow `by_s` more for the
+    start (EXTEND_TIMEOUT_USEC, systemd 236 and later; older ones ignore it), for at
+    most `at_most_s`: opening a large library the first time after an upgrade
+    migrates it (SQLite, a million images: 25 s; ten million would pass
+    TimeoutStartSec=300), and the first start converts the model. A start stuck in
+    the block for over `at_most_s` is let go: the messages stop, and `by_s` later
+    systemd's start timeout ends it."""
+    extender = _StartExtender(notifier, every_s, by_s, at_most_s).start()
+    try:
+        yield
+    finally:
+        extender.stop()
 
 
 class WatchdogPinger(LoopThread):
