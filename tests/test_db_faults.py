@@ -210,6 +210,53 @@ def test_a_full_disk_is_reported_as_a_full_disk_and_nothing_is_damaged(small_dis
             assert conn.exec_driver_sql("PRAGMA integrity_check").scalar() == "ok"
 
 
+def test_a_migration_that_meets_a_full_disk_changes_nothing_and_runs_once_there_is_room(
+        small_disk):
+    """Migration 7 rebuilds tables (new pages for all of them): on a full disk the
+    start fails saying so, the library stays on schema 6 with every row, and the next
+    start, with room, migrates it."""
+    from sqlalchemy import create_engine, text
+
+    from labelsd.store import migrations
+
+    db = small_disk / "labels.db"
+    engine = create_engine(f"sqlite:///{db}")
+    migrations.migrate(engine, target=6)
+    engine.dispose()
+    with open_store(str(db), migrate=False) as old:
+        facts = [records.FileFacts(f"/photos/{i}.jpg", i, i) for i in range(300)]
+        workqueue.enqueue(old, facts)
+        claims = workqueue.claim(old, "n", limit=300)
+        contents.record_outcomes(old, "n", [records.Outcome(
+            c, records.OutcomeKind.CLASSIFIED, sha256=f"{c.id:064x}", size=1, mtime_ns=1,
+            width=4, height=3, format="JPEG", model="m", predictions=[
+                Prediction(r, f"label {r}", "n0", r, 0.5) for r in (1, 2, 3)]) for c in claims])
+    filler = fill(small_disk)
+    with pytest.raises(StoreUnavailable, match="is full; free some space"):
+        open_store(str(db))
+    from labelsd.serve import query
+    from labelsd.serve.reader import open_reader
+
+    with pytest.raises(StoreUnavailable, match="is full; free some space"):  # not "I/O error"
+        reader = open_reader(str(db))
+        try:
+            query.search(reader, "cat")
+        finally:
+            reader.close()
+    os.unlink(filler)  # with room again (a full disk cannot even be read in WAL mode)
+    check = sqlite3.connect(db)
+    try:
+        assert check.execute("SELECT max(version) FROM schema_migrations").fetchone()[0] == 6
+        assert check.execute("SELECT count(*) FROM predictions").fetchone()[0] == 900
+        assert "WITHOUT ROWID" not in check.execute(
+            "SELECT sql FROM sqlite_master WHERE name = 'predictions'").fetchone()[0]
+    finally:
+        check.close()
+    with open_store(str(db)) as store, store.read() as session:
+        assert session.execute(text("SELECT max(version) FROM schema_migrations")).scalar() == 7
+        assert session.execute(text("SELECT count(*) FROM predictions")).scalar() == 900
+        assert session.execute(text("PRAGMA foreign_keys")).scalar() == 1
+
 
 def test_the_wal_is_copied_back_every_wal_checkpoint_pages(tmp_path, monkeypatch):
     """Every store connection checkpoints the WAL once it holds WAL_CHECKPOINT_PAGES

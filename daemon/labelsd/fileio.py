@@ -188,5 +188,17 @@ def write_json(path: str | os.PathLike, data, *, indent: int | None = None) -> N
         json.dump(data, out, indent=indent)
 
 
-__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "open_regular",
+def no_room_beside(path: str | os.PathLike) -> bool:
+    """Whether the file system holding `path` (a file, existing or not) has under
+    1 MiB left. SQLite reports some writes that meet a full disk (the WAL index
+    growing, a migration's new pages) as a bare "disk I/O error": this tells a full
+    disk from a failing one. False when the folder cannot be looked at."""
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(os.path.expanduser(path))))
+    except (OSError, ValueError):
+        return False
+    return fs.f_bavail * fs.f_frsize < 1 << 20
+
+
+__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "no_room_beside", "open_regular",
            "read_json_object", "write_json"]

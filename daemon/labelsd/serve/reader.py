@@ -24,6 +24,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 from labelsd.errors import StoreUnavailable
+from labelsd.fileio import no_room_beside
 from labelsd.store import recordsql
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
@@ -146,6 +147,8 @@ def explain(err: Exception, where: str) -> StoreUnavailable:
                                 "and its folder's")
     if "locked" in lowered or "busy" in lowered:
         return StoreUnavailable(f"the database {where} stayed locked by another process; try again")
+    if "disk i/o error" in lowered and no_room_beside(where):  # reading in WAL mode needs room too
+        return StoreUnavailable(f"the disk holding the database {where} is full; free some space")
     return StoreUnavailable(f"database error on {where}: {detail}")
 
 

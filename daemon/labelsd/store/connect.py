@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
 from labelsd.errors import StoreUnavailable
+from labelsd.fileio import no_room_beside
 from labelsd.store.access import prepare_database_file
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,8 @@ def explain(err: Exception, where: str) -> StoreUnavailable:
         advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
     elif "readonly" in lowered or "read-only" in lowered:
         advice = f"the database {where} is read-only; check its permissions and its folder's"
-    elif "disk is full" in lowered or "no space left" in lowered or "could not extend" in lowered:
+    elif ("disk is full" in lowered or "no space left" in lowered or "could not extend" in lowered
+          or ("disk i/o error" in lowered and not is_url(where) and no_room_beside(where))):
         advice = (f"the disk holding the database {where} is full; free some space "
                   "(nothing is lost: writes are retried)")
     elif "disk i/o error" in lowered:
