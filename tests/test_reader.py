@@ -274,3 +274,24 @@ def test_record_json_is_json_dumps_of_the_record_dicts(rows, tagged):
 
     dicts = recordsql.record_dicts(run, rows)
     assert recordjson.record_json(run, rows) == [json.dumps(d, ensure_ascii=False) for d in dicts]
+
+
+def test_the_distinct_tag_keys_come_one_index_step_per_key(store, tmp_path):
+    """Every search lists the distinct tag keys: from the tag_key index one step per
+    key (not a scan of every tag row: two million rows of imported keywords took
+    0.07 s of every search), and the same keys as SELECT DISTINCT."""
+    from sqlalchemy import text
+
+    from labelsd.serve.tagmatch import DISTINCT_TAG_KEYS
+
+    found = add_images(store, {str(tmp_path / f"{i}.jpg"): [(281, 0.5)] for i in range(12)})
+    for i, path in enumerate(sorted(found.values())):
+        tags.add_tags(store, path, ["Garden", "garden party", f"Year {i % 3}", "Ünï ✓"])
+    with store.read() as session:
+        loose = [row[0] for row in session.execute(text(DISTINCT_TAG_KEYS))]
+        distinct = [row[0] for row in session.execute(text("SELECT DISTINCT tag_key FROM tags"))]
+        assert sorted(loose) == sorted(distinct) and len(loose) == 6
+        if store.dialect == "sqlite":
+            plan = [row[3] for row in session.execute(text("EXPLAIN QUERY PLAN " + DISTINCT_TAG_KEYS))]
+            assert not [step for step in plan if step.startswith("SCAN tags")], plan
+    assert query.matching_tag_keys(as_reader(store), "gardens") == ("garden", "garden party")

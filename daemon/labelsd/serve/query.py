@@ -23,12 +23,11 @@ path), and `--min-score`, which filters on a label's score, leaves them out.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
-from labelsd.model.taxonomy import base_forms, select_classes, suggest
+from labelsd.model.taxonomy import select_classes, suggest
 from labelsd.records import ImageRecord
 from labelsd.serve.reader import as_reader, in_list
 from labelsd.serve.stats import Stats, stats, tag_counts  # re-exported: the query API in one place
@@ -39,15 +38,11 @@ from labelsd.serve.status import (  # re-exported too
     service_status,
     watched_roots,
 )
+from labelsd.serve.tagmatch import matching_tag_keys, tag_key  # re-exported
 from labelsd.store import recordjson, recordsql
 
 log = logging.getLogger(__name__)
 
-
-
-def tag_key(tag: str) -> str:
-    """The form tags are matched by (as store.tags.tag_key): trimmed, case-folded."""
-    return tag.strip().casefold()
 
 
 # ---- search ------------------------------------------------------------------
@@ -87,28 +82,6 @@ class SearchResult:
             return f"{best['label']} {best['score']:.0%}"
         tagged = [t for t in rec["tags"] if tag_key(t) in self.tag_keys]
         return f"tag {tagged[0]}" if tagged else ""
-
-
-def _words(text: str) -> list[frozenset[str]]:
-    """Each word of a text with its base forms ("Grandma's 90th" -> grandma, s, 90th)."""
-    return [frozenset(base_forms(w)) for w in re.findall(r"\w+", text.casefold())]
-
-
-def _has_run(words: list[frozenset[str]], run: list[frozenset[str]]) -> bool:
-    n = len(run)
-    return any(all(words[i + j] & run[j] for j in range(n)) for i in range(len(words) - n + 1))
-
-
-def matching_tag_keys(reader, query: str) -> tuple[str, ...]:
-    """The stored tag keys a query finds: the tag itself, or a tag whose words
-    contain the query's words in order, each compared in its base forms."""
-    key = tag_key(query)
-    if not key:
-        return ()
-    run = _words(key)
-    with reader.read() as run_sql:
-        keys = [row[0] for row in run_sql("SELECT DISTINCT tag_key FROM tags", {})]
-    return tuple(k for k in keys if k == key or (run and _has_run(_words(k), run)))
 
 
 @dataclass(frozen=True)
@@ -280,4 +253,5 @@ def search(source, query: str, **options) -> list[ImageRecord]:
 
 __all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "Narrowing", "SearchHit", "SearchResult", "Stats",
            "atomic_output", "find", "list_nodes", "matching_tag_keys", "photo_sql", "search",
-           "search_hits", "service_status", "stats", "tag_counts", "taken_window", "watched_roots"]
+           "search_hits", "service_status", "stats", "tag_counts", "tag_key", "taken_window",
+           "watched_roots"]
