@@ -295,3 +295,30 @@ def test_the_distinct_tag_keys_come_one_index_step_per_key(store, tmp_path):
             plan = [row[3] for row in session.execute(text("EXPLAIN QUERY PLAN " + DISTINCT_TAG_KEYS))]
             assert not [step for step in plan if step.startswith("SCAN tags")], plan
     assert query.matching_tag_keys(as_reader(store), "gardens") == ("garden", "garden party")
+
+
+def test_stats_counts_tags_without_sorting_them(store, tmp_path, monkeypatch):
+    """`labels stats` counts distinct tags and tagged contents each from its own index
+    (SQLite sorted both in temporary B-trees when asked together: 2 million tag rows,
+    0.82 s of the command's 1.8)."""
+    import sqlite3
+
+    found = add_images(store, {str(tmp_path / f"{i}.jpg"): [(281, 0.5)] for i in range(6)})
+    for i, path in enumerate(sorted(found.values())):
+        tags.add_tags(store, path, ["Garden", f"year {i % 2}"])
+    reader = open_reader(store.db)
+    try:
+        statements = counting_statements(reader, monkeypatch)
+        result = query.stats(reader)
+        assert (result.tags, result.tagged_contents) == (3, 6)
+        if store.dialect == "sqlite":
+            conn = sqlite3.connect(store.db)
+            try:
+                for sql in statements:
+                    if "FROM tags" in sql:
+                        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, {})]
+                        assert not [s for s in plan if "TEMP B-TREE" in s], (sql, plan)
+            finally:
+                conn.close()
+    finally:
+        reader.close()

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from labelsd.serve.reader import as_reader
+from labelsd.serve.tagmatch import DISTINCT_TAG_KEYS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,10 @@ def stats(source, top: int = 10) -> Stats:
     counts = reader.counts()
     with reader.read() as run:
         (contents,), = run("SELECT count(*) FROM contents", {})
-        n_tags, tagged = run("SELECT count(DISTINCT tag_key), count(DISTINCT sha256) FROM tags", {})[0]
+        # Each count on its own index: together, SQLite sorted both in temporary
+        # B-trees (2 million tag rows: 0.82 s; apart, 0.17 s).
+        (n_tags,), = run(f"SELECT count(*) FROM ({DISTINCT_TAG_KEYS}) AS keys", {})
+        (tagged,), = run("SELECT count(DISTINCT sha256) FROM tags", {})
         top_labels = [(label, n) for label, n in run(TOP_LABELS_SQL, {"top": top})]
     return Stats(counts=counts, images=sum(counts.values()), contents=contents or 0,
                  tags=n_tags or 0, tagged_contents=tagged or 0, top_labels=top_labels)
