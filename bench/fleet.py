@@ -11,7 +11,8 @@ stands where the model would, so every figure is the store path alone:
   (c) how long an idle node takes to start on work another node queued
       (LISTEN/NOTIFY on PostgreSQL);
   (d) `labels search cat`, `labels status` and `labels stats` (the CLI, in a
-      subprocess) on a synthetic library of --library images.
+      subprocess) on a synthetic library of --library images, each with a top 3
+      and two imported keywords (bench/query.py's builder).
 
     .venv/bin/python bench/fleet.py [--images 20000] [--queued 200000] [--library 1000000]
                                     [--quick] [--no-postgres]

@@ -1,7 +1,8 @@
 """How fast `labels search cat` answers over a large library.
 
 Builds a SQLite store of --images images (default 100,000) with random but
-plausible top-3 predictions (bulk insert, SQLAlchemy Core executemany), then
+plausible top-3 predictions and two imported keywords each, from about 4,000 (bulk
+insert, SQLAlchemy Core executemany), then
 times, as the median of --runs runs:
 
   * the library call `labelsd.serve.query.search(store, "cat")` (and `search_hits`,
@@ -45,7 +46,7 @@ from labelsd.model.taxonomy import class_by_index, classes
 from labelsd.serve import query
 from labelsd.serve.reader import open_reader
 from labelsd.store.engine import open_store
-from labelsd.store.schema import Content, Prediction, TrackedPath
+from labelsd.store.schema import Content, Prediction, Tag, TrackedPath
 
 MODEL = "inception_v3"
 
@@ -66,15 +67,35 @@ def plausible_top3(rng: random.Random) -> list[tuple[int, float]]:
     return list(zip([first, *sorted(others)], [s1, max(s2, s3), min(s2, s3)]))
 
 
-def build(db: str, images: int, seed: int = 7) -> None:
+# Keywords a photo library carries (imported from XMP: places, people, events,
+# years), none of them a word of an ImageNet class a benchmark query asks for.
+_KEYWORD_WORDS = ("garden", "beach", "family", "holiday", "birthday", "grandma", "winter",
+                  "summer", "paris", "london", "party", "wedding", "kids", "school", "mountain",
+                  "lake", "forest", "sunset", "food", "friends", "work", "home", "trip",
+                  "christmas", "easter", "concert", "museum", "anniversary", "hiking", "picnic")
+
+
+def keywords(rng: random.Random, count: int = 4_000) -> list[str]:
+    """About `count` distinct keywords: one to three words, half with a year."""
+    found: set[str] = set()
+    while len(found) < count:
+        words = " ".join(rng.sample(_KEYWORD_WORDS, rng.choice((1, 2, 3))))
+        found.add(words if rng.random() < 0.5 else f"{words} {rng.randint(1990, 2025)}")
+    return sorted(found)
+
+
+def build(db: str, images: int, seed: int = 7, keywords_per_image: int = 2) -> None:
+    """The library: `images` photos, each its own content with a plausible top 3 and
+    `keywords_per_image` imported keywords (tags) from about 4,000."""
     rng = random.Random(seed)
+    vocabulary = keywords(rng)
     now = datetime.now(timezone.utc)
     started = time.perf_counter()
     store = open_store(db)
     chunk = 10_000
     with store.write() as session:
         for start in range(0, images, chunk):
-            contents, paths, preds = [], [], []
+            contents, paths, preds, tags = [], [], [], []
             for i in range(start, min(images, start + chunk)):
                 sha = hashlib.sha256(f"image {i}".encode()).hexdigest()
                 contents.append({"sha256": sha, "size": 1_000_000 + i, "width": 4032,
@@ -88,9 +109,14 @@ def build(db: str, images: int, seed: int = 7) -> None:
                     preds.append({"sha256": sha, "rank": rank, "model": MODEL,
                                   "class_index": index, "wnid": cls.wnid, "label": cls.label,
                                   "score": score})
+                for keyword in rng.sample(vocabulary, keywords_per_image):
+                    tags.append({"sha256": sha, "tag_key": keyword, "tag": keyword.title(),
+                                 "created_at": now, "imported": True})
             session.execute(insert(Content), contents)
             session.execute(insert(TrackedPath), paths)
             session.execute(insert(Prediction), preds)
+            if tags:
+                session.execute(insert(Tag), tags)
     with store.engine.connect() as conn:
         conn.exec_driver_sql("ANALYZE")
     store.close()
