@@ -189,7 +189,7 @@ def test_migration_7_keeps_every_label_tag_and_path_and_the_cascades(tmp_path):
     with open_store(str(db)) as store:
         assert _all_rows(store) == before
         with store.read() as session:
-            for table in ("predictions", "contents"):
+            for table in ("predictions", "contents", "tags"):
                 ddl = session.execute(text(
                     "SELECT sql FROM sqlite_master WHERE name = :t"), {"t": table}).scalar_one()
                 assert "WITHOUT ROWID" in ddl, table

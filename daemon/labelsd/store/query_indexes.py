@@ -28,7 +28,8 @@ looked up about eleven times; the lookups were most of its time):
   its automatic index and then a row by rowid. Nothing references
   predictions, so dropping the old table cascades nowhere; the rebuilt table
   keeps its foreign key to contents (ON DELETE CASCADE) and its two indexes.
-- `contents` likewise, by its key (sha256): a hit's content is one step.
+- `contents` likewise, by its key (sha256): a hit's content is one step; and
+  `tags`, by (content, tag key): a content's tags are one step and a range.
   Paths, tags and predictions reference it: `migrate` runs with foreign keys
   off on SQLite (SQLite's own procedure for rebuilding a table), so dropping
   the old table cascades nowhere, and checks them all before it commits.
@@ -71,7 +72,7 @@ def add_search_index(conn: Connection) -> None:
         conn.execute(text(statement))
 
 
-CLUSTER_DESCRIPTION = ("SQLite: predictions and contents clustered by content, "
+CLUSTER_DESCRIPTION = ("SQLite: predictions, contents and tags clustered by content, "
                        "present paths by content with path")
 
 # predictions as migration 1 created it (frozen: the models may change), clustered.
@@ -106,6 +107,17 @@ _CLUSTERED_CONTENTS = """CREATE TABLE contents_clustered (
 ) WITHOUT ROWID"""
 _CONTENT_COLUMNS = ("sha256, size, width, height, format, status, error, model, classified_at, "
                     "taken_at, camera, gps_lat, gps_lon")
+# tags as migrations 1 and 3 left it, clustered.
+_CLUSTERED_TAGS = """CREATE TABLE tags_clustered (
+	sha256 VARCHAR(64) NOT NULL,
+	tag_key VARCHAR(200) NOT NULL,
+	tag VARCHAR(200) NOT NULL,
+	created_at DATETIME NOT NULL,
+	imported BOOLEAN NOT NULL DEFAULT FALSE,
+	PRIMARY KEY (sha256, tag_key),
+	FOREIGN KEY(sha256) REFERENCES contents (sha256) ON DELETE CASCADE
+) WITHOUT ROWID"""
+_TAG_COLUMNS = "sha256, tag_key, tag, created_at, imported"
 
 
 def cluster_search_rows(conn: Connection) -> None:
@@ -126,6 +138,12 @@ def cluster_search_rows(conn: Connection) -> None:
             "ALTER TABLE contents_clustered RENAME TO contents",
             "CREATE INDEX ix_contents_taken_at ON contents (taken_at)",
             "CREATE INDEX ix_contents_not_done ON contents (sha256) WHERE status <> 'done'",
+            _CLUSTERED_TAGS,
+            f"INSERT INTO tags_clustered ({_TAG_COLUMNS}) "
+            f"SELECT {_TAG_COLUMNS} FROM tags ORDER BY sha256, tag_key",
+            "DROP TABLE tags",
+            "ALTER TABLE tags_clustered RENAME TO tags",
+            "CREATE INDEX ix_tags_tag_key ON tags (tag_key)",
             "DROP INDEX ix_paths_sha256_missing",
             "CREATE INDEX ix_paths_sha256_missing ON paths (sha256, missing, path)"):
         conn.execute(text(statement))

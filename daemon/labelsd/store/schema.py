@@ -127,6 +127,8 @@ class Tag(Base):
     """A user tag on a content. `tag_key` is the case-folded form used for matching."""
 
     __tablename__ = "tags"
+    # Stored in key order on SQLite (WITHOUT ROWID, migration 7): a content's tags are
+    # one step down the key and a range.
 
     sha256: Mapped[str] = mapped_column(
         ForeignKey("contents.sha256", ondelete="CASCADE"), primary_key=True
@@ -139,7 +141,7 @@ class Tag(Base):
 
     content: Mapped[Content] = relationship(back_populates="tags")
 
-    __table_args__ = (Index("ix_tags_tag_key", "tag_key"),)
+    __table_args__ = (Index("ix_tags_tag_key", "tag_key"), {"sqlite_with_rowid": False})
 
 
 class QueueItem(Base):
