@@ -1,8 +1,7 @@
 """How fast `labels search cat` answers over a large library.
 
 Builds a SQLite store of --images images (default 100,000) with random but
-plausible top-3 predictions and two imported keywords each, from about 4,000 (bulk
-insert, SQLAlchemy Core executemany), then
+plausible top-3 predictions (bulk insert, SQLAlchemy Core executemany), then
 times, as the median of --runs runs:
 
   * the library call `labelsd.serve.query.search(store, "cat")` (and `search_hits`,
@@ -40,7 +39,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from labelsd.model.taxonomy import class_by_index, classes
 from labelsd.serve import query
@@ -84,11 +83,11 @@ def keywords(rng: random.Random, count: int = 4_000) -> list[str]:
     return sorted(found)
 
 
-def build(db: str, images: int, seed: int = 7, keywords_per_image: int = 2) -> None:
+def build(db: str, images: int, seed: int = 7, keywords_per_image: int = 0) -> None:
     """The library: `images` photos, each its own content with a plausible top 3 and
     `keywords_per_image` imported keywords (tags) from about 4,000."""
     rng = random.Random(seed)
-    vocabulary = keywords(rng)
+    vocabulary = keywords(random.Random(seed + 1))
     now = datetime.now(timezone.utc)
     started = time.perf_counter()
     store = open_store(db)
@@ -121,6 +120,29 @@ def build(db: str, images: int, seed: int = 7, keywords_per_image: int = 2) -> N
         conn.exec_driver_sql("ANALYZE")
     store.close()
     print(f"built {images:,} images in {time.perf_counter() - started:.1f} s -> {db}")
+
+
+def add_keywords(db: str, per_image: int = 2, seed: int = 8) -> int:
+    """Give every content of a built library `per_image` imported keywords (tags) from
+    about 4,000, as a library whose photos carried XMP keywords has. Returns how many."""
+    rng = random.Random(seed)
+    vocabulary = keywords(random.Random(seed + 1))
+    now = datetime.now(timezone.utc)
+    store = open_store(db)
+    added = 0
+    try:
+        with store.read() as session:
+            shas = [row[0] for row in session.execute(select(Content.sha256))]
+        for start in range(0, len(shas), 50_000):
+            tags = [{"sha256": sha, "tag_key": k, "tag": k.title(), "created_at": now,
+                     "imported": True}
+                    for sha in shas[start:start + 50_000] for k in rng.sample(vocabulary, per_image)]
+            with store.write() as session:
+                session.execute(insert(Tag), tags)
+            added += len(tags)
+    finally:
+        store.close()
+    return added
 
 
 CPU_TIMES: dict[int, float] = {}  # id(fn) -> median CPU seconds (self + children)

@@ -738,7 +738,7 @@ def test_fleet_benchmark_quick_prints_every_figure(tmp_path, pg_server):
     for figure in ("(a) one node on sqlite:", "(a) one node on postgresql:",
                    "(a) round trips per image", "(b) claim latency", "(c) idle node picks up",
                    "(d) labels search cat", "(d) labels status", "(d) labels stats",
-                   "(d) labels export"):
+                   "(d) labels export", "(d') labels search cat", "(d') labels stats"):
         assert figure in proc.stdout, proc.stdout
     assert "was about 313" in proc.stdout and "was about 276" in proc.stdout
 
