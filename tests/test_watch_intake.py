@@ -44,7 +44,8 @@ def test_events_that_keep_coming_share_one_window_up_to_its_length():
     feeder.start()
     try:
         start = time.monotonic()
-        window = gather(events, 1.0, 0.2, STOP)
+        # a quiet gap far longer than the feeder's pauses, even on a loaded machine
+        window = gather(events, 1.0, 0.2, STOP, quiet_s=0.1)
         took = time.monotonic() - start
     finally:
         done.set()
