@@ -322,3 +322,35 @@ def test_stats_counts_tags_without_sorting_them(store, tmp_path, monkeypatch):
                 conn.close()
     finally:
         reader.close()
+
+
+def test_tag_counts_count_copies_missing_paths_and_imports_as_the_plain_join_does(
+        store, tmp_path, monkeypatch):
+    """`labels tags` counts per tag key: images (every path of every content carrying
+    it, copies and missing files included), contents, and contents where it was
+    imported; computed content by content, it must agree with the plain join of
+    every tag row to its paths (store.tags.tag_counts, the reference)."""
+    from sqlalchemy import text
+
+    names = [str(tmp_path / f"{n}.jpg") for n in ("a", "a-copy", "b", "c", "gone")]
+    found = add_images(store, {n: [(281, 0.5)] for n in names},
+                       sha_of={names[0]: "a" * 64, names[1]: "a" * 64})
+    a, _copy, b, c, gone = (found[n] for n in names)
+    tags.add_tags(store, a, ["Garden", "Paris 2019"])
+    tags.add_tags(store, b, ["garden", "Beach"])
+    tags.add_tags(store, c, ["Paris 2019"])
+    tags.add_tags(store, gone, ["Beach"])
+    contents.mark_missing(store, [gone])
+    with store.write() as session:  # as if read from the photos' own keywords
+        session.execute(text("UPDATE tags SET imported = TRUE WHERE tag_key = 'paris 2019' "
+                             "OR (tag_key = 'garden' AND sha256 = :s)"), {"s": "a" * 64})
+    reader = as_reader(store)
+    statements = counting_statements(reader, monkeypatch)
+    counted = query.tag_counts(reader)
+    assert counted == [c.to_dict() for c in tags.tag_counts(store)]
+    if store.dialect == "sqlite":  # nothing sorted per key to count distinct contents
+        with store.engine.connect() as conn:
+            plan = [row[3] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statements[0])]
+        assert not [step for step in plan if "count(DISTINCT)" in step], plan
+    assert [(r["tag"].casefold(), r["count"], r["contents"], r["imported"]) for r in counted] == [
+        ("garden", 3, 2, 1), ("paris 2019", 3, 2, 2), ("beach", 2, 2, 0)]
