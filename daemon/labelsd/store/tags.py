@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 
-from sqlalchemy import case, delete, func, select
+from sqlalchemy import delete, select
 
 from labelsd.store.engine import Store
-from labelsd.store.schema import Tag, TrackedPath
+from labelsd.store.schema import Tag
 
 log = logging.getLogger(__name__)
 
@@ -84,31 +83,4 @@ def remove_tags(store: Store, path: str, tags: Iterable[str]) -> list[str]:
         return _tags_of(session, row.sha256)
 
 
-@dataclass(frozen=True)
-class TagCount:
-    tag: str  # one spelling of the tag (the first in sort order)
-    images: int  # tracked paths whose content carries it (copies count each)
-    contents: int  # distinct contents carrying it
-    imported: int = 0  # contents where it was imported from the photo's keywords
-
-    def to_dict(self) -> dict:
-        return {"tag": self.tag, "count": self.images, "contents": self.contents,
-                "imported": self.imported}
-
-
-def tag_counts(store: Store) -> list[TagCount]:
-    """Every tag with how many images carry it, most used first."""
-    images = func.count(TrackedPath.id)
-    imported = func.count(func.distinct(case((Tag.imported.is_(True), Tag.sha256))))
-    stmt = (select(func.min(Tag.tag), images, func.count(func.distinct(Tag.sha256)), imported)
-            .select_from(Tag)
-            .outerjoin(TrackedPath, TrackedPath.sha256 == Tag.sha256)
-            .group_by(Tag.tag_key)
-            .order_by(images.desc(), Tag.tag_key))
-    with store.read() as session:
-        return [TagCount(tag, n_images, n_contents, n_imported)
-                for tag, n_images, n_contents, n_imported in session.execute(stmt)]
-
-
-__all__ = ["InvalidTag", "TagCount", "add_tags", "clean_tag", "remove_tags", "tag_counts",
-           "tag_key"]
+__all__ = ["InvalidTag", "add_tags", "clean_tag", "remove_tags", "tag_key"]
