@@ -25,18 +25,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# A stored time as an aware UTC datetime (SQLite hands back naive ones, or text):
+# one function for the ORM's readers and the record SQL's.
+from labelsd.store.recordsql import as_utc  # noqa: F401 - re-exported
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def as_utc(value: datetime | None) -> datetime | None:
-    """A stored time, aware and in UTC. Everything is stored as UTC, but SQLite
-    hands back naive datetimes and PostgreSQL aware ones in the session's zone."""
-    if value is None:
-        return None
-    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
-            else value.astimezone(timezone.utc))
 
 
 class Base(DeclarativeBase):
