@@ -21,7 +21,7 @@ def model_weights(model: str, args, cache: Path) -> Path:
     """The file each model's service is given: InceptionV3's (random unless --weights;
     speed does not depend on them), Lite0's real ones from its package."""
     if model == "inception_v3":
-        from throughput import random_weights
+        from benchkit import random_weights
 
         return args.weights or random_weights(cache)
     from labelsd.model.registry import get_model
@@ -41,9 +41,9 @@ def decode_seconds(classifier, photos: list[Path]) -> float:
 
 
 def compare_models(models: list[str], args, photos: list[Path], burst_sets: list[list[Path]]) -> int:
+    from benchkit import bench_bare, bench_pipeline
     from labelsd.model.classifier import load_classifier
     from servicebench import BenchService
-    from throughput import bench_bare, bench_pipeline
 
     cores = len(os.sched_getaffinity(0))
     loaded = {}

@@ -88,7 +88,7 @@ def load_in_fresh_process(weights: Path, precision: str, batch_size: int) -> dic
 
 def burst_sets(photos: list[Path], rounds: int, cache: Path) -> list[list[Path]]:
     """`photos` and rounds - 1 more sets like them (a service links the same bytes again)."""
-    from throughput import make_photos
+    from benchkit import make_photos
 
     return [photos] + [make_photos(cache / f"burst{n}-4000x3000-{len(photos)}", len(photos), (4000, 3000),
                                    seed_base=30_000 + 1_000 * n) for n in range(1, rounds)]

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from sqlalchemy import insert, select
 
+from benchkit import cpu_line
 from labelsd.model.taxonomy import class_by_index, classes
 from labelsd.serve import query
 from labelsd.serve.reader import open_reader
@@ -188,6 +189,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--db", help="reuse (or build) this SQLite file")
     args = parser.parse_args()
+    print(cpu_line(), flush=True)
 
     with tempfile.TemporaryDirectory(prefix="labels-bench-") as tmp:
         SUBPROCESS_ENV["PYTHONPYCACHEPREFIX"] = os.path.join(tmp, "pycache")

@@ -44,7 +44,18 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
+from benchkit import (  # bench/ is on sys.path: the script's own folder
+    DECODE_S,
+    bench_bare,
+    bench_pipeline,
+    cpu_line,
+    forward_one_s,
+    make_photos,
+    pipeline_ceiling,
+    random_weights,
+)
+from seedloop import bench_seed, bench_seed_shipped, forget_seed_models
+from stagebench import bench_metadata, bench_timeline
 
 GOAL_VS_SEED = 2.5
 GOAL_VS_BARE = 0.9
@@ -53,168 +64,6 @@ GOAL_RSS_GIB = 2.5
 GOAL_IDLE_CPU_S = 1.0  # CPU seconds per idle minute
 GOAL_READY_S = 20.0
 
-
-def make_photos(folder: Path, count: int, size: tuple[int, int],
-                seed_base: int = 0) -> list[Path]:
-    """Camera-like JPEGs (smooth colour fields plus sensor-like noise, quality 90)."""
-    from PIL import Image
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i in range(count):
-        path = folder / f"IMG_{seed_base + i:04}.jpg"
-        paths.append(path)
-        if path.exists():
-            continue
-        rng = np.random.default_rng(seed_base + i)
-        coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        base = np.asarray(Image.fromarray(coarse).resize(size, Image.Resampling.BICUBIC),
-                          dtype=np.int16)
-        noise = rng.integers(-12, 13, base.shape, dtype=np.int16)
-        pixels = np.clip(base + noise, 0, 255).astype(np.uint8)
-        tmp = path.with_suffix(".tmp")
-        Image.fromarray(pixels).save(tmp, "JPEG", quality=90)
-        tmp.rename(path)
-    return paths
-
-
-def random_weights(folder: Path) -> Path:
-    path = folder / "inception_v3_random.weights.h5"
-    if not path.exists():
-        import keras
-
-        keras.utils.set_random_seed(1234)
-        keras.applications.InceptionV3(weights=None).save_weights(path)
-    return path
-
-
-_seed_models: dict = {}
-
-
-def bench_seed(weights: Path, photos: list[Path]) -> float:
-    """The seed's loop: one image at a time through keras' own helpers."""
-    import keras
-    from keras.applications.inception_v3 import preprocess_input
-
-    if weights not in _seed_models:
-        model = keras.applications.InceptionV3(weights=None)
-        model.load_weights(str(weights))
-        _seed_models[weights] = model
-    model = _seed_models[weights]
-
-    def one(path: Path):
-        img = keras.utils.load_img(path, target_size=(299, 299))
-        x = preprocess_input(keras.utils.img_to_array(img)[None])
-        return model.predict(x, verbose=0)
-
-    one(photos[0])  # the first predict() builds the graph; not counted
-    start = time.perf_counter()
-    for path in photos:
-        one(path)
-    return len(photos) / (time.perf_counter() - start)
-
-
-def bench_seed_shipped(weights: Path, photos: list[Path]) -> float:
-    """The seed's loop in a fresh process with TensorFlow's default threads, as it
-    shipped (this process runs TensorFlow with labelsd's thread settings)."""
-    import subprocess
-
-    proc = subprocess.run([sys.executable, __file__, "--seed-only", "--weights", str(weights),
-                           "--cache", str(photos[0].parent)],
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        sys.exit(f"seed subprocess failed:\n{proc.stderr[-2000:]}")
-    return float(proc.stdout.strip().splitlines()[-1])
-
-
-def bench_pipeline(classifier, photos: list[Path], batch_size: int, workdir: Path,
-                   decode_workers: int) -> float:
-    from labelsd.pipeline.scan import scan_folder
-    from labelsd.store.engine import open_store
-
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp, open_store(f"{tmp}/labels.db") as store:
-        start = time.perf_counter()
-        result = scan_folder(store, classifier, photos[0].parent, batch_size=batch_size,
-                             decode_workers=decode_workers)
-        elapsed = time.perf_counter() - start
-    if result.labeled != len(photos):
-        sys.exit(f"pipeline labeled {result.labeled} of {len(photos)}: {result.summary()}")
-    return len(photos) / elapsed
-
-
-_decode_s: list[float] = []  # read + sha256 + decode of one photo, one thread, quiet
-
-
-def bench_bare(classifier, photos: list[Path], batch_size: int) -> float:
-    from labelsd.pipeline.reader import read_file
-
-    decoded = []
-    start = time.perf_counter()
-    for p in photos:
-        data = read_file(str(p))[0]  # read and hash, as the pipeline's read stage does
-        decoded.append(classifier.decode(data).pixels)
-    _decode_s.append((time.perf_counter() - start) / len(photos))
-    pixels = np.stack(decoded)
-    batches = [classifier.pad(pixels[start:start + batch_size])
-               for start in range(0, len(pixels), batch_size)]
-    start = time.perf_counter()
-    for batch in batches:
-        classifier.forward(batch)
-    return len(photos) / (time.perf_counter() - start)
-
-
-def bench_timeline(classifier, photos: list[Path], batch_size: int, workdir: Path,
-                   decode_workers: int) -> dict:
-    """One more pipeline run with a Timeline: is the model ever idle during the burst?"""
-    from labelsd.pipeline.scan import scan_folder
-    from labelsd.pipeline.timeline import Timeline
-    from labelsd.store.engine import open_store
-
-    timeline = Timeline()
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp, open_store(f"{tmp}/labels.db") as store:
-        scan_folder(store, classifier, photos[0].parent, batch_size=batch_size,
-                    decode_workers=decode_workers, timeline=timeline)
-    summary = timeline.model_summary()
-    decodes = [s.end - s.start for s in timeline.spans if s.kind == "decode"]
-    summary["decode_ms"] = 1000 * sum(decodes) / max(1, len(decodes))
-    return summary
-
-
-def bench_metadata(photo: Path, workdir: Path, repeats: int = 50) -> float:
-    """Seconds to read a photo's metadata (labelsd.xmp.metadata, as the reader does)
-    from its bytes, on a copy of `photo` given a phone's EXIF (date, make, model,
-    GPS), IPTC keywords and an XMP dc:subject, with a sidecar beside it."""
-    import shutil
-
-    import exiv2
-
-    from labelsd.xmp.metadata import read_photo_meta
-    from labelsd.xmp.sidecar import write_sidecar
-
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        copy = Path(tmp) / photo.name
-        shutil.copyfile(photo, copy)
-        image = exiv2.ImageFactory.open(str(copy))
-        image.readMetadata()
-        exif, iptc, xmp = image.exifData(), image.iptcData(), image.xmpData()
-        exif["Exif.Photo.DateTimeOriginal"] = "2024:07:14 15:30:00"
-        exif["Exif.Image.Make"], exif["Exif.Image.Model"] = "Apple", "iPhone 13"
-        exif["Exif.GPSInfo.GPSLatitude"], exif["Exif.GPSInfo.GPSLatitudeRef"] = "48/1 51/1 2400/100", "N"
-        for word in ("beach", "holiday"):
-            iptc.add(exiv2.IptcKey("Iptc.Application2.Keywords"), exiv2.StringValue(word))
-        xmp["Xmp.dc.subject"] = "sunset"
-        image.setExifData(exif)
-        image.setIptcData(iptc)
-        image.setXmpData(xmp)
-        image.writeMetadata()
-        write_sidecar(str(copy), ["tabby"], ["vacation"])
-        data = copy.read_bytes()
-        if read_photo_meta(data, str(copy)) is None:
-            sys.exit("metadata benchmark: nothing read back from the test photo")
-        start = time.perf_counter()
-        for _ in range(repeats):
-            read_photo_meta(data, str(copy))
-        return (time.perf_counter() - start) / repeats
 
 
 def gpu_note(classifier) -> str:
@@ -228,27 +77,6 @@ def gpu_note(classifier) -> str:
     if not classifier.on_gpu:
         return f"{len(gpus)} GPU(s) visible, but these figures are the CPU's (--device cpu)"
     return f"GPU figures ({len(gpus)} visible; the model on the first)"
-
-
-def pipeline_ceiling(bare: float, decode_s: float, cores: int, on_gpu: bool) -> float:
-    """The best pipeline/bare ratio that reading, hashing and decoding every photo
-    (`decode_s` CPU seconds each) leave: on the CPU they share the cores with the
-    model's own work; on a GPU the cores only decode, at `cores / decode_s` img/s."""
-    if on_gpu:
-        return min(1.0, cores / decode_s / bare)
-    return (1 / bare) / (1 / bare + decode_s / cores)
-
-
-def forward_one_s(classifier, repeats: int = 5) -> float:
-    """Median seconds of one forward pass over one image (batch 1)."""
-    x = np.zeros((classifier.padded_size(1), *classifier.spec.input_shape), np.float32)
-    classifier.forward(x)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        classifier.forward(x)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
 
 
 def bench_service(weights: Path, cache: Path, workdir: Path, photos: list[Path], quick: bool,
@@ -320,14 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", choices=("inception_v3", "efficientnet_lite0"),
                         help="compare these models instead (repeat: --model inception_v3 "
                              "--model efficientnet_lite0)")
-    parser.add_argument("--seed-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     logging.basicConfig(level=logging.WARNING)
-    if args.seed_only:  # bench_seed_shipped's child: --cache is the photos' folder
-        print(bench_seed(args.weights, sorted(args.cache.glob("*.jpg"))))
-        return 0
-
+    print(cpu_line(), flush=True)
     args.rounds = args.rounds or (1 if args.quick else 3)
     count = args.images or (8 if args.quick else 32)
     drops = args.drops or (3 if args.quick else 10)
@@ -369,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
 
         bench_precisions(classifier, weights, photos, [p for p in (args.precisions or "fp32,bf16,int8").split(",")
                                                        if p], args.batch_size, args.rounds, cores, args.cache,
-                         lambda bare_ips: pipeline_ceiling(bare_ips, min(_decode_s), cores, False),
-                         1000 * min(_decode_s))
+                         lambda bare_ips: pipeline_ceiling(bare_ips, min(DECODE_S), cores, False),
+                         1000 * min(DECODE_S))
         return 0
 
     # Rounds interleave the three, and each keeps its best round: on a shared
@@ -387,14 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     tl = bench_timeline(classifier, photos, args.batch_size, args.cache, args.decode_workers)
     meta_s = bench_metadata(photos[0], args.cache)
     one = forward_one_s(classifier)
-    _seed_models.clear()
+    forget_seed_models()
 
     with tempfile.TemporaryDirectory(dir=args.cache) as tmp:
         svc = bench_service(weights, args.cache, Path(tmp), photos, args.quick, drops, burst,
                             args.idle_seconds, service_args, args.rounds)
 
     latency_goal = one + GOAL_DROP_OVER_FORWARD_S
-    decode_s = min(_decode_s)
+    decode_s = min(DECODE_S)
     ceiling = pipeline_ceiling(bare, decode_s, cores, on_gpu)
     print()
     print(f"== figures (one run; load average {os.getloadavg()[0]:.2f} at the end) ==")

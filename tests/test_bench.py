@@ -44,7 +44,7 @@ def test_quick_benchmark_prints_every_figure(tmp_path, weights_file):
 def test_pipeline_ceiling_on_shared_cores_and_beside_a_gpu():
     """The ceiling the benchmark prints: decoding shares the cores with the model on
     a CPU, and only feeds it on a GPU."""
-    from throughput import pipeline_ceiling  # bench/ is on pytest's pythonpath
+    from benchkit import pipeline_ceiling  # bench/ is on pytest's pythonpath
     # this machine: 17.5 img/s bare, 51 ms of decoding per 12 MP photo, 2 cores
     assert pipeline_ceiling(17.5, 0.051, 2, on_gpu=False) == pytest.approx(0.69, abs=0.01)
     # a GPU at 2000 img/s fed by 16 cores decoding ~314 img/s
