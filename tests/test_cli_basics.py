@@ -36,7 +36,7 @@ def _under_a_file(tmp_path):
     (_not_a_database, "list", "not a labelsd database"),
     (_not_a_database, "retry", "not a labelsd database"),
     (_under_a_file, "list", "no database at"),  # a command that only reads creates nothing
-    (_under_a_file, "retry", "cannot create the database folder"),
+    (_under_a_file, "retry", "no database at"),  # nor does one that writes
 ])
 def test_bad_db_is_one_line_and_exit_1(tmp_path, make_db, command, fragment):
     result = runner.invoke(app, ["--db", str(make_db(tmp_path)), command])
@@ -57,8 +57,11 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path):
 def test_db_from_environment(tmp_path, monkeypatch):
     db = tmp_path / "env.db"
     monkeypatch.setenv("LABELS_DB", str(db))
-    assert runner.invoke(app, ["retry"]).exit_code == 0  # a command that writes creates it
-    assert db.exists()
+    refused = runner.invoke(app, ["retry"])  # a command that writes creates nothing either
+    assert refused.exit_code == 1 and f"no database at {db}" in refused.stderr
+    assert not db.exists()
+    open_store(str(db)).close()
+    assert runner.invoke(app, ["retry"]).exit_code == 0
     result = runner.invoke(app, ["list", "--json"])
     assert result.exit_code == 0 and result.stdout.strip() == "[]"
 

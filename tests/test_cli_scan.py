@@ -103,3 +103,17 @@ def test_what_another_model_labelled_needs_the_model(store, db_url, tmp_path):
         session.execute(update(Content).values(model="EfficientNetLite0/imagenet"))
     done = _scan(db_url, photos)
     assert done.returncode == 1 and "weights file /no/such/weights.h5" in done.stderr
+
+
+def test_scan_starts_a_library(tmp_path):
+    # The one `labels` command that may create a library (with the service, and
+    # `db copy`'s target): every other one refuses a missing --db (issue 26).
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    (tmp_path / "empty").mkdir()
+    db = tmp_path / "new" / "labels.db"
+    result = CliRunner().invoke(app, ["--db", str(db), "scan", str(tmp_path / "empty")])
+    assert result.exit_code == 0, result.output
+    assert db.is_file()

@@ -205,18 +205,62 @@ def test_status_counts_say_what_they_count_and_old_nodes_are_left_out(db_url, st
     assert ok(labels(db_url, "status", "--all")).count("inception_v3 on CPU") == 2
 
 
-# ---- read-only commands create nothing --------------------------------------------------
+# ---- no command but scan creates a library -------------------------------------------
+
+# Arguments that get each command as far as opening the library; None: it opens none.
+# Every `labels` command must be here (the test below introspects them): a new one
+# that changes the library asks `state(ctx).store()`, which refuses a missing one.
+OPENS_A_LIBRARY = {
+    ("search",): ["cat"], ("show",): ["x.jpg"], ("list",): [], ("stats",): [],
+    ("tags",): [], ("status",): [], ("export",): [], ("gallery",): ["cat", "-o", "g.html"],
+    ("tag",): ["x.jpg", "foo"], ("untag",): ["x.jpg", "foo"], ("retry",): [],
+    ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"],
+    ("scan",): None,  # creates one on purpose: test_scan_starts_a_library
+    ("model", "info"): None, ("model", "fetch"): None,
+}
 
 
-@pytest.mark.parametrize("args", [["status"], ["search", "cat"], ["list"], ["show", "x.jpg"],
-                                  ["stats"], ["tags"], ["export"]])
-def test_read_only_commands_create_nothing(tmp_path, args):
-    db = tmp_path / "typo" / "x.db"
-    result = runner.invoke(app, ["--db", str(db), *args])
+def test_every_command_says_whether_it_opens_a_library():
+    listed = set(OPENS_A_LIBRARY)
+    commands = {p for p, c in _walk(get_command(app)) if p and not hasattr(c, "commands")}
+    assert commands == listed, "add the new command to OPENS_A_LIBRARY"
+
+
+@pytest.mark.parametrize("path", [p for p, args in OPENS_A_LIBRARY.items() if args is not None],
+                         ids=" ".join)
+def test_no_command_but_scan_creates_a_library(tmp_path, path):
+    # Issue 26: `labels --db nope.db tag photo.jpg foo` left a new empty nope.db.
+    typo = tmp_path / "typo"
+    db = typo / "x.db"
+    args = [a.format(typo=typo) for a in OPENS_A_LIBRARY[path]]
+    result = runner.invoke(app, ["--db", str(db), *path, *args])
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.strip().splitlines()
-    assert f"no database at {db}" in line and "the default one is" in line
-    assert not (tmp_path / "typo").exists()
+    assert f"no database at {db}" in line and "the default one is" in line, line
+    assert not typo.exists() and result.stdout == ""
+
+
+def test_an_empty_file_is_not_made_a_library_by_a_write(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = runner.invoke(app, ["--db", str(empty), "retry"])
+    assert result.exit_code == 1 and "not a labelsd database" in result.stderr
+    assert empty.stat().st_size == 0
+
+
+@pytest.mark.parametrize("command", ["retry", "list"])
+def test_an_empty_server_database_is_not_made_a_library(pg_url, command):
+    from sqlalchemy import create_engine, inspect
+
+    result = runner.invoke(app, ["--db", pg_url, command])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "no labelsd library in" in line, line
+    engine = create_engine(pg_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_read_only_commands_never_import_sqlalchemy_or_pydantic(db_url, library):

@@ -47,7 +47,7 @@ def scan(
     st = state(ctx)
     settings = st.settings.with_overrides(weights=weights, batch_size=batch_size,
                                           device=device, precision=precision, model=model)
-    store = st.store()
+    store = st.store(create=True)  # a scan may start a library (the service's, or one of its own)
     console = Console(stderr=True)
     # What needs classifying first: an unchanged folder never loads TensorFlow.
     from labelsd.model.registry import get_model  # the model's family, without TensorFlow
