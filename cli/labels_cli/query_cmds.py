@@ -98,16 +98,21 @@ def search(
     """Find images by what they show (WordNet-aware: 'cat' finds every cat) or by tag.
 
     Results rank by the matching label's score; images found only by a tag
-    come after the label matches. The table says which label or tag found each
-    image. When the query names no class and no tag, stderr says so and
-    suggests the nearest class names (the exit status stays 0)."""
+    come after the label matches. Label matches below the config's
+    search_min_score (10%) are left out, and stderr says how many; --min-score 0
+    shows them. The table says which label or tag found each image. When the
+    query names no class and no tag, stderr says so and suggests the nearest
+    class names (the exit status stays 0)."""
     fmt = choose_format(as_json, as_csv, as_paths)
-    result = query.find(state(ctx).reader(), text, limit=limit, as_json=fmt is Format.json,
-                        **filters.as_kwargs())
+    st = state(ctx)
+    result = query.find(st.reader(), text, limit=limit, as_json=fmt is Format.json,
+                        **filters.as_kwargs(st.settings))
     if result.texts is not None:
         write_json_list(result.texts)
     else:
         render_records(result.found, fmt, reason=result.reason)
+    if note := filters.floor_note(result):
+        typer.echo(note, err=True)
     if not result.classes and not result.tag_keys:
         hint = (f"; did you mean {', '.join(result.suggestions)}?" if result.suggestions else "")
         typer.echo(f"labels: no class or tag matches {text!r}{hint}", err=True)

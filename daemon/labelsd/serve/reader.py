@@ -25,8 +25,7 @@ from pathlib import Path
 from labelsd.errors import StoreUnavailable
 from labelsd.fileio import no_room_beside
 from labelsd.store import recordsql
-from labelsd.store.access import denied_advice, require_database_file
-from labelsd.store.access import where_shown  # re-exported: status names the database so
+from labelsd.store.access import denied_advice, require_database_file, where_shown  # where_shown: re-exported
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
 log = logging.getLogger(__name__)
