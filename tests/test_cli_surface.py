@@ -114,8 +114,23 @@ def test_the_table_says_which_label_made_each_hit(db_url, library):
 def test_show_a_file_that_does_not_exist(db_url, library, tmp_path):
     result = labels(db_url, "show", str(tmp_path / "nope.jpg"))
     assert result.exit_code == 1
-    assert result.stdout.strip() == f"{tmp_path / 'nope.jpg'}: no such file"
-    assert "untracked" not in result.stdout
+    assert result.stderr.strip() == f"labels: error: {tmp_path / 'nope.jpg'}: no such file"
+    assert result.stdout == ""  # issue 26: the error came on stdout
+    as_json = labels(db_url, "show", str(tmp_path / "nope.jpg"), "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["reason"] == "no such file"
+    assert as_json.stderr.strip() == result.stderr.strip()
+
+
+def test_show_a_folder_says_it_is_one_and_what_lists_images(db_url, library, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    result = labels(db_url, "show", str(inbox))
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"labels: error: {inbox} is a folder: labels show takes one image")
+    assert "labels list" in line and "labels search" in line
+    as_json = json.loads(labels(db_url, "show", str(inbox), "--json").stdout)
+    assert as_json == {"path": str(inbox), "status": "untracked", "reason": "a folder, not an image"}
 
 
 def test_export_format_follows_the_suffix(db_url, library, tmp_path):

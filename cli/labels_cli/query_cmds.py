@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from labelsd.errors import LabelsError
+from labelsd.errors import LabelsError, NotTracked
 from labelsd.records import STATUSES
 from labelsd.serve import query
 
@@ -57,19 +57,21 @@ def show(
             _show_text(record)
         return
     full = canonical_path(path)
-    if not os.path.lexists(full):
-        reason = "no such file"
+    if os.path.isdir(full):
+        reason = "a folder, not an image"
+        message = (f"{full} is a folder: labels show takes one image (labels list lists the "
+                   "images labelsd tracks, labels search WORD finds them by what they show)")
+    elif not os.path.lexists(full):
+        reason = message = "no such file"
     else:
         roots = list(dict.fromkeys([canonical_root(r) for r in st.settings.watch]
                                    + query.watched_roots(reader)))
         reason = ignore_reason(full, roots) or "not seen by labelsd yet"
-    if as_json:
+        message = f"untracked ({reason})"
+    if as_json:  # the record a script parses, on stdout; the error on stderr, as always
         typer.echo(json.dumps({"path": full, "status": "untracked", "reason": reason},
                               ensure_ascii=False))
-    else:
-        typer.echo(f"{full}: untracked ({reason})" if reason != "no such file"
-                   else f"{full}: no such file")
-    raise typer.Exit(1)
+    raise NotTracked(message if message.startswith(full) else f"{full}: {message}")
 
 
 def _show_text(record) -> None:

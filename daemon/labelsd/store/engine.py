@@ -67,7 +67,8 @@ class Store(recordsql.RecordReads):
     def __init__(self, db: str, *, migrate: bool = True, create: bool = True,
                  default_db: str | None = None):
         self.db = db
-        self.where = db if is_url(db) else str(Path(db).expanduser())
+        # how messages and logs name it: a URL without its password
+        self.where = where_shown(db) if is_url(db) else str(Path(db).expanduser())
         if not create and not is_url(db):
             require_database_file(Path(self.where), default_db)
         self.engine = url_engine(db) if is_url(db) else sqlite_engine(db)
@@ -94,7 +95,7 @@ class Store(recordsql.RecordReads):
                 return
         if is_url(self.db):
             raise StoreUnavailable(
-                f"no labelsd library in {where_shown(self.db)}; labelsd creates one when it "
+                f"no labelsd library in {self.where}; labelsd creates one when it "
                 "first starts (or labels db copy --to fills it), or pass another --db")
         raise StoreUnavailable(f"{self.where} is not a labelsd database (it is empty); "
                                "pass another --db")
