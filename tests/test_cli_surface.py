@@ -143,6 +143,19 @@ def test_export_format_follows_the_suffix(db_url, library, tmp_path):
     assert len(json.loads((tmp_path / "y.csv").read_text())) == len(LIBRARY)
 
 
+@pytest.mark.parametrize("command, name", [("export", "labels.xlsx"), ("export", "labels.txt"),
+                                           ("gallery", "cats.gif")])
+def test_an_output_suffix_it_cannot_write_is_a_usage_error(db_url, library, tmp_path, command, name):
+    # Issue 26: `export -o labels.xlsx` wrote JSON into it while `gallery -o x.gif` refused.
+    args = ["cat"] if command == "gallery" else []
+    result = labels(db_url, command, *args, "-o", str(tmp_path / name))
+    assert result.exit_code == 2 and "cannot tell the format of" in result.stderr, result.output
+    assert not (tmp_path / name).exists()
+    if command == "export":  # saying the format is enough
+        ok(labels(db_url, "export", "--format", "csv", "-o", str(tmp_path / name)))
+        assert (tmp_path / name).read_text().startswith("path,")
+
+
 def test_csv_cells_never_start_a_formula(db_url, store, tmp_path):
     photo = str(tmp_path / "=cmd.jpg")
     add_images(store, {photo: LIBRARY["tabby.jpg"]})
@@ -221,6 +234,44 @@ def test_status_counts_say_what_they_count_and_old_nodes_are_left_out(db_url, st
     assert ok(labels(db_url, "status", "--all")).count("inception_v3 on CPU") == 2
 
 
+# ---- help, and the global options after the command -------------------------------------
+
+
+@pytest.mark.parametrize("path", [(), ("search",), ("xmp", "write"), ("db", "copy")], ids=" ".join)
+def test_labels_help_is_the_help(path):
+    # Issue 26: `labels help` was "No such command".
+    asked = runner.invoke(app, ["help", *path])
+    assert asked.exit_code == 0, asked.output
+    assert asked.stdout == runner.invoke(app, [*path, "--help"]).stdout
+
+
+def test_labels_help_of_no_such_command_names_the_commands():
+    result = runner.invoke(app, ["help", "serach"])
+    assert result.exit_code == 2 and "no command 'serach'" in result.stderr and "search" in result.stderr
+
+
+def test_every_command_takes_the_global_options_after_its_name():
+    for path, command in _walk(get_command(app)):
+        if path and not hasattr(command, "commands"):
+            given = {opt for p in command.params for opt in getattr(p, "opts", ())}
+            assert {"--db", "--config"} <= given, path
+
+
+def test_db_and_config_after_the_command_count(db_url, library, tmp_path):
+    # Issue 26: `labels search cat --db X` said "No such option: --db".
+    before = runner.invoke(app, ["--db", db_url, "search", "cat", "--json"])
+    after = runner.invoke(app, ["search", "cat", "--json", "--db", db_url])
+    assert ok(after) == ok(before) and json.loads(after.stdout)
+    missing = runner.invoke(app, ["xmp", "write", "--db", str(tmp_path / "nope.db")])
+    assert missing.exit_code == 1 and "no database at" in missing.stderr
+    config = tmp_path / "c.toml"
+    config.write_text("search_min_score = 0\n")
+    everything = runner.invoke(app, ["search", "cat", "--paths", "--config", str(config), "--db", db_url])
+    assert len(ok(everything).splitlines()) == 3  # the shy cat's 5% too
+    twice = runner.invoke(app, ["--db", db_url, "search", "cat", "--db", str(tmp_path / "other.db")])
+    assert twice.exit_code == 2 and "given twice" in twice.stderr
+
+
 # ---- no command but scan creates a library -------------------------------------------
 
 # Arguments that get each command as far as opening the library; None: it opens none.
@@ -232,7 +283,7 @@ OPENS_A_LIBRARY = {
     ("tag",): ["x.jpg", "foo"], ("untag",): ["x.jpg", "foo"], ("retry",): [],
     ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"],
     ("scan",): None,  # creates one on purpose: test_scan_starts_a_library
-    ("model", "info"): None, ("model", "fetch"): None,
+    ("model", "info"): None, ("model", "fetch"): None, ("help",): None,
 }
 
 

@@ -210,8 +210,7 @@ def export(
     """Export every image record (streamed: a large library never sits in memory)."""
     if fmt is not None and fmt not in (Format.json, Format.csv):
         raise typer.BadParameter("must be json or csv", param_hint="--format")
-    chosen = fmt or (Format.csv if output is not None and output.suffix.lower() == ".csv"
-                     else Format.json)
+    chosen = fmt or _format_of(output)
     records = state(ctx).reader().record_dicts()
     if output is None:
         render_records(records, chosen)
@@ -223,6 +222,19 @@ def export(
         raise LabelsError(f"cannot write {output}: {err.strerror or err}; "
                           "check that its folder exists and is writable") from err
     typer.echo(f"exported {count} image(s) to {output} as {chosen.value}", err=True)
+
+
+def _format_of(output: Optional[Path]) -> Format:
+    """JSON or CSV from -o's suffix (no suffix, as /dev/stdout: JSON). Any other
+    suffix (.xlsx, .txt) is refused, as `gallery -o x.gif` is, rather than filled
+    with what it does not hold."""
+    suffix = output.suffix.lower() if output is not None else ""
+    if suffix in ("", ".json"):
+        return Format.json
+    if suffix == ".csv":
+        return Format.csv
+    raise typer.BadParameter(f"cannot tell the format of {str(output)!r}: name it .json or .csv "
+                             "(or give --format json|csv)", param_hint="-o")
 
 
 def register(app: typer.Typer) -> None:
