@@ -152,14 +152,14 @@ def _global_after_the_command(ctx: typer.Context, param: typer.CallbackParam, va
     current._settings = None  # read again with this one
 
 
+# The global options every command also takes after its name: (option, metavar, help).
+GLOBAL_AFTER_OPTIONS = (("--db", "PATH|URL", DB_HELP), ("--config", "FILE", CONFIG_HELP))
 GLOBAL_AFTER = [
-    inspect.Parameter("global_db", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[str], typer.Option("--db", metavar="PATH|URL", help=DB_HELP, expose_value=False,
-                                    callback=_global_after_the_command)]),
-    inspect.Parameter("global_config", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[
-        Optional[str], typer.Option("--config", metavar="FILE", help=CONFIG_HELP, expose_value=False,
-                                    callback=_global_after_the_command)]),
-]
+    inspect.Parameter(f"global_{option[2:]}", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[Optional[str], typer.Option(
+                          option, metavar=metavar, help=text, expose_value=False,
+                          callback=_global_after_the_command)])
+    for option, metavar, text in GLOBAL_AFTER_OPTIONS]
 
 
 def _accept_global_options(group: typer.Typer) -> None:
