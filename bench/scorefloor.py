@@ -193,15 +193,16 @@ def main(argv=None) -> int:
     parser.add_argument("--no-labels", dest="labels", action="store_false",
                         help="leave out the per-picture top-3 lines")
     args = parser.parse_args(argv)
-    os.environ.setdefault("KERAS_HOME", tempfile.mkdtemp(prefix="scorefloor-keras-"))
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from labelsd.config import Settings
-    from labelsd.model.runtime import load_model
+    with tempfile.TemporaryDirectory(prefix="scorefloor-keras-") as cache:
+        os.environ.setdefault("KERAS_HOME", cache)  # the converted weights: yours, or thrown away
+        from labelsd.config import Settings
+        from labelsd.model.runtime import load_model
 
-    classifier = load_model(None, "cpu", 8, args.precision, model="efficientnet_lite0")
-    print(f"{classifier.name}, precision {classifier.precision}; labelsd's default floor: "
-          f"{Settings().search_min_score:.0%}\n")
-    report(measure(classifier), show_labels=args.labels)
+        classifier = load_model(None, "cpu", 8, args.precision, model="efficientnet_lite0")
+        print(f"{classifier.name}, precision {classifier.precision}; labelsd's default floor: "
+              f"{Settings().search_min_score:.0%}\n")
+        report(measure(classifier), show_labels=args.labels)
     return 0
 
 
