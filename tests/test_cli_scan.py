@@ -85,10 +85,10 @@ def test_a_rescan_of_1000_unchanged_photos_is_quick(store, db_url, tmp_path):
 
 
 def test_the_summary_accounts_for_every_image():
-    """30 photos, the service sharing the database took 14 of them from the queue."""
+    """30 photos, of which a service sharing the library held 14 before the scan reserved them."""
     result = ScanResult(root="/p", found=30, queued=30, labeled=16)
     assert result.summary() == ("16 labeled, 0 linked, 0 failed, 0 unchanged, "
-                                "14 labeled by a labelsd service sharing this library")
+                                "14 taken by another labelsd or scan sharing this library")
     result = ScanResult(root="/p", found=5, queued=4, unchanged=1, labeled=2, linked=1, failed=1)
     assert result.summary() == "2 labeled, 1 linked, 1 failed, 1 unchanged"
 

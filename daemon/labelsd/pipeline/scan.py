@@ -62,8 +62,8 @@ class ScanResult:
 
     @property
     def by_others(self) -> int:
-        """Queued by this scan but finished by someone else: a running labelsd
-        sharing the database took them from the queue."""
+        """Queued by this scan but not labelled by it: a labelsd service (or another
+        scan) sharing the library held them before this scan reserved its rows."""
         return max(0, self.queued - self.labeled - self.linked - self.failed - self.vanished
                    - self.retrying)
 
@@ -75,8 +75,8 @@ class ScanResult:
         """What became of every image found: the numbers add up to `found`."""
         parts = [f"{self.labeled} labeled", f"{self.linked} linked", f"{self.failed} failed",
                  f"{self.unchanged} unchanged"]
-        if self.by_others:  # in flight in a service before the scan reserved its rows
-            parts.append(f"{self.by_others} labeled by a labelsd service sharing this library")
+        if self.by_others:  # in flight elsewhere before the scan reserved its rows
+            parts.append(f"{self.by_others} taken by another labelsd or scan sharing this library")
         if self.vanished:
             parts.append(f"{self.vanished} vanished")
         if self.missing:
