@@ -36,7 +36,7 @@ def _under_a_file(tmp_path):
     (_not_a_database, "list", "not a labelsd database"),
     (_not_a_database, "retry", "not a labelsd database"),
     (_under_a_file, "list", "no database at"),  # a command that only reads creates nothing
-    (_under_a_file, "retry", "cannot create the database folder"),
+    (_under_a_file, "retry", "no database at"),  # nor does one that writes
 ])
 def test_bad_db_is_one_line_and_exit_1(tmp_path, make_db, command, fragment):
     result = runner.invoke(app, ["--db", str(make_db(tmp_path)), command])
@@ -57,8 +57,11 @@ def test_bad_config_is_one_line_and_exit_1(tmp_path):
 def test_db_from_environment(tmp_path, monkeypatch):
     db = tmp_path / "env.db"
     monkeypatch.setenv("LABELS_DB", str(db))
-    assert runner.invoke(app, ["retry"]).exit_code == 0  # a command that writes creates it
-    assert db.exists()
+    refused = runner.invoke(app, ["retry"])  # a command that writes creates nothing either
+    assert refused.exit_code == 1 and f"no database at {db}" in refused.stderr
+    assert not db.exists()
+    open_store(str(db)).close()
+    assert runner.invoke(app, ["retry"]).exit_code == 0
     result = runner.invoke(app, ["list", "--json"])
     assert result.exit_code == 0 and result.stdout.strip() == "[]"
 
@@ -107,5 +110,27 @@ def test_show_explains_an_untracked_file_under_a_symlinked_root(tmp_path):
     open_store(str(tmp_path / "x.db")).close()
     result = runner.invoke(app, ["--config", str(cfg), "--db", str(tmp_path / "x.db"),
                                  "show", str(tmp_path / "link" / "a.jpg")])
-    assert result.exit_code == 1
-    assert "not seen by labelsd yet" in result.stdout, result.stdout
+    assert result.exit_code == 1 and result.stdout == ""
+    assert "untracked (not seen by labelsd yet)" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("url, says", [
+    ("postgresql+psycopg://ana:secret@dbhost/labels", "the PostgreSQL driver psycopg is not installed"),
+    ("postgresql+psycopg2://ana:secret@dbhost/labels", "write postgresql+psycopg://"),
+])
+def test_a_missing_database_driver_says_what_to_install(monkeypatch, url, says):
+    # Issue 26: it said "No module named 'psycopg'".
+    import sys
+
+    for driver in ("psycopg", "psycopg2"):
+        monkeypatch.setitem(sys.modules, driver, None)  # as if not installed
+    result = runner.invoke(app, ["--db", url, "list"])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert says in line and "-m pip install 'psycopg[binary]>=3.1'" in line, line
+    assert "make install EXTRAS=postgres" in line and "secret" not in line
+
+
+def test_a_database_url_s_password_stays_out_of_messages():
+    result = runner.invoke(app, ["--db", "postgresql+psycopg://ana:secret@nohost.invalid/labels", "list"])
+    assert result.exit_code == 1 and "secret" not in result.stderr and "ana:***@" in result.stderr

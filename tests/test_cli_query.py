@@ -50,7 +50,7 @@ def names(paths) -> list[str]:
 
 
 def test_search_json(db_url, library):
-    records = json.loads(ok(labels(db_url, "search", "cat", "--json")))
+    records = json.loads(ok(labels(db_url, "search", "cat", "--json", "--min-score", "0")))
     assert names(r["path"] for r in records) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
     persian = records[1]
     assert set(persian) == {"path", "sha256", "status", "error", "width", "height", "labels",
@@ -112,6 +112,45 @@ def test_the_record_encoder_refuses_what_json_dumps_refuses():
 )
 def test_search_options(db_url, library, args, expected):
     assert names(ok(labels(db_url, "search", *args, "--paths")).splitlines()) == expected
+
+
+FLOOR_NOTE = ("labels: 1 more image(s) match with a score below 10% (search_min_score); "
+              "--min-score 0 shows them")
+
+
+def test_search_hides_near_zero_matches_and_says_how_to_see_them(db_url, library):
+    # Issue 26: `labels search animal` listed a green square found by `jellyfish 1%`.
+    for fmt in ("--paths", "--json", "--csv"):
+        result = labels(db_url, "search", "cat", fmt)
+        assert "shy_cat.jpg" not in ok(result) and "tabby.jpg" in result.stdout
+        assert result.stderr.strip() == FLOOR_NOTE, fmt  # --json honours it too, and says so
+    everything = labels(db_url, "search", "cat", "--min-score", "0", "--paths")
+    assert names(ok(everything).splitlines()) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
+    assert everything.stderr == ""
+    chosen = labels(db_url, "search", "cat", "--min-score", "0.8", "--paths")
+    assert names(ok(chosen).splitlines()) == ["tabby.jpg"] and chosen.stderr == ""  # asked for
+
+
+@pytest.mark.parametrize("given", ["0.5", "50%", " 50% ", "0.50"])
+def test_min_score_takes_a_fraction_or_a_percentage(db_url, library, given):
+    found = ok(labels(db_url, "search", "cat", "--min-score", given, "--paths"))
+    assert names(found.splitlines()) == ["tabby.jpg", "persian.jpg"]
+
+
+def test_min_score_over_1_is_refused_with_the_percentage_to_write(db_url, library):
+    # A bare 50 is not read as 50%: would 1 be 1% or 100%? The error says what to write.
+    result = labels(db_url, "search", "cat", "--min-score", "50")
+    assert result.exit_code == 2 and "give a fraction (0.5) or a percentage (50%)" in result.stderr
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("value", ["0.01", '"1%"'])
+def test_the_floor_is_a_setting(db_url, library, tmp_path, value):
+    config = tmp_path / "c.toml"
+    config.write_text(f"search_min_score = {value}\n")
+    result = runner.invoke(app, ["--db", db_url, "--config", str(config), "search", "cat", "--paths"])
+    assert names(ok(result).splitlines()) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
+    assert result.stderr == ""
 
 
 def test_empty_search_prints_an_empty_list(db_url, library):

@@ -9,13 +9,13 @@ import subprocess
 import sys
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from labelsd import records
 from labelsd.pipeline.scan import ScanResult
 from labelsd.records import FileFacts
 from labelsd.store import contents, workqueue
-from labelsd.store.schema import Content
+from labelsd.store.schema import Content, QueueItem
 from test_search import predictions
 
 
@@ -85,9 +85,10 @@ def test_a_rescan_of_1000_unchanged_photos_is_quick(store, db_url, tmp_path):
 
 
 def test_the_summary_accounts_for_every_image():
-    """30 photos, the service sharing the database took 14 of them from the queue."""
+    """30 photos, of which a service sharing the library held 14 before the scan reserved them."""
     result = ScanResult(root="/p", found=30, queued=30, labeled=16)
-    assert result.summary() == "16 labeled, 0 linked, 0 failed, 0 unchanged, 14 done by another labelsd"
+    assert result.summary() == ("16 labeled, 0 linked, 0 failed, 0 unchanged, "
+                                "14 taken by another labelsd or scan sharing this library")
     result = ScanResult(root="/p", found=5, queued=4, unchanged=1, labeled=2, linked=1, failed=1)
     assert result.summary() == "2 labeled, 1 linked, 1 failed, 1 unchanged"
 
@@ -103,3 +104,100 @@ def test_what_another_model_labelled_needs_the_model(store, db_url, tmp_path):
         session.execute(update(Content).values(model="EfficientNetLite0/imagenet"))
     done = _scan(db_url, photos)
     assert done.returncode == 1 and "weights file /no/such/weights.h5" in done.stderr
+
+
+def test_scan_starts_a_library(tmp_path):
+    # The one `labels` command that may create a library (with the service, and
+    # `db copy`'s target): every other one refuses a missing --db (issue 26).
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    (tmp_path / "empty").mkdir()
+    db = tmp_path / "new" / "labels.db"
+    result = CliRunner().invoke(app, ["--db", str(db), "scan", str(tmp_path / "empty")])
+    assert result.exit_code == 0, result.output
+    assert db.is_file()
+
+
+# ---- a scan owns what it scans (issue 26) ---------------------------------------------
+
+
+def _photos(folder, n: int) -> list:
+    from imagegen import make_image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return [make_image(folder / f"{i}.jpg", seed=i) for i in range(n)]
+
+
+class ServiceDuringTheScan:
+    """A stand-in model whose first batch lets "a labelsd service" claim everything
+    it can from the shared queue, as a running service would while a scan runs."""
+
+    def __init__(self, store):
+        from test_fleet import StandInClassifier
+
+        self._model, self.store, self.service_took = StandInClassifier(), store, None
+        self.name, self.device, self.batch_size, self.ladder = "stand-in", "cpu", 2, None
+
+    def decode(self, data):
+        return self._model.decode(data)
+
+    def top3(self, batch):
+        if self.service_took is None:
+            self.service_took = [c.path for c in workqueue.claim(self.store, "service:1", 100)]
+        return self._model.top3(batch)
+
+
+def test_a_scan_labels_its_folder_itself_and_nothing_else(store, tmp_path):
+    """A service sharing the library takes no photo the scan queued (it would label it
+    with its own model and the scan would say "done by another labelsd"), and the scan
+    does not work through the service's backlog of another folder."""
+    from labelsd.pipeline.scan import scan_folder
+
+    backlog = _photos(tmp_path / "watched", 2)
+    workqueue.enqueue(store, [str(p) for p in backlog])
+    mine = _photos(tmp_path / "old-photos", 6)
+    model = ServiceDuringTheScan(store)
+    result = scan_folder(store, model, tmp_path / "old-photos", batch_size=2, decode_workers=1)
+    assert result.summary() == "6 labeled, 0 linked, 0 failed, 0 unchanged"
+    assert sorted(model.service_took) == sorted(str(p) for p in backlog)  # only its own folder's
+    assert all(store.record(str(p)).status == "done" for p in mine)
+    assert {r.path: r.status for r in store.records_for_paths([str(p) for p in backlog])} == {
+        str(p): "pending" for p in backlog}  # the scan left the service's work alone
+
+
+def test_a_scan_that_fails_hands_its_photos_back_and_says_so(store, db_url, tmp_path):
+    """The model does not load (exit 1): what the scan queued stays queued, for no one
+    in particular (no claim of a dead scan holds it), and stderr says what becomes of it."""
+    if "://" in db_url:
+        pytest.skip("the same code path; SQLite is enough here")
+    photos = tmp_path / "photos"
+    _photos(photos, 3)
+    done = _scan(db_url, photos)
+    assert done.returncode == 1
+    stay = f"labels: 3 image(s) under {photos} stay queued, not labeled: labels scan {photos} again"
+    assert stay in done.stderr, done.stderr
+    with store.read() as session:
+        rows = session.execute(select(QueueItem.path, QueueItem.claimed_by)).all()
+    assert len(rows) == 3 and {claimed for _, claimed in rows} == {None}
+
+
+def test_a_scans_reservation_is_renewed_while_the_model_loads(store, tmp_path, monkeypatch):
+    from labelsd.pipeline import scan
+    from servicekit import wait_for
+
+    photos = _photos(tmp_path / "photos", 2)
+    workqueue.enqueue(store, [str(p) for p in photos])
+
+    def claimed_at():
+        with store.read() as session:
+            return set(session.scalars(select(QueueItem.claimed_at)))
+
+    monkeypatch.setattr(scan, "RENEW_EVERY_S", 0.05)
+    with scan.ScanReservation(store, str(tmp_path / "photos")) as reservation:
+        first = claimed_at()
+        assert len(first) == 1 and None not in first
+        assert workqueue.claim(store, "service:1", 100) == []  # held for the scan
+        wait_for(lambda: claimed_at() != first, 30, "a renewal")
+    assert reservation.left == 2 and claimed_at() == {None}  # handed back

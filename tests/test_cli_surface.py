@@ -56,11 +56,12 @@ def test_a_tag_that_names_a_file_is_refused(db_url, library, tmp_path):
 
 
 def test_tag_every_result_of_a_search(db_url, library):
-    out = ok(labels(db_url, "tag", "--search", "cats", "-t", "pets"))
-    assert sorted(names(line.split(":")[0] for line in out.splitlines())) == [
-        "persian.jpg", "shy_cat.jpg", "tabby.jpg"]
+    result = labels(db_url, "tag", "--search", "cats", "-t", "pets")
+    out = ok(result)  # what `labels search cats` lists: the shy cat's Siamese 5% is below the floor
+    assert sorted(names(line.split(":")[0] for line in out.splitlines())) == ["persian.jpg", "tabby.jpg"]
+    assert "1 more image(s) match with a score below 10%" in result.stderr
     assert names(ok(labels(db_url, "search", "pets", "--paths")).splitlines()) == [
-        "persian.jpg", "shy_cat.jpg", "tabby.jpg"]
+        "persian.jpg", "tabby.jpg"]
 
 
 def test_tagging_several_files_is_all_or_nothing(db_url, library):
@@ -75,7 +76,7 @@ def test_tagging_several_files_is_all_or_nothing(db_url, library):
 
 @pytest.mark.parametrize("query", ["cats", "Cats", "CAT"])
 def test_plurals_find_what_the_singular_finds(db_url, library, query):
-    assert names(ok(labels(db_url, "search", query, "--paths")).splitlines()) == [
+    assert names(ok(labels(db_url, "search", query, "--paths", "--min-score", "0")).splitlines()) == [
         "tabby.jpg", "persian.jpg", "shy_cat.jpg"]
 
 
@@ -96,12 +97,12 @@ def test_no_match_says_so_and_suggests_classes(db_url, library):
     result = labels(db_url, "search", "dgo", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout) == []
     assert "no class or tag matches 'dgo'" in result.stderr and "dog" in result.stderr
-    quiet = labels(db_url, "search", "cat", "--json")
+    quiet = labels(db_url, "search", "dog", "--json")
     assert quiet.stderr == ""
 
 
 def test_the_table_says_which_label_made_each_hit(db_url, library):
-    lines = ok(labels(db_url, "search", "cat")).splitlines()
+    lines = ok(labels(db_url, "search", "cat", "--min-score", "0")).splitlines()
     assert lines[0].endswith("(found by: tabby 90%)")
     assert lines[2].endswith("(found by: Siamese cat 5%)")  # its third label
     assert ok(labels(db_url, "search", "fluffy")).splitlines()[0].endswith("(found by: tag fluffy)")
@@ -113,8 +114,23 @@ def test_the_table_says_which_label_made_each_hit(db_url, library):
 def test_show_a_file_that_does_not_exist(db_url, library, tmp_path):
     result = labels(db_url, "show", str(tmp_path / "nope.jpg"))
     assert result.exit_code == 1
-    assert result.stdout.strip() == f"{tmp_path / 'nope.jpg'}: no such file"
-    assert "untracked" not in result.stdout
+    assert result.stderr.strip() == f"labels: error: {tmp_path / 'nope.jpg'}: no such file"
+    assert result.stdout == ""  # issue 26: the error came on stdout
+    as_json = labels(db_url, "show", str(tmp_path / "nope.jpg"), "--json")
+    assert as_json.exit_code == 1 and json.loads(as_json.stdout)["reason"] == "no such file"
+    assert as_json.stderr.strip() == result.stderr.strip()
+
+
+def test_show_a_folder_says_it_is_one_and_what_lists_images(db_url, library, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    result = labels(db_url, "show", str(inbox))
+    assert result.exit_code == 1 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"labels: error: {inbox} is a folder: labels show takes one image")
+    assert "labels list" in line and "labels search" in line
+    as_json = json.loads(labels(db_url, "show", str(inbox), "--json").stdout)
+    assert as_json == {"path": str(inbox), "status": "untracked", "reason": "a folder, not an image"}
 
 
 def test_export_format_follows_the_suffix(db_url, library, tmp_path):
@@ -125,6 +141,19 @@ def test_export_format_follows_the_suffix(db_url, library, tmp_path):
     assert len(json.loads((tmp_path / "x.json").read_text())) == len(LIBRARY)
     ok(labels(db_url, "export", "--format", "json", "-o", str(tmp_path / "y.csv")))
     assert len(json.loads((tmp_path / "y.csv").read_text())) == len(LIBRARY)
+
+
+@pytest.mark.parametrize("command, name", [("export", "labels.xlsx"), ("export", "labels.txt"),
+                                           ("gallery", "cats.gif")])
+def test_an_output_suffix_it_cannot_write_is_a_usage_error(db_url, library, tmp_path, command, name):
+    # Issue 26: `export -o labels.xlsx` wrote JSON into it while `gallery -o x.gif` refused.
+    args = ["cat"] if command == "gallery" else []
+    result = labels(db_url, command, *args, "-o", str(tmp_path / name))
+    assert result.exit_code == 2 and "cannot tell the format of" in result.stderr, result.output
+    assert not (tmp_path / name).exists()
+    if command == "export":  # saying the format is enough
+        ok(labels(db_url, "export", "--format", "csv", "-o", str(tmp_path / name)))
+        assert (tmp_path / name).read_text().startswith("path,")
 
 
 def test_csv_cells_never_start_a_formula(db_url, store, tmp_path):
@@ -205,18 +234,100 @@ def test_status_counts_say_what_they_count_and_old_nodes_are_left_out(db_url, st
     assert ok(labels(db_url, "status", "--all")).count("inception_v3 on CPU") == 2
 
 
-# ---- read-only commands create nothing --------------------------------------------------
+# ---- help, and the global options after the command -------------------------------------
 
 
-@pytest.mark.parametrize("args", [["status"], ["search", "cat"], ["list"], ["show", "x.jpg"],
-                                  ["stats"], ["tags"], ["export"]])
-def test_read_only_commands_create_nothing(tmp_path, args):
-    db = tmp_path / "typo" / "x.db"
-    result = runner.invoke(app, ["--db", str(db), *args])
+@pytest.mark.parametrize("path", [(), ("search",), ("xmp", "write"), ("db", "copy")], ids=" ".join)
+def test_labels_help_is_the_help(path):
+    # Issue 26: `labels help` was "No such command".
+    asked = runner.invoke(app, ["help", *path])
+    assert asked.exit_code == 0, asked.output
+    assert asked.stdout == runner.invoke(app, [*path, "--help"]).stdout
+
+
+def test_labels_help_of_no_such_command_names_the_commands():
+    result = runner.invoke(app, ["help", "serach"])
+    assert result.exit_code == 2 and "no command 'serach'" in result.stderr and "search" in result.stderr
+
+
+def test_every_command_takes_the_global_options_after_its_name():
+    for path, command in _walk(get_command(app)):
+        if path and not hasattr(command, "commands"):
+            given = {opt for p in command.params for opt in getattr(p, "opts", ())}
+            assert {"--db", "--config"} <= given, path
+
+
+def test_db_and_config_after_the_command_count(db_url, library, tmp_path):
+    # Issue 26: `labels search cat --db X` said "No such option: --db".
+    before = runner.invoke(app, ["--db", db_url, "search", "cat", "--json"])
+    after = runner.invoke(app, ["search", "cat", "--json", "--db", db_url])
+    assert ok(after) == ok(before) and json.loads(after.stdout)
+    missing = runner.invoke(app, ["xmp", "write", "--db", str(tmp_path / "nope.db")])
+    assert missing.exit_code == 1 and "no database at" in missing.stderr
+    config = tmp_path / "c.toml"
+    config.write_text("search_min_score = 0\n")
+    everything = runner.invoke(app, ["search", "cat", "--paths", "--config", str(config), "--db", db_url])
+    assert len(ok(everything).splitlines()) == 3  # the shy cat's 5% too
+    twice = runner.invoke(app, ["--db", db_url, "search", "cat", "--db", str(tmp_path / "other.db")])
+    assert twice.exit_code == 2 and "given twice" in twice.stderr
+
+
+# ---- no command but scan creates a library -------------------------------------------
+
+# Arguments that get each command as far as opening the library; None: it opens none.
+# Every `labels` command must be here (the test below introspects them): a new one
+# that changes the library asks `state(ctx).store()`, which refuses a missing one.
+OPENS_A_LIBRARY = {
+    ("search",): ["cat"], ("show",): ["x.jpg"], ("list",): [], ("stats",): [],
+    ("tags",): [], ("status",): [], ("export",): [], ("gallery",): ["cat", "-o", "g.html"],
+    ("tag",): ["x.jpg", "foo"], ("untag",): ["x.jpg", "foo"], ("retry",): [],
+    ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"],
+    ("scan",): None,  # creates one on purpose: test_scan_starts_a_library
+    ("model", "info"): None, ("model", "fetch"): None, ("help",): None,
+}
+
+
+def test_every_command_says_whether_it_opens_a_library():
+    listed = set(OPENS_A_LIBRARY)
+    commands = {p for p, c in _walk(get_command(app)) if p and not hasattr(c, "commands")}
+    assert commands == listed, "add the new command to OPENS_A_LIBRARY"
+
+
+@pytest.mark.parametrize("path", [p for p, args in OPENS_A_LIBRARY.items() if args is not None],
+                         ids=" ".join)
+def test_no_command_but_scan_creates_a_library(tmp_path, path):
+    # Issue 26: `labels --db nope.db tag photo.jpg foo` left a new empty nope.db.
+    typo = tmp_path / "typo"
+    db = typo / "x.db"
+    args = [a.format(typo=typo) for a in OPENS_A_LIBRARY[path]]
+    result = runner.invoke(app, ["--db", str(db), *path, *args])
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.strip().splitlines()
-    assert f"no database at {db}" in line and "the default one is" in line
-    assert not (tmp_path / "typo").exists()
+    assert f"no database at {db}" in line and "the default one is" in line, line
+    assert not typo.exists() and result.stdout == ""
+
+
+def test_an_empty_file_is_not_made_a_library_by_a_write(tmp_path):
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    result = runner.invoke(app, ["--db", str(empty), "retry"])
+    assert result.exit_code == 1 and "not a labelsd database" in result.stderr
+    assert empty.stat().st_size == 0
+
+
+@pytest.mark.parametrize("command", ["retry", "list"])
+def test_an_empty_server_database_is_not_made_a_library(pg_url, command):
+    from sqlalchemy import create_engine, inspect
+
+    result = runner.invoke(app, ["--db", pg_url, command])
+    assert result.exit_code == 1, result.output
+    (line,) = result.stderr.strip().splitlines()
+    assert "no labelsd library in" in line, line
+    engine = create_engine(pg_url)
+    try:
+        assert inspect(engine).get_table_names() == []
+    finally:
+        engine.dispose()
 
 
 def test_read_only_commands_never_import_sqlalchemy_or_pydantic(db_url, library):

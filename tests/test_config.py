@@ -98,3 +98,19 @@ def test_xmp_settings_from_the_file_and_their_checks(tmp_path):
         path.write_text(bad + "\n")
         with pytest.raises(ConfigError, match=message):
             load_settings(str(path), env={})
+
+
+def test_the_search_floor_is_a_score_or_a_percentage(tmp_path):
+    path = tmp_path / "config.toml"
+    assert Settings().search_min_score == 0.1  # bench/scorefloor.py's evidence
+    for text, key, value in (("search_min_score = 0.25", "search_min_score", 0.25),
+                             ('search_min_score = "5%"', "search_min_score", 0.05),
+                             ("search_min_score = 0", "search_min_score", 0.0),
+                             ('xmp_min_score = "30%"', "xmp_min_score", 0.3)):
+        path.write_text(text + "\n")
+        assert getattr(load_settings(str(path), env={}), key) == value
+    for bad in ("search_min_score = 10", 'search_min_score = "lots"', "search_min_score = true",
+                'search_min_score = "150%"'):
+        path.write_text(bad + "\n")
+        with pytest.raises(ConfigError, match="search_min_score must be a number from 0 to 1"):
+            load_settings(str(path), env={})

@@ -357,6 +357,21 @@ def test_cli_writes_a_png_and_an_html_page(store, db_url, tmp_path):
     assert names == ["cat0.png", "cat1.png", "cat2.png"]  # best first; 0.75 is cut
 
 
+def test_cli_shows_what_labels_search_shows_under_the_floor(store, db_url, tmp_path):
+    # Issue 26: one floor for every command that searches (query.find applies it).
+    _cats(store, tmp_path / "photos", 2)
+    unsure = make_image(tmp_path / "photos" / "unsure.png", seed=7)
+    _classify(store, {unsure: _predictions((SPORTS_CAR, 0.6), (TABBY, 0.04))})
+    page = tmp_path / "cats.html"
+    result = _gallery(db_url, "cat", "-o", str(page))
+    assert [f["name"] for f in _parse(page).figures] == ["cat0.png", "cat1.png"]
+    assert "1 more image(s) match with a score below 10%" in result.stderr
+    searched = runner.invoke(app, ["--db", db_url, "search", "cat", "--paths"])
+    assert [os.path.basename(p) for p in searched.stdout.split()] == ["cat0.png", "cat1.png"]
+    _gallery(db_url, "cat", "-o", str(page), "--min-score", "0")
+    assert [f["name"] for f in _parse(page).figures] == ["cat0.png", "cat1.png", "unsure.png"]
+
+
 def test_cli_cuts_at_the_limit_and_says_so(store, db_url, tmp_path):
     _cats(store, tmp_path / "photos", 5)
     out = tmp_path / "sheet.jpg"

@@ -187,7 +187,8 @@ def test_search_reads_each_hit_with_its_labels_in_one_statement(store, tmp_path,
         for reader in (as_reader(store), read_only):
             statements = counting_statements(reader, monkeypatch)
             assert len(query.find(reader, "cat").records) == count
-            assert len(statements) == 2, statements  # the tag keys, the hits: no tags anywhere
+            # the tag keys, the hits, the count of what the floor hid: no tags anywhere
+            assert len(statements) == 3, statements
         tags.add_tags(store, found[str(tmp_path / "cat0007.jpg")], ["Fluffy", "indoor"])
         tags.add_tags(store, found[str(tmp_path / "cat0450.jpg")], ["garden"])
         for reader in (as_reader(store), read_only):
@@ -199,8 +200,9 @@ def test_search_reads_each_hit_with_its_labels_in_one_statement(store, tmp_path,
             tagged = next(r for r in result.records if r.path.endswith("cat0007.jpg"))
             assert tagged.tags == ["Fluffy", "indoor"]
             assert sum(bool(r.tags) for r in result.records) == 2
-            # the tag keys, the hits with their records, then the two tagged contents' tags
-            assert len(statements) == 1 + 1 + 1, statements
+            # the tag keys, the hits with their records, the count of what the floor hid,
+            # then the two tagged contents' tags
+            assert len(statements) == 1 + 1 + 1 + 1, statements
             statements.clear()
             assert len(list(reader.records(chunk=400))) == count
             assert len(statements) == 2 * 2  # per page: records, and its one tagged content's tags
@@ -225,7 +227,7 @@ def test_tags_of_many_tagged_hits_are_read_a_chunk_at_a_time(store, tmp_path, mo
             result = query.find(reader, "cat")
             assert {os.path.basename(r.path): r.tags for r in result.records} == {
                 **{f"cat{i}.jpg": [f"a{i}", f"z{i}"] for i in range(5)}, "cat5.jpg": []}
-            assert len(statements) == 1 + 1 + 3, statements
+            assert len(statements) == 1 + 1 + 1 + 3, statements  # ... + the floor's count
     finally:
         read_only.close()
 

@@ -10,6 +10,7 @@ imported plainly: without them the run fails instead of skipping these tests.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import subprocess
@@ -164,6 +165,29 @@ def test_scan_relabels_what_another_model_labelled(lite, tmp_path):
         record = store.record(str(cat))
     assert record.model == "EfficientNetLite0/imagenet"
     check_top3("chelsea.png", [p.label for p in record.labels])
+
+
+def test_the_default_search_floor_hides_noise_and_no_right_hit(lite):
+    """The decision behind `search_min_score` (issue 26; bench/scorefloor.py prints the
+    table): on real photos and on pictures of nothing, the default floor keeps every
+    right search hit that a 2% floor keeps, hides most wrong ones, and leaves no flat
+    colour square findable (the issue's `animal` -> green square by `jellyfish 1%`)."""
+    import scorefloor
+    from labelsd.config import Settings
+
+    found = scorefloor.measure(lite)
+    floor = Settings().search_min_score
+
+    def hits(at: float, which: int) -> int:
+        return sum(len(scorefloor.search_hits(found, q, at)[which]) for q in scorefloor.QUERIES)
+
+    assert hits(floor, 0) == hits(0.02, 0) > 15, "the floor hides right hits"
+    assert hits(floor, 1) <= hits(0.0, 1) / 3, "the floor leaves most wrong hits"
+    squares = [lab for pic in found if pic.name.endswith(" square") for lab in pic.labels]
+    assert len(squares) == 21 and max(lab.score for lab in squares) < floor
+    printed = io.StringIO()
+    scorefloor.report(found, out=printed)
+    assert "right labels kept" in printed.getvalue() and "labels search vehicle:" in printed.getvalue()
 
 
 # ------------------------------------------------------------------ the real service

@@ -143,7 +143,7 @@ def names(records) -> list[str]:
         (" Lunch ", {}, ["hotdog.jpg"]),
         ("indoor", {}, ["tabby.jpg"]),
         ("fluffy", {}, ["persian.jpg", "tabby.jpg"]),  # tag-only matches: by path
-        ("lunch", {"min_score": 0.1}, []),  # a tag match has no score to filter on
+        ("lunch", {"min_score": 0.9}, ["hotdog.jpg"]),  # a tag is no guess: no floor hides it
         ("lunch", {"tags": ["fluffy"]}, []),
         # nothing matches: nothing found, no error
         ("", {}, []),
@@ -167,7 +167,36 @@ def names(records) -> list[str]:
     ],
 )
 def test_search(store, library, text, options, expected):
-    assert names(query.search(store, text, **options)) == expected
+    # min_score 0: every match (the default floor has its own test, below)
+    assert names(query.search(store, text, **{"min_score": 0.0, **options})) == expected
+
+
+@pytest.mark.parametrize(("text", "options", "expected", "hidden"), [
+    ("cat", {}, ["tabby.jpg", "persian.jpg"], 1),  # the shy cat's Siamese 5%: noise
+    ("food", {}, ["hotdog.jpg"], 1),  # the truck's cheeseburger 1%
+    ("animal", {}, ["tabby.jpg", "retriever.jpg", "persian.jpg"], 1),
+    ("cat", {"min_score": 0.0}, ["tabby.jpg", "persian.jpg", "shy_cat.jpg"], 0),
+    ("cat", {"min_score": 0.05}, ["tabby.jpg", "persian.jpg", "shy_cat.jpg"], 0),
+    ("cat", {"min_score": 0.8}, ["tabby.jpg"], 2),
+    ("cat", {"tags": ["indoor"]}, ["tabby.jpg"], 0),  # the hidden count is narrowed alike
+    ("cat", {"include_missing": True}, ["gone_cat.jpg", "tabby.jpg", "persian.jpg"], 1),
+    ("cat", {"limit": 1}, ["tabby.jpg"], 1),  # what the floor hid, not what the limit cut
+    ("hotdog", {}, ["hotdog.jpg"], 0),
+])
+def test_the_default_floor_hides_near_zero_matches_and_counts_them(store, library, text, options,
+                                                                   expected, hidden):
+    # Issue 26: `labels search animal` listed a green square found by `jellyfish 1%`.
+    result = query.find(store, text, **options)
+    assert names(result.records) == expected
+    assert result.hidden == hidden
+    assert result.floor == options.get("min_score", 0.1)
+
+
+def test_a_tag_finds_what_the_floor_hides_as_a_tag_match(store, library):
+    tags.add_tags(store, library["shy_cat.jpg"], ["cat"])  # below the floor as a Siamese, tagged
+    result = query.find(store, "cat")
+    assert names(result.records) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
+    assert result.reason(result.found[-1]) == "tag cat" and result.hidden == 0
 
 
 def test_search_harms_nothing(store, library):
@@ -182,11 +211,11 @@ def test_search_harms_nothing(store, library):
         assert query.search(store, text) == []
         query.tag_counts(store)
     assert snapshot() == before == (len(LIBRARY), 3 * len(LIBRARY))
-    assert names(query.search(store, "cat")) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
+    assert names(query.search(store, "cat", min_score=0)) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
 
 
 def test_hits_carry_the_best_matching_score(store, library):
-    hits = query.search_hits(store, "cat")
+    hits = query.search_hits(store, "cat", min_score=0)
     assert [(h.path.rsplit("/", 1)[-1], h.score) for h in hits] == [
         ("tabby.jpg", pytest.approx(0.90)), ("persian.jpg", pytest.approx(0.70)),
         ("shy_cat.jpg", pytest.approx(0.05))]
@@ -195,15 +224,15 @@ def test_hits_carry_the_best_matching_score(store, library):
 def test_tag_only_matches_rank_after_label_matches(store, library):
     tags.add_tags(store, library["sports_car.jpg"], ["cat"])  # someone's car is called Cat
     tags.add_tags(store, library["tabby.jpg"], ["CAT"])  # found by label already: once only
-    hits = query.search_hits(store, "cat")
+    hits = query.search_hits(store, "cat", min_score=0)
     assert [h.path.rsplit("/", 1)[-1] for h in hits] == [
         "tabby.jpg", "persian.jpg", "shy_cat.jpg", "sports_car.jpg"]
     assert hits[-1].score is None
-    assert names(query.search(store, "cat", limit=3)) == [
+    assert names(query.search(store, "cat", limit=3, min_score=0)) == [
         "tabby.jpg", "persian.jpg", "shy_cat.jpg"]
-    assert names(query.search(store, "cat", limit=4))[-1] == "sports_car.jpg"
-    assert names(query.search(store, "cat", min_score=0.01)) == [
-        "tabby.jpg", "persian.jpg", "shy_cat.jpg"]
+    assert names(query.search(store, "cat", limit=4, min_score=0))[-1] == "sports_car.jpg"
+    assert names(query.search(store, "cat", min_score=0.01)) == [  # a tag match passes any floor
+        "tabby.jpg", "persian.jpg", "shy_cat.jpg", "sports_car.jpg"]
 
 
 def test_records_are_complete(store, library):
@@ -225,7 +254,9 @@ def test_a_copy_is_found_at_every_path(store, tmp_path):
 def test_a_requeued_image_is_not_found_by_its_old_labels(store, library):
     """A changed file waits in the queue: its stored labels describe older bytes."""
     workqueue.enqueue(store, [library["tabby.jpg"]], force=True)
-    assert names(query.search(store, "cat")) == ["persian.jpg", "shy_cat.jpg"]
+    assert names(query.search(store, "cat", min_score=0)) == ["persian.jpg", "shy_cat.jpg"]
+    workqueue.enqueue(store, [library["shy_cat.jpg"]], force=True)
+    assert query.find(store, "cat").hidden == 0  # nor counted as hidden by the floor
 
 
 def test_an_empty_store_finds_nothing(store):

@@ -277,6 +277,20 @@ def test_nothing_to_watch_is_a_clear_line(tmp_path):
     assert run.stderr.strip().startswith("labelsd: error: nothing to watch")
 
 
+@pytest.mark.parametrize("make, says", [
+    (lambda p: p.write_text("notes"), "not a folder"),  # issue 26: it said "no such folder"
+    (lambda p: None, "no such folder"),
+])
+def test_a_watch_that_is_not_a_folder_says_what_it_is(tmp_path, make, says):
+    target = tmp_path / "notes.txt"
+    make(target)
+    run = subprocess.run([str(LABELSD), "--watch", str(target), "--db", str(tmp_path / "l.db")],
+                         capture_output=True, text=True, env=service_env(tmp_path), timeout=60)
+    assert run.returncode == 1
+    (line,) = run.stderr.strip().splitlines()
+    assert line.startswith(f"labelsd: error: cannot watch {target}: {says}"), line
+
+
 def test_help_lists_every_option():
     out = subprocess.run([str(LABELSD), "--help"], capture_output=True, text=True,
                          timeout=60).stdout

@@ -218,6 +218,16 @@ def test_labels_xmp_write_all_or_what_a_query_finds(db_url, photos):
     assert words(read_xmp(folder / "dog.jpg.xmp"), "Xmp.dc.subject") == ["golden retriever"]
 
 
+def test_xmp_write_query_finds_what_labels_search_finds(db_url, store, photos):
+    folder, _ = photos
+    make_image(folder / "faint.jpg", seed=5)
+    add_images(store, {"faint.jpg": [(207, 0.80), (281, 0.03)]})  # a tabby at 3%: below the floor
+    result = labels(db_url, "xmp", "write", "cat")
+    assert ok(result).startswith("2 sidecar(s) written")
+    assert "1 more image(s) match with a score below 10%" in result.stderr
+    assert not (folder / "faint.jpg.xmp").exists()
+
+
 def test_tag_rewrites_the_sidecar_when_the_config_says_so(db_url, photos, tmp_path):
     folder, paths = photos
     tabby = paths["tabby.jpg"]

@@ -8,7 +8,9 @@ only reads, a read-only view), calls one `labelsd` function and renders.
 
 import atexit
 import errno
+import functools
 import gc
+import inspect
 import logging
 import os
 import sys
@@ -112,17 +114,17 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
+DB_HELP = ("Database: a SQLite file path or an SQLAlchemy URL "
+           "(postgresql+psycopg://...). Default: the service's database.")
+CONFIG_HELP = ("TOML config file (default: $LABELS_CONFIG, "
+               "~/.config/labels/config.toml, /etc/labels/config.toml).")
+
+
 @app.callback()
 def _global_options(
     ctx: typer.Context,
-    db: Annotated[Optional[str], typer.Option(
-        "--db", metavar="PATH|URL",
-        help="Database: a SQLite file path or an SQLAlchemy URL "
-             "(postgresql+psycopg://...). Default: the service's database.")] = None,
-    config: Annotated[Optional[str], typer.Option(
-        "--config", metavar="FILE",
-        help="TOML config file (default: $LABELS_CONFIG, "
-             "~/.config/labels/config.toml, /etc/labels/config.toml).")] = None,
+    db: Annotated[Optional[str], typer.Option("--db", metavar="PATH|URL", help=DB_HELP)] = None,
+    config: Annotated[Optional[str], typer.Option("--config", metavar="FILE", help=CONFIG_HELP)] = None,
     debug: Annotated[bool, typer.Option(
         "--debug", help="Show tracebacks and debug logging.")] = False,
     version: Annotated[bool, typer.Option(
@@ -136,8 +138,75 @@ def _global_options(
     ctx.call_on_close(ctx.obj.close)
 
 
+def _global_after_the_command(ctx: typer.Context, param: typer.CallbackParam, value):
+    """`labels search cat --db X` as `labels --db X search cat`; the same option
+    given with two values, before and after the command, is a usage error."""
+    if value is None:
+        return
+    current = ctx.find_object(CliState)
+    name = param.name.removeprefix("global_")
+    before = getattr(current, name)
+    if before is not None and before != value:
+        raise typer.BadParameter(f"given twice: {before!r} before the command, {value!r} after it")
+    setattr(current, name, value)
+    current._settings = None  # read again with this one
+
+
+# The global options every command also takes after its name: (option, metavar, help).
+GLOBAL_AFTER_OPTIONS = (("--db", "PATH|URL", DB_HELP), ("--config", "FILE", CONFIG_HELP))
+GLOBAL_AFTER = [
+    inspect.Parameter(f"global_{option[2:]}", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[Optional[str], typer.Option(
+                          option, metavar=metavar, help=text, expose_value=False,
+                          callback=_global_after_the_command)])
+    for option, metavar, text in GLOBAL_AFTER_OPTIONS]
+
+
+def _accept_global_options(group: typer.Typer) -> None:
+    """Every command, in sub-groups too (`xmp write`, `db copy`), takes --db and
+    --config after its name as well as before it: people add them at the end."""
+    for info in group.registered_commands:
+        command = info.callback
+        params = list(inspect.signature(command, eval_str=True).parameters.values())
+        keyword = [p for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY]
+        others = [p for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+        info.callback = _taking(command, inspect.Signature(others + keyword + GLOBAL_AFTER))
+    for sub in group.registered_groups:
+        _accept_global_options(sub.typer_instance)
+
+
+def _taking(command, signature: inspect.Signature):
+    @functools.wraps(command)
+    def with_global_options(*args, **kwargs):
+        for param in GLOBAL_AFTER:  # set on the state by their callback already
+            kwargs.pop(param.name, None)
+        return command(*args, **kwargs)
+
+    with_global_options.__signature__ = signature
+    return with_global_options
+
+
+def help_cmd(
+    ctx: typer.Context,
+    command: Annotated[Optional[list[str]], typer.Argument(
+        metavar="COMMAND", help="A command (search; xmp write): show its help instead.")] = None,
+) -> None:
+    """Show this help, or a command's (labels help search is labels search --help)."""
+    group = ctx.parent
+    shown, shown_ctx = group.command, group
+    for name in command or []:
+        found = shown.get_command(shown_ctx, name) if hasattr(shown, "get_command") else None
+        if found is None:
+            known = ", ".join(sorted(getattr(shown, "commands", {}))) or "none"
+            raise typer.BadParameter(f"no command {name!r} (commands: {known})", param_hint="COMMAND")
+        shown, shown_ctx = found, type(ctx)(found, info_name=name, parent=shown_ctx)
+    typer.echo(shown.get_help(shown_ctx))
+
+
 for module in COMMAND_MODULES:
     module.register(app)
+app.command("help")(help_cmd)
+_accept_global_options(app)
 
 
 def main() -> None:

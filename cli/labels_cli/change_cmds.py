@@ -43,7 +43,13 @@ def _targets(ctx: typer.Context, items: list[str], tags: list[str], search: str 
     if search is not None:
         from labelsd.serve import query
 
-        paths += [r.path for r in query.search(state(ctx).store(), search)]
+        from .render import floor_note
+
+        st = state(ctx)
+        result = query.find(st.store(), search, min_score=st.settings.search_min_score)
+        paths += [r["path"] for r in result.found]
+        if note := floor_note(result):
+            typer.echo(note, err=True)
     if not paths:
         raise typer.BadParameter("no image to change: give PATH..., or --search QUERY",
                                  param_hint="PATH")

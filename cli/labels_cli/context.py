@@ -3,7 +3,10 @@ they select, and the database, opened once per command.
 
 Commands that only read ask for `reader()` (sqlite3 read-only on a SQLite
 file: nothing is created, SQLAlchemy is not imported); commands that change
-the library ask for `store()`.
+the library ask for `store()`, which opens an existing library and refuses a
+missing one just as `reader()` does (a mistyped --db must not leave a new empty
+library behind). Only a command whose job is to fill a library may create it:
+`store(create=True)` (`labels scan`; `labels db copy` creates its target).
 """
 
 from __future__ import annotations
@@ -30,12 +33,14 @@ class CliState:
             self._settings = load_settings(self.config, db=self.db)
         return self._settings
 
-    def store(self):
-        """The store named by the settings (created and migrated if needed)."""
+    def store(self, *, create: bool = False):
+        """The library named by the settings, for changing it (migrated if older).
+        A SQLite file that is not there, or a database holding no library, is an
+        error naming the default database, unless `create`."""
         if self._store is None:
             from labelsd.store.engine import open_store
 
-            self._store = open_store(self.settings.db)
+            self._store = open_store(self.settings.db, create=create, default_db=default_db())
         return self._store
 
     def reader(self):

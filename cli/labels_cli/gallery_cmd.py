@@ -42,7 +42,11 @@ def gallery_cmd(
     except gallery.GalleryError as err:
         raise typer.BadParameter(str(err), param_hint="-o") from None
     # One more than asked, to know whether the results were cut.
-    found = query.search(state(ctx).reader(), text, limit=limit + 1, **filters.as_kwargs())
+    st = state(ctx)
+    result = query.find(st.reader(), text, limit=limit + 1, **filters.as_kwargs(st.settings))
+    found = result.records
+    if hid := filters.floor_note(result):
+        typer.echo(hid, err=True)
     note = None
     if len(found) > limit:
         found = found[:limit]

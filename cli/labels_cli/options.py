@@ -15,6 +15,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from .params import score
+from .render import floor_note
 from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt
 
 
@@ -30,8 +32,17 @@ class SearchFilters:
     until: str | None = None
     camera: str | None = None
 
-    def as_kwargs(self) -> dict:
-        return asdict(self)
+    def as_kwargs(self, settings=None) -> dict:
+        """Keyword arguments of `query.find`; with `settings`, a --min-score not given
+        is the configured floor (`search_min_score`), as `labels search` applies it."""
+        values = asdict(self)
+        if values["min_score"] is None and settings is not None:
+            values["min_score"] = settings.search_min_score
+        return values
+
+    def floor_note(self, result) -> str | None:
+        """`floor_note` for a search run with these filters."""
+        return floor_note(result, chosen=self.min_score is not None)
 
 
 def _option(name: str, annotation, default) -> inspect.Parameter:
@@ -41,8 +52,10 @@ def _option(name: str, annotation, default) -> inspect.Parameter:
 
 SEARCH_OPTIONS = [
     _option("min_score", Annotated[Optional[float], typer.Option(
-        "--min-score", min=0.0, max=1.0, metavar="SCORE",
-        help="Only images whose matching label scored at least SCORE (0..1).")], None),
+        "--min-score", parser=score, metavar="SCORE",
+        help="Only images whose matching label scored at least SCORE: 0.5 or 50% "
+             "(default: the config's search_min_score, 10%; 0 shows every match). "
+             "Images found by a tag are shown whatever the score.")], None),
     _option("exact", Annotated[bool, typer.Option(
         "--exact", help="Match class names exactly; do not include the classes below "
                         "the query in WordNet (cat -> tabby, Persian cat ...).")], False),

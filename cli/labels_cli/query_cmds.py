@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from labelsd.errors import LabelsError
+from labelsd.errors import LabelsError, NotTracked
 from labelsd.records import STATUSES
 from labelsd.serve import query
 
@@ -57,19 +57,21 @@ def show(
             _show_text(record)
         return
     full = canonical_path(path)
-    if not os.path.lexists(full):
-        reason = "no such file"
+    if os.path.isdir(full):
+        reason = "a folder, not an image"
+        message = (f"{full} is a folder: labels show takes one image (labels list lists the "
+                   "images labelsd tracks, labels search WORD finds them by what they show)")
+    elif not os.path.lexists(full):
+        reason = message = "no such file"
     else:
         roots = list(dict.fromkeys([canonical_root(r) for r in st.settings.watch]
                                    + query.watched_roots(reader)))
         reason = ignore_reason(full, roots) or "not seen by labelsd yet"
-    if as_json:
+        message = f"untracked ({reason})"
+    if as_json:  # the record a script parses, on stdout; the error on stderr, as always
         typer.echo(json.dumps({"path": full, "status": "untracked", "reason": reason},
                               ensure_ascii=False))
-    else:
-        typer.echo(f"{full}: untracked ({reason})" if reason != "no such file"
-                   else f"{full}: no such file")
-    raise typer.Exit(1)
+    raise NotTracked(message if message.startswith(full) else f"{full}: {message}")
 
 
 def _show_text(record) -> None:
@@ -98,16 +100,21 @@ def search(
     """Find images by what they show (WordNet-aware: 'cat' finds every cat) or by tag.
 
     Results rank by the matching label's score; images found only by a tag
-    come after the label matches. The table says which label or tag found each
-    image. When the query names no class and no tag, stderr says so and
-    suggests the nearest class names (the exit status stays 0)."""
+    come after the label matches. Label matches below the config's
+    search_min_score (10%) are left out, and stderr says how many; --min-score 0
+    shows them. The table says which label or tag found each image. When the
+    query names no class and no tag, stderr says so and suggests the nearest
+    class names (the exit status stays 0)."""
     fmt = choose_format(as_json, as_csv, as_paths)
-    result = query.find(state(ctx).reader(), text, limit=limit, as_json=fmt is Format.json,
-                        **filters.as_kwargs())
+    st = state(ctx)
+    result = query.find(st.reader(), text, limit=limit, as_json=fmt is Format.json,
+                        **filters.as_kwargs(st.settings))
     if result.texts is not None:
         write_json_list(result.texts)
     else:
         render_records(result.found, fmt, reason=result.reason)
+    if note := filters.floor_note(result):
+        typer.echo(note, err=True)
     if not result.classes and not result.tag_keys:
         hint = (f"; did you mean {', '.join(result.suggestions)}?" if result.suggestions else "")
         typer.echo(f"labels: no class or tag matches {text!r}{hint}", err=True)
@@ -203,8 +210,7 @@ def export(
     """Export every image record (streamed: a large library never sits in memory)."""
     if fmt is not None and fmt not in (Format.json, Format.csv):
         raise typer.BadParameter("must be json or csv", param_hint="--format")
-    chosen = fmt or (Format.csv if output is not None and output.suffix.lower() == ".csv"
-                     else Format.json)
+    chosen = fmt or _format_of(output)
     records = state(ctx).reader().record_dicts()
     if output is None:
         render_records(records, chosen)
@@ -216,6 +222,19 @@ def export(
         raise LabelsError(f"cannot write {output}: {err.strerror or err}; "
                           "check that its folder exists and is writable") from err
     typer.echo(f"exported {count} image(s) to {output} as {chosen.value}", err=True)
+
+
+def _format_of(output: Optional[Path]) -> Format:
+    """JSON or CSV from -o's suffix (no suffix, as /dev/stdout: JSON). Any other
+    suffix (.xlsx, .txt) is refused, as `gallery -o x.gif` is, rather than filled
+    with what it does not hold."""
+    suffix = output.suffix.lower() if output is not None else ""
+    if suffix in ("", ".json"):
+        return Format.json
+    if suffix == ".csv":
+        return Format.csv
+    raise typer.BadParameter(f"cannot tell the format of {str(output)!r}: name it .json or .csv "
+                             "(or give --format json|csv)", param_hint="-o")
 
 
 def register(app: typer.Typer) -> None:

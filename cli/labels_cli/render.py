@@ -161,3 +161,13 @@ def _render_table(records: Iterable[dict], out: TextIO,
 def _printable(path: str) -> str:
     # A newline in a file name must not break the one-line-per-image layout.
     return path.replace("\n", "\\n") if "\n" in path else path
+
+
+def floor_note(result, *, chosen: bool = False) -> str | None:
+    """The stderr line saying how many label matches the configured floor hid from
+    `result` (a `query.SearchResult`) and how to see them; None when it hid none,
+    or when the person chose the floor (--min-score)."""
+    if not result.hidden or chosen:
+        return None
+    return (f"labels: {result.hidden} more image(s) match with a score below "
+            f"{result.floor * 100:g}% (search_min_score); --min-score 0 shows them")

@@ -10,6 +10,7 @@ import typer
 from labelsd.errors import SidecarError
 
 from .context import state
+from .params import score
 
 xmp_app = typer.Typer(help="XMP sidecars: labels and tags as keywords other photo programs read.",
                       no_args_is_help=True, rich_markup_mode=None)
@@ -66,9 +67,9 @@ def write_cmd(
     text: Annotated[Optional[str], typer.Argument(
         metavar="QUERY", help="Only the photos this search finds (default: every labelled photo).")] = None,
     min_score: Annotated[Optional[float], typer.Option(
-        "--min-score", min=0.0, max=1.0, metavar="SCORE",
-        help="Labels scoring at least this go into sidecars (default: the config's "
-             "xmp_min_score, 0.2).")] = None,
+        "--min-score", parser=score, metavar="SCORE",
+        help="Labels scoring at least SCORE (0.5 or 50%) go into sidecars (default: the "
+             "config's xmp_min_score, 20%). QUERY finds photos as `labels search` does.")] = None,
 ) -> None:
     """Write or refresh NAME.EXT.xmp beside each labelled photo: its labels (also under
     'labelsd|' in the keyword hierarchy) and tags. Other programs' fields are kept."""
@@ -77,7 +78,15 @@ def write_cmd(
 
     st = state(ctx)
     store = st.store()
-    records = query.search(store, text) if text else store.records(status="done")
+    if text:
+        from .render import floor_note
+
+        found = query.find(store, text, min_score=st.settings.search_min_score)
+        records = found.records
+        if note := floor_note(found):
+            typer.echo(note, err=True)
+    else:
+        records = store.records(status="done")
     threshold = st.settings.xmp_min_score if min_score is None else min_score
     report = refresh_sidecars(records, threshold)
     for message in report.errors:

@@ -26,6 +26,31 @@ DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # labelsd.model.precision says what each means
 LOG_LEVELS = ("debug", "info", "warning", "error")
 XMP_MODES = ("off", "sidecar")  # sidecar: NAME.EXT.xmp beside each labelled photo
+# The score a label match needs to be shown by a search unless --min-score says
+# otherwise: below it the model's labels are mostly noise (bench/scorefloor.py).
+DEFAULT_SEARCH_MIN_SCORE = 0.1
+
+
+def parse_score(text: str | float) -> float:
+    """A score as people write it: a fraction from 0 to 1 (`0.5`) or a percentage
+    (`50%`), the way scores are printed. A bare number over 1 (`50`) is refused,
+    not read as a percentage: `1` would be ambiguous (100% or 1%?). ValueError
+    says what to write instead."""
+    shown = str(text).strip()
+    percent = shown.endswith("%")
+    try:
+        value = float(text) if isinstance(text, (int, float)) else float(shown.removesuffix("%"))
+    except ValueError:
+        raise ValueError(f"{shown!r} is not a score: give a fraction from 0 to 1 (0.5) "
+                         "or a percentage (50%)") from None
+    if percent:
+        value /= 100
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        if not percent and 1 < value <= 100:
+            raise ValueError(f"{shown} is more than 1: give a fraction ({value / 100:g}) "
+                             f"or a percentage ({shown}%)")
+        raise ValueError(f"{shown} is not a score from 0 to 1 (or 0% to 100%)")
+    return value
 
 
 def default_db() -> str:
@@ -52,6 +77,7 @@ class Settings:
     max_file_mb: int = 256  # the size cap on one image file (model.decode.MAX_FILE_MB)
     xmp: str = "off"
     xmp_min_score: float = 0.2  # labels scoring less stay out of sidecars
+    search_min_score: float = DEFAULT_SEARCH_MIN_SCORE  # label matches below it stay out of searches
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
     config_file: str | None = None  # the file these settings were read from, if any
 
@@ -125,10 +151,17 @@ def _validate(s: Settings) -> Settings:
                           f"not {s.max_file_mb!r}")
     if s.xmp not in XMP_MODES:
         raise ConfigError(f"xmp must be one of {', '.join(XMP_MODES)}, not {s.xmp!r}")
-    if (not isinstance(s.xmp_min_score, (int, float)) or isinstance(s.xmp_min_score, bool)
-            or not 0.0 <= s.xmp_min_score <= 1.0):
-        raise ConfigError(f"xmp_min_score must be a number from 0 to 1, not {s.xmp_min_score!r}")
-    return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch))
+    scores = {}
+    for key in ("xmp_min_score", "search_min_score"):
+        value = getattr(s, key)
+        try:
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise ValueError(f"{value!r} is not a score")
+            scores[key] = parse_score(value)
+        except ValueError as err:
+            raise ConfigError(f"{key} must be a number from 0 to 1 or a percentage "
+                              f"(0.1 or \"10%\"): {err}") from None
+    return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch), **scores)
 
 
 def load_settings(config: str | None = None, env: dict[str, str] | None = None,

@@ -267,10 +267,21 @@ def _check_roots(watch: tuple[str, ...]) -> list[str]:
     for folder in watch:
         root = canonical_root(folder)
         if not os.path.isdir(root):
-            raise ConfigError(f"cannot watch {folder}: no such folder (create it first)")
+            raise ConfigError(f"cannot watch {folder}: {_not_a_folder(root)}")
         if root not in roots:
             roots.append(root)
     return roots
+
+
+def _not_a_folder(root: str) -> str:
+    """Why `root` cannot be watched, in words that point the right way."""
+    try:
+        os.stat(root)
+    except PermissionError:
+        return "permission denied on the way to it (check its folders' permissions)"
+    except OSError:
+        return "no such folder (create it first)"
+    return "not a folder (to watch what lands beside it, watch its folder)"
 
 
 __all__ = ["PIPELINE_STALL_S", "STOP_TIMEOUT_S", "Service"]

@@ -41,9 +41,11 @@ class Claimer:
 
     def __init__(self, store: Store, node_id: str, *, batch_size: int, max_in_flight: int,
                  reader: Reader, lock: threading.Lock, stop: threading.Event,
-                 idle_wait_s: float = IDLE_WAIT_S, on_idle: Callable[[], None] | None = None):
+                 idle_wait_s: float = IDLE_WAIT_S, on_idle: Callable[[], None] | None = None,
+                 reserved_by: str | None = None):
         self.store = store
         self.node_id = node_id
+        self.reserved_by = reserved_by  # a scan's: only the rows reserved for it (workqueue.reserve)
         self.batch_size = batch_size
         self.max_in_flight = max_in_flight
         self.idle_wait_s = idle_wait_s
@@ -112,7 +114,8 @@ class Claimer:
                     self._claiming = True
                 self._wake.clear()
                 try:
-                    claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size))
+                    claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size),
+                                             reserved_by=self.reserved_by)
                     with self.lock:
                         for c in claims:
                             self.held[c.id] = c

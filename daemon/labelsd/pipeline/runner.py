@@ -45,13 +45,14 @@ _SENTINEL = object()
 
 
 class Pipeline:
-    """Claim → decode → batch → classify → write, until stopped. A context manager."""
+    """Claim → decode → batch → classify → write, until stopped. A context manager.
+    `reserved_by`: take only the rows reserved for that owner (a scan's, scan.py)."""
 
     def __init__(self, store: Store, classifier: Classifier, node_id: str, *, batch_size: int | None = None,
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  events: Events | None = None,
                  idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None,
-                 links_within: Sequence[str] = ()):
+                 links_within: Sequence[str] = (), reserved_by: str | None = None):
         if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
             batch_size = classifier.batch_size
         if batch_size < 1:
@@ -91,7 +92,7 @@ class Pipeline:
         self._claims = Claimer(store, node_id, batch_size=batch_size,
                                max_in_flight=self.max_in_flight, reader=self._reader,
                                lock=self._lock, stop=self._stop, idle_wait_s=idle_wait_s,
-                               on_idle=self._went_idle)
+                               on_idle=self._went_idle, reserved_by=reserved_by)
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}
         self._created = time.monotonic()
@@ -202,7 +203,7 @@ class Pipeline:
             quiet, generation = self._claims.quiet()
             if quiet:
                 try:
-                    claimable = workqueue.has_claimable(self.store)
+                    claimable = workqueue.has_claimable(self.store, self._claims.reserved_by)
                 except StoreUnavailable:
                     claimable = True
                 if not claimable and self._claims.quiet() == (True, generation):

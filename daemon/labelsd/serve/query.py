@@ -17,7 +17,13 @@ by path afterwards, and builds them as the dicts `--json` prints. A
 query also finds the images whose tags contain its words ("grandma" finds
 "Grandma's 90th"), compared as words in their base forms. A
 tag match has no score, so those images rank after every label match (by
-path), and `--min-score`, which filters on a label's score, leaves them out.
+path).
+
+A label match needs a score of at least `min_score`: by default the configured
+`search_min_score` (10%: below it the model's labels are mostly noise, see
+bench/scorefloor.py); 0 shows every match. A tag match is what a person said,
+not a guess, so no floor hides it. `find` also counts the label matches the
+floor hid, for the CLI to say so.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from labelsd.config import DEFAULT_SEARCH_MIN_SCORE
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import select_classes, suggest
 from labelsd.records import ImageRecord
@@ -68,6 +75,8 @@ class SearchResult:
     tag_keys: tuple[str, ...]
     suggestions: list[str] = field(default_factory=list)
     texts: list[str] | None = None
+    floor: float = 0.0  # the score a label match needed
+    hidden: int = 0  # label matches below the floor (what `min_score=0` would add)
 
     @cached_property
     def records(self) -> list[ImageRecord]:
@@ -76,7 +85,8 @@ class SearchResult:
     def reason(self, rec: dict) -> str:
         """Which label (the best scoring matching one) or tag made this hit (`rec`
         as `ImageRecord.to_dict` gives it)."""
-        matching = [p for p in rec["labels"] if p["class_index"] in self.classes]
+        matching = [p for p in rec["labels"]
+                    if p["class_index"] in self.classes and p["score"] >= self.floor]
         if matching:
             best = max(matching, key=lambda p: p["score"])
             return f"{best['label']} {best['score']:.0%}"
@@ -156,7 +166,7 @@ def photo_sql(params: dict, since: str | None = None, until: str | None = None,
 
 
 def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
-                 min_score: float | None, limit: int | None, narrowing: Narrowing,
+                 min_score: float, limit: int | None, narrowing: Narrowing,
                  columns: str = "p.path", joins: str = "") -> tuple[list, list]:
     """The rows a search finds, best first: (label matches, tag-only matches). Each
     row holds `columns` (over the path `p` and its queue row `q`, plus what `joins`
@@ -166,12 +176,9 @@ def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
     by_label: list = []
     by_tag: list = []
     if classes:
-        params: dict = {}
+        params: dict = {"min_score": min_score}
         best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
-                f"({in_list('c', sorted(classes), params)})")
-        if min_score is not None:
-            best += " AND score >= :min_score"
-            params["min_score"] = min_score
+                f"({in_list('c', sorted(classes), params)}) AND score >= :min_score")
         # A path waiting in the queue (changed, or failed since) has no
         # current labels: the stored ones describe older bytes.
         sql = (f"SELECT {columns}, b.best FROM ({best} GROUP BY sha256) b "
@@ -181,20 +188,37 @@ def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         by_label = run(sql, params)
-    if tag_keys and min_score is None and (limit is None or len(by_label) < limit):
-        params = {}
+    if tag_keys and (limit is None or len(by_label) < limit):
+        params = {"min_score": min_score}
         sql = (f"SELECT DISTINCT {columns} FROM paths p JOIN tags t ON t.sha256 = p.sha256 "
                f"AND t.tag_key IN ({in_list('k', tag_keys, params)}) "
                f"LEFT JOIN queue q ON q.path = p.path{joins} WHERE 1 = 1")
         if classes:  # leave out what the label query above already found
             sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
                     "WHERE r.sha256 = p.sha256 AND r.class_index IN "
-                    f"({in_list('rc', sorted(classes), params)})))")
+                    f"({in_list('rc', sorted(classes), params)}) AND r.score >= :min_score))")
         sql += narrowing.sql(params) + " ORDER BY p.path"
         if limit is not None:
             sql += f" LIMIT {int(limit - len(by_label))}"
         by_tag = run(sql, params)
     return by_label, by_tag
+
+
+def _hidden_count(run, classes: frozenset[int], tag_keys: tuple[str, ...], *, min_score: float,
+                  narrowing: Narrowing) -> int:
+    """How many paths the label query would add at `min_score` 0: those whose best
+    matching score is below the floor (and that no tag of theirs finds anyway)."""
+    if not classes or min_score <= 0:
+        return 0
+    params: dict = {"min_score": min_score}
+    below = ("SELECT sha256 FROM predictions WHERE class_index IN "
+             f"({in_list('c', sorted(classes), params)}) GROUP BY sha256 HAVING max(score) < :min_score")
+    sql = (f"SELECT count(*) FROM ({below}) b JOIN paths p ON p.sha256 = b.sha256 "
+           "LEFT JOIN queue q ON q.path = p.path WHERE q.id IS NULL")
+    if tag_keys:
+        sql += (" AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = p.sha256 AND t.tag_key IN "
+                f"({in_list('k', tag_keys, params)}))")
+    return run(sql + narrowing.sql(params), params)[0][0]
 
 
 def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...],
@@ -207,14 +231,20 @@ def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...],
 
 def search_hits(source, query: str, *, exact: bool = False, min_score: float | None = None,
                 limit: int | None = None, **narrowing) -> list[SearchHit]:
-    """The paths a query finds, best first (see the module docstring). The
+    """The paths a query finds, best first (see the module docstring). `min_score`:
+    the score a label match needs (None: DEFAULT_SEARCH_MIN_SCORE; callers that
+    hold the settings pass `settings.search_min_score`, or the person's own). The
     narrowing options are `Narrowing`'s fields: tags, include_missing, and
     since/until (dates as `taken_window` reads them) and camera, which keep
     only photos whose EXIF says so."""
     reader = as_reader(source)
     return _search_hits(reader, select_classes(query, exact=exact),
-                        matching_tag_keys(reader, query), min_score=min_score, limit=limit,
+                        matching_tag_keys(reader, query), min_score=_floor(min_score), limit=limit,
                         narrowing=_narrowing(narrowing))
+
+
+def _floor(min_score: float | None) -> float:
+    return DEFAULT_SEARCH_MIN_SCORE if min_score is None else min_score
 
 
 def _narrowing(options: dict) -> Narrowing:
@@ -225,25 +255,27 @@ def _narrowing(options: dict) -> Narrowing:
 
 def find(source, query: str, *, exact: bool = False, min_score: float | None = None,
          limit: int | None = None, as_json: bool = False, **narrowing) -> SearchResult:
-    """Records of the images a query finds, best first, with why each was found;
-    when the query names no class and no tag, the nearest class names. With
-    `as_json`, each record as the JSON text `--json` prints (store/recordjson.py),
-    in `texts`. Other options as `search_hits`."""
+    """Records of the images a query finds, best first, with why each was found,
+    and how many label matches the floor hid; when the query names no class and
+    no tag, the nearest class names. With `as_json`, each record as the JSON text
+    `--json` prints (store/recordjson.py), in `texts`. Other options as
+    `search_hits`."""
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
+    floor, narrowed = _floor(min_score), _narrowing(narrowing)
     # the hits and their records in one statement, one snapshot
     with recordsql.collector_paused(), reader.read() as run:
         by_label, by_tag = _search_rows(
-            run, classes, tag_keys, min_score=min_score, limit=limit,
-            narrowing=_narrowing(narrowing), columns=recordsql.RECORD_COLUMNS,
-            joins=recordsql.RECORD_JOINS)
+            run, classes, tag_keys, min_score=floor, limit=limit, narrowing=narrowed,
+            columns=recordsql.RECORD_COLUMNS, joins=recordsql.RECORD_JOINS)
+        hidden = _hidden_count(run, classes, tag_keys, min_score=floor, narrowing=narrowed)
         if as_json:
             found, texts = [], recordjson.record_json(run, by_label + by_tag)
         else:
             found, texts = recordsql.record_dicts(run, by_label + by_tag), None
     suggestions = suggest(query) if not classes and not tag_keys else []
-    return SearchResult(found, classes, tag_keys, suggestions, texts)
+    return SearchResult(found, classes, tag_keys, suggestions, texts, floor, hidden)
 
 
 def search(source, query: str, **options) -> list[ImageRecord]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import sqlite3
 from abc import abstractmethod
 from collections.abc import Iterator
@@ -26,16 +25,12 @@ from pathlib import Path
 from labelsd.errors import StoreUnavailable
 from labelsd.fileio import no_room_beside
 from labelsd.store import recordsql
+from labelsd.store.access import denied_advice, require_database_file, where_shown  # where_shown: re-exported
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
 log = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 30
-
-
-def where_shown(db: str) -> str:
-    """The database as `labels status` names it: a URL's password left out."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
 
 
 class Reader(recordsql.RecordReads):
@@ -154,32 +149,17 @@ def explain(err: Exception, where: str) -> StoreUnavailable:
 
 def open_reader(db: str, default_db: str | None = None) -> Reader:
     """A read-only view of the library at a file path or URL. A SQLite file that
-    does not exist is an error (StoreUnavailable naming the default database):
-    a command that only reads creates nothing."""
+    does not exist is an error (StoreUnavailable naming the default database),
+    and so is a database server holding no library: a command that only reads
+    creates nothing."""
     if "://" in db:
         from labelsd.store.engine import open_store
 
-        return StoreReader(open_store(db))
+        return StoreReader(open_store(db, create=False))
     path = Path(db).expanduser()
-    try:
-        return _open_file(path, default_db)
-    except PermissionError as err:  # a folder on the way does not let us in
-        from labelsd.store.access import denied_advice
-
-        raise StoreUnavailable(denied_advice(path)) from err
-
-
-def _open_file(path: Path, default_db: str | None) -> Reader:
-    if path.is_dir():
-        raise StoreUnavailable(
-            f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
-    if not path.exists():
-        hint = (f" (the default one is {default_db})"
-                if default_db and os.path.abspath(default_db) != os.path.abspath(path) else "")
-        raise StoreUnavailable(f"no database at {path}{hint}; labelsd creates it when it "
-                               "first starts, or pass --db")
+    require_database_file(path, default_db)
     if not os.access(path, os.R_OK):
-        raise PermissionError(13, "permission denied", str(path))
+        raise StoreUnavailable(denied_advice(path))
     return SqliteReader(path)
 
 

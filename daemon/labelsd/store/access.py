@@ -13,6 +13,7 @@ import grp
 import logging
 import os
 import pwd
+import re
 import stat
 from pathlib import Path
 
@@ -33,6 +34,30 @@ def database_file_mode(folder: Path) -> int:
     mode = folder.stat().st_mode
     group_writes = mode & (stat.S_IWGRP | stat.S_IXGRP) == stat.S_IWGRP | stat.S_IXGRP
     return GROUP_FILE_MODE if group_writes else PRIVATE_FILE_MODE
+
+
+def where_shown(db: str) -> str:
+    """The database as messages and `labels status` name it: a URL's password left out."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", db)
+
+
+def require_database_file(path: Path, default_db: str | None = None) -> None:
+    """The SQLite file of an existing library must be there: a command that reads
+    or changes a library never creates one (only the service, `labels scan` and
+    `labels db copy`'s target do), so a mistyped --db is one line, not a new
+    empty library. Raises StoreUnavailable naming the default database."""
+    try:
+        if path.is_dir():
+            raise StoreUnavailable(
+                f"database {path} is a directory; give a file path such as {path / 'labels.db'}")
+        there = path.exists()
+    except PermissionError as err:  # a folder on the way does not let us in
+        raise StoreUnavailable(denied_advice(path)) from err
+    if not there:
+        hint = (f" (the default one is {default_db})"
+                if default_db and os.path.abspath(default_db) != os.path.abspath(path) else "")
+        raise StoreUnavailable(f"no database at {path}{hint}; labelsd creates it when it "
+                               "first starts (or labels scan DIR does), or pass --db")
 
 
 def prepare_database_file(path: Path) -> None:

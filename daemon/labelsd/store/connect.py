@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from labelsd.errors import StoreUnavailable
 from labelsd.fileio import no_room_beside
-from labelsd.store.access import prepare_database_file
+from labelsd.store.access import prepare_database_file, where_shown
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,31 @@ def url_engine(url: str) -> Engine:
     try:
         return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE,
                              max_overflow=POOL_OVERFLOW, pool_timeout=POOL_TIMEOUT_S)
-    except (SQLAlchemyError, ImportError, ValueError) as err:
-        raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
+    except ImportError as err:
+        raise StoreUnavailable(missing_driver(url, err)) from err
+    except (SQLAlchemyError, ValueError) as err:
+        raise StoreUnavailable(f"cannot use database URL {where_shown(url)!r}: {err}") from err
+
+
+# The PostgreSQL driver labelsd is tested with: the `postgres` extra of pyproject.toml.
+PSYCOPG = "psycopg[binary]>=3.1"
+
+
+def missing_driver(url: str, err: ImportError) -> str:
+    """What to install (into the Python that runs labelsd) when a URL's driver is not there."""
+    import shlex
+    import sys
+
+    shown = where_shown(url)
+    install = (f"{shlex.quote(sys.executable)} -m pip install '{PSYCOPG}' (from a labelsd "
+               "checkout, `make install EXTRAS=postgres` installs the commands with it)")
+    if err.name == "psycopg":
+        return f"cannot use {shown}: the PostgreSQL driver psycopg is not installed; install it: {install}"
+    if err.name == "psycopg2":
+        return (f"cannot use {shown}: that URL asks for psycopg2; labelsd uses psycopg 3: write "
+                "postgresql+psycopg://... (and if psycopg is missing too, install it: "
+                f"{install})")
+    return f"cannot use {shown}: its database driver is not installed ({err})"
 
 
 def explain(err: Exception, where: str) -> StoreUnavailable:

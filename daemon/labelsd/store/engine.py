@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from labelsd.errors import NotTracked, StoreUnavailable
 from labelsd.paths import canonical_path
 from labelsd.store import migrations, recordsql
+from labelsd.store.access import require_database_file, where_shown
 from labelsd.store.connect import POOL_TIMEOUT_S, enable_wal, explain, is_url, sqlite_engine, url_engine
 from labelsd.store.schema import TrackedPath
 
@@ -63,12 +64,18 @@ def write_rows(session: Session, stmt, rows: list[dict]) -> None:
 class Store(recordsql.RecordReads):
     """One database. Thread-safe: every transaction takes its own connection."""
 
-    def __init__(self, db: str, *, migrate: bool = True):
+    def __init__(self, db: str, *, migrate: bool = True, create: bool = True,
+                 default_db: str | None = None):
         self.db = db
-        self.where = db if is_url(db) else str(Path(db).expanduser())
+        # how messages and logs name it: a URL without its password
+        self.where = where_shown(db) if is_url(db) else str(Path(db).expanduser())
+        if not create and not is_url(db):
+            require_database_file(Path(self.where), default_db)
         self.engine = url_engine(db) if is_url(db) else sqlite_engine(db)
         self._write_engine = self.engine.execution_options(labelsd_write=True)
         try:
+            if not create:
+                self._require_library()
             if self.dialect == "sqlite":
                 enable_wal(self.engine, self.where)
             if migrate:
@@ -79,6 +86,19 @@ class Store(recordsql.RecordReads):
         except StoreUnavailable:
             self.engine.dispose()
             raise
+
+    def _require_library(self) -> None:
+        """An existing library has recorded migrations; an empty file or an empty
+        database on a server is not one, and is not made one here."""
+        with self.engine.connect() as conn:
+            if migrations.applied_versions(conn):
+                return
+        if is_url(self.db):
+            raise StoreUnavailable(
+                f"no labelsd library in {self.where}; labelsd creates one when it "
+                "first starts (or labels db copy --to fills it), or pass another --db")
+        raise StoreUnavailable(f"{self.where} is not a labelsd database (it is empty); "
+                               "pass another --db")
 
     @property
     def dialect(self) -> str:
@@ -138,6 +158,10 @@ class Store(recordsql.RecordReads):
             return recordsql.full_counts(run)
 
 
-def open_store(db: str, *, migrate: bool = True) -> Store:
-    """Open (creating if needed) the database at a file path or SQLAlchemy URL."""
-    return Store(db, migrate=migrate)
+def open_store(db: str, *, migrate: bool = True, create: bool = True,
+               default_db: str | None = None) -> Store:
+    """Open the database at a file path or SQLAlchemy URL, migrated to the current
+    schema. `create` (the service, `labels scan`, `labels db copy`'s target) makes
+    a new library where there is none; without it a missing SQLite file, or a
+    database holding no library, is StoreUnavailable (naming `default_db`)."""
+    return Store(db, migrate=migrate, create=create, default_db=default_db)

@@ -124,20 +124,44 @@ def claimable(now: datetime, lease: timedelta = CLAIM_LEASE) -> tuple:
             or_(q.claimed_by.is_(None), q.claimed_at < now - lease))
 
 
-def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE) -> list[Claim]:
+def reserved(owner: str, now: datetime) -> tuple:
+    """The rows a scan reserved (`reserve`) that its pipeline may take now."""
+    q = QueueItem.__table__.c
+    return (q.state == literal_column("'queued'"), q.claimed_by == owner,
+            or_(q.not_before.is_(None), q.not_before <= now))
+
+
+def reserve(store: Store, owner: str, under: str, lease: timedelta = CLAIM_LEASE) -> int:
+    """Claim for `owner` (a `labels scan`) every queued row under the folder `under`
+    that no live node holds, so that no service takes them while the scan renews
+    them (`renew_claims(store, owner)`); its pipeline takes them with
+    `claim(..., reserved_by=owner)`. How many rows."""
+    now = utcnow()
+    q = QueueItem.__table__.c
+    with store.write() as session:
+        return session.execute(update(QueueItem).where(
+            q.state == literal_column("'queued'"), q.path.startswith(under.rstrip("/") + "/", autoescape=True),
+            or_(q.claimed_by.is_(None), q.claimed_at < now - lease))
+            .values(claimed_by=owner, claimed_at=now)).rowcount
+
+
+def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE, *,
+          reserved_by: str | None = None) -> list[Claim]:
     """Atomically take up to `limit` queued paths for this node, oldest first.
     Rows claimed by another node more than `lease` ago are taken over. One
     statement: an UPDATE of the rows a locking sub-select picks (FOR UPDATE SKIP
     LOCKED on PostgreSQL; SQLite's write transaction is the lock), RETURNING them.
     The pick is a CTE, which PostgreSQL runs once (one with row locks is never
-    folded into the UPDATE), so the LIMIT holds."""
+    folded into the UPDATE), so the LIMIT holds. `reserved_by`: only the rows
+    `reserve` gave that owner (a scan's pipeline)."""
     now = utcnow()
     with store.write() as session:
-        if pgbatch.is_pg(session):  # through the driver, the planner kept on the index
+        if pgbatch.is_pg(session) and reserved_by is None:  # the driver, the planner kept on the index
             rows = pgbatch.claim(session, node_id, limit, now, lease)
         else:
             queue = QueueItem.__table__
-            picked = (select(queue.c.id).where(*claimable(now, lease))
+            which = claimable(now, lease) if reserved_by is None else reserved(reserved_by, now)
+            picked = (select(queue.c.id).where(*which)
                       .order_by(queue.c.id).limit(limit).with_for_update(skip_locked=True)
                       .cte("picked"))
             rows = session.execute(
@@ -149,10 +173,13 @@ def claim(store: Store, node_id: str, limit: int, lease: timedelta = CLAIM_LEASE
             for id_, path, at, attempts in sorted(rows, key=lambda r: r[0])]
 
 
-def has_claimable(store: Store) -> bool:
-    """Whether any row is claimable now (an index probe, not a count of the queue)."""
+def has_claimable(store: Store, reserved_by: str | None = None) -> bool:
+    """Whether any row is claimable now (an index probe, not a count of the queue);
+    `reserved_by`: any of that owner's reserved rows."""
+    now = utcnow()
+    which = claimable(now) if reserved_by is None else reserved(reserved_by, now)
     with store.read() as session:
-        return session.scalar(select(QueueItem.id).where(*claimable(utcnow())).limit(1)) is not None
+        return session.scalar(select(QueueItem.id).where(*which).limit(1)) is not None
 
 
 def renew_claims(store: Store, node_id: str) -> None:
@@ -164,7 +191,7 @@ def renew_claims(store: Store, node_id: str) -> None:
 
 
 def release_claims(store: Store, node_id: str, ids: Sequence[int] | None = None) -> None:
-    """Hand claimed rows back to the queue (shutdown with work in hand)."""
+    """Hand claimed (or reserved) rows back to the queue (shutdown with work in hand)."""
     with store.write() as session:
         stmt = update(QueueItem).where(QueueItem.claimed_by == node_id)
         if ids is not None:
