@@ -16,6 +16,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 from contextlib import contextmanager
 
 import uvicorn
@@ -93,6 +94,7 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             print(self.ready_line, flush=True)
+            threading.Thread(target=warm_up, name="labels-serve-warm-up", daemon=True).start()
 
     @contextmanager
     def capture_signals(self):
@@ -105,6 +107,12 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def warm_up() -> None:
+    """What the first thumbnail would otherwise wait for (Pillow, numpy: ~0.3 s),
+    loaded once the server answers, so that start-up does not pay for it."""
+    import labelsd.serve.thumbnails  # noqa: F401
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:

@@ -31,10 +31,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from labelsd.fileio import open_regular
-from labelsd.model.decode import max_file_bytes
 from labelsd.paths import under_root
 from labelsd.serve.photos import content_records
-from labelsd.serve.thumbnails import thumbnail_of
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +118,11 @@ def make_thumbnail(records: list[dict], roots: list[str], size: int) -> bytes | 
     """A JPEG thumbnail of the content the records hold (`content_records`), from
     the first of its present paths inside a watched root whose file is a regular
     file with exactly that content; None when there is none."""
+    # Pillow and numpy (through the decoder's limits) load here, not at start-up:
+    # `server.warm_up` imports them once the server is ready.
+    from labelsd.model.decode import max_file_bytes
+    from labelsd.serve.thumbnails import thumbnail_of
+
     sha256 = records[0]["sha256"] if records else None
     for rec in records:
         path = rec["path"]
