@@ -331,3 +331,21 @@ def test_static_assets_are_versioned_and_unknown_ones_404(client):
     assert response.status_code == 200 and "immutable" in response.headers["cache-control"]
     assert client.get("/static/../app.py").status_code == 404
     assert client.get("/static/nothing.js").status_code == 404
+
+
+def test_label_groups_are_what_their_word_finds():
+    from labelsd.model.taxonomy import classes, select_classes
+    from labelsd.web.labelgroups import GROUPS, OTHER, group_labels
+
+    assert all(select_classes(word) for word in GROUPS)
+    every = [(cls.label, 1) for cls in classes()]
+    groups = group_labels(every)
+    assert sum(g.count for g in groups) == 1000 and groups[-1].word == OTHER
+    assert len(next(g for g in groups if g.word == OTHER).labels) < 10  # nearly all grouped
+    index = {cls.label: cls.index for cls in classes()}
+    for group in groups[:-1]:
+        found = select_classes(group.word)
+        assert all(index[label] in found for label, _ in group.labels), group.word
+    by_word = {g.word: {label for label, _ in g.labels} for g in groups}
+    assert {"tabby", "Persian cat", "cougar"} <= by_word["cat"]  # the most specific word wins
+    assert "golden retriever" in by_word["dog"] and "tabby" not in by_word["mammal"]

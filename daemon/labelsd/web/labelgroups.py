@@ -25,7 +25,8 @@ GROUPS = (
     "musical instrument", "footwear", "hat", "clothing", "furniture", "kitchen utensil", "tool",
     "weapon", "computer", "electronic equipment", "ball", "sports equipment", "toy",
     "bottle", "container", "building", "structure", "fungus", "flower", "plant",
-    "geological formation", "person", "device", "covering", "equipment",
+    "geological formation", "person", "appliance", "fabric", "device", "covering", "equipment",
+    "implement", "artifact",
 )
 OTHER = "other"
 
