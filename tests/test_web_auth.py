@@ -16,9 +16,9 @@ from weblib import open_library, web_client
 TOKEN = "s3cret-token-for-the-tests"
 
 
-@pytest.fixture
-def lib(tmp_path):
-    return open_library(tmp_path / "lib", cats=1)
+@pytest.fixture(scope="module")
+def lib(tmp_path_factory):
+    return open_library(tmp_path_factory.mktemp("web-auth"), cats=1)  # only read here
 
 
 @pytest.mark.parametrize("host, loopback", [

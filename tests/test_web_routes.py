@@ -14,14 +14,19 @@ from typer.testing import CliRunner
 
 from labels_cli.app import app as cli
 from labelsd.store.engine import open_store
-from weblib import HOSTILE_FILE, HOSTILE_TAGS, build_library, open_library, web_client
+from weblib import HOSTILE_FILE, HOSTILE_TAGS, LibraryTemplate, build_library, web_client
 
 runner = CliRunner()
 
 
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return LibraryTemplate(tmp_path_factory.mktemp("web-routes"))
+
+
 @pytest.fixture
-def lib(tmp_path):
-    return open_library(tmp_path / "lib")
+def lib(template):
+    return template.fresh()
 
 
 @pytest.fixture

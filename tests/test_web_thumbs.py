@@ -13,12 +13,17 @@ from PIL import Image
 
 from imagegen import make_image, make_phone_jpeg
 from labelsd.web import thumbs
-from weblib import open_library, web_client
+from weblib import LibraryTemplate, web_client
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return LibraryTemplate(tmp_path_factory.mktemp("web-thumbs"), cats=2)
 
 
 @pytest.fixture
-def lib(tmp_path):
-    return open_library(tmp_path / "lib", cats=2)
+def lib(template):
+    return template.fresh()
 
 
 @pytest.fixture

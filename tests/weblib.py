@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +95,23 @@ def build_library(store, db: str, root: Path, cats: int = 6) -> Library:
     tags.add_tags(store, str(lib.dog), [*HOSTILE_TAGS, "vacation"])
     lib.config.write_text(f'db = "{db}"\nwatch = ["{photos}"]\n')
     return lib
+
+
+class LibraryTemplate:
+    """`open_library` built once (per test module) and copied back into place before
+    each test that asks for it: every test starts from the same library, at the same
+    paths, for the cost of copying a few small files instead of building it again."""
+
+    def __init__(self, root: Path, cats: int = 6):
+        self.work = root / "lib"
+        self.saved = root / "saved"
+        self.lib = open_library(self.work, cats=cats)
+        shutil.copytree(self.work, self.saved, symlinks=True)
+
+    def fresh(self) -> Library:
+        shutil.rmtree(self.work)
+        shutil.copytree(self.saved, self.work, symlinks=True)
+        return self.lib
 
 
 def open_library(root: Path, cats: int = 6) -> Library:
