@@ -84,3 +84,24 @@ def test_without_a_token_only_loopback_names_are_answered(lib, tmp_path):
                     no_auth=True) as client:
         assert client.get("/").status_code == 200
     client.site.close()
+
+
+def test_the_readmes_reverse_proxy_recipe(lib, tmp_path):
+    # nginx as the README sets it up: Host rewritten to the loopback name, the public
+    # name in X-Forwarded-Host, the browser's Origin the public site.
+    proxied = {"host": "127.0.0.1:8470", "x-forwarded-host": "photos.example.org",
+               "x-forwarded-proto": "https"}
+    with web_client(lib, tmp_path / "thumbs") as client:
+        sha = lib.sha(lib.car)
+        page = client.get(f"/photo/{sha}", headers=proxied)
+        assert page.status_code == 200
+        csrf = client.cookies.get("labels_csrf")
+        form = {"csrf": csrf, "tag": "proxied"}
+        sent = client.post(f"/photo/{sha}/tags", data=form, follow_redirects=False,
+                           headers={**proxied, "origin": "https://photos.example.org"})
+        assert sent.status_code == 303
+        forged = client.post(f"/photo/{sha}/tags", data=form,
+                             headers={**proxied, "origin": "https://evil.example"})
+        assert forged.status_code == 403
+        client.post(f"/photo/{sha}/tags/remove", data=form, headers=proxied)  # as it was
+    client.site.close()
