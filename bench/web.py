@@ -56,7 +56,7 @@ def add_photo(db: str, photo: Path) -> str:
     store = open_store(db)
     try:
         with store.write() as session:
-            session.execute(delete(TrackedPath).where(TrackedPath.path == str(photo)))
+            session.execute(delete(TrackedPath).where(TrackedPath.sha256 == sha))  # an earlier run's
             session.execute(delete(Prediction).where(Prediction.sha256 == sha))
             session.execute(delete(Content).where(Content.sha256 == sha))
             session.execute(insert(Content), [{"sha256": sha, "size": len(data), "width": 4000,
@@ -208,12 +208,13 @@ def main() -> None:
         out = in_process(config, tmp / "thumbs", sha, args.runs)
 
         env = serve_env(tmp / "home")
-        ready = []
+        ready, ready_cpu = [], []
         for _ in range(args.runs):
             server = ServeProcess("--config", str(config), "serve", "--port", "0", env=env).start()
             ready.append(server.ready_s)
+            ready_cpu.append(server.ready_cpu_s)
             server.stop()
-        out["ready_s"] = statistics.median(ready)
+        out["ready_s"], out["ready_cpu_s"] = statistics.median(ready), statistics.median(ready_cpu)
 
         others = [hashlib.sha256(f"image {i}".encode()).hexdigest()
                   for i in range(0, min(args.images, 5000), 500)]
@@ -248,7 +249,7 @@ def main() -> None:
          cold < GOALS["thumb_cold_ms"], f"< {GOALS['thumb_cold_ms']} ms"),
         ("(c) 12 MP thumbnail, warm", f"{warm:.2f} / {warm_cpu:.2f} ms",
          warm < GOALS["thumb_warm_ms"], f"< {GOALS['thumb_warm_ms']} ms"),
-        ("(d) ready", f"{out['ready_s']:.2f} s", out["ready_s"] < GOALS["ready_s"],
+        ("(d) ready", f"{out['ready_s']:.2f} / {out['ready_cpu_s']:.2f} s", out["ready_s"] < GOALS["ready_s"],
          f"< {GOALS['ready_s']} s"),
         (f"(e) RSS after {args.requests:,} requests", f"{out['rss_mib']:.0f} MiB",
          out["rss_mib"] < GOALS["rss_mib"], f"< {GOALS['rss_mib']} MiB"),

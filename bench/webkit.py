@@ -28,6 +28,7 @@ class ServeProcess:
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.ready_s: float | None = None
+        self.ready_cpu_s: float | None = None  # the process's CPU seconds by then
         self.lines: list[str] = []
         self._ready = threading.Event()
 
@@ -47,6 +48,7 @@ class ServeProcess:
             found = re.search(r"labels serve: (http://\S+)", line)
             if found and self.url is None:
                 self.ready_s = time.perf_counter() - started
+                self.ready_cpu_s = self.cpu_s()
                 self.url = found.group(1)
                 self._ready.set()
         self._ready.set()  # ended before it was ready
@@ -65,6 +67,15 @@ class ServeProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             raise AssertionError(f"labels serve did not end {timeout:.0f}s after signal {sig}") from None
+
+    def cpu_s(self) -> float:
+        """User and system CPU seconds the process used so far."""
+        try:
+            with open(f"/proc/{self.proc.pid}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            return float("nan")
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import secrets
 import signal
 import socket
@@ -91,6 +92,11 @@ class _Server(uvicorn.Server):
         self.ready_line = ready_line
 
     async def startup(self, sockets=None) -> None:
+        # The pages run in a thread pool (each thread with its own sqlite3 connection
+        # and page cache): as many threads as the cores can keep busy, not anyio's 40.
+        import anyio.to_thread
+
+        anyio.to_thread.current_default_thread_limiter().total_tokens = worker_threads()
         await super().startup(sockets)
         if self.started:
             print(self.ready_line, flush=True)
@@ -107,6 +113,15 @@ class _Server(uvicorn.Server):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def worker_threads() -> int:
+    """Threads serving pages at once: 4 per core the process may use, 8 to 32."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 2
+    return min(32, max(8, 4 * cores))
 
 
 def warm_up() -> None:
