@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from labels_cli.app import app as cli
+from labelsd.web.params import PER_PAGE
 from webkit import ServeProcess, serve_env
 from weblib import HOSTILE_FILE, open_library
 
@@ -39,7 +40,7 @@ def _browser_paths() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    return open_library(tmp_path_factory.mktemp("web-browser"), cats=14)
+    return open_library(tmp_path_factory.mktemp("web-browser"), cats=PER_PAGE + 5)
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +104,20 @@ def problems_logged(browser) -> list[str]:
             if entry["level"] == "SEVERE" or "Content Security Policy" in entry["message"]]
 
 
+def tiles(browser) -> int:
+    return browser.execute_script("return document.querySelectorAll('#results .tile').length")
+
+
 def test_a_search_renders_every_thumbnail(browser, server, lib, tmp_path):
     load(browser, server.url + "search?q=cat")
+    assert tiles(browser) == PER_PAGE
+    # scrolled to the end, the next page joins the grid (app.js), and then no more link
+    browser.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+    wait_until(lambda: tiles(browser) == PER_PAGE + 5, "the second page to load")
+    assert browser.execute_script("return document.getElementById('more')") is None
+    assert browser.find_element("id", "shown-to").text == str(PER_PAGE + 5)
     widths = thumbnails_rendered(browser)
-    assert len(widths) == 14 and all(w > 0 for w in widths), widths
+    assert len(widths) == PER_PAGE + 5 and all(w > 0 for w in widths), widths
     shas = browser.execute_script(
         "return Array.from(document.querySelectorAll('#results [data-sha256]')).map(e => e.dataset.sha256)")
     assert shas == [lib.sha(p) for p in lib.cats]
@@ -162,7 +173,7 @@ def test_the_keyboard_moves_through_the_results(browser, server, lib):
     per_row = browser.execute_script(
         "const t = Array.from(document.querySelectorAll('#results .tile'));"
         "return t.filter(e => e.offsetTop === t[0].offsetTop).length")
-    assert 2 <= per_row < 14
+    assert 2 <= per_row < PER_PAGE
     assert tile_index(press(Keys.ARROW_DOWN)) == 1 + per_row
     assert tile_index(press(Keys.ARROW_LEFT)) == per_row
     assert tile_index(press(Keys.ARROW_UP)) == 0

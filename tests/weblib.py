@@ -81,7 +81,8 @@ def build_library(store, db: str, root: Path, cats: int = 6) -> Library:
     files: dict[Path, list[Prediction] | str] = {}
     for i in range(cats):
         path = make_image(photos / f"cat{i}.jpg", size=(320, 240), seed=i, fmt="JPEG")
-        files[path] = predictions((PERSIAN, 0.9 - i * 0.05), (TABBY, 0.05), (SIAMESE, 0.01))
+        step = min(0.05, 0.6 / cats)  # scores fall with the index, from 0.9
+        files[path] = predictions((PERSIAN, 0.9 - i * step), (TABBY, 0.05), (SIAMESE, 0.01))
         lib.cats.append(path)
     lib.dog = make_image(photos / HOSTILE_FOLDER / HOSTILE_FILE, size=(300, 200), seed=50)
     files[lib.dog] = predictions((GOLDEN, 0.7), (BEAGLE, 0.2))
