@@ -169,16 +169,22 @@ def records_page(run: Run, after: str, chunk: int, status: str | None = None) ->
     return record_dicts(run, run(sql + " ORDER BY p.path LIMIT :chunk", params))
 
 
-def records_for_paths(run: Run, paths: Iterable[str]) -> list[ImageRecord]:
-    """Records of the given stored paths, in the given order (unknown ones left out)."""
+def rows_for_paths(run: Run, paths: Iterable[str]) -> list[Sequence]:
+    """The record rows (RECORD_COLUMNS) of the given stored paths, in the given order
+    (unknown ones left out): one query per CHUNK paths."""
     wanted = list(paths)
-    by_path: dict[str, ImageRecord] = {}
+    by_path: dict[str, Sequence] = {}
     for start in range(0, len(wanted), CHUNK):
         params: dict = {}
         sql = RECORD_SELECT + f" WHERE p.path IN ({in_list('p', wanted[start:start + CHUNK], params)})"
-        for rec in assemble(run, run(sql, params)):
-            by_path[rec.path] = rec
+        for row in run(sql, params):
+            by_path[row[0]] = row
     return [by_path[p] for p in wanted if p in by_path]
+
+
+def records_for_paths(run: Run, paths: Iterable[str]) -> list[ImageRecord]:
+    """Records of the given stored paths, in the given order (unknown ones left out)."""
+    return assemble(run, rows_for_paths(run, paths))
 
 
 class RecordReads(ABC):
@@ -231,4 +237,4 @@ def full_counts(run: Run) -> dict[str, int]:
 __all__ = ["CHUNK", "ERROR_SQL", "FROM_PATHS", "LABEL_RANKS", "RECORD_COLUMNS", "RECORD_JOINS",
            "RECORD_SELECT", "RECORD_WIDTH", "TAGGED_AT", "STATUS_SQL", "RecordReads", "Run", "as_utc", "assemble",
            "collector_paused", "full_counts", "in_list", "record_dicts", "records_for_paths",
-           "records_page", "tags_of"]
+           "records_page", "rows_for_paths", "tags_of"]
