@@ -64,6 +64,9 @@ def test_a_token_once_in_the_url_then_a_cookie(lib, tmp_path):
         assert cookie.startswith(f"labels_token={TOKEN};") and "HttpOnly" in cookie
         assert "samesite=lax" in cookie.lower()
         assert client.get("/search?q=cat").status_code == 200  # the cookie from now on
+        elsewhere = client.get(f"http://photos.example:8470//evil.example/?token={TOKEN}",
+                               follow_redirects=False)
+        assert elsewhere.headers["location"] == "/evil.example/"  # never to another site
         assert client.get(f"/thumb/{lib.sha(lib.car)}").status_code == 200
     client.site.close()
     with web_client(lib, tmp_path / "thumbs", token=TOKEN, check_host=False) as script:

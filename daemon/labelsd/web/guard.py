@@ -119,7 +119,8 @@ class Guard:
             if not _same(given, site.token):
                 return _denied("that token is not this server's")
             rest = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "token"])
-            target = request.url.path + (f"?{rest}" if rest else "")
+            # one leading slash: "//host/..." would send the browser to another site
+            target = "/" + request.url.path.lstrip("/") + (f"?{rest}" if rest else "")
             response = RedirectResponse(target, status_code=303)
             response.set_cookie(TOKEN_COOKIE, site.token, httponly=True, samesite="lax",
                                 secure=request.url.scheme == "https", max_age=400 * 86400)
