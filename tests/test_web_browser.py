@@ -192,7 +192,8 @@ def test_the_keyboard_moves_through_the_results(browser, server, lib):
 def test_a_phone_sized_screen(browser, server, lib, tmp_path):
     browser.set_window_size(390, 844)
     try:
-        for url in ("search?q=cat", f"photo/{lib.sha(lib.car)}", "labels", "status"):
+        for url in ("search?q=cat", f"photo/{lib.sha(lib.car)}", f"photo/{lib.sha(lib.dog)}", "labels",
+                    "status", "tags", "search?q=dgo"):
             load(browser, server.url + url)
             overflow = browser.execute_script(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth")

@@ -354,3 +354,30 @@ def test_label_groups_are_what_their_word_finds():
     by_word = {g.word: {label for label, _ in g.labels} for g in groups}
     assert {"tabby", "Persian cat", "cougar"} <= by_word["cat"]  # the most specific word wins
     assert "golden retriever" in by_word["dog"] and "tabby" not in by_word["mammal"]
+
+
+def test_a_library_that_does_not_answer_is_one_line_503(client, monkeypatch):
+    from labelsd.errors import StoreUnavailable
+
+    def locked(*args, **kwargs):
+        raise StoreUnavailable("the database /x/labels.db stayed locked by another process; try again")
+
+    monkeypatch.setattr("labelsd.web.views_search.query.find", locked)
+    response = client.get("/search?q=cat")
+    assert response.status_code == 503
+    assert response.text == ("labels serve: the database /x/labels.db stayed locked by another "
+                             "process; try again\n")
+    assert "content-security-policy" in response.headers
+
+
+@pytest.mark.parametrize("q", ["%00", "%FF%FE", "%E2%80%AE", "' OR 1=1 --", "%25%5F", "*", "\\"])
+def test_odd_queries_are_only_words(client, q):
+    assert client.get(f"/search?q={q}").status_code == 200
+    assert client.get(f"/api/search?q={q}").status_code == 200
+
+
+def test_a_form_too_large_is_refused(client, lib):
+    get_page(client, "/")
+    response = client.post(f"/photo/{lib.sha(lib.car)}/tags",
+                           data={"csrf": client.cookies.get("labels_csrf"), "tag": "x" * 70_000})
+    assert response.status_code == 413

@@ -166,3 +166,15 @@ def test_a_phone_photo_is_decoded_in_draft_mode(tmp_path, monkeypatch):
     monkeypatch.setattr(thumbnails.ImageOps, "exif_transpose", spy)
     made = thumbs.make_thumbnail(records, [str(tmp_path / "photos")], 256)
     assert decoded == [(500, 375)] and jpeg_size(made) == (256, 192)
+
+
+def test_a_full_disk_still_serves_the_thumbnail(client, lib, monkeypatch):
+    import errno
+    import tempfile
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkstemp", full)
+    response = client.get(f"/thumb/{lib.sha(lib.car)}?size=128")
+    assert response.status_code == 200 and jpeg_size(response.content) == (128, 96)
