@@ -172,6 +172,12 @@ def test_api_search_on_both_databases(store, db_url, tmp_path):
         sha = lib.sha(lib.dog)
         assert json.loads(client.get(f"/api/photo/{sha}").content)["tags"] == [
             "<script>alert(2)</script>", 'a"b', "vacation"]
+        # a change through a form, as on SQLite
+        fields = next(f for f in get_page(client, f"/photo/{sha}").forms
+                      if f["action"] == f"/photo/{sha}/tags")["fields"]
+        assert client.post(f"/photo/{sha}/tags", data={**fields, "tag": "Beach"}).status_code == 200
+        assert [r["path"] for r in json.loads(labels_cmd(lib, "search", "beach", "--json"))] == [
+            str(lib.dog)]
     client.site.close()
 
 
