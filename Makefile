@@ -80,6 +80,7 @@ lint: venv
 bench: venv
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/query.py
+	$(BIN)/python bench/web.py --images 100000
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the test suite needs, only where they are missing:
 # PostgreSQL (a throwaway server for the store tests), systemd-analyze (unit
-# verification), Chromium (rendering the HTML gallery), WordNet 3.0 (checking the
+# verification), Chromium and its chromedriver (rendering the HTML gallery; `labels
+# serve` in a real browser, driven by Selenium), WordNet 3.0 (checking the
 # shipped taxonomy against its generator). Needs root and apt-get;
 # elsewhere it says what is missing and leaves the tests to skip or fail.
 set -euo pipefail
@@ -10,6 +11,7 @@ missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 [ -f /usr/share/wordnet/data.noun ] || missing+=(wordnet-base)
 
 [ ${#missing[@]} -eq 0 ] && exit 0

@@ -87,10 +87,6 @@ def as_dicts(records: Iterable[ImageRecord | dict]) -> Iterator[dict]:
         yield rec if type(rec) is dict else rec.to_dict()
 
 
-# Records are encoded and written this many at a time (one write, not one per record).
-WRITE_EVERY = 1000
-
-
 def render_records(records: Iterable[ImageRecord | dict], fmt: Format, out: TextIO | None = None,
                    *, single: bool = False, reason: Callable[[dict], str] | None = None) -> int:
     """Write records (`ImageRecord`s, or dicts as their `to_dict()` gives) in
@@ -124,20 +120,9 @@ def render_records(records: Iterable[ImageRecord | dict], fmt: Format, out: Text
 
 def write_json_list(texts: Iterable[str], out: TextIO | None = None) -> int:
     """A JSON list of records already encoded (`_encode`, or store/recordjson.py's
-    text), as json.dumps's bytes with one record a line: "[", then ",\n  "-separated
-    records, then "]". Written WRITE_EVERY records at a time; returns how many."""
-    out = out or sys.stdout
-    count = 0
-    parts = ["["]
-    for text in texts:
-        parts.append(",\n  " + text if count else "\n  " + text)
-        count += 1
-        if len(parts) >= WRITE_EVERY:
-            out.write("".join(parts))
-            parts.clear()
-    parts.append("\n]\n" if count else "]\n")
-    out.write("".join(parts))
-    return count
+    text), one record a line (recordjson.write_list, which `labels serve` writes
+    /api/search with too); returns how many."""
+    return recordjson.write_list(texts, out or sys.stdout)
 
 
 def _render_table(records: Iterable[dict], out: TextIO,

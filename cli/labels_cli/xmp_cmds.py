@@ -53,11 +53,9 @@ def refresh_after_tagging(st, path: str, lift: list[str] | tuple = ()) -> None:
     that cannot be written is a warning: the tag change itself is done."""
     if st.settings.xmp != "sidecar":
         return
-    from labelsd.xmp.writer import refresh_sidecars
+    from labelsd.xmp.writer import refresh_after_tagging as refresh
 
-    record = st.store().record(path)
-    report = refresh_sidecars([record] if record else [], st.settings.xmp_min_score, lift=lift)
-    for message in report.errors:
+    for message in refresh(st.store(), st.settings.xmp_min_score, path, lift):
         typer.echo(f"labels: warning: {message}", err=True)
 
 

@@ -21,7 +21,7 @@ from labelsd.model.registry import DEFAULT_MODEL, check_model_name
 APP = "labels"
 SYSTEM_CONFIG = Path("/etc/labels/config.toml")
 
-ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS"}
+ENV_VARS = {"db": "LABELS_DB", "weights": "LABELS_WEIGHTS", "serve_token": "LABELS_SERVE_TOKEN"}
 DEVICES = ("auto", "cpu", "gpu")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # labelsd.model.precision says what each means
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -79,6 +79,7 @@ class Settings:
     xmp_min_score: float = 0.2  # labels scoring less stay out of sidecars
     search_min_score: float = DEFAULT_SEARCH_MIN_SCORE  # label matches below it stay out of searches
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
+    serve_token: str | None = None  # `labels serve` asks browsers for it (None: only off loopback, made up)
     config_file: str | None = None  # the file these settings were read from, if any
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -149,6 +150,12 @@ def _validate(s: Settings) -> Settings:
     if not isinstance(s.max_file_mb, int) or isinstance(s.max_file_mb, bool) or s.max_file_mb < 1:
         raise ConfigError(f"max_file_mb must be a whole number of megabytes (1 or more), "
                           f"not {s.max_file_mb!r}")
+    if s.serve_token is not None and (not isinstance(s.serve_token, str) or len(s.serve_token) < 16
+                                      or not s.serve_token.isascii() or not s.serve_token.isprintable()
+                                      or any(c in s.serve_token for c in " ;,\"\\")):
+        raise ConfigError("serve_token must be at least 16 printable ASCII characters without "
+                          "spaces, quotes, commas or semicolons (python3 -c 'import secrets; "
+                          "print(secrets.token_urlsafe(24))' makes one)")
     if s.xmp not in XMP_MODES:
         raise ConfigError(f"xmp must be one of {', '.join(XMP_MODES)}, not {s.xmp!r}")
     scores = {}

@@ -41,3 +41,7 @@ class SidecarError(LabelsError):
 
 class SidecarFolderReadOnly(SidecarError):
     """A folder where no sidecar can be written (read-only mount, ProtectSystem=strict)."""
+
+
+class ServeError(LabelsError):
+    """`labels serve` cannot start (the address is in use, or not one of this machine's)."""

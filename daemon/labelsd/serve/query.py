@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 # ---- search ------------------------------------------------------------------
 
+# A search for at most this many records (`--limit`, a page of `labels serve`) reads
+# its hits first and then their records; a longer one reads both in one statement.
+FEW = 1000
+
 
 @dataclass(frozen=True)
 class SearchHit:
@@ -263,17 +267,24 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
     reader = as_reader(source)
     classes = select_classes(query, exact=exact)
     tag_keys = matching_tag_keys(reader, query)
-    floor, narrowed = _floor(min_score), _narrowing(narrowing)
-    # the hits and their records in one statement, one snapshot
-    with recordsql.collector_paused(), reader.read() as run:
-        by_label, by_tag = _search_rows(
-            run, classes, tag_keys, min_score=floor, limit=limit, narrowing=narrowed,
-            columns=recordsql.RECORD_COLUMNS, joins=recordsql.RECORD_JOINS)
-        hidden = _hidden_count(run, classes, tag_keys, min_score=floor, narrowing=narrowed)
+    floor = _floor(min_score)
+    options = {"min_score": floor, "limit": limit, "narrowing": _narrowing(narrowing)}
+    with recordsql.collector_paused(), reader.read() as run:  # one snapshot
+        if limit is not None and limit <= FEW:
+            # The hits from the indexes alone, then the records of those alone: the
+            # first page of 18,738 cats reads 61 records instead of joining every hit's
+            # record and sorting them for 61 (1M images: 180 -> 80 ms CPU).
+            by_label, by_tag = _search_rows(run, classes, tag_keys, **options)
+            rows = recordsql.rows_for_paths(run, [row[0] for row in by_label + by_tag])
+        else:  # the hits and their records in one statement
+            by_label, by_tag = _search_rows(run, classes, tag_keys, columns=recordsql.RECORD_COLUMNS,
+                                            joins=recordsql.RECORD_JOINS, **options)
+            rows = by_label + by_tag
+        hidden = _hidden_count(run, classes, tag_keys, min_score=floor, narrowing=options["narrowing"])
         if as_json:
-            found, texts = [], recordjson.record_json(run, by_label + by_tag)
+            found, texts = [], recordjson.record_json(run, rows)
         else:
-            found, texts = recordsql.record_dicts(run, by_label + by_tag), None
+            found, texts = recordsql.record_dicts(run, rows), None
     suggestions = suggest(query) if not classes and not tag_keys else []
     return SearchResult(found, classes, tag_keys, suggestions, texts, floor, hidden)
 

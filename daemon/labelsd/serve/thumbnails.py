@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from PIL import Image, ImageOps
 
@@ -59,8 +60,20 @@ def thumbnail(path: str, size: int) -> Thumbnail:
     and never blocks on a FIFO (fileio.open_regular, as the pipeline's reader)."""
     try:
         fh, _ = open_regular(path, max_bytes=images.max_file_bytes())
+    except Exception as err:  # noqa: BLE001 - gone, unreadable, not a regular file: say why
+        log.debug("thumbnail of %s failed", path, exc_info=True)
+        return Thumbnail(None, str(images.image_error(err)))
+    with fh:
+        return thumbnail_of(fh, size, path)
+
+
+def thumbnail_of(fh: BinaryIO, size: int, name: str = "") -> Thumbnail:
+    """`thumbnail` of an image already open (a file `open_regular` opened, or its
+    bytes in a BytesIO: `labels serve` checks them against their content hash
+    first); `name` is only for the debug log."""
+    try:
         # The decoder's allow-list (no EPS, no PDF) and its HEIF opener.
-        with fh, Image.open(fh, formats=images.register_openers()) as img:
+        with Image.open(fh, formats=images.register_openers()) as img:
             width, height = img.size
             if width * height > images.MAX_PIXELS:
                 return Thumbnail(None, f"too large to show ({width}x{height})")
@@ -69,7 +82,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
             try:
                 upright = ImageOps.exif_transpose(img)
             except Exception:  # noqa: BLE001 - broken EXIF: show it as stored
-                log.debug("unreadable EXIF in %s", path, exc_info=True)
+                log.debug("unreadable EXIF in %s", name, exc_info=True)
                 upright = img
             upright = images.to_rgb_or_rgba(images.shrink_wide(upright, (2 * size, 2 * size)))
             upright.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
@@ -79,7 +92,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
                 upright = flat
             return Thumbnail(upright.convert("RGB"))
     except Exception as err:  # noqa: BLE001 - plugins raise anything on bad data
-        log.debug("thumbnail of %s failed", path, exc_info=True)
+        log.debug("thumbnail of %s failed", name, exc_info=True)
         return Thumbnail(None, str(images.image_error(err)))
 
 

@@ -1,7 +1,8 @@
 """Writing sidecars for what the store knows: for the service, a listener on
 `batch_written` that hands paths to a thread of its own (the model and the
 writer never wait for a sidecar); for the CLI, `refresh_sidecars` behind
-`labels xmp write` and after `labels tag` / `labels untag`.
+`labels xmp write` and after `labels tag` / `labels untag` (and a tag changed in
+`labels serve`: `refresh_after_tagging`).
 
 A folder that cannot be written (the system unit's `ProtectSystem=strict`
 makes photo folders read-only unless listed in `ReadWritePaths=`) is one
@@ -69,6 +70,15 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
             if isinstance(err, SidecarFolderReadOnly):
                 warned.add(folder)  # read-only: the rest of the folder would say the same
     return report
+
+
+def refresh_after_tagging(store: Store, min_score: float, path: str,
+                          lift: Iterable[str] = ()) -> list[str]:
+    """Rewrite one photo's sidecar after its tags changed (`labels tag`/`untag`, a tag
+    added or removed in `labels serve`); call it only with `xmp = "sidecar"`. Returns
+    the warnings: a sidecar that cannot be written leaves the tag change done."""
+    record = store.record(path)
+    return refresh_sidecars([record] if record else [], min_score, lift=lift).errors
 
 
 class SidecarWriter:
@@ -140,7 +150,8 @@ class SidecarWriter:
             log.warning("%s", message)
 
 
-__all__ = ["SidecarReport", "SidecarWriter", "refresh_sidecars", "sidecar_labels", "start_sidecar_writer"]
+__all__ = ["SidecarReport", "SidecarWriter", "refresh_after_tagging", "refresh_sidecars", "sidecar_labels",
+           "start_sidecar_writer"]
 
 
 def start_sidecar_writer(store: Store, settings, events) -> SidecarWriter | None:

@@ -1,0 +1,111 @@
+"""One photo: its page (`/photo/<sha256>`), its record (`/api/photo/<sha256>`), and
+adding or removing a tag (POST `/photo/<sha256>/tags`, `/photo/<sha256>/tags/remove`)
+through `labelsd.store.tags`, as `labels tag` and `labels untag` do, sidecar included.
+
+A photo is its content: the page lists every path that holds it, and a tag
+given to it is given to the content, as `labels tag` gives it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from labelsd.errors import NotTracked
+from labelsd.serve.photos import content_records
+
+log = logging.getLogger(__name__)
+
+PHOTO_SIZE = 1024  # the picture on the photo page (2048 on a high-density screen)
+
+
+def _back(request: Request) -> str | None:
+    """Where "back to the results" leads: a search of this site, nothing else."""
+    back = request.query_params.get("back", "")
+    return back if back == "/" or (back.startswith("/search?") and "\\" not in back) else None
+
+
+def photo_context(records: list[dict]) -> dict:
+    """What the photo page shows of the records of one content."""
+    main = next((r for r in records if r["status"] != "missing"), records[0])
+    labelled = next((r for r in records if r["labels"]), main)
+    failed = next((r for r in records if r["status"] == "failed"), None)
+    return {
+        "sha256": main["sha256"], "main": main, "records": records,
+        "labels": labelled["labels"], "model": labelled["model"] or main["model"],
+        "tags": main["tags"], "failed": failed,
+        "showable": any(r["status"] in ("done", "pending") for r in records),
+    }
+
+
+def _page(request: Request, records: list[dict], *, code: int = 200, error: str | None = None):
+    site = request.app.state.site
+    return site.render(request, "photo.html", code=code, back=_back(request), error=error,
+                       photo_size=PHOTO_SIZE, **photo_context(records))
+
+
+def _records_or_404(request: Request) -> list[dict] | Response:
+    site = request.app.state.site
+    records = content_records(site.reader(), request.path_params["sha256"])
+    if not records:
+        return site.render(request, "missing.html", code=404,
+                           what="This library holds no photo with that content hash.")
+    return records
+
+
+def photo_page(request: Request) -> Response:
+    found = _records_or_404(request)
+    return found if isinstance(found, Response) else _page(request, found)
+
+
+def api_photo(request: Request) -> Response:
+    """One record, as `labels show --json` prints that of the content's first present path."""
+    site = request.app.state.site
+    records = content_records(site.reader(), request.path_params["sha256"])
+    if not records:
+        return Response(json.dumps({"error": "no photo with that content hash"}) + "\n",
+                        status_code=404, media_type="application/json")
+    main = photo_context(records)["main"]
+    return Response((json.dumps(main, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
+                    media_type="application/json")
+
+
+def _change_tags(request: Request, adding: bool) -> Response:
+    from labelsd.store import tags as tagging
+
+    site = request.app.state.site
+    found = _records_or_404(request)
+    if isinstance(found, Response):
+        return found
+    tag = request.state.form.get("tag", "")
+    path = found[0]["path"]  # a tag belongs to the content: any of its paths names it
+    try:
+        (tagging.add_tags if adding else tagging.remove_tags)(site.store(), path, [tag])
+    except tagging.InvalidTag as err:
+        return _page(request, found, code=400, error=str(err))
+    except NotTracked as err:  # its last path went away meanwhile
+        return _page(request, found, code=409, error=str(err))
+    if site.settings.xmp == "sidecar":  # as `labels tag` does
+        from labelsd.xmp.writer import refresh_after_tagging
+
+        for message in refresh_after_tagging(site.store(), site.settings.xmp_min_score, path,
+                                             [tag] if adding else ()):
+            log.warning("%s", message)
+    back = _back(request)
+    target = f"/photo/{found[0]['sha256']}" + (f"?back={quote(back, safe='')}" if back else "")
+    return RedirectResponse(target, status_code=303)
+
+
+def add_tag(request: Request) -> Response:
+    return _change_tags(request, adding=True)
+
+
+def remove_tag(request: Request) -> Response:
+    return _change_tags(request, adding=False)
+
+
+__all__ = ["PHOTO_SIZE", "add_tag", "api_photo", "photo_context", "photo_page", "remove_tag"]

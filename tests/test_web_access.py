@@ -1,0 +1,128 @@
+"""A member of the library's group runs `labels serve` as themselves against the
+shared library (as the system service's, folder 2770 with the group): searches,
+sees the photos they may read, and tags through a form; someone outside the
+group gets the one line `labels` gives. Real users, through setpriv (root only)."""
+
+from __future__ import annotations
+
+import grp
+import http.cookiejar
+import os
+import re
+import shutil
+import signal
+import site
+import subprocess
+import sysconfig
+import threading
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from imagegen import make_image
+from labelsd.store.engine import open_store
+from test_access import _LABELS_MAIN, NOBODY, SETPRIV, needs_setpriv, other_python, shared_tmp  # noqa: F401
+from weblib import predictions, record
+
+
+def serve_as(uid: int, groups: list[int], config: Path, cache: Path) -> tuple[subprocess.Popen, str]:
+    """`labels serve --port 0` run as uid with these groups; (process, address once ready)."""
+    purelib = sysconfig.get_paths()["purelib"]
+    extra = [p for p in site.getsitepackages() if p != purelib]
+    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *extra])),
+           "PYTHONDONTWRITEBYTECODE": "1", "LABELS_CONFIG": str(config), "XDG_CACHE_HOME": str(cache)}
+    ids = ["--reuid", str(uid), "--regid", str(uid)]
+    ids += ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
+    proc = subprocess.Popen([SETPRIV, *ids, "--", other_python(), "-c", _LABELS_MAIN, purelib,
+                             "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env, cwd="/")
+    found: list[str] = []
+
+    def read():
+        for line in proc.stdout:
+            found.append(line)
+            if "labels serve: http" in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(60)
+    address = next((re.search(r"http://\S+", line).group(0) for line in found if "http" in line), None)
+    if address is None:
+        proc.kill()
+        proc.wait(30)
+        return proc, "".join(found) + (proc.stdout.read() if proc.stdout else "")
+    return proc, address
+
+
+@pytest.fixture
+def shared_library(shared_tmp):  # noqa: F811 - test_access's fixture, used here
+    needs_setpriv()
+    try:
+        gid = grp.getgrnam("staff").gr_gid
+    except KeyError:
+        pytest.skip("no group 'staff' on this machine")
+    state = shared_tmp / "state"
+    state.mkdir()
+    os.chown(state, 0, gid)
+    state.chmod(0o2770)
+    photos = shared_tmp / "photos"
+    photos.mkdir()
+    photos.chmod(0o755)
+    cat = make_image(photos / "cat.jpg", size=(200, 150), seed=3, fmt="JPEG")
+    cat.chmod(0o644)
+    db = state / "labels.db"
+    store = open_store(str(db))
+    try:
+        record(store, {cat: predictions((281, 0.7))})
+    finally:
+        store.close()
+    config = shared_tmp / "config.toml"
+    config.write_text(f'db = "{db}"\nwatch = ["{photos}"]\n')
+    config.chmod(0o644)
+    cache = shared_tmp / "cache"
+    cache.mkdir(mode=0o777)
+    cache.chmod(0o1777)
+    return {"gid": gid, "db": db, "config": config, "cache": cache, "cat": cat}
+
+
+def test_a_member_serves_the_shared_library_and_tags_in_it(shared_library):
+    lib = shared_library
+    proc, address = serve_as(NOBODY, [lib["gid"]], lib["config"], lib["cache"])
+    assert address.startswith("http://"), address
+    try:
+        jar = http.cookiejar.CookieJar()
+        browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        with browser.open(address + "search?q=cat", timeout=30) as page:
+            sha = re.search(r'data-sha256="([0-9a-f]{64})"', page.read().decode()).group(1)
+        with browser.open(f"{address}thumb/{sha}?size=128", timeout=30) as thumb:
+            assert thumb.read()[:2] == b"\xff\xd8"  # the member reads the photo
+        with browser.open(f"{address}photo/{sha}", timeout=30) as page:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', page.read().decode()).group(1)
+        form = urllib.parse.urlencode({"csrf": csrf, "tag": "shared"}).encode()
+        with browser.open(f"{address}photo/{sha}/tags", data=form, timeout=30) as done:
+            assert done.status == 200 and "shared" in done.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    store = open_store(str(lib["db"]))
+    try:
+        assert store.record(str(lib["cat"])).tags == ["shared"]
+    finally:
+        store.close()
+    # the member's thumbnails are the member's: their own cache folder, 0700
+    made = lib["cache"] / "labels" / "thumbs"
+    assert made.stat().st_uid == NOBODY and made.stat().st_mode & 0o777 == 0o700
+
+
+def test_someone_outside_the_group_gets_the_one_line(shared_library):
+    lib = shared_library
+    proc, output = serve_as(NOBODY, [], lib["config"], lib["cache"])
+    assert proc.returncode == 1, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("labels: error: cannot open the database"), output
+    assert "'staff'" in lines[0]
+    shutil.rmtree(lib["cache"], ignore_errors=True)
