@@ -281,7 +281,7 @@ OPENS_A_LIBRARY = {
     ("search",): ["cat"], ("show",): ["x.jpg"], ("list",): [], ("stats",): [],
     ("tags",): [], ("status",): [], ("export",): [], ("gallery",): ["cat", "-o", "g.html"],
     ("tag",): ["x.jpg", "foo"], ("untag",): ["x.jpg", "foo"], ("retry",): [],
-    ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"],
+    ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"], ("serve",): ["--port", "0"],
     ("scan",): None,  # creates one on purpose: test_scan_starts_a_library
     ("model", "info"): None, ("model", "fetch"): None, ("help",): None,
 }

@@ -100,11 +100,21 @@ def test_search_page_shows_a_tile_per_hit_best_first(client, lib):
         assert f"/photo/{sha}?back=%2Fsearch%3Fq%3Dcat" in page.links
 
 
+def test_search_page_says_what_the_floor_hid_and_links_to_it(client, lib):
+    # labels search says on stderr how many hits the configured floor hid; the page says it too
+    page = get_page(client, "/search?q=tabby")
+    assert page.photos == [] and "6 more photos match with a score below 10%" in page.words
+    assert "/search?q=tabby&min_score=0" in page.links
+    assert len(get_page(client, "/search?q=tabby&min_score=0").photos) == 6
+    assert "score below" not in get_page(client, "/search?q=tabby&min_score=0").words
+
+
 @pytest.mark.parametrize("query, wanted", [
     ("since=2024-07&q=car", ["car"]), ("until=2023&q=car", []), ("camera=iphone&q=vehicle", ["car"]),
     ("q=dog&tag=vacation", ["dog"]), ("q=cat&tag=vacation", []),
     ("q=cat&min_score=80%25", ["cat0", "cat1", "cat2"]), ("q=cat&min_score=0.8", ["cat0", "cat1", "cat2"]),
-    ("q=tabby&exact=1", ["cat0", "cat1", "cat2", "cat3", "cat4", "cat5"]),
+    ("q=tabby&exact=1", []),  # 5%: under the default floor (search_min_score), as in labels search
+    ("q=tabby&exact=1&min_score=0", ["cat0", "cat1", "cat2", "cat3", "cat4", "cat5"]),
     ("q=domestic+cat&exact=1", []), ("tag=vacation", ["dog"]), ("q=grandma", []),
 ])
 def test_search_parameters_are_the_commands_options(client, lib, query, wanted):

@@ -49,9 +49,12 @@ class SearchForm:
         return bool(self.since or self.until or self.camera or self.tags
                     or self.min_score is not None or self.exact)
 
-    def find_options(self) -> dict:
-        """Keyword arguments of `query.find` (as `labels search`'s options give them)."""
-        return {"exact": self.exact, "min_score": self.min_score, "tags": self.tags,
+    def find_options(self, floor: float) -> dict:
+        """Keyword arguments of `query.find` (as `labels search`'s options give them):
+        a min_score not given is the configured `floor` (search_min_score), as in
+        `labels search`, so /api/search prints what `labels search --json` prints."""
+        min_score = floor if self.min_score is None else self.min_score
+        return {"exact": self.exact, "min_score": min_score, "tags": self.tags,
                 "since": self.since, "until": self.until, "camera": self.camera}
 
     def pairs(self, **changes) -> list[tuple[str, str]]:

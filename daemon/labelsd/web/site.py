@@ -104,7 +104,8 @@ class Site:
             if self._store is None:
                 from labelsd.store.engine import open_store
 
-                self._store = open_store(self.settings.db)
+                # never create one: a library deleted under the server is an error, not a new one
+                self._store = open_store(self.settings.db, create=False, default_db=default_db())
             return self._store
 
     def roots(self) -> list[str]:

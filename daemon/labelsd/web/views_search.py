@@ -33,7 +33,7 @@ def tile(rec: dict, reason: str = "") -> dict:
 def search_page(request: Request) -> Response:
     site = request.app.state.site
     form = parse_search(request.query_params)
-    context = {"form": form, "tiles": [], "more": None, "start": 0, "searched": False,
+    context = {"form": form, "tiles": [], "more": None, "start": 0, "searched": False, "hidden": 0,
                "suggestions": [], "nothing": False, "examples": EXAMPLES}
     if form.errors:
         return site.render(request, "search.html", code=400, **context)
@@ -42,13 +42,16 @@ def search_page(request: Request) -> Response:
         return site.render(request, "search.html", **context)
     first = (form.page - 1) * PER_PAGE
     result = query.find(site.reader(), form.text, limit=first + PER_PAGE + 1,
-                        **form.find_options())
+                        **form.find_options(site.settings.search_min_score))
     shown = result.found[first:first + PER_PAGE]
     context.update(
         searched=True, start=first,
         tiles=[tile(rec, result.reason(rec)) for rec in shown],
         more=form.link(page=form.page + 1) if len(result.found) > first + PER_PAGE else None,
-        nothing=not result.classes and not result.tag_keys, suggestions=result.suggestions)
+        nothing=not result.classes and not result.tag_keys, suggestions=result.suggestions,
+        # as `labels search` says on stderr: what the configured floor hid, and the way to see it
+        hidden=result.hidden if form.min_score is None else 0, floor=result.floor,
+        show_hidden=form.link(min_score=0.0, min_score_text="0", page=1))
     return site.render(request, "search.html", **context)
 
 
@@ -60,7 +63,7 @@ def api_search(request: Request) -> Response:
     if form.errors:
         return JSONResponse({"error": "; ".join(form.errors)}, status_code=400)
     result = query.find(site.reader(), form.text, limit=form.limit, as_json=True,
-                        **form.find_options())
+                        **form.find_options(site.settings.search_min_score))
     out = io.StringIO()
     write_list(result.texts, out)
     return Response(out.getvalue().encode("utf-8"), media_type="application/json")
