@@ -135,11 +135,17 @@ def store(db_url):
 
 @pytest.fixture(autouse=True)
 def _isolated_config(tmp_path, monkeypatch):
-    """No test reads the developer's own config, database or keras cache."""
+    """No test reads the developer's own config or database, nor the machine's
+    /etc/labels/config.toml (a real installation beside the test run): every test,
+    and every process it starts with this environment, reads an empty config file
+    of its own (LABELS_CONFIG). A test of the lookup itself unsets it."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    for var in ("LABELS_DB", "LABELS_WEIGHTS", "LABELS_CONFIG"):
+    for var in ("LABELS_DB", "LABELS_WEIGHTS"):
         monkeypatch.delenv(var, raising=False)
+    own_config = tmp_path / "empty-labels-config.toml"
+    own_config.touch()
+    monkeypatch.setenv("LABELS_CONFIG", str(own_config))
     monkeypatch.setattr("labelsd.config.SYSTEM_CONFIG", tmp_path / "etc-labels-config.toml")
 
 # --------------------------------------------------------------- end of store fixtures
