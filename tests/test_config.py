@@ -65,12 +65,12 @@ def test_system_config_is_the_last_resort(tmp_path, monkeypatch):
     assert load_settings(env={}).db == "/var/lib/labelsd/labels.db"
 
 
-def test_no_test_reads_the_machines_config(tmp_path):
+def test_no_test_reads_the_machines_config():
     """A machine with /etc/labels/config.toml (a real installation, another model)
     must not change what the suite sees, in this process or in the processes tests
-    start (`labels scan` as a subprocess, the service): each test has a config of its own."""
+    start (`labels scan` as a subprocess, the service): they read the suite's empty config."""
     own = config_path()
-    assert own is not None and own.parent == tmp_path and own.read_text() == ""
+    assert own is not None and own.name == "empty-labels-config.toml" and own.read_text() == ""
     child = subprocess.run([sys.executable, "-c", "from labelsd.config import config_path; "
                             "print(config_path())"], capture_output=True, text=True, timeout=60,
                            env=os.environ.copy())
