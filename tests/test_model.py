@@ -187,14 +187,57 @@ def test_weights_of_another_model(tmp_path, suffix):
 @pytest.fixture
 def offline_empty_cache(tmp_path, monkeypatch):
     """KERAS_HOME in an empty folder, and any download fails as it would offline."""
-    import keras
+    from urllib.error import URLError
 
     def offline(*args, **kwargs):
-        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+        raise URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(weights_mod, "urlopen", offline)
     return tmp_path / "keras" / "models" / weights_mod.OFFICIAL_FILENAME
+
+
+def test_fetch_downloads_verifies_and_keeps_the_file(offline_empty_cache, tmp_path, monkeypatch):
+    """A download ends in the cache only once its checksum is keras' (served here
+    from a file:// URL, with that file's md5 standing in for the published one)."""
+    from urllib.request import urlopen
+
+    served = tmp_path / "served.h5"
+    served.write_bytes(b"\x89HDF\r\n\x1a\n" + b"w" * 5000)
+    monkeypatch.setattr(weights_mod, "urlopen", urlopen)
+    monkeypatch.setattr(weights_mod, "OFFICIAL_URL", served.as_uri())
+    monkeypatch.setattr(weights_mod, "OFFICIAL_MD5", hashlib.md5(b"other").hexdigest())
+    with pytest.raises(WeightsUnavailable, match="does not have the published checksum"):
+        weights_mod.fetch_weights()
+    assert list(offline_empty_cache.parent.iterdir()) == []  # nothing half-done left behind
+    monkeypatch.setattr(weights_mod, "OFFICIAL_MD5", hashlib.md5(served.read_bytes()).hexdigest())
+    assert weights_mod.fetch_weights() == offline_empty_cache
+    assert offline_empty_cache.read_bytes() == served.read_bytes()
+    served.unlink()
+    assert weights_mod.fetch_weights() == offline_empty_cache  # a verified cache hit: no download
+
+
+def test_fetch_prints_one_line_and_no_tensorflow(tmp_path):
+    """`labels model fetch` imports no TensorFlow: none of its log lines (oneDNN, CUDA,
+    cpu_feature_guard) before the one line it prints. Offline here by a proxy that refuses."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
+           "LANG": "C.UTF-8", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "LABELS_CONFIG": str(tmp_path / "empty.toml")}
+    (tmp_path / "empty.toml").touch()
+    code = ("import sys\nfrom labels_cli.app import main\nsys.argv = ['labels', 'model', 'fetch']\n"
+            "try:\n    main()\nfinally:\n    print('TF', 'tensorflow' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.splitlines()[-1] == "TF False", done.stderr
+    [line] = done.stderr.splitlines()[:-1]
+    assert line.startswith("labels: error: cannot get the InceptionV3 ImageNet weights from https://"), line
+
+
+@pytest.mark.tf
+def test_the_download_url_is_keras_own():
+    from keras.src.applications import inception_v3
+
+    assert weights_mod.OFFICIAL_URL == inception_v3.WEIGHTS_PATH
 
 
 def test_no_weights_offline_says_what_to_do(offline_empty_cache):

@@ -50,9 +50,14 @@ def info(
 @model_app.command("fetch")
 def fetch() -> None:
     """Download the ImageNet weights into keras' cache (once), verify them, print the path."""
+    from rich.console import Console
+
     from labelsd.model.weights import fetch_weights
 
-    typer.echo(fetch_weights())
+    # On a terminal only: a spinner while 92 MB arrive; the one line printed is the path.
+    with Console(stderr=True).status("downloading InceptionV3's ImageNet weights (92 MB)...", spinner="dots"):
+        path = fetch_weights()
+    typer.echo(path)
 
 
 def register(app: typer.Typer) -> None:

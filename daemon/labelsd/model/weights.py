@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from urllib.request import urlopen
 
 from labelsd.errors import WeightsUnavailable
 from labelsd.model import digests
@@ -20,9 +21,12 @@ from labelsd.model import digests
 log = logging.getLogger(__name__)
 
 OFFICIAL_FILENAME = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
-# keras.applications.inception_v3 passes this literal to get_file (it is not a
-# module constant there); the URL is read from that module (WEIGHTS_PATH).
+# Where keras.applications.inception_v3 downloads them from (its WEIGHTS_PATH; a test
+# checks they agree), and the md5 it passes to get_file for them.
+OFFICIAL_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+                + OFFICIAL_FILENAME)
 OFFICIAL_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"
+DOWNLOAD_TIMEOUT_S = 60.0  # no byte for this long: give up (a firewall that drops, not refuses)
 OFFICIAL_NAME = "InceptionV3/imagenet"
 
 HOW_TO_GET_WEIGHTS = (
@@ -69,31 +73,34 @@ def weights_info(weights: str | os.PathLike | None = None) -> dict:
     return info
 
 
-def fetch_weights() -> Path:
-    """Download the official weights into keras' cache (once) and verify their hash."""
-    import keras
-    from keras.src.applications import inception_v3
-
-    url = inception_v3.WEIGHTS_PATH
+def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """The official weights in keras' cache: a verified cached file, or downloaded
+    once and verified (keras' md5) before it takes the cached file's name. Plain
+    urllib, not keras' get_file: no TensorFlow is imported (seconds, and its log
+    lines), nothing is printed, and a stalled connection times out."""
     target = cached_weights_path()
+    if target.is_file() and _digests(target)[1] == OFFICIAL_MD5:
+        return target
+    target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
+    part = None
     try:
-        # get_file re-verifies a cached file and downloads again when it does not
-        # match, so a half-downloaded file is never taken as good.
-        got = keras.utils.get_file(
-            OFFICIAL_FILENAME,
-            url,
-            cache_subdir="models",
-            file_hash=OFFICIAL_MD5,
-            cache_dir=str(keras_home()),
-        )
-    except Exception as e:  # offline, HTTP error, hash mismatch, unwritable cache
-        if target.exists() and _digests(target)[1] != OFFICIAL_MD5:
-            target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(prefix=".inception-", suffix=".part", dir=target.parent)
+        with os.fdopen(fd, "wb") as out, urlopen(OFFICIAL_URL, timeout=timeout_s) as response:
+            shutil.copyfileobj(response, out, 1 << 20)
+        if _digests(Path(part))[1] != OFFICIAL_MD5:
+            raise ValueError("the file downloaded does not have the published checksum")
+        os.replace(part, target)
+        part = None
+    except (OSError, ValueError) as e:  # offline, HTTP error (URLError is an OSError), bad file
         raise WeightsUnavailable(
-            f"cannot get the InceptionV3 ImageNet weights from {url} ({_one_line(e)}): "
+            f"cannot get the InceptionV3 ImageNet weights from {OFFICIAL_URL} ({_one_line(e)}): "
             + HOW_TO_GET_WEIGHTS
         ) from e
-    return Path(got)
+    finally:
+        if part is not None:
+            Path(part).unlink(missing_ok=True)
+    return target
 
 
 def _one_line(e: BaseException) -> str:
