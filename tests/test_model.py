@@ -202,8 +202,11 @@ def test_fetch_downloads_verifies_and_keeps_the_file(offline_empty_cache, tmp_pa
     from a file:// URL, with that file's md5 standing in for the published one)."""
     from urllib.request import urlopen
 
+    import h5py
+
     served = tmp_path / "served.h5"
-    served.write_bytes(b"\x89HDF\r\n\x1a\n" + b"w" * 5000)
+    with h5py.File(served, "w") as f:  # an HDF5 file in the layout keras downloads
+        f.attrs["layer_names"] = np.array([b"dense"])
     monkeypatch.setattr(weights_mod, "urlopen", urlopen)
     monkeypatch.setattr(weights_mod, "OFFICIAL_URL", served.as_uri())
     monkeypatch.setattr(weights_mod, "OFFICIAL_MD5", hashlib.md5(b"other").hexdigest())
@@ -256,13 +259,13 @@ def test_half_downloaded_cache_file_is_not_taken_as_good(offline_empty_cache):
     assert not offline_empty_cache.exists()
 
 
-def test_gpu_requested_without_gpu():
+def test_gpu_requested_without_gpu(weights_file):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible")
     with pytest.raises(DeviceUnavailable, match="--device gpu: no GPU is visible"):
-        load_classifier(device="gpu")
+        load_classifier(weights_file, device="gpu")
 
 
 def test_unknown_device_is_a_config_error():
@@ -302,3 +305,61 @@ def test_cli_model_fetch_offline_raises_labels_error(offline_empty_cache):
     result = CliRunner().invoke(model_app, ["fetch"])
     assert isinstance(result.exception, WeightsUnavailable)
     assert "labels model fetch" in str(result.exception)
+
+
+def _model_info(*args: str) -> dict:
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    result = CliRunner().invoke(app, ["model", "info", "--device", "cpu", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_model_info_honours_the_configured_model(tmp_path, monkeypatch):
+    """With `model = "efficientnet_lite0"` it reports Lite0's weights (installed: no
+    fetch hint), as the service would run; --model says which to report instead."""
+    from labelsd.model import efficientnet
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    config = tmp_path / "config.toml"
+    config.write_text('model = "efficientnet_lite0"\n')
+    monkeypatch.setenv("LABELS_CONFIG", str(config))
+    lite = _model_info()
+    assert lite["model"] == "efficientnet_lite0" and lite["exists"] and lite["official"]
+    assert lite["path"] == str(efficientnet.packaged_weights())
+    assert lite["sha256"] == efficientnet.OFFICIAL_SHA256
+    inception = _model_info("--model", "inception_v3")
+    assert inception["model"] == "inception_v3" and inception["exists"] is False
+    assert inception["path"] == str(tmp_path / "keras" / "models" / weights_mod.OFFICIAL_FILENAME)
+
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    text = CliRunner().invoke(app, ["model", "info", "--device", "cpu"]).stdout
+    assert text.startswith("model:     efficientnet_lite0\n") and "hint:" not in text
+
+
+def test_model_info_looks_where_the_service_looks(tmp_path, monkeypatch):
+    """A member of the service's group runs `labels model info` with the system config:
+    the weights are looked for in the service's keras cache (`keras_home` in the config,
+    as the unit's KERAS_HOME), not in the member's ~/.keras."""
+    monkeypatch.setenv("KERAS_HOME", "unset below; restored after the test")
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "member"))
+    service_keras = tmp_path / "var-lib-labelsd" / "keras"
+    cached = service_keras / "models" / weights_mod.OFFICIAL_FILENAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"the service's weights")
+    config = tmp_path / "etc-labels" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('keras_home = "../var-lib-labelsd/keras"\n')  # relative to the file
+    monkeypatch.setenv("LABELS_CONFIG", str(config))
+    facts = _model_info()
+    assert facts["model"] == "inception_v3" and facts["exists"] is True, facts
+    assert facts["path"] == str(cached)
+    # the environment still wins, as it does over the config for every setting
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "own"))
+    assert _model_info()["path"] == str(tmp_path / "own" / "models" / weights_mod.OFFICIAL_FILENAME)

