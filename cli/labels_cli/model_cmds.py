@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from .context import state
+from .options import DeviceOpt, ModelOpt, PrecisionOpt
 from .render import render_json
 
 model_app = typer.Typer(
@@ -17,17 +18,12 @@ model_app = typer.Typer(
 @model_app.command("info")
 def info(
     ctx: typer.Context,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", metavar="NAME",
-        help="inception_v3 or efficientnet_lite0 (default: the config's, else inception_v3).")] = None,
+    model: ModelOpt = None,
     weights: Annotated[Optional[Path], typer.Option(
         "--weights", metavar="FILE",
         help="A local weights file (default: LABELS_WEIGHTS, the config file, the model's own).")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu (default: the config's, else auto).")] = None,
-    precision: Annotated[Optional[str], typer.Option(
-        "--precision", metavar="auto|fp32|bf16|int8",
-        help="auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: one object (model, path, source, exists, size, sha256, "
                        "official, device, runtime, precision, why).")] = False,
