@@ -52,11 +52,14 @@ def choose_model(model: str | None, weights: str | None, labels: Path) -> tuple[
     if model:
         return model, None  # MODEL=: that one, whatever happens
     from labelsd.config import configured, load_settings
-
-    if weights or load_settings().weights or configured() & {"model", "weights"}:
-        return None, None  # chosen in WEIGHTS=, LABELS_WEIGHTS or the config: labelsd's to say
     from labelsd.errors import LabelsError
     from labelsd.model import weights as inception_weights
+
+    try:
+        if weights or load_settings().weights or configured() & {"model", "weights"}:
+            return None, None  # chosen in WEIGHTS=, LABELS_WEIGHTS or the config: labelsd's to say
+    except LabelsError:
+        return None, None  # a config labelsd will refuse, in its own words
 
     if not inception_weights.is_official(inception_weights.cached_weights_path()):
         print(f"make run: downloading InceptionV3's ImageNet weights (92 MB, once) into "
@@ -85,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     if not command:
         parser.error("give the labelsd command after --")
     labels = Path(os.path.abspath(command[0])).with_name("labels")
-    model, said = choose_model(args.model, args.weights, labels)
+    try:
+        model, said = choose_model(args.model, args.weights, labels)
+    except KeyboardInterrupt:  # Ctrl-C during the download: nothing half-done is kept
+        return 130
     if said:
         print(said, flush=True)
     if model:

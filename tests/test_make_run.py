@@ -107,6 +107,8 @@ def test_a_model_chosen_anywhere_never_falls_back(offline, tmp_path, monkeypatch
     (tmp_path / "empty.toml").touch()
     monkeypatch.setenv("LABELS_WEIGHTS", "/srv/w.h5")  # the environment
     assert make_run.choose_model(None, None, labels) == (None, None)
+    monkeypatch.setenv("LABELS_CONFIG", str(tmp_path / "missing.toml"))  # labelsd will say so
+    assert make_run.choose_model(None, None, labels) == (None, None)
 
 
 @pytest.mark.tf  # EfficientNet-Lite0 is converted (TensorFlow, in a child) and served
