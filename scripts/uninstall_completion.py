@@ -59,10 +59,17 @@ def remove_completion(home: Path) -> list[str]:
             continue
         kept.append(line)
     if len(kept) != len(lines):
-        tmp = bashrc.with_name(f".bashrc.labels-uninstall-{os.getpid()}")
-        tmp.write_text("".join(kept))
-        os.chmod(tmp, bashrc.stat().st_mode & 0o7777)
-        os.replace(tmp, bashrc)
+        target = bashrc.resolve()  # a dotfiles manager's symlink stays a symlink
+        tmp = target.with_name(f".bashrc.labels-uninstall-{os.getpid()}")
+        try:
+            tmp.write_text("".join(kept))
+            os.chmod(tmp, target.stat().st_mode & 0o7777)
+            os.replace(tmp, target)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            removed.pop()
+            print(f"could not edit {bashrc} ({err.strerror}): remove the line {source_line!r} yourself",
+                  file=sys.stderr)
     return removed
 
 

@@ -111,3 +111,21 @@ def test_a_hint_installs_the_extra_from_where_labelsd_came_from():
         shown = subprocess.run([str(Path(sys.executable).with_name(help_of[0])), *help_of[1:]],
                                capture_output=True, text=True, timeout=60).stdout
         assert "efficientnet_lite0" in shown and "pip install" not in shown, help_of
+
+
+def test_uninstall_edits_a_symlinked_bashrc_through_its_link(tmp_path):
+    """A dotfiles manager keeps ~/.bashrc as a symlink: the line leaves its target, and the
+    link stays a link. Someone else's completion file of that name stays."""
+    home = tmp_path / "home"
+    (home / "dotfiles").mkdir(parents=True)
+    source_line = f"source '{home / '.bash_completions' / 'labels.sh'}'"
+    (home / "dotfiles" / "bashrc").write_text(f"export A=1\n\n{source_line}\nexport B=2\n")
+    (home / ".bashrc").symlink_to("dotfiles/bashrc")
+    (home / ".zfunc").mkdir()
+    (home / ".zfunc" / "_labels").write_text("#compdef labels: another program's\n")
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "uninstall_completion.py"), str(home)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (home / ".bashrc").is_symlink()
+    assert (home / "dotfiles" / "bashrc").read_text() == "export A=1\nexport B=2\n"
+    assert (home / ".zfunc" / "_labels").exists()

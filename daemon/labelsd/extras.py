@@ -2,8 +2,8 @@
 installation that runs: the command a hint prints.
 
 labelsd is not on a package index: it is installed from its checkout (`make run`'s
-.venv, `make install`, `pip install /opt/labelsd/src`, `pipx install .`), so
-`pip install 'labelsd[metrics]'` would fail. pip records where an installation
+.venv, `make install`, `pip install /opt/labelsd/src`, `pipx install .`), so asking
+pip for the extra by the project's name would fail. pip records where an installation
 came from (direct_url.json, PEP 610); the hint installs the extra from that same
 folder with the interpreter that runs now, so it works whichever way labelsd was
 installed. Without that record: `make install EXTRAS=...` in the checkout.
