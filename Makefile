@@ -65,6 +65,7 @@ run: $(RUN_INSTALLED)
 	  $(BIN)/labelsd --watch "$(WATCH)" $(if $(WEIGHTS),--weights "$(WEIGHTS)") $(if $(DB),--db "$(DB)")
 
 install:
+	@echo "make install: installing labelsd$(if $(EXTRAS), with $(EXTRAS),) into $(INSTALL_DIR)/venv (a minute or two: TensorFlow is large)"
 	$(PYTHON) -m venv "$(INSTALL_DIR)/venv"
 	"$(INSTALL_DIR)/venv/bin/python" -m pip install --quiet --upgrade pip
 	"$(INSTALL_DIR)/venv/bin/python" -m pip install --quiet "$(CURDIR)$(if $(EXTRAS),[$(EXTRAS)])"

@@ -61,11 +61,13 @@ def test_make_uninstall_removes_the_shell_completion(tmp_path):
     home.mkdir()
     (home / ".bashrc").write_text('alias ll="ls -l"\n')
     labels = Path(sys.executable).with_name("labels")
-    installed = subprocess.run([str(labels), "--install-completion"], capture_output=True, text=True,
-                               timeout=60, start_new_session=True,  # no shell above: Typer reads $SHELL
-                               env={"HOME": str(home), "SHELL": "/bin/bash", "PATH": "/usr/bin:/bin",
+    # From bash, as a person runs it (Typer asks the process tree which shell); `; true`
+    # keeps bash from handing its process over to labels.
+    installed = subprocess.run(["bash", "-c", f"'{labels}' --install-completion; true"],
+                               capture_output=True, text=True, timeout=60,
+                               env={"HOME": str(home), "PATH": "/usr/bin:/bin",
                                     "LABELS_CONFIG": os.environ["LABELS_CONFIG"]})
-    assert installed.returncode == 0, installed.stderr
+    assert "bash completion installed" in installed.stdout, installed.stdout + installed.stderr
     script = home / ".bash_completions" / "labels.sh"
     assert script.is_file() and f"source '{script}'" in (home / ".bashrc").read_text()
     mine = home / ".local" / "share" / "bash-completion" / "completions" / "labels"
