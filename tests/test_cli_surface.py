@@ -366,3 +366,47 @@ def test_shell_completion_is_there():
                           env={**os.environ, "_LABELS_COMPLETE": "complete_bash",
                                "COMP_WORDS": "labels sea", "COMP_CWORD": "1"})
     assert done.stdout.split() == ["search"], done
+
+
+def _options(command, path=("labels",)):
+    """(the words that reach a command, each of its options), through every group."""
+    for param in command.params:
+        if param.param_type_name == "option":
+            yield path, param
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _options(sub, (*path, name))
+
+
+def _complete(words: str) -> list[str]:
+    """What bash completion offers after `words` (ending in a space: a new word), through
+    the machinery a shell uses: `_LABELS_COMPLETE` in the environment."""
+    cword = len(words.split()) - (0 if words.endswith(" ") else 1)  # the word being completed
+    done = runner.invoke(app, [], prog_name="labels", env={
+        "_LABELS_COMPLETE": "complete_bash", "COMP_WORDS": words, "COMP_CWORD": str(cword)})
+    assert done.exit_code == 0, done.output
+    return done.stdout.split()
+
+
+def test_every_option_with_fixed_choices_completes_them():
+    fixed = {}
+    for path, option in _options(get_command(app)):
+        listed = option.metavar or ""
+        if "|" in listed and listed == listed.lower():  # auto|cpu|gpu, not PATH|URL
+            assert list(getattr(option.type, "choices", ())) == listed.split("|"), (path, option.opts)
+            fixed[(*path, option.opts[-1])] = listed.split("|")
+    assert {words[1:] for words in fixed} >= {
+        ("list", "--status"), ("export", "--format"), ("scan", "--model"), ("scan", "--device"),
+        ("scan", "--precision"), ("model", "info", "--model"), ("model", "info", "--device"),
+        ("model", "info", "--precision")}
+    for words, offered in fixed.items():
+        assert _complete(" ".join(words) + " ") == offered, words
+    assert _complete("labels list --status f") == ["failed"]
+
+
+def test_list_status_completes_in_a_shell():
+    """`labels list --status <TAB>`, as bash asks the installed script."""
+    done = subprocess.run([sys.executable, "-c", "from labels_cli.app import main; main()"],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "_LABELS_COMPLETE": "complete_bash",
+                               "COMP_WORDS": "labels list --status ", "COMP_CWORD": "3"})
+    assert done.stdout.split() == ["pending", "done", "failed", "missing"], done

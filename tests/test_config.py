@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from labelsd.config import Settings, default_db, load_settings
+from labelsd.config import Settings, config_path, default_db, load_settings
 from labelsd.errors import ConfigError
 
 
@@ -59,6 +63,18 @@ def test_system_config_is_the_last_resort(tmp_path, monkeypatch):
     system.write_text('db = "/var/lib/labelsd/labels.db"\n')
     monkeypatch.setattr("labelsd.config.SYSTEM_CONFIG", system)
     assert load_settings(env={}).db == "/var/lib/labelsd/labels.db"
+
+
+def test_no_test_reads_the_machines_config():
+    """A machine with /etc/labels/config.toml (a real installation, another model)
+    must not change what the suite sees, in this process or in the processes tests
+    start (`labels scan` as a subprocess, the service): they read the suite's empty config."""
+    own = config_path()
+    assert own is not None and own.name == "empty-labels-config.toml" and own.read_text() == ""
+    child = subprocess.run([sys.executable, "-c", "from labelsd.config import config_path; "
+                            "print(config_path())"], capture_output=True, text=True, timeout=60,
+                           env=os.environ.copy())
+    assert child.stdout.strip() == str(own), child.stderr
 
 
 def test_url_db_is_kept_as_is(tmp_path):

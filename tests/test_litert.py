@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert", reason="LiteRT is an extra: pip install 'labelsd[litert]'")
+pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (a dependency of labelsd)")
 
 from labelsd.errors import ConversionFailed  # noqa: E402
 from labelsd.model import convert, runtime  # noqa: E402

@@ -33,7 +33,8 @@ def test_make_run_prints_the_line_to_query_it(tmp_path, weights_file):
     log = tmp_path / "labelsd.log"
     with open(log, "wb") as err:
         wrapper = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "make_run.py"), "--db", str(db), "--",
+            [sys.executable, str(ROOT / "scripts" / "make_run.py"), "--db", str(db),
+             "--weights", str(weights_file), "--",  # as the Makefile passes WEIGHTS=
              str(LABELSD), "--watch", str(inbox), "--db", str(db), "--weights", str(weights_file)],
             stdout=subprocess.PIPE, stderr=err, text=True, env=env)
     try:
@@ -48,6 +49,109 @@ def test_make_run_prints_the_line_to_query_it(tmp_path, weights_file):
         query = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
         assert query.returncode == 0, query.stderr
         wrapper.send_signal(signal.SIGTERM)  # as Ctrl-C's end of the story: labelsd drains
+        assert wrapper.wait(60) == 0, log.read_text(errors="replace")[-3000:]
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait(10)
+
+
+# --------------------------------------------------------------------------- the model it runs
+
+
+def _make_run_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_run", ROOT / "scripts" / "make_run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty keras cache, and every download fails as it does offline."""
+    from urllib.error import URLError
+
+    from labelsd.model import weights
+
+    def refused(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(weights, "urlopen", refused)
+
+
+def test_quick_start_offline_falls_back_to_lite0_in_one_line(offline, tmp_path, capsys):
+    make_run = _make_run_module()
+    model, said = make_run.choose_model(None, None, tmp_path / "bin" / "labels")
+    assert model == "efficientnet_lite0"
+    assert "\n" not in said and said.startswith("make run: labelling with EfficientNet-Lite0")
+    assert "InceptionV3" in said and "Temporary failure in name resolution" in said  # which, and why
+    assert f"`{tmp_path / 'bin' / 'labels'} model fetch`" in said and "make run MODEL=inception_v3" in said
+    # what it said while trying: the download it attempted, one line
+    assert capsys.readouterr().out.startswith("make run: downloading InceptionV3's ImageNet weights")
+
+
+def test_a_model_chosen_anywhere_never_falls_back(offline, tmp_path, monkeypatch):
+    make_run = _make_run_module()
+    labels = tmp_path / "labels"
+    assert make_run.choose_model("inception_v3", None, labels) == ("inception_v3", None)  # MODEL=
+    assert make_run.choose_model(None, "/w.h5", labels) == (None, None)  # WEIGHTS=
+    for line in ('model = "inception_v3"\n', 'weights = "/srv/w.h5"\n'):  # the config
+        config = tmp_path / "config.toml"
+        config.write_text(line)
+        monkeypatch.setenv("LABELS_CONFIG", str(config))
+        assert make_run.choose_model(None, None, labels) == (None, None), line
+    monkeypatch.setenv("LABELS_CONFIG", str(tmp_path / "empty.toml"))
+    (tmp_path / "empty.toml").touch()
+    monkeypatch.setenv("LABELS_WEIGHTS", "/srv/w.h5")  # the environment
+    assert make_run.choose_model(None, None, labels) == (None, None)
+    monkeypatch.setenv("LABELS_CONFIG", str(tmp_path / "missing.toml"))  # labelsd will say so
+    assert make_run.choose_model(None, None, labels) == (None, None)
+
+
+@pytest.mark.tf  # EfficientNet-Lite0 is converted (TensorFlow, in a child) and served
+def test_make_run_offline_ends_with_a_service_labelling_with_lite0(tmp_path):
+    """`make run` on a machine that cannot download InceptionV3's weights (a proxy that
+    refuses): one line says it runs EfficientNet-Lite0 and why, then the service is
+    ready, and the cat that lands in the inbox is found by `labels search cat`."""
+    import skimage
+
+    db, inbox = tmp_path / "labels.db", tmp_path / "inbox"
+    inbox.mkdir()
+    config = tmp_path / "empty.toml"
+    config.touch()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+           "LABELS_CONFIG": str(config), "KERAS_HOME": str(tmp_path / "keras"),
+           "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
+    log = tmp_path / "labelsd.log"
+    with open(log, "wb") as err:
+        wrapper = subprocess.Popen(
+            [sys.executable, str(ROOT / "scripts" / "make_run.py"), "--db", str(db), "--",
+             str(LABELSD), "--watch", str(inbox), "--db", str(db), "--precision", "fp32"],
+            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        lines = [wrapper.stdout.readline() for _ in range(3)]
+        assert lines[0].startswith("make run: downloading InceptionV3's"), lines
+        assert lines[1].startswith("make run: labelling with EfficientNet-Lite0"), lines
+        assert lines[2].startswith("labelsd is ready."), lines + [log.read_text(errors="replace")[-3000:]]
+        labels = str(LABELSD.with_name("labels"))
+        shutil.copyfile(Path(skimage.__file__).parent / "data" / "chelsea.png", tmp_path / "cat.png")
+        os.replace(tmp_path / "cat.png", inbox / "cat.png")
+
+        def found():
+            done = subprocess.run([labels, "--db", str(db), "search", "cat", "--json"],
+                                  capture_output=True, text=True, env=env, timeout=60)
+            return json.loads(done.stdout) if done.returncode == 0 and done.stdout.strip() != "[]" else None
+
+        from servicekit import wait_for
+
+        [record] = wait_for(found, 180, "the cat labelled", interval=1.0,
+                            on_timeout=lambda: log.read_text(errors="replace")[-3000:])
+        assert record["model"] == "EfficientNetLite0/imagenet"
+        wrapper.send_signal(signal.SIGTERM)
         assert wrapper.wait(60) == 0, log.read_text(errors="replace")[-3000:]
     finally:
         if wrapper.poll() is None:

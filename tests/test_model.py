@@ -187,14 +187,60 @@ def test_weights_of_another_model(tmp_path, suffix):
 @pytest.fixture
 def offline_empty_cache(tmp_path, monkeypatch):
     """KERAS_HOME in an empty folder, and any download fails as it would offline."""
-    import keras
+    from urllib.error import URLError
 
     def offline(*args, **kwargs):
-        raise Exception("URL fetch failure: [Errno -3] Temporary failure in name resolution")
+        raise URLError("[Errno -3] Temporary failure in name resolution")
 
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(keras.utils, "get_file", offline)
+    monkeypatch.setattr(weights_mod, "urlopen", offline)
     return tmp_path / "keras" / "models" / weights_mod.OFFICIAL_FILENAME
+
+
+def test_fetch_downloads_verifies_and_keeps_the_file(offline_empty_cache, tmp_path, monkeypatch):
+    """A download ends in the cache only once its checksum is keras' (served here
+    from a file:// URL, with that file's md5 standing in for the published one)."""
+    from urllib.request import urlopen
+
+    import h5py
+
+    served = tmp_path / "served.h5"
+    with h5py.File(served, "w") as f:  # an HDF5 file in the layout keras downloads
+        f.attrs["layer_names"] = np.array([b"dense"])
+    monkeypatch.setattr(weights_mod, "urlopen", urlopen)
+    monkeypatch.setattr(weights_mod, "OFFICIAL_URL", served.as_uri())
+    monkeypatch.setattr(weights_mod, "OFFICIAL_MD5", hashlib.md5(b"other").hexdigest())
+    with pytest.raises(WeightsUnavailable, match="does not have the published checksum"):
+        weights_mod.fetch_weights()
+    assert list(offline_empty_cache.parent.iterdir()) == []  # nothing half-done left behind
+    monkeypatch.setattr(weights_mod, "OFFICIAL_MD5", hashlib.md5(served.read_bytes()).hexdigest())
+    assert weights_mod.fetch_weights() == offline_empty_cache
+    assert offline_empty_cache.read_bytes() == served.read_bytes()
+    served.unlink()
+    assert weights_mod.fetch_weights() == offline_empty_cache  # a verified cache hit: no download
+
+
+def test_fetch_prints_one_line_and_no_tensorflow(tmp_path):
+    """`labels model fetch` imports no TensorFlow: none of its log lines (oneDNN, CUDA,
+    cpu_feature_guard) before the one line it prints. Offline here by a proxy that refuses."""
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "KERAS_HOME": str(tmp_path / "keras"),
+           "LANG": "C.UTF-8", "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9",
+           "LABELS_CONFIG": str(tmp_path / "empty.toml")}
+    (tmp_path / "empty.toml").touch()
+    code = ("import sys\nfrom labels_cli.app import main\nsys.argv = ['labels', 'model', 'fetch']\n"
+            "try:\n    main()\nfinally:\n    print('TF', 'tensorflow' in sys.modules, file=sys.stderr)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1 and done.stdout == "", done.stdout
+    assert done.stderr.splitlines()[-1] == "TF False", done.stderr
+    [line] = done.stderr.splitlines()[:-1]
+    assert line.startswith("labels: error: cannot get the InceptionV3 ImageNet weights from https://"), line
+
+
+@pytest.mark.tf
+def test_the_download_url_is_keras_own():
+    from keras.src.applications import inception_v3
+
+    assert weights_mod.OFFICIAL_URL == inception_v3.WEIGHTS_PATH
 
 
 def test_no_weights_offline_says_what_to_do(offline_empty_cache):
@@ -213,13 +259,13 @@ def test_half_downloaded_cache_file_is_not_taken_as_good(offline_empty_cache):
     assert not offline_empty_cache.exists()
 
 
-def test_gpu_requested_without_gpu():
+def test_gpu_requested_without_gpu(weights_file):
     import tensorflow as tf
 
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("a GPU is visible")
     with pytest.raises(DeviceUnavailable, match="--device gpu: no GPU is visible"):
-        load_classifier(device="gpu")
+        load_classifier(weights_file, device="gpu")
 
 
 def test_unknown_device_is_a_config_error():
@@ -259,3 +305,61 @@ def test_cli_model_fetch_offline_raises_labels_error(offline_empty_cache):
     result = CliRunner().invoke(model_app, ["fetch"])
     assert isinstance(result.exception, WeightsUnavailable)
     assert "labels model fetch" in str(result.exception)
+
+
+def _model_info(*args: str) -> dict:
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    result = CliRunner().invoke(app, ["model", "info", "--device", "cpu", "--json", *args])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_model_info_honours_the_configured_model(tmp_path, monkeypatch):
+    """With `model = "efficientnet_lite0"` it reports Lite0's weights (installed: no
+    fetch hint), as the service would run; --model says which to report instead."""
+    from labelsd.model import efficientnet
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    config = tmp_path / "config.toml"
+    config.write_text('model = "efficientnet_lite0"\n')
+    monkeypatch.setenv("LABELS_CONFIG", str(config))
+    lite = _model_info()
+    assert lite["model"] == "efficientnet_lite0" and lite["exists"] and lite["official"]
+    assert lite["path"] == str(efficientnet.packaged_weights())
+    assert lite["sha256"] == efficientnet.OFFICIAL_SHA256
+    inception = _model_info("--model", "inception_v3")
+    assert inception["model"] == "inception_v3" and inception["exists"] is False
+    assert inception["path"] == str(tmp_path / "keras" / "models" / weights_mod.OFFICIAL_FILENAME)
+
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+
+    text = CliRunner().invoke(app, ["model", "info", "--device", "cpu"]).stdout
+    assert text.startswith("model:     efficientnet_lite0\n") and "hint:" not in text
+
+
+def test_model_info_looks_where_the_service_looks(tmp_path, monkeypatch):
+    """A member of the service's group runs `labels model info` with the system config:
+    the weights are looked for in the service's keras cache (`keras_home` in the config,
+    as the unit's KERAS_HOME), not in the member's ~/.keras."""
+    monkeypatch.setenv("KERAS_HOME", "unset below; restored after the test")
+    monkeypatch.delenv("KERAS_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "member"))
+    service_keras = tmp_path / "var-lib-labelsd" / "keras"
+    cached = service_keras / "models" / weights_mod.OFFICIAL_FILENAME
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"the service's weights")
+    config = tmp_path / "etc-labels" / "config.toml"
+    config.parent.mkdir()
+    config.write_text('keras_home = "../var-lib-labelsd/keras"\n')  # relative to the file
+    monkeypatch.setenv("LABELS_CONFIG", str(config))
+    facts = _model_info()
+    assert facts["model"] == "inception_v3" and facts["exists"] is True, facts
+    assert facts["path"] == str(cached)
+    # the environment still wins, as it does over the config for every setting
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "own"))
+    assert _model_info()["path"] == str(tmp_path / "own" / "models" / weights_mod.OFFICIAL_FILENAME)

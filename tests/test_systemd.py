@@ -117,6 +117,9 @@ def test_example_config_is_valid(monkeypatch, tmp_path):
     assert settings.watch and settings.db == "/var/lib/labelsd/labels.db"
     assert (settings.batch_size, settings.device, settings.poll, settings.log_level) == (
         None, "auto", False, "info")  # batch size unset: chosen for the device
+    # `labels model info` of a member looks in the service's keras cache: the config says
+    # where it is, the same folder the unit gives the service as KERAS_HOME
+    assert f"Environment=KERAS_HOME={settings.keras_home}" in unit_lines("labelsd.service")
 
 
 # --------------------------------------------------------------------------- sd_notify

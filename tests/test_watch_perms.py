@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import reachable
+
 CHILD = Path(__file__).with_name("watch_perms_child.py")
 NOBODY = 65534
 
@@ -33,9 +35,10 @@ def unprivileged_home():
 def test_unreadable_folder_is_said_once_and_picked_up_when_readable(unprivileged_home):
     env = {k: v for k, v in os.environ.items() if not k.startswith("LABELS_")}
     env["HOME"] = str(unprivileged_home)
-    child = subprocess.run(
+    # this venv's Python and the child's code, reachable by that user (tests/reachable.py)
+    child = subprocess.run(reachable.wrap(
         ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
-         sys.executable, str(CHILD), str(unprivileged_home)],
+         sys.executable, str(CHILD), str(unprivileged_home)]),
         capture_output=True, text=True, timeout=120, env=env, cwd=unprivileged_home)
     assert child.returncode == 0, child.stderr[-3000:]
     result = json.loads(child.stdout.strip().splitlines()[-1])

@@ -97,7 +97,8 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
           search: SearchOpt = None) -> None:
     """Remove tags: labels untag PATH TAG...  or  labels untag PATH... -t TAG.
 
-    Tags are matched case-insensitively; tags an image lacks are ignored."""
+    Tags are matched case-insensitively. A tag an image does not carry changes
+    nothing and is said on stderr (exit 0, as tagging with a tag it has)."""
     from labelsd.paths import canonical_path
     from labelsd.store import tags as tagging
 
@@ -105,17 +106,25 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     store = state(ctx).store()
     _check_tracked(store, paths)
     for path in paths:
-        left = tagging.remove_tags(store, path, unwanted)
+        left, absent = tagging.remove_tags(store, path, unwanted)
         refresh_after_tagging(state(ctx), path)  # with xmp = "sidecar"
-        typer.echo(f"{canonical_path(path)}: {', '.join(left) if left else '(no tags)'}")
+        shown = canonical_path(path)
+        for tag in absent:
+            typer.echo(f"labels: {shown} has no tag {tag!r}: nothing removed", err=True)
+        typer.echo(f"{shown}: {', '.join(left) if left else '(no tags)'}")
 
 
 def retry(ctx: typer.Context) -> None:
     """Queue failed images again (the running service picks them up)."""
+    from labelsd.serve.status import service_running
     from labelsd.store import workqueue
 
-    count = workqueue.retry_failed(state(ctx).store())
+    store = state(ctx).store()
+    count = workqueue.retry_failed(store)
     typer.echo(f"queued {count} failed image(s) again")
+    if count and not service_running(store):
+        typer.echo("labels: no labelsd is running on this library: they wait in the queue, "
+                   "and nothing happens until it runs", err=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import typer
 
-from labelsd.config import Settings, default_db, load_settings
+from labelsd.config import Settings, apply_keras_home, default_db, load_settings
 
 
 @dataclass
@@ -31,6 +31,7 @@ class CliState:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config, db=self.db)
+            apply_keras_home(self._settings)  # the service's keras cache, where the config names it
         return self._settings
 
     def store(self, *, create: bool = False):

@@ -11,13 +11,41 @@ of `SEARCH_OPTIONS`.
 import functools
 import inspect
 from dataclasses import asdict, dataclass
-from typing import Annotated, Optional
+from typing import Annotated, Literal, Optional
 
 import typer
+
+from labelsd.config import DEVICES, PRECISIONS
+from labelsd.model.registry import model_names
+from labelsd.records import STATUSES
 
 from .params import score
 from .render import floor_note
 from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt
+
+# Options with fixed choices are Literal types: click validates them and the shell
+# completes them (`labels list --status <TAB>`). A test walks every option.
+Device = Literal[DEVICES]
+Precision = Literal[PRECISIONS]
+Model = Literal[model_names()]
+Status = Literal[STATUSES]
+ExportFormat = Literal["json", "csv"]
+
+
+def choices(values: tuple[str, ...]) -> str:
+    """The metavar that shows the choices: auto|cpu|gpu."""
+    return "|".join(values)
+
+
+DeviceOpt = Annotated[Optional[Device], typer.Option(
+    "--device", metavar=choices(DEVICES), help="auto, cpu or gpu (default: the config's, else auto).")]
+PrecisionOpt = Annotated[Optional[Precision], typer.Option(
+    "--precision", metavar=choices(PRECISIONS),
+    help="As the service's: auto, fp32, bf16 or int8 (default: the config's, else auto).")]
+ModelOpt = Annotated[Optional[Model], typer.Option(
+    "--model", metavar=choices(model_names()),
+    help="inception_v3 or efficientnet_lite0 (several times faster; its weights are installed "
+         "with labelsd); default: the config's, else inception_v3.")]
 
 
 @dataclass(frozen=True)

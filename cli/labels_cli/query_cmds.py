@@ -14,23 +14,27 @@ from labelsd.records import STATUSES
 from labelsd.serve import query
 
 from .context import state
-from .options import RECORDS, CsvOpt, PathsOpt, SearchFilters, json_option, search_options
+from .options import (
+    RECORDS,
+    CsvOpt,
+    ExportFormat,
+    PathsOpt,
+    SearchFilters,
+    Status,
+    choices,
+    json_option,
+    search_options,
+)
 from .render import Format, choose_format, render_json, render_records, write_json_list
 from .xmp_cmds import show_photo_meta
 
 EXIT_NOT_RUNNING = 3  # as `systemctl status` for a stopped unit
 
 
-def _check_status(value: Optional[str]) -> Optional[str]:
-    if value is not None and value not in STATUSES:
-        raise typer.BadParameter(f"must be one of {', '.join(STATUSES)}")
-    return value
-
-
 def list_cmd(
     ctx: typer.Context,
-    status: Annotated[Optional[str], typer.Option(
-        "--status", metavar="STATUS", callback=_check_status,
+    status: Annotated[Optional[Status], typer.Option(
+        "--status", metavar=choices(STATUSES),
         help="Only images in this status: pending, done, failed or missing.")] = None,
     as_json: json_option(RECORDS) = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
 ) -> None:
@@ -199,7 +203,7 @@ def _age(seconds: float) -> str:
 
 def export(
     ctx: typer.Context,
-    fmt: Annotated[Optional[Format], typer.Option(
+    fmt: Annotated[Optional[ExportFormat], typer.Option(
         "--format", metavar="json|csv",
         help="json (a list of image records) or csv. Default: the suffix of -o "
              "(.csv is CSV), else json.")] = None,
@@ -208,9 +212,7 @@ def export(
         help="Write to FILE (replaced atomically) instead of stdout.")] = None,
 ) -> None:
     """Export every image record (streamed: a large library never sits in memory)."""
-    if fmt is not None and fmt not in (Format.json, Format.csv):
-        raise typer.BadParameter("must be json or csv", param_hint="--format")
-    chosen = fmt or _format_of(output)
+    chosen = Format(fmt) if fmt else _format_of(output)
     records = state(ctx).reader().record_dicts()
     if output is None:
         render_records(records, chosen)

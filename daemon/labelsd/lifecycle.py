@@ -88,7 +88,9 @@ class Service:
     # ---- start ---------------------------------------------------------------
 
     def start(self) -> None:
+        from labelsd.metrics import check_metrics
         from labelsd.model import decode
+        from labelsd.model.registry import get_model
         from labelsd.model.runtime import describe, load_model
         from labelsd.pipeline.memory import limit_arenas
         from labelsd.pipeline.runner import Pipeline
@@ -98,7 +100,12 @@ class Service:
         from labelsd.xmp.writer import start_sidecar_writer
 
         s = self.settings
+        # What can fail is checked before anything is created: a failed start leaves
+        # no database and no lock behind (the weights may be downloaded here, once).
         roots = _check_roots(s.watch)
+        get_model(s.model).check_weights(s.weights)
+        if s.metrics:
+            check_metrics(s.metrics)
         limit_arenas()  # before any thread of ours allocates: a smaller process at rest
         with start_timeout_extended(self.notifier):  # a migration, a first conversion
             self.notifier.status("opening the database")
@@ -179,7 +186,7 @@ class Service:
             logging.getLogger().setLevel(new.log_level.upper())
         needs_restart = [name for name in ("db", "weights", "model", "batch_size", "device", "precision", "poll",
                                            "decode_workers", "max_wait_ms", "xmp", "xmp_min_score",
-                                           "metrics")
+                                           "metrics", "keras_home")
                          if getattr(new, name) != getattr(self.settings, name)]
         if needs_restart:
             log.warning("changed setting(s) %s take effect at the next restart",

@@ -23,6 +23,7 @@ import logging
 
 from labelsd.errors import ConfigError
 from labelsd.events import Events
+from labelsd.extras import install_command
 from labelsd.records import OutcomeKind
 from labelsd.store import counters, workqueue
 from labelsd.store.engine import Store
@@ -42,6 +43,18 @@ def parse_address(value: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def check_metrics(address: str) -> None:
+    """Before the service creates anything: the address parses and prometheus_client is there."""
+    import importlib.util
+
+    parse_address(address)
+    if importlib.util.find_spec("prometheus_client") is None:
+        raise ConfigError(_NEEDS_PROMETHEUS + install_command("metrics"))
+
+
+_NEEDS_PROMETHEUS = "--metrics needs the prometheus_client package: "
+
+
 class Metrics:
     """The metrics of one node, in a registry of their own, fed by `events`."""
 
@@ -49,8 +62,7 @@ class Metrics:
         try:
             import prometheus_client as prom
         except ImportError as err:
-            raise ConfigError("--metrics needs the prometheus_client package: "
-                              "pip install 'labelsd[metrics]'") from err
+            raise ConfigError(_NEEDS_PROMETHEUS + install_command("metrics")) from err
         self._prom = prom
         self.registry = prom.CollectorRegistry()
         self._server = None
@@ -126,4 +138,4 @@ def start_metrics(address: str, events: Events, store: Store) -> Metrics:
     return metrics
 
 
-__all__ = ["Metrics", "parse_address", "start_metrics"]
+__all__ = ["Metrics", "check_metrics", "parse_address", "start_metrics"]

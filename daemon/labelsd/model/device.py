@@ -13,6 +13,7 @@ from pathlib import Path
 
 from labelsd.config import DEVICES
 from labelsd.errors import ConfigError, DeviceUnavailable
+from labelsd.extras import install_command
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def describe_device(device: str = "auto") -> str:
     check_device(device)
     if device == "cpu" or not gpu_possible():
         if device == "gpu":
-            raise DeviceUnavailable(_NO_GPU)
+            raise DeviceUnavailable(_no_gpu())
         return "cpu"
     with native_stderr_quiet():
         import tensorflow as tf
@@ -85,16 +86,15 @@ def describe_device(device: str = "auto") -> str:
         gpus = tf.config.list_physical_devices("GPU")
     if device == "cpu" or not gpus:
         if device == "gpu":
-            raise DeviceUnavailable(_NO_GPU)
+            raise DeviceUnavailable(_no_gpu())
         return "cpu"
     return f"gpu:0 {_gpu_description(tf, gpus[0])[0]}"
 
 
-_NO_GPU = (
-    "--device gpu: no GPU is visible to TensorFlow (check that `nvidia-smi` lists one, "
-    "that tensorflow[and-cuda] is installed (pip install 'labelsd[gpu]'), and that "
-    "CUDA_VISIBLE_DEVICES does not hide it), or use --device auto or cpu"
-)
+def _no_gpu() -> str:
+    return ("--device gpu: no GPU is visible to TensorFlow (check that `nvidia-smi` lists one, "
+            f"that tensorflow[and-cuda] is installed ({install_command('gpu')}), and that "
+            "CUDA_VISIBLE_DEVICES does not hide it), or use --device auto or cpu")
 
 
 def cpu_threads() -> tuple[int, int]:
@@ -108,7 +108,7 @@ def configure_device(tf, device: str):
     """Returns (tf device string, description, compute capability or None)."""
     gpus = tf.config.list_physical_devices("GPU")
     if device == "gpu" and not gpus:
-        raise DeviceUnavailable(_NO_GPU)
+        raise DeviceUnavailable(_no_gpu())
     if gpus and device in ("auto", "gpu"):
         for gpu in gpus:
             try:  # the service shares the GPU: grow on demand instead of taking it all

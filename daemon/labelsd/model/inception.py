@@ -22,15 +22,24 @@ def preprocess_inception(rgb: np.ndarray) -> np.ndarray:
 
 
 def check_weights(weights):
-    """A given file is checked (and hashed for its name) before TensorFlow is imported;
-    without one, the keras cache is resolved in build_network (fetching needs keras)."""
-    return weights_files.resolve_weights(weights) if weights else None
+    """(path, layout, name) before TensorFlow is imported: a given file checked (and hashed
+    for its name), else the official file in keras' cache, downloaded there once if missing
+    (WeightsUnavailable when it cannot be, saying what to do)."""
+    return weights_files.resolve_weights(weights)
+
+
+def weights_info(weights) -> dict:
+    return weights_files.weights_info(weights)
+
+
+def how_to_get_weights() -> str:
+    return weights_files.HOW_TO_GET_WEIGHTS
 
 
 def build_network(weights, checked) -> Network:
     import keras
 
-    path, layout, name = checked or weights_files.resolve_weights(None)
+    path, layout, name = checked or weights_files.resolve_weights(weights)
     model = keras.applications.InceptionV3(weights=None, classifier_activation=None)
     weights_files.load_weights_into(model, path, layout)
     return Network(model=model, name=name, weights_path=str(path))
@@ -48,13 +57,7 @@ SPEC = ModelSpec(
 
 def identify(weights, checked) -> tuple[Path, str, str]:
     """(weights file, its checksum, the name its labels record) without Keras, for the
-    converted-model cache: the keras-cache file when none is given (fetched, with keras,
-    only when it is missing or damaged). The official file's checksum is keras' md5."""
-    if checked is None:
-        cached = weights_files.cached_weights_path()
-        checked = weights_files.resolve_weights(cached) if cached.is_file() else None
-        if checked is None or checked[2] != weights_files.OFFICIAL_NAME:
-            checked = weights_files.resolve_weights(None)
-    path, _layout, name = checked
+    converted-model cache. The official file's checksum is keras' md5."""
+    path, _layout, name = checked or weights_files.resolve_weights(weights)
     checksum = weights_files.OFFICIAL_MD5 if name == weights_files.OFFICIAL_NAME else name.split("/")[1]
     return Path(path), checksum, name

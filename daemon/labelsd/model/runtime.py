@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from labelsd.errors import ConfigError, ConversionFailed
+from labelsd.extras import install_command
 from labelsd.model import precision as precisions
 from labelsd.model.classifier import Classifier, load_classifier
 from labelsd.model.convert import LITERT_PRECISIONS, discard, ensure_tflite
@@ -67,7 +68,7 @@ def _load_litert(spec: ModelSpec, weights, checked, precision: str, batch_size: 
                  threads: int | None = None) -> Classifier | None:
     """A Classifier on LiteRT, or None (said once, at INFO) where TensorFlow must do."""
     if not litert_available():
-        log.info("LiteRT is not installed (pip install 'labelsd[litert]'): TensorFlow runs the model")
+        log.info("LiteRT is not installed (%s): TensorFlow runs the model", install_command("litert"))
         return None
     path, checksum, name = spec.identify(weights, checked)
     for attempt in (1, 2):
@@ -147,6 +148,6 @@ def plan(device: str = "auto", precision: str = "auto", batch_size: int | None =
     runtime = "litert" if choice.precision in LITERT_PRECISIONS and litert_available() else "tensorflow"
     why = choice.reason
     if choice.precision in LITERT_PRECISIONS and runtime == "tensorflow":
-        why += "; LiteRT is not installed (pip install 'labelsd[litert]')"
+        why += f"; LiteRT is not installed ({install_command('litert')})"
     return {"runtime": runtime, "precision": "fp32" if runtime == "tensorflow" and choice.precision == "int8"
             else choice.precision, "why": why}

@@ -76,6 +76,15 @@ class ModelSpec:
     def build_network(self, weights, checked) -> Network:
         return self._loader().build_network(weights, checked)
 
+    def weights_info(self, weights) -> dict:
+        """Where this model's weights are and what they are (path, source, exists, size,
+        sha256, official), without TensorFlow: `labels model info`."""
+        return self._loader().weights_info(weights)
+
+    def weights_hint(self) -> str:
+        """How to get this model's weights, in words (when `weights_info` finds none)."""
+        return self._loader().how_to_get_weights()
+
     def identify(self, weights, checked) -> tuple[Any, str, str]:
         """(weights file, its checksum, the name labels record), without Keras: what a
         converted model (labelsd.model.convert) is cached under."""

@@ -13,6 +13,8 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from urllib.error import HTTPError, URLError
+from urllib.request import urlopen
 
 from labelsd.errors import WeightsUnavailable
 from labelsd.model import digests
@@ -20,15 +22,20 @@ from labelsd.model import digests
 log = logging.getLogger(__name__)
 
 OFFICIAL_FILENAME = "inception_v3_weights_tf_dim_ordering_tf_kernels.h5"
-# keras.applications.inception_v3 passes this literal to get_file (it is not a
-# module constant there); the URL is read from that module (WEIGHTS_PATH).
+# Where keras.applications.inception_v3 downloads them from (its WEIGHTS_PATH; a test
+# checks they agree), and the md5 it passes to get_file for them.
+OFFICIAL_URL = ("https://storage.googleapis.com/tensorflow/keras-applications/inception_v3/"
+                + OFFICIAL_FILENAME)
 OFFICIAL_MD5 = "9a0d58056eeedaa3f26cb7ebd46da564"
+DOWNLOAD_TIMEOUT_S = 60.0  # no byte for this long: give up (a firewall that drops, not refuses)
 OFFICIAL_NAME = "InceptionV3/imagenet"
 
 HOW_TO_GET_WEIGHTS = (
     "run `labels model fetch` on a machine with internet, copy "
     f"~/.keras/models/{OFFICIAL_FILENAME} to the same place here "
-    "(or $KERAS_HOME/models/), or pass --weights FILE / set LABELS_WEIGHTS"
+    "(or $KERAS_HOME/models/), or pass --weights FILE / set LABELS_WEIGHTS; "
+    "or label with EfficientNet-Lite0, whose weights are installed with labelsd: "
+    "--model efficientnet_lite0 (model = \"efficientnet_lite0\" in the config)"
 )
 
 
@@ -69,35 +76,43 @@ def weights_info(weights: str | os.PathLike | None = None) -> dict:
     return info
 
 
-def fetch_weights() -> Path:
-    """Download the official weights into keras' cache (once) and verify their hash."""
-    import keras
-    from keras.src.applications import inception_v3
-
-    url = inception_v3.WEIGHTS_PATH
+def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
+    """The official weights in keras' cache: a verified cached file, or downloaded
+    once and verified (keras' md5) before it takes the cached file's name. Plain
+    urllib, not keras' get_file: no TensorFlow is imported (seconds, and its log
+    lines), nothing is printed, and a stalled connection times out."""
     target = cached_weights_path()
+    if is_official(target):
+        return target
+    target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
+    part = None
     try:
-        # get_file re-verifies a cached file and downloads again when it does not
-        # match, so a half-downloaded file is never taken as good.
-        got = keras.utils.get_file(
-            OFFICIAL_FILENAME,
-            url,
-            cache_subdir="models",
-            file_hash=OFFICIAL_MD5,
-            cache_dir=str(keras_home()),
-        )
-    except Exception as e:  # offline, HTTP error, hash mismatch, unwritable cache
-        if target.exists() and _digests(target)[1] != OFFICIAL_MD5:
-            target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, part = tempfile.mkstemp(prefix=".inception-", suffix=".part", dir=target.parent)
+        with os.fdopen(fd, "wb") as out, urlopen(OFFICIAL_URL, timeout=timeout_s) as response:
+            shutil.copyfileobj(response, out, 1 << 20)
+        if _digests(Path(part))[1] != OFFICIAL_MD5:
+            raise ValueError("the file downloaded does not have the published checksum")
+        os.replace(part, target)
+        part = None
+    except (OSError, ValueError) as e:  # offline, HTTP error (URLError is an OSError), bad file
         raise WeightsUnavailable(
-            f"cannot get the InceptionV3 ImageNet weights from {url} ({_one_line(e)}): "
+            f"cannot get the InceptionV3 ImageNet weights from {OFFICIAL_URL} ({one_line(e)}): "
             + HOW_TO_GET_WEIGHTS
         ) from e
-    return Path(got)
+    finally:
+        if part is not None:
+            Path(part).unlink(missing_ok=True)
+    return target
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+def one_line(e: BaseException) -> str:
+    """The first line of an exception's text (its type when it has none), at most 300 characters;
+    for urllib's URLError, its reason ("[Errno -2] Name or service not known")."""
+    if isinstance(e, URLError) and not isinstance(e, HTTPError):
+        text = str(e.reason).strip().splitlines()
+    else:
+        text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:300]
 
 
@@ -124,7 +139,7 @@ def h5_layout(path: Path) -> str:
                 return "keras3"
     except OSError as e:
         raise WeightsUnavailable(
-            f"weights file {path} cannot be read as HDF5 ({_one_line(e)}); "
+            f"weights file {path} cannot be read as HDF5 ({one_line(e)}); "
             "it may be truncated: copy it again"
         ) from e
     raise WeightsUnavailable(
@@ -152,12 +167,20 @@ def load_weights_into(model, path: Path, layout: str) -> None:
     except Exception as e:
         raise WeightsUnavailable(
             f"weights file {path} does not fit InceptionV3 with its 1000-class top "
-            f"({_one_line(e)}); use {OFFICIAL_FILENAME} or weights saved from "
+            f"({one_line(e)}); use {OFFICIAL_FILENAME} or weights saved from "
             "keras.applications.InceptionV3(include_top=True)"
         ) from e
     finally:
         if tmpdir:
             shutil.rmtree(tmpdir, ignore_errors=True)
+
+
+def is_official(path: Path) -> bool:
+    """Whether `path` is the official file (its checksum remembered while it is unchanged)."""
+    try:
+        return path.is_file() and digests.remembered(path, "inception-weights", _weights_facts)["md5"] == OFFICIAL_MD5
+    except WeightsUnavailable:  # not HDF5: a leftover, never the official file
+        return False
 
 
 def _weights_facts(path: Path) -> dict:
@@ -174,4 +197,4 @@ def resolve_weights(weights) -> tuple[Path, str, str]:
         name = OFFICIAL_NAME if facts["md5"] == OFFICIAL_MD5 else f"InceptionV3/{facts['sha256'][:12]}"
         return path, facts["layout"], name
     path = fetch_weights()  # a verified cache hit, a download, or WeightsUnavailable
-    return path, h5_layout(path), OFFICIAL_NAME
+    return path, digests.remembered(path, "inception-weights", _weights_facts)["layout"], OFFICIAL_NAME

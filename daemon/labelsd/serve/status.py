@@ -82,6 +82,11 @@ def service_status(source, *, all_nodes: bool = False) -> dict:
     }
 
 
+def service_running(source) -> bool:
+    """Whether a live labelsd serves this library now (`labels status`'s `running`)."""
+    return any(node["alive"] for node in list_nodes(source))
+
+
 def watched_roots(source) -> list[str]:
     """The folders the live nodes watch (for explaining untracked paths)."""
     roots: list[str] = []
@@ -91,4 +96,5 @@ def watched_roots(source) -> list[str]:
     return roots
 
 
-__all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "list_nodes", "runtime_of", "service_status", "watched_roots"]
+__all__ = ["ALIVE_WITHIN_S", "STALE_NODE_S", "list_nodes", "runtime_of", "service_running", "service_status",
+           "watched_roots"]

@@ -191,10 +191,12 @@ def migrate(engine: Engine, target: int = LATEST) -> list[int]:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7162534)"))
             _migrations_table.create(conn, checkfirst=True)
             done = applied_versions(conn)
+            new = not done  # a new library is created at the latest schema: said once, below
             for version, description, step in MIGRATIONS:
                 if version > target or version in done:
                     continue
-                log.info("migrating database to schema version %d (%s)", version, description)
+                log.log(logging.DEBUG if new else logging.INFO,
+                        "migrating database to schema version %d (%s)", version, description)
                 step(conn)
                 conn.execute(_migrations_table.insert().values(
                     version=version, description=description,
@@ -205,6 +207,8 @@ def migrate(engine: Engine, target: int = LATEST) -> list[int]:
                 if broken:  # rolled back: the database stays as it was
                     raise RuntimeError(f"migration {ran} broke {len(broken)} foreign keys, "
                                        f"first {tuple(broken[0])}; nothing was changed")
+    if ran and new:
+        log.info("created a new database at schema version %d", ran[-1])
     return ran
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from sqlalchemy import delete, select
 
@@ -73,14 +74,22 @@ def add_tags(store: Store, path: str, tags: Iterable[str]) -> list[str]:
         return _tags_of(session, row.sha256)
 
 
-def remove_tags(store: Store, path: str, tags: Iterable[str]) -> list[str]:
-    """Remove tags (matched case-insensitively) from the content at `path`.
-    Tags it does not carry are ignored. Returns the tags left."""
-    keys = list(_clean_all(tags))
+class Untagged(NamedTuple):
+    """What `remove_tags` did: the tags left, and the given tags the content did not carry."""
+
+    left: list[str]
+    absent: list[str]
+
+
+def remove_tags(store: Store, path: str, tags: Iterable[str]) -> Untagged:
+    """Remove tags (matched case-insensitively) from the content at `path`. Tags it
+    does not carry change nothing and come back in `absent`, as the person typed them."""
+    keys = _clean_all(tags)
     with store.write() as session:
         row = store.require_content(session, path)
-        session.execute(delete(Tag).where(Tag.sha256 == row.sha256, Tag.tag_key.in_(keys)))
-        return _tags_of(session, row.sha256)
+        have = set(session.scalars(select(Tag.tag_key).where(Tag.sha256 == row.sha256)))
+        session.execute(delete(Tag).where(Tag.sha256 == row.sha256, Tag.tag_key.in_(list(keys))))
+        return Untagged(_tags_of(session, row.sha256), [text for key, text in keys.items() if key not in have])
 
 
-__all__ = ["InvalidTag", "add_tags", "clean_tag", "remove_tags", "tag_key"]
+__all__ = ["InvalidTag", "Untagged", "add_tags", "clean_tag", "remove_tags", "tag_key"]
