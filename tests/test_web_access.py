@@ -11,9 +11,8 @@ import os
 import re
 import shutil
 import signal
-import site
 import subprocess
-import sysconfig
+import sys
 import threading
 import urllib.parse
 import urllib.request
@@ -21,23 +20,23 @@ from pathlib import Path
 
 import pytest
 
+import reachable
 from imagegen import make_image
 from labelsd.store.engine import open_store
-from test_access import _LABELS_MAIN, NOBODY, SETPRIV, needs_setpriv, other_python, shared_tmp  # noqa: F401
+from test_access import _LABELS_MAIN, NOBODY, SETPRIV, needs_setpriv, shared_tmp  # noqa: F401
 from weblib import predictions, record
 
 
 def serve_as(uid: int, groups: list[int], config: Path, cache: Path) -> tuple[subprocess.Popen, str]:
     """`labels serve --port 0` run as uid with these groups; (process, address once ready)."""
-    purelib = sysconfig.get_paths()["purelib"]
-    extra = [p for p in site.getsitepackages() if p != purelib]
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
-           "PYTHONPATH": os.pathsep.join(filter(None, [os.environ.get("PYTHONPATH"), *extra])),
-           "PYTHONDONTWRITEBYTECODE": "1", "LABELS_CONFIG": str(config), "XDG_CACHE_HOME": str(cache)}
+           "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PYTHONDONTWRITEBYTECODE": "1",
+           "LABELS_CONFIG": str(config), "XDG_CACHE_HOME": str(cache)}
     ids = ["--reuid", str(uid), "--regid", str(uid)]
     ids += ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
-    proc = subprocess.Popen([SETPRIV, *ids, "--", other_python(), "-c", _LABELS_MAIN, purelib,
-                             "serve", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # reachable.wrap: the venv and the checkout stay reachable under a root-only folder
+    argv = reachable.wrap([SETPRIV, *ids, "--", sys.executable, "-c", _LABELS_MAIN, "serve", "--port", "0"])
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, env=env, cwd="/")
     found: list[str] = []
 
