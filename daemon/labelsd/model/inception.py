@@ -28,6 +28,7 @@ def check_weights(weights):
 
 
 def build_network(weights, checked) -> Network:
+    weights_files.keras_settings_ready()
     import keras
 
     path, layout, name = checked or weights_files.resolve_weights(None)

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from labelsd.model.device import configure_device, native_stderr_quiet
+from labelsd.model.device import configure_device, tensorflow_starting
 from labelsd.model.spec import ModelSpec, Network
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,7 @@ def load_keras_runtime(spec: ModelSpec, weights, device: str, *, mixed_precision
     jit_compile None: XLA on GPU, off on CPU (it measured slower there).
     """
     checked = spec.check_weights(weights)  # before TensorFlow: a bad file fails fast
-    with native_stderr_quiet():
+    with tensorflow_starting():
         import keras
         import tensorflow as tf
 
