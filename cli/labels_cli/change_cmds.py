@@ -75,7 +75,7 @@ def tag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
 
     Tags belong to the content: they follow renames and apply to copies. A tag
     that names an existing file is refused (did you mean -t?)."""
-    from labelsd.paths import canonical_path
+    from labelsd.paths import canonical_path, one_line, shown
     from labelsd.store import tags as tagging
 
     paths, wanted = _targets(ctx, items or [], tags or [], search, "tag")
@@ -84,7 +84,7 @@ def tag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     for path in paths:
         now = tagging.add_tags(store, path, wanted)
         refresh_after_tagging(state(ctx), path, lift=wanted)  # with xmp = "sidecar"
-        typer.echo(f"{canonical_path(path)}: {', '.join(now)}")
+        typer.echo(f"{shown(canonical_path(path))}: {one_line(', '.join(now))}")
 
 
 def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
@@ -92,7 +92,7 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     """Remove tags: labels untag PATH TAG...  or  labels untag PATH... -t TAG.
 
     Tags are matched case-insensitively; tags an image lacks are ignored."""
-    from labelsd.paths import canonical_path
+    from labelsd.paths import canonical_path, one_line, shown
     from labelsd.store import tags as tagging
 
     paths, unwanted = _targets(ctx, items or [], tags or [], search, "untag")
@@ -101,7 +101,7 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     for path in paths:
         left = tagging.remove_tags(store, path, unwanted)
         refresh_after_tagging(state(ctx), path)  # with xmp = "sidecar"
-        typer.echo(f"{canonical_path(path)}: {', '.join(left) if left else '(no tags)'}")
+        typer.echo(f"{shown(canonical_path(path))}: {one_line(', '.join(left)) if left else '(no tags)'}")
 
 
 def retry(ctx: typer.Context) -> None:

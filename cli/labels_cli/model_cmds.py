@@ -32,6 +32,7 @@ def info(
     from labelsd.model import classifier as model
     from labelsd.model import runtime
     from labelsd.model import weights as weights_files
+    from labelsd.paths import one_line
 
     facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
@@ -42,7 +43,7 @@ def info(
         return
     for key in ("path", "source", "exists", "size", "sha256", "official", "device", "runtime",
                 "precision", "why"):
-        typer.echo(f"{key + ':':11}{facts[key] if facts[key] is not None else '-'}")
+        typer.echo(f"{key + ':':11}{one_line(str(facts[key])) if facts[key] is not None else '-'}")
     if not facts["exists"]:
         typer.echo(f"hint:      {weights_files.HOW_TO_GET_WEIGHTS}")
 
@@ -51,8 +52,9 @@ def info(
 def fetch() -> None:
     """Download the ImageNet weights into keras' cache (once), verify them, print the path."""
     from labelsd.model.weights import fetch_weights
+    from labelsd.paths import shown
 
-    typer.echo(fetch_weights())
+    typer.echo(shown(str(fetch_weights())))
 
 
 def register(app: typer.Typer) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from labelsd.owned import Untrusted, cache_dir, read_json, write_json
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ def _save(cache: Path, entries: dict) -> None:
     try:
         write_json(cache, entries)
     except (OSError, Untrusted) as err:  # a read-only home: compute again next time
-        log.debug("cannot remember file digests in %s: %s", cache, err)
+        log.debug("cannot remember file digests in %s: %s", shown(cache), err)
 
 
 def remembered(path: str | os.PathLike, kind: str, compute: Callable[[Path], dict], *,

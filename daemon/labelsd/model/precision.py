@@ -29,6 +29,7 @@ from pathlib import Path
 from labelsd.config import PRECISIONS
 from labelsd.errors import ConfigError
 from labelsd.owned import Untrusted, cache_dir, read_json, write_json
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=
     if known:
         return known
     log.info("measuring fp32 against bf16 on this CPU once (%s, batch %d); the result is "
-             "kept in %s", model, batch_size, cache)
+             "kept in %s", model, batch_size, shown(cache))
     cmd = [sys.executable, "-m", "labelsd.model.precision", model, str(batch_size)]
     cmd += [str(weights)] if weights else []
     try:
@@ -159,7 +160,7 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=
     try:
         write_json(cache, known, indent=1)
     except (OSError, Untrusted) as err:  # a read-only home: measure again next time, nothing worse
-        log.info("cannot keep the measurement in %s (%s)", cache, getattr(err, "strerror", None) or err)
+        log.info("cannot keep the measurement in %s (%s)", shown(cache), getattr(err, "strerror", None) or err)
     return speeds
 
 

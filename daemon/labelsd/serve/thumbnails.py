@@ -18,6 +18,7 @@ from PIL import Image, ImageOps
 from labelsd.errors import LabelsError
 from labelsd.fileio import atomic_output, open_regular
 from labelsd.model import decode as images
+from labelsd.paths import shown
 from labelsd.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
             try:
                 upright = ImageOps.exif_transpose(img)
             except Exception:  # noqa: BLE001 - broken EXIF: show it as stored
-                log.debug("unreadable EXIF in %s", path, exc_info=True)
+                log.debug("unreadable EXIF in %s", shown(path), exc_info=True)
                 upright = img
             upright = images.to_rgb_or_rgba(images.shrink_wide(upright, (2 * size, 2 * size)))
             upright.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
@@ -79,7 +80,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
                 upright = flat
             return Thumbnail(upright.convert("RGB"))
     except Exception as err:  # noqa: BLE001 - plugins raise anything on bad data
-        log.debug("thumbnail of %s failed", path, exc_info=True)
+        log.debug("thumbnail of %s failed", shown(path), exc_info=True)
         return Thumbnail(None, str(images.image_error(err)))
 
 
