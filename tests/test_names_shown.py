@@ -136,6 +136,14 @@ def test_an_error_naming_a_hostile_path_is_one_line(tmp_path):
     assert "\r" not in said and f"gone\\r{FORGED}.jpg" in said, repr(said)
 
 
+def test_the_service_says_an_error_naming_a_hostile_path_in_one_journal_entry(tmp_path):
+    labelsd = Path(sys.executable).with_name("labelsd")
+    done = subprocess.run([str(labelsd), "--config", str(tmp_path / f"gone\n{FORGED}.toml")],
+                          capture_output=True, timeout=60, env={**os.environ, "JOURNAL_STREAM": "8:1"})
+    said = done.stderr.decode()
+    assert done.returncode == 1 and said.count("\n") == 1 and FORGED in said, repr(said)
+
+
 def _write_log_check(raw: bytes, names: list[str]) -> None:
     log = raw.decode()  # as written: no newline translation
     lines = log.split("\n")
