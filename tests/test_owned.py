@@ -116,7 +116,7 @@ def test_a_folder_others_may_write_on_the_way_is_no_harm(tmp_path):
     path = _craft(state, "fine")
     with owned.open_trusted(path) as f:
         assert f.read() == b"TFL3"
-        assert Path(owned.fd_path(f)).read_bytes() == b"TFL3"
+        assert Path(owned.fd_path(f, path)).read_bytes() == b"TFL3"
 
 
 def test_an_old_group_writable_cache_is_made_the_services_again_once(tmp_path, caplog):

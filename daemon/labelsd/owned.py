@@ -155,10 +155,12 @@ def open_trusted(path: str | os.PathLike) -> BinaryIO:
         raise
 
 
-def fd_path(f: BinaryIO) -> str:
+def fd_path(f: BinaryIO, path: str | os.PathLike) -> str:
     """A path that opens the very file `f` is (for a library that takes a path): renaming
-    or replacing the name it was opened by changes nothing."""
-    return f"/proc/self/fd/{f.fileno()}"
+    or replacing `path`, the name it was opened by, changes nothing. `path` itself where
+    there is no /proc (then it is as good as the folders that hold it)."""
+    here = f"/proc/self/fd/{f.fileno()}"
+    return here if os.path.exists(here) else os.fspath(path)
 
 
 def _make(folder: Path) -> None:

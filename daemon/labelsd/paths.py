@@ -115,14 +115,19 @@ def shown(path: str | bytes | os.PathLike) -> str:
     UTF-8 as `\\xe9`, and a backslash is doubled, so a shown name is one line that names
     one file unambiguously; any other character is shown as it is. A path object or
     bytes are shown as the file system names them."""
-    return _UNSAFE_OR_BACKSLASH.sub(_escape, os.fsdecode(path))
+    if type(path) is not str:
+        path = os.fsdecode(path)
+    if path.isprintable() and "\\" not in path:  # the usual name (every character escaped is not printable)
+        return path
+    return _UNSAFE_OR_BACKSLASH.sub(_escape, path)
 
 
 def one_line(text: object) -> str:
     """Free text that may hold names (an error's message, a log line): its control
     characters escaped as `shown` escapes them, its backslashes left as they are, so a
     name already `shown` is not escaped twice. One line, whatever the text held."""
-    return _UNSAFE.sub(_escape, text if isinstance(text, str) else str(text))
+    text = text if type(text) is str else str(text)
+    return text if text.isprintable() else _UNSAFE.sub(_escape, text)
 
 
 def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:

@@ -191,7 +191,7 @@ def opened_tflite(weights_path: Path, checksum: str, model: str,
         if opened is None:
             raise ConversionFailed(f"the converted model {shown(tflite)} changed as soon as it was made")
     with opened:
-        yield tflite, owned.fd_path(opened)
+        yield tflite, owned.fd_path(opened, tflite)
 
 
 def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> Path:

@@ -91,7 +91,7 @@ def build_network(weights, checked) -> Network:
             # keras picks the format by the name: a link by the right one to the very
             # file that was checked (labelsd.owned)
             link = Path(tmp) / "w.weights.h5"
-            link.symlink_to(owned.fd_path(opened))
+            link.symlink_to(owned.fd_path(opened, cached))
             try:
                 model.load_weights(str(link))
                 return _network(model, path, sha)
