@@ -31,7 +31,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO
 
@@ -64,7 +64,7 @@ def _inside_python(path: Path) -> bool:
 
 def _services_own(folder: Path) -> bool:
     """Whether the service may keep what it runs in `folder`: it writes it, no one else
-    can, and so for no folder on the way is someone else's (labelsd.owned)."""
+    can, and no folder on the way is someone else's (labelsd.owned)."""
     if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)):
         return False
     try:
@@ -121,10 +121,8 @@ def _open_cached(tflite: Path, meta: Path, want: dict) -> BinaryIO | None:
     except owned.Untrusted as err:
         owned.say_once(f"untrusted {err.path}", f"not using the cached model {shown(tflite)}: "
                        f"{shown(err.path)} {err.reason}; converting it again")
-        try:
+        with suppress(OSError):  # not the service's folder: the conversion goes elsewhere or fails
             discard(tflite)
-        except OSError:  # not the service's folder: the conversion goes elsewhere or fails
-            pass
         return None
     except (OSError, ValueError):
         log.info("cached %s has no readable record: converting again", shown(tflite.name))
