@@ -146,7 +146,7 @@ def test_every_labelsd_option_is_in_the_synopsis(where):
 def test_the_introspection_sees_every_option():
     """A check of the check: it finds options that are there, and would miss none."""
     search = dict(LEAVES)[("search",)]
-    assert {"--min-score", "--exact", "--tag", "--limit", "--json", "--csv", "--paths", "--since",
+    assert {"--min-score", "--exact", "--tag", "--limit", "--json", "--csv", "--paths", "-0", "--null", "--since",
             "--until", "--camera", "--include-missing"} == {n for names in _options(search.params) for n in names}
     assert ("--version",) in _options(ROOT.params) and ("--precision",) in _labelsd_options()
     assert AFTER_THE_COMMAND == {"--db", "--config"}

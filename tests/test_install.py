@@ -323,6 +323,12 @@ def test_readme_system_service_steps(namespace, biased_weights_file):
     assert stat.S_IMODE(state.stat().st_mode) == 0o2770 and state.stat().st_gid == groups["labels"]
     db = state / "labels.db"
     assert stat.S_IMODE(db.stat().st_mode) == 0o660 and db.stat().st_gid == groups["labels"]
+    # What decides the labels (keras' settings, the converted model and its record, the
+    # remembered checksums) is the service's alone under UMask 0007 too (issue 32)
+    made = [p for top in (state / "keras", state / ".cache") if top.exists() for p in [top, *top.rglob("*")]]
+    assert state / "keras" / "keras.json" in made, made
+    assert not [p for p in made if p.lstat().st_mode & (stat.S_IWGRP | stat.S_IWOTH)], {
+        str(p): oct(p.lstat().st_mode) for p in made}
 
 
 def test_the_readme_accounts_are_forgotten_in_the_copy_of_etc(tmp_path):

@@ -191,3 +191,33 @@ def test_inception_weights_given_to_lite_say_which_setting(tmp_path):
     keras_file.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)  # what HDF5 files begin with
     with pytest.raises(WeightsUnavailable, match="Keras \\(HDF5\\) file, not EfficientNet-Lite0's .pth"):
         efficientnet.check_weights(keras_file)
+
+
+@pytest.mark.tf  # builds the Keras network
+def test_cached_weights_someone_else_could_write_are_converted_again(tmp_path, monkeypatch, caplog):
+    """The converted weights decide every label: used only when no one but the service
+    (and root) can have written them (issue 32)."""
+    import stat
+
+    from labelsd import owned
+    from labelsd.model import weights as weights_files
+
+    monkeypatch.setattr(owned, "_said", set())
+    monkeypatch.setattr(weights_files, "_keras_ready", [])
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    path = tmp_path / "lite0.pth"
+    path.write_bytes(b"a .pth")
+    converted = []
+    monkeypatch.setattr(pth, "read_state_dict", lambda p: {})
+    monkeypatch.setattr(efficientnet, "assign_torch_weights", lambda model, state: converted.append(1))
+    efficientnet.build_network(path, (path, "cd" * 32))
+    cached = efficientnet.cache_path("cd" * 32)
+    assert len(converted) == 1 and stat.S_IMODE(cached.stat().st_mode) == 0o600
+    efficientnet.build_network(path, (path, "cd" * 32))
+    assert len(converted) == 1  # the service's own: used
+    cached.chmod(0o664)
+    with caplog.at_level("WARNING"):
+        efficientnet.build_network(path, (path, "cd" * 32))
+    assert len(converted) == 2 and stat.S_IMODE(cached.stat().st_mode) == 0o600
+    said = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert len(said) == 1 and "can be written by others (mode 0664)" in said[0], said

@@ -21,6 +21,8 @@ from typer.core import TyperGroup
 
 from labelsd import __version__
 from labelsd.errors import LabelsError
+from labelsd.journal import LineFormatter
+from labelsd.paths import one_line
 
 from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd, serve_cmd, xmp_cmds
 from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
@@ -34,7 +36,8 @@ COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_
 class LabelsGroup(TyperGroup):
     """The single error boundary: a `LabelsError` anywhere below becomes one line
     on stderr and exit 1; the traceback is shown only with --debug. A reader
-    that closed the pipe (`labels list | head -1`) is normal: exit 0, quietly."""
+    that closed the pipe (`labels list | head -1`) is normal: exit 0, quietly.
+    Every message is one line, whatever a name in it holds (labelsd.paths.one_line)."""
 
     def get_command(self, ctx, name):
         command = super().get_command(ctx, name)
@@ -44,6 +47,9 @@ class LabelsGroup(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as err:  # Click prints it: a path named in it stays one line
+            err.message = one_line(err.message)
+            raise
         except BrokenPipeError:
             _quiet_pipe()
         except LabelsError as err:
@@ -64,7 +70,7 @@ def _one_line(ctx: typer.Context, message: str):
     current = ctx.find_object(CliState)
     if current is not None and current.debug:
         log.exception("labels failed")
-    typer.echo(f"labels: error: {message}", err=True)
+    typer.echo(f"labels: error: {one_line(message)}", err=True)
     raise typer.Exit(1) from None
 
 
@@ -133,8 +139,9 @@ def _global_options(
         help="Print the version and exit.")] = False,
 ) -> None:
     """Query and tag the image labels that labelsd stores."""
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING,
-                        format="labels: %(levelname)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(LineFormatter("labels: %(levelname)s: %(message)s"))  # one line a record
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, handlers=[handler])
     ctx.obj = CliState(db=db, config=config, debug=debug)
     ctx.call_on_close(ctx.obj.close)
 

@@ -81,7 +81,7 @@ def tag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
 
     Tags belong to the content: they follow renames and apply to copies. A tag
     that names an existing file is refused (did you mean -t?)."""
-    from labelsd.paths import canonical_path
+    from labelsd.paths import canonical_path, one_line, shown
     from labelsd.store import tags as tagging
 
     paths, wanted = _targets(ctx, items or [], tags or [], search, "tag")
@@ -90,7 +90,7 @@ def tag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     for path in paths:
         now = tagging.add_tags(store, path, wanted)
         refresh_after_tagging(state(ctx), path, lift=wanted)  # with xmp = "sidecar"
-        typer.echo(f"{canonical_path(path)}: {', '.join(now)}")
+        typer.echo(f"{shown(canonical_path(path))}: {one_line(', '.join(now))}")
 
 
 def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
@@ -99,7 +99,7 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
 
     Tags are matched case-insensitively. A tag an image does not carry changes
     nothing and is said on stderr (exit 0, as tagging with a tag it has)."""
-    from labelsd.paths import canonical_path
+    from labelsd.paths import canonical_path, one_line, shown
     from labelsd.store import tags as tagging
 
     paths, unwanted = _targets(ctx, items or [], tags or [], search, "untag")
@@ -108,10 +108,10 @@ def untag(ctx: typer.Context, items: ItemsArg = None, tags: TagOpt = None,
     for path in paths:
         left, absent = tagging.remove_tags(store, path, unwanted)
         refresh_after_tagging(state(ctx), path)  # with xmp = "sidecar"
-        shown = canonical_path(path)
+        name = shown(canonical_path(path))
         for tag in absent:
-            typer.echo(f"labels: {shown} has no tag {tag!r}: nothing removed", err=True)
-        typer.echo(f"{shown}: {', '.join(left) if left else '(no tags)'}")
+            typer.echo(f"labels: {name} has no tag {one_line(repr(tag))}: nothing removed", err=True)
+        typer.echo(f"{name}: {one_line(', '.join(left)) if left else '(no tags)'}")
 
 
 def retry(ctx: typer.Context) -> None:

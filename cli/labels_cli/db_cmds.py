@@ -5,6 +5,8 @@ from typing import Annotated
 
 import typer
 
+from labelsd.paths import one_line
+
 from .context import state
 from .render import render_json
 
@@ -41,7 +43,7 @@ def copy(
         render_json(counts)
     else:
         typer.echo("copied " + ", ".join(f"{n} {table}" for table, n in counts.items())
-                   + f" into {target.where}")
+                   + f" into {one_line(target.where)}")
 
 
 def register(app: typer.Typer) -> None:

@@ -63,7 +63,9 @@ def gallery_cmd(
         count, unreadable = result.count, len(result.placeholders)
     if note:
         typer.echo(f"labels: {note}", err=True)
-    typer.echo(f"wrote {count} image(s) to {output}"
+    from labelsd.paths import shown
+
+    typer.echo(f"wrote {count} image(s) to {shown(str(output))}"
                + (f" ({unreadable} shown as placeholders)" if unreadable else ""), err=True)
 
 

@@ -33,6 +33,7 @@ def info(
     ~/.keras), their size and checksum, and the device, runtime and precision."""
     from labelsd.model import classifier, runtime
     from labelsd.model.registry import get_model
+    from labelsd.paths import one_line
 
     settings = state(ctx).settings.with_overrides(model=model, device=device, precision=precision)
     spec = get_model(settings.model)
@@ -44,7 +45,7 @@ def info(
         return
     for key in ("model", "path", "source", "exists", "size", "sha256", "official", "device", "runtime",
                 "precision", "why"):
-        typer.echo(f"{key + ':':11}{facts[key] if facts[key] is not None else '-'}")
+        typer.echo(f"{key + ':':11}{one_line(str(facts[key])) if facts[key] is not None else '-'}")
     if not facts["exists"]:
         typer.echo(f"hint:      {spec.weights_hint()}")
 
@@ -55,11 +56,12 @@ def fetch() -> None:
     from rich.console import Console
 
     from labelsd.model.weights import fetch_weights
+    from labelsd.paths import shown
 
     # On a terminal only: a spinner while 92 MB arrive; the one line printed is the path.
     with Console(stderr=True).status("downloading InceptionV3's ImageNet weights (92 MB)...", spinner="dots"):
         path = fetch_weights()
-    typer.echo(path)
+    typer.echo(shown(str(path)))
 
 
 def register(app: typer.Typer) -> None:

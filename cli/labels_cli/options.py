@@ -6,6 +6,11 @@ declared in xmp_cmds.py) to a command, which receives them as one
 `SearchFilters` value named `filters`: `search` and `gallery` take the same
 options from here. A new filter is one field of `SearchFilters` and one entry
 of `SEARCH_OPTIONS`.
+
+`output_options` adds the output flags of a command that prints image records
+(`--json`, `--csv`, `--paths`, `-0/--null`), which receives the chosen `render.Format`
+as `fmt`: a command that prints paths gets `-0/--null` with them, as sqlite-utils'
+`output_options` gives every command the same flags.
 """
 
 import functools
@@ -20,7 +25,7 @@ from labelsd.model.registry import model_names
 from labelsd.records import STATUSES
 
 from .params import score
-from .render import floor_note
+from .render import Format, choose_format, floor_note
 from .xmp_cmds import CameraOpt, SinceOpt, UntilOpt
 
 # Options with fixed choices are Literal types: click validates them and the shell
@@ -98,22 +103,30 @@ SEARCH_OPTIONS = [
 ]
 
 
-def search_options(command):
-    """Give `command` the shared search options; it receives them as `filters`."""
+def _with_options(command, received: str, options: list[inspect.Parameter], make):
+    """`command` with `options` added to its parameters; it receives `make(values)` as
+    the keyword argument `received` instead."""
     own = [p for p in inspect.signature(command, eval_str=True).parameters.values()
-           if p.name != "filters"]
-    names = [p.name for p in SEARCH_OPTIONS]
+           if p.name != received]
+    names = [p.name for p in options]
 
     @functools.wraps(command)
-    def with_filters(*args, **kwargs):
+    def with_options(*args, **kwargs):
         values = {name: kwargs.pop(name) for name in names}
-        values["tags"] = tuple(values["tags"] or ())
-        return command(*args, filters=SearchFilters(**values), **kwargs)
+        return command(*args, **{received: make(values)}, **kwargs)
 
     positional = [p for p in own if p.kind is not inspect.Parameter.KEYWORD_ONLY]
     keyword = [p for p in own if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    with_filters.__signature__ = inspect.Signature(positional + keyword + SEARCH_OPTIONS)
-    return with_filters
+    with_options.__signature__ = inspect.Signature(positional + keyword + options)
+    return with_options
+
+
+def search_options(command):
+    """Give `command` the shared search options; it receives them as `filters`."""
+    def filters(values: dict) -> SearchFilters:
+        return SearchFilters(**{**values, "tags": tuple(values["tags"] or ())})
+
+    return _with_options(command, "filters", SEARCH_OPTIONS, filters)
 
 
 def json_option(prints: str):
@@ -123,4 +136,27 @@ def json_option(prints: str):
 
 RECORDS = "a list of image records (path, status, labels, tags ...)"
 CsvOpt = Annotated[bool, typer.Option("--csv", help="Print CSV, one row per image.")]
-PathsOpt = Annotated[bool, typer.Option("--paths", help="Print only the paths, one per line.")]
+PathsOpt = Annotated[bool, typer.Option(
+    "--paths", help="Print only the paths, one per line (a control character in a name, "
+                    "a newline say, escaped: \\n; use -0 for the paths as they are).")]
+NullOpt = Annotated[bool, typer.Option(
+    "-0", "--null", help="Print only the paths, each as it is and ended by a NUL byte instead of "
+                         "a newline (as find -print0; for xargs -0).")]
+
+
+def output_options(prints: str = RECORDS, *, csv: bool = True):
+    """Give a command that prints image records the shared output flags: --json (help
+    saying it prints `prints`), --csv where `csv`, --paths and -0/--null. It receives the
+    chosen `Format` as `fmt` (a usage error for two at once)."""
+    options = [_option("as_json", json_option(prints), False)]
+    options += [_option("as_csv", CsvOpt, False)] if csv else []
+    options += [_option("as_paths", PathsOpt, False), _option("null", NullOpt, False)]
+
+    def decorate(command):
+        return _with_options(command, "fmt", options, lambda values: choose_format(**values))
+
+    return decorate
+
+
+__all__ = ["RECORDS", "CsvOpt", "Format", "NullOpt", "PathsOpt", "SearchFilters", "json_option",
+           "output_options", "search_options"]

@@ -10,36 +10,35 @@ from typing import Annotated, Optional
 import typer
 
 from labelsd.errors import LabelsError, NotTracked
+from labelsd.paths import one_line, shown
 from labelsd.records import STATUSES
 from labelsd.serve import query
 
 from .context import state
 from .options import (
-    RECORDS,
-    CsvOpt,
     ExportFormat,
-    PathsOpt,
     SearchFilters,
     Status,
     choices,
     json_option,
+    output_options,
     search_options,
 )
-from .render import Format, choose_format, render_json, render_records, write_json_list
+from .render import Format, render_json, render_records, write_json_list
 from .xmp_cmds import show_photo_meta
 
 EXIT_NOT_RUNNING = 3  # as `systemctl status` for a stopped unit
 
 
+@output_options()
 def list_cmd(
     ctx: typer.Context,
     status: Annotated[Optional[Status], typer.Option(
         "--status", metavar=choices(STATUSES),
         help="Only images in this status: pending, done, failed or missing.")] = None,
-    as_json: json_option(RECORDS) = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
+    *, fmt: Format,
 ) -> None:
     """List tracked images (optionally of one status)."""
-    fmt = choose_format(as_json, as_csv, as_paths)
     render_records(state(ctx).reader().record_dicts(status=status), fmt)
 
 
@@ -75,22 +74,24 @@ def show(
     if as_json:  # the record a script parses, on stdout; the error on stderr, as always
         typer.echo(json.dumps({"path": full, "status": "untracked", "reason": reason},
                               ensure_ascii=False))
-    raise NotTracked(message if message.startswith(full) else f"{full}: {message}")
+    shown_full = shown(full)
+    raise NotTracked(message.replace(full, shown_full, 1) if message.startswith(full) else f"{shown_full}: {message}")
 
 
 def _show_text(record) -> None:
-    typer.echo(record.path)
-    typer.echo(f"  status:  {record.status}" + (f" ({record.error})" if record.error else ""))
+    typer.echo(shown(record.path))
+    typer.echo(f"  status:  {record.status}" + (f" ({one_line(record.error)})" if record.error else ""))
     if record.width:
         typer.echo(f"  size:    {record.width}x{record.height}")
     for p in record.labels:
         typer.echo(f"  {p.rank}. {p.label} ({p.score:.1%})  [{p.wnid}, class {p.class_index}]")
     if record.tags:
-        typer.echo(f"  tags:    {', '.join(record.tags)}")
+        typer.echo(f"  tags:    {one_line(', '.join(record.tags))}")
     show_photo_meta(record)
 
 
 @search_options
+@output_options()
 def search(
     ctx: typer.Context,
     text: Annotated[str, typer.Argument(
@@ -98,8 +99,7 @@ def search(
                               "a label such as 'golden retriever', or words of your tags.")],
     limit: Annotated[Optional[int], typer.Option(
         "--limit", min=1, metavar="N", help="At most N images.")] = None,
-    as_json: json_option(RECORDS) = False, as_csv: CsvOpt = False, as_paths: PathsOpt = False,
-    *, filters: SearchFilters,
+    *, fmt: Format, filters: SearchFilters,
 ) -> None:
     """Find images by what they show (WordNet-aware: 'cat' finds every cat) or by tag.
 
@@ -109,7 +109,6 @@ def search(
     shows them. The table says which label or tag found each image. When the
     query names no class and no tag, stderr says so and suggests the nearest
     class names (the exit status stays 0)."""
-    fmt = choose_format(as_json, as_csv, as_paths)
     st = state(ctx)
     result = query.find(st.reader(), text, limit=limit, as_json=fmt is Format.json,
                         **filters.as_kwargs(st.settings))
@@ -134,7 +133,7 @@ def tags_cmd(ctx: typer.Context,
     if not counts:
         typer.echo("no tags")
     for c in counts:
-        typer.echo(f"{c['count']:>7}  {c['tag']}"
+        typer.echo(f"{c['count']:>7}  {one_line(c['tag'])}"
                    + (f"  (imported on {c['imported']})" if c["imported"] else ""))
 
 
@@ -176,7 +175,7 @@ def status(
 
 
 def _status_text(result: dict) -> None:
-    typer.echo(f"database: {result['database']}")
+    typer.echo(f"database: {shown(result['database'])}")
     if not result["nodes"] and not result["nodes_hidden"]:
         typer.echo("no labelsd service has used this database")
     for n in result["nodes"]:
@@ -184,7 +183,7 @@ def _status_text(result: dict) -> None:
         typer.echo(f"{'running' if n['alive'] else 'stopped'}  {n['host']} pid {n['pid']}  "
                    f"{n['model'] or '-'} on {n['device'] or '-'}  heartbeat {age}  "
                    f"since it started: {n['done']} labeled, {n['failed']} failed  "
-                   f"watching {', '.join(n['watching']) or '-'}")
+                   f"watching {', '.join(map(shown, n['watching'])) or '-'}")
     if result["nodes_hidden"]:
         typer.echo(f"({result['nodes_hidden']} service(s) stopped over a day ago not shown; "
                    "--all lists them)")
@@ -221,9 +220,9 @@ def export(
         with query.atomic_output(output) as out:
             count = render_records(records, chosen, out)
     except OSError as err:
-        raise LabelsError(f"cannot write {output}: {err.strerror or err}; "
+        raise LabelsError(f"cannot write {shown(str(output))}: {err.strerror or err}; "
                           "check that its folder exists and is writable") from err
-    typer.echo(f"exported {count} image(s) to {output} as {chosen.value}", err=True)
+    typer.echo(f"exported {count} image(s) to {shown(str(output))} as {chosen.value}", err=True)
 
 
 def _format_of(output: Optional[Path]) -> Format:

@@ -3,7 +3,12 @@ paths for scripts. `search`, `list`, `show` and `export` all go through
 `render_records`, which streams (a large export never sits in memory) and
 renders from the JSON shape of a record (the dicts the record reads build).
 Summaries that are not records (`stats`, `tags`, `status`) print their JSON
-through `render_json`."""
+through `render_json`.
+
+A file name is whatever its author typed, newlines and escape sequences included:
+the table and `--paths` show it escaped (labelsd.paths.shown), one line per image,
+so a name can neither add a line nor rewrite one; `-0/--null` prints each path as it
+is, ended by a NUL byte (`find -print0`, for `xargs -0`); JSON and CSV quote it."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from typing import Annotated, TextIO
 
 import typer
 
+from labelsd.paths import one_line, shown
 from labelsd.records import ImageRecord
 from labelsd.store import recordjson
 
@@ -25,6 +31,7 @@ class Format(str, Enum):
     json = "json"
     csv = "csv"
     paths = "paths"
+    paths0 = "paths0"  # -0/--null: each path as it is, ended by a NUL byte
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (a list of image records).")]
@@ -34,11 +41,16 @@ CSV_COLUMNS = ["path", "sha256", "status", "error", "width", "height",
                "tags", "classified_at"]
 
 
-def choose_format(as_json: bool = False, as_csv: bool = False, as_paths: bool = False) -> Format:
+def choose_format(as_json: bool = False, as_csv: bool = False, as_paths: bool = False,
+                  null: bool = False) -> Format:
+    if null and (as_json or as_csv):
+        raise typer.BadParameter("-0/--null prints paths (it goes with --paths), not --json or --csv")
     chosen = [f for f, on in ((Format.json, as_json), (Format.csv, as_csv),
                               (Format.paths, as_paths)) if on]
     if len(chosen) > 1:
         raise typer.BadParameter("choose one of --json, --csv, --paths")
+    if null:
+        return Format.paths0
     return chosen[0] if chosen else Format.table
 
 
@@ -111,7 +123,11 @@ def render_records(records: Iterable[ImageRecord | dict], fmt: Format, out: Text
             count += 1
     elif fmt is Format.paths:
         for rec in dicts:
-            out.write(rec["path"] + "\n")
+            out.write(shown(rec["path"]) + "\n")  # a newline in a name is no second path
+            count += 1
+    elif fmt is Format.paths0:
+        for rec in dicts:
+            out.write(rec["path"] + "\0")  # as it is: a path holds no NUL
             count += 1
     else:
         count = _render_table(dicts, out, reason)
@@ -134,18 +150,14 @@ def _render_table(records: Iterable[dict], out: TextIO,
     for rec in records:
         tags = f"  [{', '.join(rec['tags'])}]" if rec["tags"] else ""
         why = reason(rec) if reason else ""
-        line = (f"{_printable(rec['path'])}  {rec['status']}  {_labels_text(rec)}{tags}"
+        line = (f"{shown(rec['path'])}  {rec['status']}  {_labels_text(rec)}{tags}"
                 + (f"  (found by: {why})" if why else ""))
-        out.write(line.rstrip() + "\n")
+        out.write(one_line(line.rstrip()) + "\n")  # tags and errors hold what people typed
         count += 1
     if not count:
         out.write("no images\n")
     return count
 
-
-def _printable(path: str) -> str:
-    # A newline in a file name must not break the one-line-per-image layout.
-    return path.replace("\n", "\\n") if "\n" in path else path
 
 
 def floor_note(result, *, chosen: bool = False) -> str | None:

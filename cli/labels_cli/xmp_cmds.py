@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from labelsd.errors import SidecarError
+from labelsd.paths import one_line
 
 from .context import state
 from .params import score
@@ -43,7 +44,7 @@ def show_photo_meta(record) -> None:
     if record.taken_at:
         typer.echo(f"  taken:   {record.taken_at.replace('T', ' ')}")
     if record.camera:
-        typer.echo(f"  camera:  {record.camera}")
+        typer.echo(f"  camera:  {one_line(record.camera)}")  # what the photo's EXIF says
     if record.gps_lat is not None and record.gps_lon is not None:
         typer.echo(f"  gps:     {record.gps_lat:.6f}, {record.gps_lon:.6f}")
 
@@ -56,7 +57,7 @@ def refresh_after_tagging(st, path: str, lift: list[str] | tuple = ()) -> None:
     from labelsd.xmp.writer import refresh_after_tagging as refresh
 
     for message in refresh(st.store(), st.settings.xmp_min_score, path, lift):
-        typer.echo(f"labels: warning: {message}", err=True)
+        typer.echo(f"labels: warning: {one_line(message)}", err=True)
 
 
 @xmp_app.command("write")
@@ -88,7 +89,7 @@ def write_cmd(
     threshold = st.settings.xmp_min_score if min_score is None else min_score
     report = refresh_sidecars(records, threshold)
     for message in report.errors:
-        typer.echo(f"labels: warning: {message}", err=True)
+        typer.echo(f"labels: warning: {one_line(message)}", err=True)
     if report.errors and not (report.written or report.unchanged):
         raise SidecarError(f"no sidecar could be written ({len(report.errors)} error(s))")
     typer.echo(f"{report.written} sidecar(s) written, {report.unchanged} already up to date, "

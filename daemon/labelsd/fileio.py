@@ -2,16 +2,14 @@
 reads (the pipeline's reader, the gallery's thumbnails): never through a
 symlink, never blocking, a regular file or nothing. `atomic_output` writes an
 output file atomically: shared by `labels export -o` (text), the contact
-sheets of `labels gallery` (bytes) and XMP sidecars; a device or FIFO named
-as the output is written in place, never replaced. `read_json_object` and
-`write_json` keep the small JSON caches of `~/.cache/labels` (file digests, the
-bf16 measurement)."""
+sheets of `labels gallery` (bytes), XMP sidecars and the small JSON caches of
+`~/.cache/labels` (labelsd.owned: file digests, the bf16 measurement); a device or
+FIFO named as the output is written in place, never replaced."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import os
 import secrets
 import stat
@@ -43,13 +41,17 @@ class FileTooLarge(ImageError):
     """The file is larger than the configured size cap (`max_file_mb`)."""
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """The SHA-256 of a file's bytes, read in 1 MiB pieces (weights, converted models)."""
+def file_sha256(path: str | os.PathLike | BinaryIO) -> str:
+    """The SHA-256 of a file's bytes, read in 1 MiB pieces (weights, converted models);
+    `path` may be a file open for reading (read from its start)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
+    if hasattr(path, "read"):
+        path.seek(0)
+        for chunk in iter(lambda: path.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+        return digest.hexdigest()
+    with open(path, "rb") as f:
+        return file_sha256(f)
 
 
 def kind_of(mode: int) -> str:
@@ -125,7 +127,7 @@ def _size_text(n: int) -> str:
 
 @contextmanager
 def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf-8",
-                  *, follow: bool = True) -> Iterator[IO]:
+                  *, follow: bool = True, private: bool = False) -> Iterator[IO]:
     """A file that appears at `path` only when the block succeeds: written
     beside it under a temporary name, flushed to disk, then renamed over it.
     On error the temporary file is removed and `path` is left as it was.
@@ -137,7 +139,8 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
     device) is opened and written in place, never replaced: renaming over
     /dev/null as root once made it a regular file. Such a write is not atomic.
     `follow=False` (files labelsd writes on its own in watched folders, where a
-    link may have been planted): the path itself is replaced, whatever it is."""
+    link may have been planted): the path itself is replaced, whatever it is.
+    `private`: the file is 0600 (the service's caches), not 0666 through the umask."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_output writes with mode 'w' or 'wb', not {mode!r}")
     target = os.path.abspath(os.fspath(path))
@@ -154,8 +157,9 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
         target = os.path.realpath(target)
     folder, name = os.path.split(target)
     tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
-    # 0o666 through the umask, as any file a person writes (mkstemp would give 0600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    # 0o666 through the umask, as any file a person writes (mkstemp would give 0600);
+    # a umask only takes bits away, so 0o600 is 0600 whatever it is.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
     try:
         with os.fdopen(fd, mode, **text) as out:
             yield out
@@ -170,24 +174,6 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
         raise
 
 
-def read_json_object(path: str | os.PathLike) -> dict:
-    """The JSON object kept in `path`; {} when it is missing, unreadable, not JSON or
-    not an object (a cache that cannot be read is computed again, never an error)."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            found = json.load(f)
-    except (OSError, ValueError):
-        return {}
-    return found if isinstance(found, dict) else {}
-
-
-def write_json(path: str | os.PathLike, data, *, indent: int | None = None) -> None:
-    """`data` as JSON at `path`, atomically (its folder made first); OSError as raised."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_output(path, follow=False) as out:
-        json.dump(data, out, indent=indent)
-
-
 def no_room_beside(path: str | os.PathLike) -> bool:
     """Whether the file system holding `path` (a file, existing or not) has under
     1 MiB left. SQLite reports some writes that meet a full disk (the WAL index
@@ -200,5 +186,4 @@ def no_room_beside(path: str | os.PathLike) -> bool:
     return fs.f_bavail * fs.f_frsize < 1 << 20
 
 
-__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "no_room_beside", "open_regular",
-           "read_json_object", "write_json"]
+__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "no_room_beside", "open_regular"]

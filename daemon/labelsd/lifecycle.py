@@ -23,7 +23,7 @@ from labelsd.errors import ConfigError, LabelsError
 from labelsd.events import Events
 from labelsd.liveness import Heartbeat, take_over_dead_nodes
 from labelsd.notify import Notifier, WatchdogPinger, start_timeout_extended
-from labelsd.paths import canonical_root
+from labelsd.paths import canonical_root, shown
 from labelsd.store import counters, nodes, relabel, workqueue
 from labelsd.store.dbfile import DatabaseLost, ServedFile
 
@@ -110,7 +110,7 @@ class Service:
         with start_timeout_extended(self.notifier):  # a migration, a first conversion
             self.notifier.status("opening the database")
             self.store = open_store(s.db)
-            log.info("database %s", self.store.where)
+            log.info("database %s", shown(self.store.where))
             self.served = ServedFile.of(self.store)
             if self.served is not None:
                 self.served.claim()
@@ -192,7 +192,7 @@ class Service:
             log.warning("changed setting(s) %s take effect at the next restart",
                         ", ".join(needs_restart))
         self.settings = new
-        log.info("reloaded the config: watching %s", ", ".join(self.watcher.roots))
+        log.info("reloaded the config: watching %s", ", ".join(map(shown, self.watcher.roots)))
         self._beat()
         self.notifier.ready(self._status_text())
 

@@ -4,6 +4,7 @@ scan, `labels scan` and `labels show` (to explain why a path is untracked)."""
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable
 
 # Extensions that count as images by name (images.py decodes them).
@@ -84,10 +85,49 @@ def is_text(path: str) -> bool:
     return True
 
 
-def shown(path: str) -> str:
-    """`path` as a log line or a person can read it: undecodable bytes escaped
-    (`caf\\xe9.jpg`)."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+# What a name may hold that would break the line it is shown on: C0 controls (newline,
+# carriage return, tab, ESC ...), DEL, C1 controls (U+0085 NEL ends a line for Python's
+# str.splitlines, U+009B is a one-character CSI), the Unicode line and paragraph
+# separators, the bidirectional overrides and isolates (which reorder what follows on
+# the line), and lone surrogates (bytes that are not UTF-8, as os.fsdecode gives them).
+_UNSAFE_CHARS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff"
+_UNSAFE = re.compile(f"[{_UNSAFE_CHARS}]")
+_UNSAFE_OR_BACKSLASH = re.compile(rf"[\\{_UNSAFE_CHARS}]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
+
+
+def _escape(match: re.Match) -> str:
+    char = match.group()
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    if code < 0x80:
+        return f"\\x{code:02x}"
+    if 0xDC80 <= code <= 0xDCFF:  # a byte that is not UTF-8 (surrogateescape)
+        return f"\\x{code - 0xDC00:02x}"
+    return f"\\u{code:04x}"
+
+
+def shown(path: str | bytes | os.PathLike) -> str:
+    """`path` as a log line, a message or a terminal shows it: the one owner of how a
+    name is shown. Control characters are escaped (`\\n`, `\\r`, `\\t`, `\\x1b`, `\\x7f`,
+    C1 and the Unicode line separators as `\\u0085`, `\\u2028`), bytes that are not
+    UTF-8 as `\\xe9`, and a backslash is doubled, so a shown name is one line that names
+    one file unambiguously; any other character is shown as it is. A path object or
+    bytes are shown as the file system names them."""
+    if type(path) is not str:
+        path = os.fsdecode(path)
+    if path.isprintable() and "\\" not in path:  # the usual name (every character escaped is not printable)
+        return path
+    return _UNSAFE_OR_BACKSLASH.sub(_escape, path)
+
+
+def one_line(text: object) -> str:
+    """Free text that may hold names (an error's message, a log line): its control
+    characters escaped as `shown` escapes them, its backslashes left as they are, so a
+    name already `shown` is not escaped twice. One line, whatever the text held."""
+    text = text if type(text) is str else str(text)
+    return text if text.isprintable() else _UNSAFE.sub(_escape, text)
 
 
 def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:

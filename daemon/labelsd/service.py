@@ -38,6 +38,7 @@ from labelsd.errors import LabelsError
 from labelsd.journal import configure_logging
 from labelsd.lifecycle import Service
 from labelsd.model.registry import model_names
+from labelsd.paths import one_line
 
 log = logging.getLogger("labelsd")
 
@@ -131,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except LabelsError as err:
-        print(f"labelsd: error: {err}", file=sys.stderr)
+        print(f"labelsd: error: {one_line(err)}", file=sys.stderr)  # one journal entry
         return 1
     configure_logging(settings.log_level)
     apply_keras_home(settings)
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("stopped by %s while starting", stop)
     except LabelsError as err:
         log.debug("labelsd failed", exc_info=True)
-        print(f"labelsd: error: {err}", file=sys.stderr)
+        print(f"labelsd: error: {one_line(err)}", file=sys.stderr)  # one journal entry
         rc = 1
     if argv is None and "tensorflow" in sys.modules:
         # The real process (not a test calling main(argv)): everything is committed

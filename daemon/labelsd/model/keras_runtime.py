@@ -9,8 +9,9 @@ import time
 
 import numpy as np
 
-from labelsd.model.device import configure_device, native_stderr_quiet
+from labelsd.model.device import configure_device, tensorflow_starting
 from labelsd.model.spec import ModelSpec, Network
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def load_keras_runtime(spec: ModelSpec, weights, device: str, *, mixed_precision
     jit_compile None: XLA on GPU, off on CPU (it measured slower there).
     """
     checked = spec.check_weights(weights)  # before TensorFlow: a bad file fails fast
-    with native_stderr_quiet():
+    with tensorflow_starting():
         import keras
         import tensorflow as tf
 
@@ -123,7 +124,7 @@ def load_keras_runtime(spec: ModelSpec, weights, device: str, *, mixed_precision
     if policy == "mixed_bfloat16":
         log.info("bf16: %d convolutions in bfloat16, every other layer in float32",
                  keep_float32_outside_convs(network.model))
-    log.info("loaded %s from %s on %s in %.1fs", network.name, network.weights_path,
+    log.info("loaded %s from %s on %s in %.1fs", network.name, shown(network.weights_path),
              description, time.perf_counter() - start)
     runtime = KerasRuntime(network.model, spec, tf=tf, tf_device=tf_device, device=description,
                            jit_compile=bool(jit_compile), precision=policy or "float32")

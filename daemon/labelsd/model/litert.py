@@ -47,7 +47,10 @@ class LiteRTRuntime:
     static_shapes = False  # a free batch dimension: no padding, no ladder
     trace_count = 0  # nothing is traced
 
-    def __init__(self, tflite: Path, *, precision: str, threads: int | None = None):
+    def __init__(self, tflite: Path, *, precision: str, threads: int | None = None,
+                 source: str | None = None):
+        """`source`: the path to load the file by, where it is not `tflite` (the converted
+        model's checked descriptor: labelsd.model.convert.opened_tflite)."""
         from ai_edge_litert.interpreter import Interpreter
 
         self.precision = precision  # "float32" | "int8" (dynamic range)
@@ -57,7 +60,7 @@ class LiteRTRuntime:
         # (1 thread won only while the machine was loaded by others).
         threads = threads or len(os.sched_getaffinity(0))
         self.threads = threads
-        self._interpreter = Interpreter(model_path=str(tflite), num_threads=threads)
+        self._interpreter = Interpreter(model_path=source or str(tflite), num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]
         self._output = self._interpreter.get_output_details()[0]
         self.input_size = int(self._input["shape"][1])

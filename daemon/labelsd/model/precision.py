@@ -26,11 +26,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
 from labelsd.config import PRECISIONS
 from labelsd.errors import ConfigError
-from labelsd.fileio import read_json_object, write_json
+from labelsd.owned import Untrusted, cache_dir, read_json, write_json
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +108,7 @@ def choose_cpu_precision(requested: str, flags: frozenset[str], measure) -> Choi
 
 
 def measurement_cache() -> Path:
-    return Path(platformdirs.user_cache_dir("labels")) / "precision.json"
+    return cache_dir() / "precision.json"
 
 
 def _measurement_key(model: str, batch_size: int, flags: frozenset[str]) -> str:
@@ -124,7 +123,7 @@ def _measurement_key(model: str, batch_size: int, flags: frozenset[str]) -> str:
 def known_speeds(model: str, batch_size: int, flags: frozenset[str],
                  cache: Path | None = None) -> dict[str, float] | None:
     """The kept measurement for this CPU, model and batch size, or None (nothing measured)."""
-    entry = read_json_object(cache or measurement_cache()).get(_measurement_key(model, batch_size, flags))
+    entry = read_json(cache or measurement_cache()).get(_measurement_key(model, batch_size, flags))
     return {"fp32": float(entry["fp32"]), "bf16": float(entry["bf16"])} if _valid(entry) else None
 
 
@@ -143,7 +142,7 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=
     if known:
         return known
     log.info("measuring fp32 against bf16 on this CPU once (%s, batch %d); the result is "
-             "kept in %s", model, batch_size, cache)
+             "kept in %s", model, batch_size, shown(cache))
     cmd = [sys.executable, "-m", "labelsd.model.precision", model, str(batch_size)]
     cmd += [str(weights)] if weights else []
     try:
@@ -156,12 +155,12 @@ def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1] if proc else "timed out"
         log.info("could not measure bf16 (%s): fp32 it is", tail)
         return None
-    known = read_json_object(cache)
+    known = read_json(cache)
     known[_measurement_key(model, batch_size, flags)] = speeds
     try:
         write_json(cache, known, indent=1)
-    except OSError as err:  # a read-only home: measure again next time, nothing worse
-        log.info("cannot keep the measurement in %s (%s)", cache, err.strerror)
+    except (OSError, Untrusted) as err:  # a read-only home: measure again next time, nothing worse
+        log.info("cannot keep the measurement in %s (%s)", shown(cache), getattr(err, "strerror", None) or err)
     return speeds
 
 
@@ -169,13 +168,13 @@ def _measure_in_this_process(model: str, batch_size: int, weights: str | None) -
     """Best-of-MEASURE_ROUNDS forward speed of the model, fp32 then bf16."""
     import numpy as np
 
-    from labelsd.model.device import configure_device, native_stderr_quiet
+    from labelsd.model.device import configure_device, tensorflow_starting
     from labelsd.model.keras_runtime import keep_float32_outside_convs
     from labelsd.model.registry import get_model
 
     spec = get_model(model)
     checked = spec.check_weights(weights)
-    with native_stderr_quiet():
+    with tensorflow_starting():
         import keras
         import tensorflow as tf
 

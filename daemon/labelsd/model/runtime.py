@@ -19,11 +19,12 @@ from labelsd.errors import ConfigError, ConversionFailed
 from labelsd.extras import install_command
 from labelsd.model import precision as precisions
 from labelsd.model.classifier import Classifier, load_classifier
-from labelsd.model.convert import LITERT_PRECISIONS, discard, ensure_tflite
+from labelsd.model.convert import LITERT_PRECISIONS, discard, opened_tflite
 from labelsd.model.device import check_device, gpu_possible
 from labelsd.model.litert import LiteRTRuntime, litert_available
 from labelsd.model.registry import get_model
 from labelsd.model.spec import ModelSpec
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -72,19 +73,23 @@ def _load_litert(spec: ModelSpec, weights, checked, precision: str, batch_size: 
         return None
     path, checksum, name = spec.identify(weights, checked)
     for attempt in (1, 2):
+        refused = None
         try:
-            tflite = ensure_tflite(Path(path), checksum, spec.key, precision)
+            # LiteRT loads the very file that was checked (labelsd.owned), by `source`
+            with opened_tflite(Path(path), checksum, spec.key, precision) as (tflite, source):
+                try:
+                    runtime = LiteRTRuntime(tflite, precision="float32" if precision == "fp32" else precision,
+                                            threads=threads, source=source)
+                except (ValueError, RuntimeError) as err:
+                    refused = err
         except ConversionFailed as err:
             log.info("%s: TensorFlow runs the model", err)
             return None
         except OSError as err:  # the cache folder cannot be written
             log.info("cannot write the converted model (%s): TensorFlow runs the model", err)
             return None
-        try:
-            runtime = LiteRTRuntime(tflite, precision="float32" if precision == "fp32" else precision,
-                                    threads=threads)
-        except (ValueError, RuntimeError) as err:  # LiteRT refuses the file: convert it again, once
-            log.info("LiteRT cannot load %s (%s)%s", tflite, err,
+        if refused is not None:  # LiteRT refuses the file: convert it again, once
+            log.info("LiteRT cannot load %s (%s)%s", shown(tflite), refused,
                      ": converting again" if attempt == 1 else ": TensorFlow runs the model")
             discard(tflite)
             continue

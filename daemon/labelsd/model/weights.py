@@ -16,8 +16,10 @@ from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.request import urlopen
 
-from labelsd.errors import WeightsUnavailable
+from labelsd import owned
+from labelsd.errors import ConfigError, WeightsUnavailable
 from labelsd.model import digests
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,68 @@ def keras_home() -> Path:
 
 def cached_weights_path() -> Path:
     return keras_home() / "models" / OFFICIAL_FILENAME
+
+
+# What keras writes into a missing keras.json (keras/src/backend/config.py), and what
+# labelsd runs with.
+KERAS_DEFAULTS = {"floatx": "float32", "epsilon": 1e-07, "backend": "tensorflow",
+                  "image_data_format": "channels_last"}
+_keras_ready: list[bool] = []
+
+
+def keras_folder() -> Path:
+    """Where keras reads keras.json, as keras decides it at import: $KERAS_HOME, else
+    ~/.keras where the home is writable, else /tmp/.keras."""
+    if "KERAS_HOME" in os.environ:
+        return Path(os.path.abspath(os.path.expanduser(os.environ["KERAS_HOME"])))
+    home = os.path.expanduser("~")
+    return Path(home if os.access(home, os.W_OK) else "/tmp") / ".keras"
+
+
+def keras_settings_ready() -> None:
+    """Before keras is imported (`import tensorflow` imports it): keras reads keras.json
+    (its backend, image layout, float type) at import, and writes a missing one through
+    the umask, which under the system unit made it the group's to write. So its folder
+    is made the service's alone and keras.json written here, 0600, with keras' defaults;
+    one someone else can have written is replaced by them (said once at WARNING). One
+    that cannot be replaced is a ConfigError: keras would run with settings another user
+    chose. Once per process."""
+    if _keras_ready:
+        return
+    folder = keras_folder()
+    config = folder / "keras.json"
+    untrusted = None
+    try:
+        # keras.json goes if others could write it; the weights below stay (keras
+        # verifies the official file at each start)
+        owned.private_folder(folder, remove_others_files={config.name})
+        with owned.open_trusted(config):
+            _keras_ready.append(True)
+            return
+    except FileNotFoundError:
+        pass
+    except owned.Untrusted as err:
+        if err.path != str(config):
+            raise ConfigError(f"keras' settings folder {shown(folder)}: {shown(err.path)} {err.reason}, "
+                              "and keras would read settings another user chose: set KERAS_HOME to a "
+                              "folder of the service's own") from None
+        untrusted = err
+    except OSError as err:  # it cannot be made (a read-only home): nor can keras write there
+        log.debug("keras' settings folder %s: %s", shown(folder), err)
+        _keras_ready.append(True)
+        return
+    try:
+        owned.write_json(config, KERAS_DEFAULTS, indent=4)
+    except (OSError, owned.Untrusted) as err:
+        if untrusted is not None:
+            raise ConfigError(f"keras' settings {shown(config)} {untrusted.reason} and cannot be "
+                              f"replaced ({err}): set KERAS_HOME to a folder of the service's own") from None
+        log.debug("keras' settings %s not written (%s): keras runs with its defaults", shown(config), err)
+    else:
+        if untrusted is not None:
+            owned.say_once(f"untrusted {config}", f"keras' settings {shown(config)} {untrusted.reason}: "
+                           "replaced by keras' defaults, which only the service can write")
+    _keras_ready.append(True)
 
 
 def _digests(path: Path) -> tuple[str, str]:
@@ -87,7 +151,8 @@ def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
     target.unlink(missing_ok=True)  # a corrupt leftover must not look like a cache hit
     part = None
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        # the service's alone, whatever the umask (labelsd.owned): what it runs is what it fetched
+        owned.private_folder(target.parent, remove_others_files=False)
         fd, part = tempfile.mkstemp(prefix=".inception-", suffix=".part", dir=target.parent)
         with os.fdopen(fd, "wb") as out, urlopen(OFFICIAL_URL, timeout=timeout_s) as response:
             shutil.copyfileobj(response, out, 1 << 20)
@@ -95,7 +160,7 @@ def fetch_weights(timeout_s: float = DOWNLOAD_TIMEOUT_S) -> Path:
             raise ValueError("the file downloaded does not have the published checksum")
         os.replace(part, target)
         part = None
-    except (OSError, ValueError) as e:  # offline, HTTP error (URLError is an OSError), bad file
+    except (OSError, ValueError, owned.Untrusted) as e:  # offline, HTTP, bad file, foreign cache
         raise WeightsUnavailable(
             f"cannot get the InceptionV3 ImageNet weights from {OFFICIAL_URL} ({one_line(e)}): "
             + HOW_TO_GET_WEIGHTS

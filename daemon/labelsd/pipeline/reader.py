@@ -27,6 +27,7 @@ from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
 from labelsd.fileio import FileTooLarge, open_regular
 from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
+from labelsd.paths import shown
 from labelsd.records import Claim, Outcome, OutcomeKind, PhotoMeta, Prediction
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
@@ -247,7 +248,7 @@ class Reader:
             item.final = Outcome(item.claim, OutcomeKind.BAD_IMAGE, sha256=item.sha256, size=item.size,
                                  mtime_ns=item.mtime_ns, error=str(err))
         except Exception as err:  # noqa: BLE001 - one file never kills the pipeline
-            log.debug("decoding %s failed", item.claim.path, exc_info=True)
+            log.debug("decoding %s failed", shown(item.claim.path), exc_info=True)
             item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"cannot decode: {err}")
         finally:
             item.data = None

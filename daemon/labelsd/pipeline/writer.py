@@ -9,6 +9,7 @@ import threading
 from collections.abc import Sequence
 
 from labelsd.backoff import Stopped, retry_unavailable
+from labelsd.paths import shown
 from labelsd.records import Outcome, OutcomeKind, Tally
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
@@ -37,17 +38,17 @@ def _commit_one_by_one(store: Store, node_id: str, outcomes: Sequence[Outcome]) 
         try:
             contents.record_outcomes(store, node_id, [o])
         except Exception as err:  # noqa: BLE001
-            log.exception("cannot record %s", o.claim.path)
+            log.exception("cannot record %s", shown(o.claim.path))
             try:
                 contents.record_outcomes(store, node_id, [
                     Outcome(o.claim, OutcomeKind.RETRY, error=f"cannot store the result: {err}")])
             except Exception:  # noqa: BLE001 - left claimed; the lease brings it back
-                log.exception("cannot record a retry for %s", o.claim.path)
+                log.exception("cannot record a retry for %s", shown(o.claim.path))
 
 
 def log_outcome(o: Outcome) -> Tally:
     """Log one committed outcome; return the pipeline counter it adds to."""
-    name = os.path.basename(o.claim.path)
+    name = shown(os.path.basename(o.claim.path))
     match OutcomeKind(o.kind):
         case OutcomeKind.CLASSIFIED:
             log.info("labeled %s: %s", name,

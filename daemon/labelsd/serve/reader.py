@@ -24,6 +24,7 @@ from pathlib import Path
 
 from labelsd.errors import StoreUnavailable
 from labelsd.fileio import no_room_beside
+from labelsd.paths import shown
 from labelsd.store import recordsql
 from labelsd.store.access import denied_advice, require_database_file, where_shown  # where_shown: re-exported
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
@@ -62,7 +63,7 @@ class Reader(recordsql.RecordReads):
             with self.read() as run:
                 return counted_statuses(run)
         except StoreUnavailable:
-            log.debug("no counters in %s; counting every path", self.where, exc_info=True)
+            log.debug("no counters in %s; counting every path", shown(self.where), exc_info=True)
         with self.read() as run:
             return recordsql.full_counts(run)
 

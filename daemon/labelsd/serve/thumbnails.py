@@ -19,6 +19,7 @@ from PIL import Image, ImageOps
 from labelsd.errors import LabelsError
 from labelsd.fileio import atomic_output, open_regular
 from labelsd.model import decode as images
+from labelsd.paths import shown
 from labelsd.records import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def thumbnail(path: str, size: int) -> Thumbnail:
     try:
         fh, _ = open_regular(path, max_bytes=images.max_file_bytes())
     except Exception as err:  # noqa: BLE001 - gone, unreadable, not a regular file: say why
-        log.debug("thumbnail of %s failed", path, exc_info=True)
+        log.debug("thumbnail of %s failed", shown(path), exc_info=True)
         return Thumbnail(None, str(images.image_error(err)))
     with fh:
         return thumbnail_of(fh, size, path)
@@ -82,7 +83,7 @@ def thumbnail_of(fh: BinaryIO, size: int, name: str = "") -> Thumbnail:
             try:
                 upright = ImageOps.exif_transpose(img)
             except Exception:  # noqa: BLE001 - broken EXIF: show it as stored
-                log.debug("unreadable EXIF in %s", name, exc_info=True)
+                log.debug("unreadable EXIF in %s", shown(name), exc_info=True)
                 upright = img
             upright = images.to_rgb_or_rgba(images.shrink_wide(upright, (2 * size, 2 * size)))
             upright.thumbnail((size, size), Image.Resampling.LANCZOS, reducing_gap=2.0)
@@ -92,7 +93,7 @@ def thumbnail_of(fh: BinaryIO, size: int, name: str = "") -> Thumbnail:
                 upright = flat
             return Thumbnail(upright.convert("RGB"))
     except Exception as err:  # noqa: BLE001 - plugins raise anything on bad data
-        log.debug("thumbnail of %s failed", name, exc_info=True)
+        log.debug("thumbnail of %s failed", shown(name), exc_info=True)
         return Thumbnail(None, str(images.image_error(err)))
 
 

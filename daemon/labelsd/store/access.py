@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from labelsd.errors import StoreUnavailable
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def prepare_database_file(path: Path) -> None:
             os.fchmod(fd, mode)  # the umask may have taken bits away
         finally:
             os.close(fd)
-        log.debug("created the database file %s with mode %04o", path, mode)
+        log.debug("created the database file %s with mode %04o", shown(path), mode)
     if not os.access(path, os.R_OK):
         raise StoreUnavailable(denied_advice(path))
 

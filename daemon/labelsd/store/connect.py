@@ -20,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from labelsd.errors import StoreUnavailable
 from labelsd.fileio import no_room_beside
+from labelsd.paths import shown
 from labelsd.store.access import prepare_database_file, where_shown
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def enable_wal(engine: Engine, where: str) -> None:
                     raise StoreUnavailable(
                         f"the database {where} stayed locked by another process; "
                         "try again") from err
-                log.debug("database %s busy while enabling WAL; retrying", where)
+                log.debug("database %s busy while enabling WAL; retrying", shown(where))
                 time.sleep(wait)
                 wait = min(wait * 2, 0.5)
 

@@ -17,7 +17,7 @@ from typing import NamedTuple
 from sqlalchemy import delete, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from labelsd.paths import canonical_path
+from labelsd.paths import canonical_path, shown
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import pgbatch, workqueue
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
@@ -228,7 +228,7 @@ def _carry_tags(session: Session, path: str, was, new_sha: str | None) -> None:
             .where(Tag.sha256 == old_sha))
         .on_conflict_do_nothing(index_elements=["sha256", "tag_key"])).rowcount
     if carried:
-        log.info("%s changed: %d tag(s) carried over to the new version", path, carried)
+        log.info("%s changed: %d tag(s) carried over to the new version", shown(path), carried)
 
 
 def _forget_vanished(session: Session, c: Claim, node_id: str, now: datetime) -> None:

@@ -30,6 +30,7 @@ from datetime import timedelta
 from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, or_, select
 
 from labelsd.errors import LabelsError
+from labelsd.paths import shown
 from labelsd.store import nodes
 from labelsd.store.engine import Store, dialect_insert
 from labelsd.store.schema import Node, as_utc, utcnow
@@ -60,7 +61,7 @@ def take(store: Store, root: str, node_id: str, lease_s: float = WALK_LEASE_S) -
             if as_utc(row.expires_at) > now and not _stopped(session, row.held_by):
                 return BUSY
             log.info("the lease on %s held by %s ran out or its node stopped; taking it over",
-                     root, row.held_by)
+                     shown(root), row.held_by)
             gone = row.held_by
         elif row is not None and row.held_by is None and row.finished_at is not None \
                 and row.walked_by != node_id and _alive(session, row.walked_by, now) \
@@ -137,7 +138,7 @@ class WalkLeases:
             if not self.acquire(root, stop):
                 return
         except LabelsError as err:
-            log.warning("walk lease of %s unavailable (%s); walking it anyway", root, err)
+            log.warning("walk lease of %s unavailable (%s); walking it anyway", shown(root), err)
             reconcile(root)
             return
         completed = False
@@ -147,7 +148,7 @@ class WalkLeases:
             try:
                 self.release(root, completed)
             except LabelsError as err:  # the lease runs out by itself
-                log.warning("could not release the walk lease of %s: %s", root, err)
+                log.warning("could not release the walk lease of %s: %s", shown(root), err)
 
     def acquire(self, root: str, stop: threading.Event) -> bool:
         announced = False
@@ -157,10 +158,10 @@ class WalkLeases:
                 self._start_renewing(root)
                 return True
             if state == COVERED:
-                log.info("%s was walked by another live node; not walking it again", root)
+                log.info("%s was walked by another live node; not walking it again", shown(root))
                 return False
             if not announced:
-                log.info("another node is walking %s; waiting for it", root)
+                log.info("another node is walking %s; waiting for it", shown(root))
                 announced = True
             stop.wait(self.wait_s)
         return False
@@ -182,7 +183,7 @@ class WalkLeases:
                 try:
                     renew(self.store, root, self.node_id, self.lease_s)
                 except Exception:  # noqa: BLE001 - a missed renewal only risks a second walk
-                    log.warning("could not renew the walk lease of %s", root, exc_info=True)
+                    log.warning("could not renew the walk lease of %s", shown(root), exc_info=True)
 
         threading.Thread(target=renew_loop, name="walk-lease", daemon=True).start()
 

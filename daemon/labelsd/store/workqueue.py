@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, literal_column, or_, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from labelsd.paths import canonical_path
+from labelsd.paths import canonical_path, shown
 from labelsd.records import Claim, FileFacts, Outcome
 from labelsd.store import counters, pgbatch
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
@@ -239,7 +239,7 @@ def retry_later(session: Session, o: Outcome, now: datetime) -> None:
     if attempts >= MAX_ATTEMPTS:
         values = {"state": "failed", "last_error": o.error, "attempts": attempts,
                   "claimed_by": None, "claimed_at": None}
-        log.warning("giving up on %s after %d attempts: %s", o.claim.path, attempts, o.error)
+        log.warning("giving up on %s after %d attempts: %s", shown(o.claim.path), attempts, o.error)
     else:
         values = {"attempts": attempts, "last_error": o.error, "claimed_by": None,
                   "claimed_at": None, "not_before": now + timedelta(seconds=2 ** attempts)}

@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from labelsd.backoff import Backoff
+from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ class Backlog:
         self.backoff.reset()
         roots, self._dropped_roots = sorted(self._dropped_roots), set()
         for root in roots:
-            log.warning("rescanning %s for the file changes not kept in memory", root)
+            log.warning("rescanning %s for the file changes not kept in memory", shown(root))
             self.rescan(root)
 
     def _trim(self) -> None:

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable
 
 from labelsd.errors import LabelsError
+from labelsd.paths import shown
 from labelsd.store import walks
 
 log = logging.getLogger(__name__)
@@ -105,9 +106,9 @@ class SharedPolls:
             mine = walks.take(self.store, lease_key(root), self.node_id, self.lease_s) == walks.MINE
         except LabelsError as err:
             if not startup:  # keep polling, or not, as before; the next tick tries again
-                log.debug("poll lease of %s not renewed: %s", root, err)
+                log.debug("poll lease of %s not renewed: %s", shown(root), err)
                 return
-            log.warning("poll lease of %s unavailable (%s); polling it anyway", root, err)
+            log.warning("poll lease of %s unavailable (%s); polling it anyway", shown(root), err)
             mine = True
         with self._lock:
             if root not in self._roots:
@@ -129,19 +130,19 @@ class SharedPolls:
                 log.warning("%s; leaving it to another node", err)
                 return
             if not startup:
-                log.info("took over polling %s (its poller stopped or died); rescanning it", root)
+                log.info("took over polling %s (its poller stopped or died); rescanning it", shown(root))
                 self._rescan(root)
         elif leaving:
             self._watches.remove(root)
-            log.info("another node polls %s now; this node stops polling it", root)
+            log.info("another node polls %s now; this node stops polling it", shown(root))
         elif startup and not mine:
-            log.info("another node polls %s; this node takes its share of the work", root)
+            log.info("another node polls %s; this node takes its share of the work", shown(root))
 
     def _release(self, root: str) -> None:
         try:
             walks.release(self.store, lease_key(root), self.node_id, completed=False)
         except LabelsError as err:  # it runs out by itself
-            log.warning("could not hand back the poll lease of %s: %s", root, err)
+            log.warning("could not hand back the poll lease of %s: %s", shown(root), err)
 
 
 __all__ = ["POLL_LEASE_S", "SharedPolls", "Unshared", "fleet_polls", "lease_key"]

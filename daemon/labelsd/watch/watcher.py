@@ -167,7 +167,7 @@ class Watcher:
                 return False
             self._roots.remove(root)
         self._polls.remove(root)
-        log.info("stopped watching %s", root)
+        log.info("stopped watching %s", shown(root))
         return True
 
     def _check_roots(self) -> None:
@@ -249,7 +249,7 @@ class Watcher:
                 if backoff.wait(self._stop):
                     return False
         if result.finished:
-            log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", root, result.seen,
+            log.info("scanned %s: %d files, %d queued, %d missing (%.1fs)", shown(root), result.seen,
                      result.queued, result.missing, time.monotonic() - started)
         return result.finished
 

@@ -45,6 +45,7 @@ from watchdog.events import FileSystemEventHandler
 from watchdog.observers.api import BaseObserver
 
 from labelsd.errors import LabelsError
+from labelsd.paths import shown
 from labelsd.watch.observers import (
     POLL_INTERVAL_S,
     paced_polling_observer,
@@ -144,7 +145,7 @@ class Watches:
             if isinstance(now, Absent):
                 if not isinstance(was, Absent):
                     log.warning("watched folder %s is gone (%s): its photos show as missing "
-                                "until it is back, and labelsd watches for that", root, now.reason)
+                                "until it is back, and labelsd watches for that", shown(root), now.reason)
                 return VANISHED if now.vanished else UNREACHABLE
             try:
                 self._scheduled[root] = self._schedule(root)
@@ -153,7 +154,7 @@ class Watches:
                 self._identity[root] = Absent(str(err), vanished=False)
                 return UNREACHABLE
             how = "is back" if isinstance(was, Absent) else "is a new folder (made again, or mounted on)"
-            log.info("watched folder %s %s: watching it again and rescanning it", root, how)
+            log.info("watched folder %s %s: watching it again and rescanning it", shown(root), how)
             return REWATCHED
 
     def healthy(self, root: str) -> bool:
@@ -170,11 +171,11 @@ class Watches:
             self._drop(root)
             if observer is self._inotify:  # polling next, unless that dies too
                 log.warning("the inotify watch on %s stopped (its thread died, see the error "
-                            "above); polling %s instead", root, root)
+                            "above); polling %s instead", shown(root), shown(root))
                 self._scheduled[root] = self._schedule_polling(root)
             else:
                 log.warning("the watch on %s stopped (its thread died, see the error above); "
-                            "rescanning %s every %.0fs instead", root, root, RESCAN_S)
+                            "rescanning %s every %.0fs instead", shown(root), shown(root), RESCAN_S)
                 self._scheduled[root] = (RESCANNED, None)
             return False
 
@@ -240,7 +241,7 @@ class Watches:
                 self._unschedule_path(self._inotify, root)
                 log.warning("cannot watch %s: its folder tree is too deep for watchdog (it "
                             "recurses once per level); rescanning %s every %.0fs instead",
-                            root, root, RESCAN_S)
+                            shown(root), shown(root), RESCAN_S)
                 return RESCANNED, None
             except OSError as err:
                 if err.errno not in WATCH_LIMIT_ERRNOS:
@@ -250,7 +251,7 @@ class Watches:
                 # watchdog skips a subfolder it cannot watch without a word: with
                 # no room left after the root, some may have been skipped.
                 if self._watch_room(root):
-                    log.info("watching %s", root)
+                    log.info("watching %s", shown(root))
                     return self._inotify, watch
                 _unschedule(self._inotify, watch, root)
                 log.warning("%s", limit_warning(root, "no watch left for its subfolders"))
@@ -266,10 +267,10 @@ class Watches:
         except RecursionError:  # its first snapshot recurses once per level too
             self._unschedule_path(self._polling, root)
             log.warning("cannot poll %s either: its folder tree is too deep for watchdog; "
-                        "rescanning %s every %.0fs instead", root, root, RESCAN_S)
+                        "rescanning %s every %.0fs instead", shown(root), shown(root), RESCAN_S)
             return RESCANNED, None
         log.info("watching %s (polling every %.0fs, or less often if a pass takes long)",
-                 root, POLL_INTERVAL_S)
+                 shown(root), POLL_INTERVAL_S)
         return self._polling, watch
 
 
@@ -292,4 +293,4 @@ def _unschedule(observer, watch, root: str) -> None:
     try:
         observer.unschedule(watch)
     except (KeyError, OSError) as err:  # its emitter already stopped with its folder
-        log.debug("unscheduling %s: %s", root, err)
+        log.debug("unscheduling %s: %s", shown(root), err)

@@ -17,6 +17,8 @@ import errno
 import logging
 import os
 
+from labelsd.paths import shown
+
 log = logging.getLogger(__name__)
 
 WATCH_LIMIT_ERRNOS = (errno.ENOSPC, errno.EMFILE)
@@ -54,6 +56,6 @@ def inotify_has_room(folder: str) -> bool:
 
 def limit_warning(root: str, reason: str) -> str:
     """The one line logged when `root` is polled because of the limit."""
-    return (f"the inotify watch limit is reached ({reason}) while watching {root}; polling it "
+    return (f"the inotify watch limit is reached ({reason}) while watching {shown(root)}; polling it "
             "instead. Raise fs.inotify.max_user_watches (and fs.inotify.max_user_instances), "
             "e.g. `sysctl fs.inotify.max_user_watches=524288`, then restart labelsd")

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
 from labelsd.fileio import open_regular
-from labelsd.paths import under_root
+from labelsd.paths import shown, under_root
 from labelsd.serve.photos import content_records
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class ThumbCache:
         try:
             _private_folder(folder)
         except OSError as err:
-            log.warning("labels serve: not caching thumbnails in %s: %s", folder,
+            log.warning("labels serve: not caching thumbnails in %s: %s", shown(folder),
                         err.strerror or err)
             self.folder = None
 
@@ -101,7 +101,7 @@ class ThumbCache:
                 os.unlink(tmp)
                 raise
         except OSError as err:  # a full disk: the thumbnail is still served
-            log.debug("cannot cache %s: %s", target, err)
+            log.debug("cannot cache %s: %s", shown(target), err)
 
 
 def _private_folder(folder: Path) -> None:
@@ -133,10 +133,10 @@ def make_thumbnail(records: list[dict], roots: list[str], size: int) -> bytes | 
             with fh:
                 data = fh.read()
         except Exception as err:  # noqa: BLE001 - gone, unreadable, not regular: try another path
-            log.debug("thumbnail: cannot read %s: %s", path, err)
+            log.debug("thumbnail: cannot read %s: %s", shown(path), err)
             continue
         if hashlib.sha256(data).hexdigest() != sha256:
-            log.debug("thumbnail: %s changed since it was read", path)
+            log.debug("thumbnail: %s changed since it was read", shown(path))
             continue
         thumb = thumbnail_of(BytesIO(data), size, path)
         if thumb.image is None:

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 
+from labelsd.paths import shown
 from labelsd.records import PhotoMeta
 from labelsd.xmp import exiv
 
@@ -50,11 +51,11 @@ def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
                 keywords += exiv.values(xmp, "Xmp.dc.subject")
                 keywords += exiv.values(iptc, "Iptc.Application2.Keywords")
             except Exception as err:  # noqa: BLE001 - a format or a field exiv2 cannot read
-                log.debug("no metadata read from %s: %s", path or "a photo", err)
+                log.debug("no metadata read from %s: %s", shown(path) if path else "a photo", err)
             if sidecar is not None:
                 keywords += _sidecar_keywords(sidecar, path)
     except Exception:  # noqa: BLE001 - see the docstring
-        log.debug("reading the metadata of %s failed", path or "a photo", exc_info=True)
+        log.debug("reading the metadata of %s failed", shown(path) if path else "a photo", exc_info=True)
     meta = PhotoMeta(**facts, keywords=tuple(_keywords(keywords)))
     return meta if meta != PhotoMeta() else None
 

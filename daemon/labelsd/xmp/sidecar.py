@@ -29,6 +29,7 @@ from collections.abc import Iterable
 
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
 from labelsd.fileio import atomic_output
+from labelsd.paths import shown
 from labelsd.xmp import exiv
 from labelsd.xmp.metadata import HIERARCHY_ROOT, sidecar_path
 
@@ -120,7 +121,7 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
             out.write(packet)
     except OSError as err:
         raise _unwritable(os.path.dirname(target), err) from err
-    log.debug("wrote %s", target)
+    log.debug("wrote %s", shown(target))
     return True
 
 
