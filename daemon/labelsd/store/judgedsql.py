@@ -1,0 +1,79 @@
+"""What records read of judgements (the labels a person rejected or confirmed,
+store/judgements.py writes them): plain SQL, no SQLAlchemy, run by both record
+builders (recordsql's dicts and recordjson's text) through `run`.
+
+A record whose content has judgements (its row says so: recordsql's `judged`
+column, one index step) gets them with one query per CHUNK such contents. Its
+rejected labels leave `labels` and are listed in `rejected`; its confirmed ones
+say `"confirmed": true`. A rejected label also hides an imported tag of its own
+name: a keyword the photo carried ("tabby", from another program) is the same
+claim as the label the person took back. A tag a person gave is never hidden.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from labelsd.store.sqlparts import CHUNK, Run, as_utc, in_list
+
+REJECTED, CONFIRMED = "rejected", "confirmed"
+
+JUDGEMENTS_SQL = ("SELECT j.sha256, j.class_index, j.wnid, j.label, j.verdict, j.source, "
+                  "j.judged_at, EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = j.sha256 "
+                  "AND t.tag_key = lower(j.label) AND t.imported) AS hides_tag "
+                  "FROM judgements j WHERE j.sha256 IN ({}) ORDER BY j.sha256, j.class_index")
+
+
+def judgements_of(run: Run, shas: Iterable[str]) -> dict[str, list[tuple]]:
+    """The judgements of these contents (those with none left out), each a row
+    (class_index, wnid, label, verdict, source, judged_at, hides_tag) in class
+    order: one query per CHUNK contents."""
+    wanted = sorted(shas)
+    found: dict[str, list[tuple]] = {}
+    for start in range(0, len(wanted), CHUNK):
+        params: dict = {}
+        for row in run(JUDGEMENTS_SQL.format(in_list("j", wanted[start:start + CHUNK], params)),
+                       params):
+            found.setdefault(row[0], []).append(tuple(row[1:]))
+    return found
+
+
+class Judged:
+    """One content's judgements as the record builders use them."""
+
+    __slots__ = ("confirmed", "hidden_tags", "rejected", "rejected_classes")
+
+    def __init__(self, judgements: list[tuple]):
+        self.confirmed: set[int] = set()
+        self.rejected_classes: set[int] = set()
+        self.rejected: list[dict] = []  # as records list them
+        self.hidden_tags: set[str] = set()  # keys of the imported tags rejected labels hide
+        for index, wnid, label, verdict, source, when, hides_tag in judgements:
+            if verdict == CONFIRMED:
+                self.confirmed.add(index)
+                continue
+            self.rejected_classes.add(index)
+            self.rejected.append({"label": label, "wnid": wnid, "class_index": index,
+                                  "source": source, "rejected_at": as_utc(when).isoformat()})
+            if hides_tag:
+                self.hidden_tags.add(label.lower())
+
+    def tags(self, tags: list[str]) -> list[str]:
+        """The tags a record shows (those a rejected label hides left out)."""
+        hidden = self.hidden_tags
+        return [t for t in tags if t.casefold() not in hidden] if hidden else tags
+
+
+def apply_judgements(records: list[dict], judgements: list[tuple]) -> None:
+    """Records (dicts, their tags attached) of one judged content, changed in place:
+    rejected labels out (listed in `rejected`), confirmed ones marked, hidden tags out."""
+    judged = Judged(judgements)
+    for rec in records:
+        rec["labels"] = [{**p, "confirmed": True} if p["class_index"] in judged.confirmed else p
+                         for p in rec["labels"] if p["class_index"] not in judged.rejected_classes]
+        rec["rejected"] = [dict(r) for r in judged.rejected]
+        rec["tags"] = judged.tags(rec["tags"])
+
+
+__all__ = ["CONFIRMED", "JUDGEMENTS_SQL", "REJECTED", "Judged", "apply_judgements",
+           "judgements_of"]

@@ -1,0 +1,288 @@
+"""Judgements: what a person said of a content's labels, the one owner of their writes.
+
+A label can be *rejected* (it is wrong: no reader shows it or finds the photo by
+it, and relabelling never brings it back) or *confirmed* (it is right: it sorts
+first in search and is kept through relabelling). A judgement belongs to the
+content (its SHA-256), like a tag: it follows renames and holds for every copy,
+and a changed file is new content that starts clean. It is stored in its own
+table (migration 8: `judgements`, one row per content and class, with where it
+was given and when), never as a mark on the predictions, which the writer
+replaces whenever it relabels a content.
+
+The API, the same for the CLI (`labels reject ...`, source "cli"), the web
+interface (source "web") and sidecars (source "xmp"):
+
+    reject(store, sha256s, class_index, source="cli", *, strict=True) -> list[str]
+    unreject(store, sha256s, class_index, *, strict=True) -> list[str]
+    confirm(store, sha256s, class_index, source="cli", *, strict=True) -> list[str]
+    unconfirm(store, sha256s, class_index, *, strict=True) -> list[str]
+    judgements_of(store, sha256s) -> dict[str, list[Judgement]]
+
+Each change is one transaction and returns the contents it changed. Reject and
+confirm are each other's undo: rejecting a confirmed label replaces the
+confirmation, confirming a rejected one brings it back, confirmed. With
+`strict` (the default) every content must be fit for the change or nothing is
+changed: a named error (labelsd.errors) says which and why: `LabelNotCarried`
+(reject or confirm a label the content's top 3 lacks), `AlreadyJudged`
+(rejecting twice, confirming twice), `NotJudged` (unreject what was never
+rejected, unconfirm what was never confirmed), `NotTracked` (no such content).
+With `strict=False` (a search's photos: `--search`) the unfit are skipped.
+`names` (sha256 -> how a person knows it, e.g. its path) words the errors.
+
+On PostgreSQL every change first locks the contents it judges (in content
+order), as the writer locks the contents it relabels (`keep_confirmed`): a
+confirmation and a relabelling of one content never interleave. A rejection
+needs no lock to be honoured: readers leave rejected labels out whatever the
+predictions say, so a node writing a batch cannot bring one back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, delete, select, tuple_
+from sqlalchemy.orm import Session
+
+from labelsd.errors import AlreadyJudged, LabelNotCarried, NotJudged, NotTracked
+from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
+from labelsd.store.judgedsql import CONFIRMED, REJECTED
+from labelsd.store.judgedsql import judgements_of as judgement_rows
+from labelsd.store.schema import Content, Prediction, utcnow
+from labelsd.store.schema import Judgement as JudgementRow
+from labelsd.store.sqlparts import as_utc
+
+log = logging.getLogger(__name__)
+
+SOURCES = ("cli", "xmp", "web")
+
+# action -> (the verdict it sets, or None to take one back; the verdicts it may start from)
+_ACTIONS = {
+    "reject": (REJECTED, (None, CONFIRMED)),
+    "confirm": (CONFIRMED, (None, REJECTED)),
+    "unreject": (None, (REJECTED,)),
+    "unconfirm": (None, (CONFIRMED,)),
+}
+
+
+@dataclass(frozen=True)
+class Judgement:
+    """One judgement of one label of a content."""
+
+    sha256: str
+    class_index: int
+    wnid: str
+    label: str
+    verdict: str  # "rejected" | "confirmed"
+    source: str  # "cli" | "xmp" | "web"
+    judged_at: datetime
+
+
+def reject(store: Store, sha256s: Iterable[str], class_index: int, source: str = "cli", *,
+           strict: bool = True, names: Mapping[str, str] | None = None) -> list[str]:
+    """Reject the label `class_index` on these contents; returns those changed."""
+    return _change(store, "reject", sha256s, class_index, source, strict, names)
+
+
+def unreject(store: Store, sha256s: Iterable[str], class_index: int, *, strict: bool = True,
+             names: Mapping[str, str] | None = None) -> list[str]:
+    """Take rejections back (whatever their source); returns the contents changed."""
+    return _change(store, "unreject", sha256s, class_index, "cli", strict, names)
+
+
+def confirm(store: Store, sha256s: Iterable[str], class_index: int, source: str = "cli", *,
+            strict: bool = True, names: Mapping[str, str] | None = None) -> list[str]:
+    """Confirm the label `class_index` on these contents; returns those changed."""
+    return _change(store, "confirm", sha256s, class_index, source, strict, names)
+
+
+def unconfirm(store: Store, sha256s: Iterable[str], class_index: int, *, strict: bool = True,
+              names: Mapping[str, str] | None = None) -> list[str]:
+    """Take confirmations back; returns the contents changed."""
+    return _change(store, "unconfirm", sha256s, class_index, "cli", strict, names)
+
+
+def judgements_of(store: Store, sha256s: Iterable[str]) -> dict[str, list[Judgement]]:
+    """Every judgement of these contents (those with none left out), in class order."""
+    with store.rows() as run:
+        found = judgement_rows(run, set(sha256s))
+    return {sha: [Judgement(sha, *row[:5], as_utc(row[5])) for row in rows]
+            for sha, rows in found.items()}
+
+
+def _change(store: Store, action: str, sha256s: Iterable[str], class_index: int, source: str,
+            strict: bool, names: Mapping[str, str] | None) -> list[str]:
+    if source not in SOURCES:
+        raise ValueError(f"unknown judgement source {source!r}; one of {', '.join(SOURCES)}")
+    verdict, starts = _ACTIONS[action]
+    wanted = sorted(set(sha256s))
+    names = names or {}
+    with store.write() as session:
+        lock_contents(session, wanted)
+        known = {row[0] for row in _existing(session, select(Content.sha256), Content.sha256, wanted)}
+        carried = {sha: (wnid, label) for sha, wnid, label in _existing(
+            session, select(Prediction.sha256, Prediction.wnid, Prediction.label)
+            .where(Prediction.class_index == class_index), Prediction.sha256, wanted)}
+        current = {sha: (found, wnid, label) for sha, found, wnid, label in _existing(
+            session, select(JudgementRow.sha256, JudgementRow.verdict, JudgementRow.wnid, JudgementRow.label)
+            .where(JudgementRow.class_index == class_index), JudgementRow.sha256, wanted)}
+        fit = []
+        for sha in wanted:
+            problem = _problem(action, sha, known, carried, current, starts)
+            if problem is None:
+                fit.append(sha)
+            elif strict:
+                raise problem(_message(problem, action, names.get(sha, sha), class_index,
+                                       carried, current.get(sha)))
+        if verdict is None:
+            for start in range(0, len(fit), CHUNK):
+                session.execute(delete(JudgementRow).where(
+                    JudgementRow.class_index == class_index,
+                    JudgementRow.sha256.in_(fit[start:start + CHUNK])))
+        elif fit:
+            now = utcnow()
+            ins = dialect_insert(session, JudgementRow.__table__)
+            write_rows(session, ins.on_conflict_do_update(
+                index_elements=["sha256", "class_index"],
+                set_={name: ins.excluded[name] for name in ("verdict", "source", "judged_at")}),
+                [{"sha256": sha, "class_index": class_index,
+                  "wnid": (carried.get(sha) or current[sha][1:])[0],
+                  "label": (carried.get(sha) or current[sha][1:])[1],
+                  "verdict": verdict, "source": source, "judged_at": now} for sha in fit])
+    if fit:
+        log.info("%s class %d on %d content(s)", action, class_index, len(fit))
+    return fit
+
+
+def _problem(action: str, sha: str, known, carried, current, starts):
+    """The error class that keeps `sha` from this change, or None when it is fit."""
+    if sha not in known:
+        return NotTracked
+    verdict = current[sha][0] if sha in current else None
+    if verdict not in starts:
+        return AlreadyJudged if action in ("reject", "confirm") else NotJudged
+    # A label must be among the top 3 to be judged; a confirmed one always is (kept
+    # through relabelling), a rejected one may have left it (confirm then refuses).
+    if action in ("reject", "confirm") and sha not in carried and verdict != CONFIRMED:
+        return LabelNotCarried
+    return None
+
+
+def _message(problem, action: str, name: str, class_index: int, carried, current) -> str:
+    label = (current[2] if current else None) or f"class {class_index}"
+    if problem is NotTracked:
+        return f"{name}: no such content in the library; nothing was changed"
+    if problem is LabelNotCarried:
+        return (f"{name} does not carry the label {label} (its top 3 lacks it); "
+                "nothing was changed")
+    if problem is AlreadyJudged:
+        return f"{name}: {label} is already {current[0]}; nothing was changed"
+    return (f"{name}: {label} was never {'rejected' if action == 'unreject' else 'confirmed'}; "
+            "nothing was changed")
+
+
+def _existing(session: Session, stmt, key, wanted: list[str]) -> list:
+    """Rows of `stmt` whose `key` is one of `wanted`, a chunk at a time."""
+    rows: list = []
+    for start in range(0, len(wanted), CHUNK):
+        rows += session.execute(stmt.where(key.in_(wanted[start:start + CHUNK]))).all()
+    return rows
+
+
+def lock_contents(session: Session, sha256s: list[str]) -> None:
+    """On PostgreSQL, lock these contents' rows in content order until the
+    transaction ends (SQLite has one writer at a time already)."""
+    if session.bind.dialect.name != "postgresql" or not sha256s:
+        return
+    ordered = sorted(sha256s)
+    for start in range(0, len(ordered), CHUNK):
+        session.execute(select(Content.sha256).where(
+            Content.sha256.in_(ordered[start:start + CHUNK]))
+            .order_by(Content.sha256).with_for_update())
+
+
+# ---- inside the writer's and the importers' transactions -----------------------------
+
+
+def import_rejections(session: Session, found: Mapping[str, Iterable[tuple[int, str, str]]],
+                      source: str = "xmp", now: datetime | None = None) -> int:
+    """Store rejections of labels found elsewhere (a sidecar's suppressed keywords):
+    {sha256: [(class_index, wnid, label)]}. Never replaces a judgement a person gave
+    in labelsd (a confirmation stays). Returns how many were new."""
+    rows = [{"sha256": sha, "class_index": index, "wnid": wnid, "label": label,
+             "verdict": REJECTED, "source": source, "judged_at": now or utcnow()}
+            for sha, labels in found.items() for index, wnid, label in labels]
+    if not rows:
+        return 0
+    rows = list({(r["sha256"], r["class_index"]): r for r in rows}.values())
+    before = {tuple(k) for k in _existing(session, select(JudgementRow.sha256, JudgementRow.class_index),
+                                          JudgementRow.sha256, sorted(found))}
+    write_rows(session, dialect_insert(session, JudgementRow.__table__).on_conflict_do_nothing(
+        index_elements=["sha256", "class_index"]), rows)
+    return sum((r["sha256"], r["class_index"]) not in before for r in rows)
+
+
+def import_sidecar_rejections(store: Store, found: Mapping[str, Iterable[tuple[int, str, str]]]
+                              ) -> int:
+    """`import_rejections` from sidecars, in a transaction of its own (`labels xmp write`)."""
+    found = {sha: list(labels) for sha, labels in found.items() if labels}
+    if not found:
+        return 0
+    with store.write() as session:
+        lock_contents(session, list(found))
+        return import_rejections(session, found, "xmp")
+
+
+def keep_confirmed(session: Session, rows: list[dict], relabelled: list[str]) -> list[dict]:
+    """The writer's new prediction rows (dicts of `predictions`' columns), with each
+    confirmed label of a relabelled content kept: where the new model's top 3
+    lacks it, it takes the place of a new label that is rejected, else of the new
+    model's lowest-ranked one that is not confirmed, with the score (and model
+    name) it had; the content's labels are then ranked by score. Called before
+    the old predictions are deleted, inside the writer's transaction; on
+    PostgreSQL it first locks the relabelled contents (see the module docstring)."""
+    if not relabelled:
+        return rows
+    lock_contents(session, relabelled)
+    p, j = Prediction.__table__.c, JudgementRow.__table__.c
+    kept: dict[str, list[dict]] = {}
+    judged: dict[str, dict[int, str]] = {}
+    for start in range(0, len(relabelled), CHUNK):
+        part = relabelled[start:start + CHUNK]
+        for sha, index, verdict in session.execute(select(j.sha256, j.class_index, j.verdict)
+                                                   .where(j.sha256.in_(part))):
+            judged.setdefault(sha, {})[index] = verdict
+        confirmed = [(sha, i) for sha, by in judged.items() if sha in part
+                     for i, v in by.items() if v == CONFIRMED]
+        if confirmed:
+            for row in session.execute(select(p).where(
+                    and_(p.sha256.in_(part), tuple_(p.sha256, p.class_index).in_(confirmed)))):
+                kept.setdefault(row.sha256, []).append(dict(row._mapping))
+    if not kept:
+        return rows
+    by_sha: dict[str, list[dict]] = {}
+    for row in rows:
+        by_sha.setdefault(row["sha256"], []).append(row)
+    out = [row for row in rows if row["sha256"] not in kept]
+    for sha, old in kept.items():
+        out += _merge_kept(by_sha.get(sha, []), old, judged.get(sha, {}))
+    return out
+
+
+def _merge_kept(new: list[dict], old: list[dict], verdicts: dict[int, str]) -> list[dict]:
+    have = {r["class_index"] for r in new}
+    missing = [r for r in old if r["class_index"] not in have]
+    slots = len(new) or len(old)
+    # rejected new labels go first (nobody sees them), then the lowest-ranked unconfirmed
+    order = sorted(new, key=lambda r: (verdicts.get(r["class_index"]) == REJECTED,
+                                       verdicts.get(r["class_index"]) != CONFIRMED, r["rank"]))
+    merged = sorted(order[:max(0, slots - len(missing))] + missing,
+                    key=lambda r: -r["score"])[:max(slots, len(missing))]
+    return [{**r, "rank": rank} for rank, r in enumerate(merged, start=1)]
+
+
+__all__ = ["CONFIRMED", "REJECTED", "SOURCES", "Judgement", "confirm", "import_rejections",
+           "import_sidecar_rejections", "judgements_of", "keep_confirmed", "lock_contents",
+           "reject", "unconfirm", "unreject"]
