@@ -18,6 +18,11 @@ query also finds the images whose tags contain its words ("grandma" finds
 "Grandma's 90th"), compared as words in their base forms. A
 tag match has no score, so those images rank after every label match (by
 path), and `--min-score`, which filters on a label's score, leaves them out.
+
+A person's judgements (store/judgements.py) count everywhere: a rejected label
+never finds its photo (a photo whose only cat label was rejected is not found
+by `cat`; one with another cat label is, ranked by that one), and a photo found
+by a confirmed label ranks before the rest (by that label's score).
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ from labelsd.serve.status import (  # re-exported too
     service_status,
     watched_roots,
 )
-from labelsd.serve.tagmatch import matching_tag_keys, tag_key  # re-exported
+from labelsd.serve.tagmatch import label_keys, matching_tag_keys, tag_key  # re-exported
 from labelsd.store import recordjson, recordsql
+from labelsd.store.judgedsql import hidden_tag_sql
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +80,13 @@ class SearchResult:
         return [ImageRecord.from_dict(d) for d in self.found]
 
     def reason(self, rec: dict) -> str:
-        """Which label (the best scoring matching one) or tag made this hit (`rec`
-        as `ImageRecord.to_dict` gives it)."""
+        """Which label (the best scoring matching one, a confirmed one first) or tag
+        made this hit (`rec` as `ImageRecord.to_dict` gives it)."""
         matching = [p for p in rec["labels"] if p["class_index"] in self.classes]
         if matching:
-            best = max(matching, key=lambda p: p["score"])
-            return f"{best['label']} {best['score']:.0%}"
+            best = max(matching, key=lambda p: (p.get("confirmed", False), p["score"]))
+            return f"{best['label']} {best['score']:.0%}" + (
+                " (confirmed)" if best.get("confirmed") else "")
         tagged = [t for t in rec["tags"] if tag_key(t) in self.tag_keys]
         return f"tag {tagged[0]}" if tagged else ""
 
@@ -155,29 +162,50 @@ def photo_sql(params: dict, since: str | None = None, until: str | None = None,
     return " AND ".join(conditions)
 
 
+def _best_sql(classes: frozenset[int], params: dict, min_score: float | None) -> str:
+    """(sha256, best, confirmed): each content whose labels match, with its best
+    matching score, and whether a matching label is confirmed (then its best
+    confirmed score). The contents with a judgement on a matching class (few: 1%
+    of a library's photos judged adds 3% to `cat`'s statement) are worked out
+    apart, their rejected labels left out; the rest come from the (class, score,
+    content) index alone, as before judgements."""
+    cls = in_list("c", sorted(classes), params)
+    floor = ""
+    if min_score is not None:
+        params["min_score"] = min_score
+        floor = " AND {}score >= :min_score"
+    judged = f"SELECT sha256 FROM judgements WHERE class_index IN ({cls})"
+    confirmed = "CASE WHEN j.verdict = 'confirmed' THEN 1 ELSE 0 END"
+    return (f"SELECT sha256, best, 0 AS confirmed FROM (SELECT sha256, max(score) AS best "
+            f"FROM predictions WHERE class_index IN ({cls}){floor.format('')} GROUP BY sha256) "
+            f"AS plain WHERE sha256 NOT IN ({judged}) UNION ALL "
+            f"SELECT r.sha256, CASE WHEN max({confirmed}) = 1 THEN max(CASE WHEN j.verdict = "
+            f"'confirmed' THEN r.score END) ELSE max(r.score) END, max({confirmed}) "
+            "FROM predictions r LEFT JOIN judgements j ON j.sha256 = r.sha256 "
+            f"AND j.class_index = r.class_index WHERE r.sha256 IN ({judged}) "
+            f"AND r.class_index IN ({cls}){floor.format('r.')} "
+            "AND (j.verdict IS NULL OR j.verdict <> 'rejected') GROUP BY r.sha256")
+
+
 def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
                  min_score: float | None, limit: int | None, narrowing: Narrowing,
                  columns: str = "p.path", joins: str = "") -> tuple[list, list]:
     """The rows a search finds, best first: (label matches, tag-only matches). Each
     row holds `columns` (over the path `p` and its queue row `q`, plus what `joins`
-    adds); a label match's row ends with its best matching score."""
+    adds); a label match's row ends with its best matching score. A rejected label
+    finds nothing; a confirmed one ranks first."""
     if limit is not None and limit <= 0:
         return [], []
     by_label: list = []
     by_tag: list = []
     if classes:
         params: dict = {}
-        best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
-                f"({in_list('c', sorted(classes), params)})")
-        if min_score is not None:
-            best += " AND score >= :min_score"
-            params["min_score"] = min_score
         # A path waiting in the queue (changed, or failed since) has no
         # current labels: the stored ones describe older bytes.
-        sql = (f"SELECT {columns}, b.best FROM ({best} GROUP BY sha256) b "
+        sql = (f"SELECT {columns}, b.best FROM ({_best_sql(classes, params, min_score)}) b "
                f"JOIN paths p ON p.sha256 = b.sha256 LEFT JOIN queue q ON q.path = p.path{joins} "
                "WHERE q.id IS NULL")
-        sql += narrowing.sql(params) + " ORDER BY b.best DESC, p.path"
+        sql += narrowing.sql(params) + " ORDER BY b.confirmed DESC, b.best DESC, p.path"
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         by_label = run(sql, params)
@@ -186,10 +214,14 @@ def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
         sql = (f"SELECT DISTINCT {columns} FROM paths p JOIN tags t ON t.sha256 = p.sha256 "
                f"AND t.tag_key IN ({in_list('k', tag_keys, params)}) "
                f"LEFT JOIN queue q ON q.path = p.path{joins} WHERE 1 = 1")
+        if any(key in label_keys() for key in tag_keys):  # an imported keyword may be hidden
+            sql += f" AND NOT {hidden_tag_sql('t')}"
         if classes:  # leave out what the label query above already found
             sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
                     "WHERE r.sha256 = p.sha256 AND r.class_index IN "
-                    f"({in_list('rc', sorted(classes), params)})))")
+                    f"({in_list('rc', sorted(classes), params)}) AND NOT EXISTS (SELECT 1 "
+                    "FROM judgements j WHERE j.sha256 = r.sha256 AND j.class_index = "
+                    "r.class_index AND j.verdict = 'rejected')))")
         sql += narrowing.sql(params) + " ORDER BY p.path"
         if limit is not None:
             sql += f" LIMIT {int(limit - len(by_label))}"

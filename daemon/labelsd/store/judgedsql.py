@@ -22,6 +22,31 @@ JUDGEMENTS_SQL = ("SELECT j.sha256, j.class_index, j.wnid, j.label, j.verdict, j
                   "j.judged_at, EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = j.sha256 "
                   "AND t.tag_key = lower(j.label) AND t.imported) AS hides_tag "
                   "FROM judgements j WHERE j.sha256 IN ({}) ORDER BY j.sha256, j.class_index")
+# (Labels are ASCII: lower() is their tag key, the same on SQLite and PostgreSQL.)
+
+
+def hidden_tag_sql(t: str) -> str:
+    """Whether the tag row `t` is hidden: imported, and named after a label rejected
+    on its content (one step down the content's judgements)."""
+    return (f"({t}.imported AND EXISTS (SELECT 1 FROM judgements {t}_j WHERE {t}_j.sha256 = "
+            f"{t}.sha256 AND {t}_j.verdict = 'rejected' AND lower({t}_j.label) = {t}.tag_key))")
+
+
+# The hidden tag rows, from the rejections (few) to their tags (one step each), with
+# the paths of their content: what `labels tags` and `labels stats` count them off by.
+HIDDEN_TAGS_SQL = ("SELECT t.sha256, t.tag_key, (SELECT count(*) FROM paths p WHERE p.sha256 = "
+                   "t.sha256) AS images FROM judgements j JOIN tags t ON t.sha256 = j.sha256 "
+                   "AND t.tag_key = lower(j.label) WHERE j.verdict = 'rejected' AND t.imported")
+# The label a rejection took from the first place (rank 1), the first label left
+# after it (NULL: none), and the present paths of its content: what `labels stats`
+# moves each such photo's count by.
+FIRST_LABELS_MOVED_SQL = (
+    "SELECT r.label, (SELECT n.label FROM predictions n WHERE n.sha256 = r.sha256 "
+    "AND n.rank > 1 AND NOT EXISTS (SELECT 1 FROM judgements x WHERE x.sha256 = n.sha256 "
+    "AND x.class_index = n.class_index AND x.verdict = 'rejected') ORDER BY n.rank LIMIT 1), "
+    "(SELECT count(*) FROM paths p WHERE p.sha256 = r.sha256 AND NOT p.missing) "
+    "FROM judgements j JOIN predictions r ON r.sha256 = j.sha256 AND r.rank = 1 "
+    "AND r.class_index = j.class_index WHERE j.verdict = 'rejected'")
 
 
 def judgements_of(run: Run, shas: Iterable[str]) -> dict[str, list[tuple]]:
@@ -75,5 +100,5 @@ def apply_judgements(records: list[dict], judgements: list[tuple]) -> None:
         rec["tags"] = judged.tags(rec["tags"])
 
 
-__all__ = ["CONFIRMED", "JUDGEMENTS_SQL", "REJECTED", "Judged", "apply_judgements",
-           "judgements_of"]
+__all__ = ["CONFIRMED", "FIRST_LABELS_MOVED_SQL", "HIDDEN_TAGS_SQL", "JUDGEMENTS_SQL", "REJECTED",
+           "Judged", "apply_judgements", "hidden_tag_sql", "judgements_of"]
