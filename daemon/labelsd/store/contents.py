@@ -166,7 +166,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
             return
     for o, _ in done.values():
         if o.meta is not None:
-            import_keywords(session, o.sha256, o.meta, now)
+            import_keywords(session, o.sha256, o.meta, now, o.predictions)
 
 
 _DONE_COLUMNS = ("width", "height", "format", "status", "error", "model", "classified_at",

@@ -224,6 +224,14 @@ def import_rejections(session: Session, found: Mapping[str, Iterable[tuple[int, 
     return sum((r["sha256"], r["class_index"]) not in before for r in rows)
 
 
+def labels_named(words: Iterable[str], labels: Iterable) -> list[tuple[int, str, str]]:
+    """(class_index, wnid, label) of the `labels` (Predictions, or anything with
+    those three) that these words name, compared case-insensitively: which labels
+    a sidecar's suppressed keywords reject."""
+    wanted = {w.strip().casefold() for w in words}
+    return [(p.class_index, p.wnid, p.label) for p in labels if p.label.casefold() in wanted]
+
+
 def import_sidecar_rejections(store: Store, found: Mapping[str, Iterable[tuple[int, str, str]]]
                               ) -> int:
     """`import_rejections` from sidecars, in a transaction of its own (`labels xmp write`)."""
@@ -284,5 +292,5 @@ def _merge_kept(new: list[dict], old: list[dict], verdicts: dict[int, str]) -> l
 
 
 __all__ = ["CONFIRMED", "REJECTED", "SOURCES", "Judgement", "confirm", "import_rejections",
-           "import_sidecar_rejections", "judgements_of", "keep_confirmed", "lock_contents",
+           "import_sidecar_rejections", "judgements_of", "keep_confirmed", "labels_named", "lock_contents",
            "reject", "unconfirm", "unreject"]

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
 from labelsd.records import ImageRecord, Outcome, OutcomeKind
 from labelsd.store.engine import Store
+from labelsd.store.judgements import import_sidecar_rejections, labels_named
 from labelsd.xmp.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,10 @@ DRAIN_S = 2.0  # at stop, how long queued sidecars may still take (`labels xmp w
 
 
 def sidecar_labels(record: ImageRecord, min_score: float) -> list[str]:
-    """The labels that go into the sidecar: top labels scoring at least `min_score`."""
-    return [p.label for p in record.labels if p.score >= min_score]
+    """The labels that go into the sidecar: top labels scoring at least `min_score`,
+    and the ones the person confirmed whatever their score (a rejected label is not
+    among a record's labels: it goes on the suppressed list instead)."""
+    return [p.label for p in record.labels if p.score >= min_score or p.confirmed]
 
 
 @dataclass
@@ -41,14 +44,18 @@ class SidecarReport:
     unchanged: int = 0
     skipped: int = 0  # not done (pending, failed) or missing
     errors: list[str] = field(default_factory=list)
+    rejected: int = 0  # labels a sidecar said a person took away, stored as rejections
 
 
 def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
                      lift: Iterable[str] = (), report: SidecarReport | None = None,
-                     warned: set[str] | None = None) -> SidecarReport:
+                     warned: set[str] | None = None, store: Store | None = None) -> SidecarReport:
     """Write or refresh the sidecar of every labelled record. Failed, pending and
-    missing photos get none. A folder that cannot be written is reported once."""
+    missing photos get none. A folder that cannot be written is reported once.
+    A label a sidecar says a person took away (removed it in another program) is
+    stored in `store` as a rejection (source "xmp"), as reading the photo would."""
     report = report or SidecarReport()
+    taken: dict[str, list] = {}
     warned = set() if warned is None else warned
     lift = list(lift)
     for rec in records:
@@ -60,14 +67,21 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
             report.skipped += 1
             continue
         try:
-            if write_sidecar(rec.path, sidecar_labels(rec, min_score), rec.tags, lift):
-                report.written += 1
-            else:
-                report.unchanged += 1
+            done = write_sidecar(rec.path, sidecar_labels(rec, min_score), rec.tags, lift,
+                                 [r.label for r in rec.rejected])
         except SidecarError as err:
             report.errors.append(str(err))
             if isinstance(err, SidecarFolderReadOnly):
                 warned.add(folder)  # read-only: the rest of the folder would say the same
+            continue
+        if done:
+            report.written += 1
+        else:
+            report.unchanged += 1
+        if done.taken_away and rec.sha256:
+            taken.setdefault(rec.sha256, []).extend(labels_named(done.taken_away, rec.labels))
+    if taken and store is not None:
+        report.rejected += import_sidecar_rejections(store, taken)
     return report
 
 
@@ -131,7 +145,8 @@ class SidecarWriter:
     def _write(self, paths: list[str]) -> None:
         try:
             records = self.store.records_for_paths(paths)
-            report = refresh_sidecars(records, self.min_score, warned=self._warned)
+            report = refresh_sidecars(records, self.min_score, warned=self._warned,
+                                      store=self.store)
         except Exception:  # noqa: BLE001 - a sidecar problem never stops the thread
             log.exception("writing sidecars failed")
             return
