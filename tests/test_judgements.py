@@ -122,6 +122,11 @@ def test_not_strict_skips_what_does_not_fit(store, cats):
     assert judgements.reject(store, [a, b, c], TABBY_CLASS, strict=False) == [b]
     assert judgements.unreject(store, [a, c], TABBY_CLASS, strict=False) == [a]
     assert [r[0] for r in rows(store)] == [b]
+    # a set: those contents must fit, the others' unfit are skipped (one transaction)
+    assert judgements.reject(store, [a, b, c], TABBY_CLASS, strict={a}) == [a]
+    with pytest.raises(LabelNotCarried):
+        judgements.confirm(store, [a, b, c], TIGER_CAT, strict={c})
+    assert [r[0] for r in rows(store)] == sorted([a, b])
 
 
 def test_a_rejection_belongs_to_the_content_every_copy_and_a_rename(store, tmp_path, monkeypatch):

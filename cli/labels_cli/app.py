@@ -20,12 +20,13 @@ from typer.core import TyperGroup
 from labelsd import __version__
 from labelsd.errors import LabelsError
 
-from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd, xmp_cmds
+from . import change_cmds, db_cmds, gallery_cmd, judge_cmds, model_cmds, query_cmds, scan_cmd, xmp_cmds
 from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
 
 log = logging.getLogger("labels")
 
-COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds, model_cmds)
+COMMAND_MODULES = (query_cmds, change_cmds, judge_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds,
+                   model_cmds)
 
 
 class LabelsGroup(TyperGroup):

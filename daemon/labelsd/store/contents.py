@@ -19,10 +19,10 @@ from sqlalchemy.orm import Session
 
 from labelsd.paths import canonical_path
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
-from labelsd.store import judgements, pgbatch, workqueue
+from labelsd.store import pgbatch, workqueue
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.photometa import import_keywords, meta_columns
-from labelsd.store.relabel import same_model
+from labelsd.store.relabel import keep_confirmed, same_model
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
                                 "classified_at": None}
         known[o.sha256] = ("done", o.model) if o.kind == OutcomeKind.CLASSIFIED else ("failed", None)
     table = Content.__table__
-    predictions = judgements.keep_confirmed(session, [  # (confirmed labels outlive a relabel)
+    predictions = keep_confirmed(session, [  # (confirmed labels outlive a relabel)
         {"sha256": o.sha256, "rank": p.rank, "model": o.model, "class_index": p.class_index,
          "wnid": p.wnid, "label": p.label, "score": float(p.score)}
         for o, _ in done.values() for p in o.predictions], relabelled)

@@ -12,10 +12,10 @@ replaces whenever it relabels a content.
 The API, the same for the CLI (`labels reject ...`, source "cli"), the web
 interface (source "web") and sidecars (source "xmp"):
 
-    reject(store, sha256s, class_index, source="cli", *, strict=True) -> list[str]
-    unreject(store, sha256s, class_index, *, strict=True) -> list[str]
-    confirm(store, sha256s, class_index, source="cli", *, strict=True) -> list[str]
-    unconfirm(store, sha256s, class_index, *, strict=True) -> list[str]
+    reject(store, sha256s, class_index, source="cli", *, strict=True, names=None) -> list[str]
+    unreject(store, sha256s, class_index, *, strict=True, names=None) -> list[str]
+    confirm(store, sha256s, class_index, source="cli", *, strict=True, names=None) -> list[str]
+    unconfirm(store, sha256s, class_index, *, strict=True, names=None) -> list[str]
     judgements_of(store, sha256s) -> dict[str, list[Judgement]]
 
 Each change is one transaction and returns the contents it changed. Reject and
@@ -26,11 +26,14 @@ changed: a named error (labelsd.errors) says which and why: `LabelNotCarried`
 (reject or confirm a label the content's top 3 lacks), `AlreadyJudged`
 (rejecting twice, confirming twice), `NotJudged` (unreject what was never
 rejected, unconfirm what was never confirmed), `NotTracked` (no such content).
-With `strict=False` (a search's photos: `--search`) the unfit are skipped.
-`names` (sha256 -> how a person knows it, e.g. its path) words the errors.
+With `strict=False` (a search's photos: `--search`) the unfit are skipped; a
+set makes those contents strict and skips the rest's unfit (one transaction for
+`labels reject PATH... --search QUERY`). `names` (sha256 -> how a person knows
+it, e.g. its path) words the errors.
 
 On PostgreSQL every change first locks the contents it judges (in content
-order), as the writer locks the contents it relabels (`keep_confirmed`): a
+order), as the writer locks the contents it relabels (store/relabel.py's
+`keep_confirmed`): a
 confirmation and a relabelling of one content never interleave. A rejection
 needs no lock to be honoured: readers leave rejected labels out whatever the
 predictions say, so a node writing a batch cannot bring one back.
@@ -39,11 +42,11 @@ predictions say, so a node writing a batch cannot bring one back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, delete, select, tuple_
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from labelsd.errors import AlreadyJudged, LabelNotCarried, NotJudged, NotTracked
@@ -80,25 +83,28 @@ class Judgement:
     judged_at: datetime
 
 
+Strict = bool | Collection[str]  # True: every content must fit; False: none; else: these
+
+
 def reject(store: Store, sha256s: Iterable[str], class_index: int, source: str = "cli", *,
-           strict: bool = True, names: Mapping[str, str] | None = None) -> list[str]:
+           strict: Strict = True, names: Mapping[str, str] | None = None) -> list[str]:
     """Reject the label `class_index` on these contents; returns those changed."""
     return _change(store, "reject", sha256s, class_index, source, strict, names)
 
 
-def unreject(store: Store, sha256s: Iterable[str], class_index: int, *, strict: bool = True,
+def unreject(store: Store, sha256s: Iterable[str], class_index: int, *, strict: Strict = True,
              names: Mapping[str, str] | None = None) -> list[str]:
     """Take rejections back (whatever their source); returns the contents changed."""
     return _change(store, "unreject", sha256s, class_index, "cli", strict, names)
 
 
 def confirm(store: Store, sha256s: Iterable[str], class_index: int, source: str = "cli", *,
-            strict: bool = True, names: Mapping[str, str] | None = None) -> list[str]:
+            strict: Strict = True, names: Mapping[str, str] | None = None) -> list[str]:
     """Confirm the label `class_index` on these contents; returns those changed."""
     return _change(store, "confirm", sha256s, class_index, source, strict, names)
 
 
-def unconfirm(store: Store, sha256s: Iterable[str], class_index: int, *, strict: bool = True,
+def unconfirm(store: Store, sha256s: Iterable[str], class_index: int, *, strict: Strict = True,
               names: Mapping[str, str] | None = None) -> list[str]:
     """Take confirmations back; returns the contents changed."""
     return _change(store, "unconfirm", sha256s, class_index, "cli", strict, names)
@@ -113,7 +119,7 @@ def judgements_of(store: Store, sha256s: Iterable[str]) -> dict[str, list[Judgem
 
 
 def _change(store: Store, action: str, sha256s: Iterable[str], class_index: int, source: str,
-            strict: bool, names: Mapping[str, str] | None) -> list[str]:
+            strict: Strict, names: Mapping[str, str] | None) -> list[str]:
     if source not in SOURCES:
         raise ValueError(f"unknown judgement source {source!r}; one of {', '.join(SOURCES)}")
     verdict, starts = _ACTIONS[action]
@@ -133,9 +139,11 @@ def _change(store: Store, action: str, sha256s: Iterable[str], class_index: int,
             problem = _problem(action, sha, known, carried, current, starts)
             if problem is None:
                 fit.append(sha)
-            elif strict:
-                raise problem(_message(problem, action, names.get(sha, sha), class_index,
-                                       carried, current.get(sha)))
+            elif strict is True or (strict is not False and sha in strict):
+                label = (current[sha][2] if sha in current else None) or session.scalar(
+                    select(Prediction.label).where(Prediction.class_index == class_index).limit(1))
+                raise problem(_message(problem, action, names.get(sha, sha),
+                                       label or f"class {class_index}", current.get(sha)))
         if verdict is None:
             for start in range(0, len(fit), CHUNK):
                 session.execute(delete(JudgementRow).where(
@@ -170,8 +178,7 @@ def _problem(action: str, sha: str, known, carried, current, starts):
     return None
 
 
-def _message(problem, action: str, name: str, class_index: int, carried, current) -> str:
-    label = (current[2] if current else None) or f"class {class_index}"
+def _message(problem, action: str, name: str, label: str, current) -> str:
     if problem is NotTracked:
         return f"{name}: no such content in the library; nothing was changed"
     if problem is LabelNotCarried:
@@ -243,54 +250,6 @@ def import_sidecar_rejections(store: Store, found: Mapping[str, Iterable[tuple[i
         return import_rejections(session, found, "xmp")
 
 
-def keep_confirmed(session: Session, rows: list[dict], relabelled: list[str]) -> list[dict]:
-    """The writer's new prediction rows (dicts of `predictions`' columns), with each
-    confirmed label of a relabelled content kept: where the new model's top 3
-    lacks it, it takes the place of a new label that is rejected, else of the new
-    model's lowest-ranked one that is not confirmed, with the score (and model
-    name) it had; the content's labels are then ranked by score. Called before
-    the old predictions are deleted, inside the writer's transaction; on
-    PostgreSQL it first locks the relabelled contents (see the module docstring)."""
-    if not relabelled:
-        return rows
-    lock_contents(session, relabelled)
-    p, j = Prediction.__table__.c, JudgementRow.__table__.c
-    kept: dict[str, list[dict]] = {}
-    judged: dict[str, dict[int, str]] = {}
-    for start in range(0, len(relabelled), CHUNK):
-        part = relabelled[start:start + CHUNK]
-        for sha, index, verdict in session.execute(select(j.sha256, j.class_index, j.verdict)
-                                                   .where(j.sha256.in_(part))):
-            judged.setdefault(sha, {})[index] = verdict
-        confirmed = [(sha, i) for sha, by in judged.items() if sha in part
-                     for i, v in by.items() if v == CONFIRMED]
-        if confirmed:
-            for row in session.execute(select(p).where(
-                    and_(p.sha256.in_(part), tuple_(p.sha256, p.class_index).in_(confirmed)))):
-                kept.setdefault(row.sha256, []).append(dict(row._mapping))
-    if not kept:
-        return rows
-    by_sha: dict[str, list[dict]] = {}
-    for row in rows:
-        by_sha.setdefault(row["sha256"], []).append(row)
-    out = [row for row in rows if row["sha256"] not in kept]
-    for sha, old in kept.items():
-        out += _merge_kept(by_sha.get(sha, []), old, judged.get(sha, {}))
-    return out
-
-
-def _merge_kept(new: list[dict], old: list[dict], verdicts: dict[int, str]) -> list[dict]:
-    have = {r["class_index"] for r in new}
-    missing = [r for r in old if r["class_index"] not in have]
-    slots = len(new) or len(old)
-    # rejected new labels go first (nobody sees them), then the lowest-ranked unconfirmed
-    order = sorted(new, key=lambda r: (verdicts.get(r["class_index"]) == REJECTED,
-                                       verdicts.get(r["class_index"]) != CONFIRMED, r["rank"]))
-    merged = sorted(order[:max(0, slots - len(missing))] + missing,
-                    key=lambda r: -r["score"])[:max(slots, len(missing))]
-    return [{**r, "rank": rank} for rank, r in enumerate(merged, start=1)]
-
-
 __all__ = ["CONFIRMED", "REJECTED", "SOURCES", "Judgement", "confirm", "import_rejections",
-           "import_sidecar_rejections", "judgements_of", "keep_confirmed", "labels_named", "lock_contents",
+           "import_sidecar_rejections", "judgements_of", "labels_named", "lock_contents",
            "reject", "unconfirm", "unreject"]
