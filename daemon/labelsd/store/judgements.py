@@ -128,9 +128,11 @@ def _change(store: Store, action: str, sha256s: Iterable[str], class_index: int,
     with store.write() as session:
         lock_contents(session, wanted)
         known = {row[0] for row in _existing(session, select(Content.sha256), Content.sha256, wanted)}
-        carried = {sha: (wnid, label) for sha, wnid, label in _existing(
-            session, select(Prediction.sha256, Prediction.wnid, Prediction.label)
-            .where(Prediction.class_index == class_index), Prediction.sha256, wanted)}
+        # (a content's labels by its key, the class compared here: asked for by class,
+        # SQLite may walk every label of that class once per chunk)
+        carried = {sha: (wnid, label) for sha, index, wnid, label in _existing(
+            session, select(Prediction.sha256, Prediction.class_index, Prediction.wnid,
+                            Prediction.label), Prediction.sha256, wanted) if index == class_index}
         current = {sha: (found, wnid, label) for sha, found, wnid, label in _existing(
             session, select(JudgementRow.sha256, JudgementRow.verdict, JudgementRow.wnid, JudgementRow.label)
             .where(JudgementRow.class_index == class_index), JudgementRow.sha256, wanted)}
