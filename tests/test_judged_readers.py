@@ -135,6 +135,7 @@ def test_an_imported_keyword_naming_a_rejected_label_is_hidden_with_it(store, db
     for source in readers(store, db_url):
         assert store.record(library["persian.jpg"]).tags == ["fluffy", "garden"]
         assert names(query.search(source, "tabby")) == ["retriever.jpg", "tabby.jpg"]
+        assert names(query.search(source, "cat", tags=["TABBY"])) == ["tabby.jpg"]  # not persian
         counts = {c["tag"].casefold(): c for c in query.tag_counts(source)}
         assert (counts["tabby"]["count"], counts["tabby"]["contents"], counts["tabby"]["imported"]) == (
             2, 2, 1)

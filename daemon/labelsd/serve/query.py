@@ -107,8 +107,9 @@ class Narrowing:
         sql = ""
         for i, key in enumerate(dict.fromkeys(tag_key(t) for t in self.tags if t.strip())):
             params[f"tk{i}"] = key
+            hidden = f" AND NOT {hidden_tag_sql(f't{i}')}" if key in label_keys() else ""
             sql += (f" AND EXISTS (SELECT 1 FROM tags t{i} WHERE t{i}.sha256 = p.sha256"
-                    f" AND t{i}.tag_key = :tk{i})")
+                    f" AND t{i}.tag_key = :tk{i}{hidden})")
         photo = photo_sql(params, self.since, self.until, self.camera)
         if photo:
             sql += f" AND p.sha256 IN (SELECT m.sha256 FROM contents m WHERE {photo})"
