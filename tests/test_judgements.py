@@ -11,6 +11,8 @@ from sqlalchemy import func, select, text
 
 from labelsd.errors import AlreadyJudged, LabelNotCarried, NotJudged, NotTracked
 from labelsd.records import Prediction
+from labelsd.serve import query
+from labelsd.serve.reader import open_reader
 from labelsd.store import judgements, migrations
 from labelsd.store.engine import open_store
 from labelsd.store.schema import Judgement as JudgementRow
@@ -215,6 +217,13 @@ def test_migration_8_adds_the_table_to_a_schema_7_library(tmp_path):
     engine.dispose()
     with open_store(str(db), migrate=False) as old:
         label(old, str(tmp_path / "cat.jpg"), "a" * 64, INCEPTION, TABBY)
+    # `labels` upgraded before the service restarted: its read-only reader still answers
+    reader = open_reader(str(db))
+    try:
+        assert [r.path for r in query.search(reader, "cat")] == [str(tmp_path / "cat.jpg")]
+        assert query.stats(reader).top_labels == [("tabby", 1)] and query.tag_counts(reader) == []
+    finally:
+        reader.close()
     with open_store(str(db)) as store:
         assert "judgements" in inspect(store.engine).get_table_names()
         with store.read() as session:

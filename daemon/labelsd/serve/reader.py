@@ -26,6 +26,7 @@ from pathlib import Path
 from labelsd.errors import StoreUnavailable
 from labelsd.fileio import no_room_beside
 from labelsd.store import recordsql
+from labelsd.store.judgedsql import STAND_IN_SQL
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,9 @@ class SqliteReader(Reader):
             self._conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True,
                                          timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None,
                                          check_same_thread=False)
+            if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                      "AND name = 'judgements'").fetchone():
+                self._conn.execute(STAND_IN_SQL)  # a library from before migration 8
         except sqlite3.Error as err:
             raise explain(err, self.where) from err
 

@@ -24,6 +24,14 @@ JUDGEMENTS_SQL = ("SELECT j.sha256, j.class_index, j.wnid, j.label, j.verdict, j
                   "FROM judgements j WHERE j.sha256 IN ({}) ORDER BY j.sha256, j.class_index")
 # (Labels are ASCII: lower() is their tag key, the same on SQLite and PostgreSQL.)
 
+# A SQLite library from before migration 8 (its service not restarted since an
+# upgrade) has no judgements table: the read-only reader stands an empty one in
+# for it in its own connection's temp schema, so the queries answer as before.
+STAND_IN_SQL = ("CREATE TEMP TABLE judgements (sha256 VARCHAR(64) NOT NULL, class_index INTEGER "
+                "NOT NULL, wnid VARCHAR(16) NOT NULL, label TEXT NOT NULL, verdict VARCHAR(16) "
+                "NOT NULL, source VARCHAR(8) NOT NULL, judged_at DATETIME NOT NULL, "
+                "PRIMARY KEY (sha256, class_index))")
+
 
 def hidden_tag_sql(t: str) -> str:
     """Whether the tag row `t` is hidden: imported, and named after a label rejected
@@ -101,4 +109,5 @@ def apply_judgements(records: list[dict], judgements: list[tuple]) -> None:
 
 
 __all__ = ["CONFIRMED", "FIRST_LABELS_MOVED_SQL", "HIDDEN_TAGS_SQL", "JUDGEMENTS_SQL", "REJECTED",
+           "STAND_IN_SQL",
            "Judged", "apply_judgements", "hidden_tag_sql", "judgements_of"]
