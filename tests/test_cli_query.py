@@ -55,10 +55,12 @@ def test_search_json(db_url, library):
     assert names(r["path"] for r in records) == ["tabby.jpg", "persian.jpg", "shy_cat.jpg"]
     persian = records[1]
     assert set(persian) == {"path", "sha256", "status", "error", "width", "height", "labels",
-                            "tags", "classified_at", "taken_at", "camera", "gps", "model"}
+                            "tags", "classified_at", "taken_at", "camera", "gps", "model", "rejected"}
     assert persian["status"] == "done" and persian["tags"] == ["fluffy"]
     assert persian["labels"][0] == {"rank": 1, "label": "Persian cat", "wnid": "n02123394",
-                                    "class_index": 283, "score": pytest.approx(0.70)}
+                                    "class_index": 283, "score": pytest.approx(0.70),
+                                    "confirmed": False}
+    assert persian["rejected"] == []
 
 
 def test_search_and_list_print_json_dumps_bytes(db_url, store, library, tmp_path):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from labelsd import records
 from labelsd.records import Prediction
-from labelsd.store import contents, workqueue
+from labelsd.store import contents, judgements, workqueue
 from labelsd.store import copy as dbcopy
 from labelsd.store.engine import open_store
 from labelsd.store.schema import Node, QueueItem, Tag
@@ -56,6 +56,8 @@ def _fill(store, folder, n: int = 40) -> None:
                          Tag(sha256=f"{5:064x}", tag_key="beach", tag="beach"),
                          Tag(sha256=f"{0:064x}", tag_key="dogs", tag="Dogs")])
         session.add(Node(node_id="host:1", host="host", pid=1, watching="[]", done=3, failed=0))
+    judgements.reject(store, [f"{5:064x}"], CAT[0].class_index)  # a person's judgements go too
+    judgements.confirm(store, [f"{5:064x}"], CAT[1].class_index, "web")
 
 
 def _records(store) -> list[dict]:
@@ -73,6 +75,7 @@ def library(tmp_path):
 def test_sqlite_to_postgresql_round_trip(library, pg_url, tmp_path):
     before = _records(library)
     assert {r["status"] for r in before} == {"done", "failed", "missing", "pending"}
+    assert any(r["rejected"] for r in before) and any(p["confirmed"] for r in before for p in r["labels"])
     with open_store(pg_url) as target:
         counts = dbcopy.copy_library(library, target, chunk=7)
         assert counts == dbcopy.row_counts(library)

@@ -241,6 +241,8 @@ _label = st.tuples(st.text(max_size=12), st.text(max_size=10), st.integers(0, 99
                    st.floats()) | st.just((None, None, None, None))
 _when = st.none() | st.datetimes().map(str) | st.datetimes(
     timezones=st.sampled_from([timezone.utc, timezone(timedelta(hours=-5))]))
+# contents: a few that rows share often, and any others
+_shas = st.sampled_from(["a", "b", "c"]) | st.text("0123456789abcdef", min_size=1, max_size=4)
 
 
 @st.composite
@@ -248,29 +250,58 @@ def _record_rows(draw) -> tuple:
     from labelsd.store import recordsql
 
     row = (draw(st.text(st.characters(codec=None, exclude_categories=()), min_size=1)),
-           draw(st.none() | st.text("0123456789abcdef", min_size=1, max_size=4)),
+           draw(st.none() | _shas),
            draw(st.sampled_from(["done", "failed", "pending", "missing"])),
            draw(_text), draw(_scalar), draw(_scalar), draw(_when), draw(_text), draw(_text),
            draw(st.none() | st.floats()), draw(st.none() | st.floats()), draw(_text),
            *draw(_label), *draw(_label), *draw(_label))
-    # whether the content has tags (EXISTS: false without a content)
-    row += (draw(st.sampled_from([0, 1, True, False])) if row[1] is not None else 0,)
+    # whether the content has tags, and judgements (EXISTS: false without a content)
+    row += (draw(st.sampled_from([0, 1, True, False])) if row[1] is not None else 0,
+            draw(st.sampled_from([0, 1, True, False])) if row[1] is not None else 0)
     assert len(row) == recordsql.RECORD_WIDTH
     return row
 
 
+@st.composite
+def _judgements_of(draw, rows: list[tuple]) -> dict[str, dict[int, tuple]]:
+    """Judgements of the rows' contents, mostly of their own labels' classes: class ->
+    (verdict, label, source, when, whether it hides an imported tag)."""
+    from labelsd.store import recordsql
+
+    judged: dict[str, dict[int, tuple]] = {}
+    for r in rows:
+        own = [r[at] for at in range(recordsql.LABELS_AT + 2, recordsql.TAGGED_AT, 4) if r[at] is not None]
+        classes = draw(st.lists(st.sampled_from(own) | st.integers(0, 999) if own else st.integers(0, 999),
+                                max_size=3))
+        for index in classes:
+            judged.setdefault(r[1], {})[index] = (
+                draw(st.sampled_from(["rejected", "confirmed"])), draw(st.sampled_from(["tabby", "é"])),
+                draw(st.sampled_from(["cli", "xmp", "web"])), draw(_when.filter(lambda w: w is not None)),
+                draw(st.booleans()))
+    return judged
+
+
 @settings(max_examples=300, deadline=None)
-@given(rows=st.lists(_record_rows(), max_size=6),
-       tagged=st.dictionaries(st.text("0123456789abcdef", min_size=1, max_size=4),
-                              st.lists(st.text(max_size=8), min_size=1, max_size=3), max_size=4))
-def test_record_json_is_json_dumps_of_the_record_dicts(rows, tagged):
+@given(rows=st.lists(_record_rows(), max_size=6), data=st.data())
+def test_record_json_is_json_dumps_of_the_record_dicts(rows, data):
     """`--json`'s text straight from rows (search) is, byte for byte, json.dumps of
     the dicts every other output is built from: any text (lone surrogates of
     paths that are not UTF-8), NaN and infinities, times naive and aware, pending
-    paths' labels left out, tags where the row says its content has them."""
+    paths' labels left out, tags where the row says its content has them, and the
+    judgements where it says it has those: rejected labels left out and listed,
+    confirmed ones marked, imported tags a rejected label hides left out."""
     from labelsd.store import recordjson, recordsql
 
+    shas = sorted({r[1] for r in rows if r[1] is not None})
+    tagged = {sha: data.draw(st.lists(st.text(max_size=8) | st.sampled_from(["Tabby", "É"]),
+                                      min_size=1, max_size=3)) for sha in shas}
+    judged = data.draw(_judgements_of(rows))
+
     def run(sql: str, params: dict) -> list:
+        if sql.startswith("SELECT j.sha256"):
+            return [(sha, index, f"n{index:08d}", label, verdict, source, when, hides)
+                    for sha in sorted(params.values())
+                    for index, (verdict, label, source, when, hides) in sorted(judged.get(sha, {}).items())]
         assert sql.startswith("SELECT sha256, tag FROM tags")
         return [(sha, tag) for sha in sorted(params.values()) for tag in tagged.get(sha, [])]
 

@@ -47,7 +47,8 @@ def test_round_trip_contents_paths_predictions_tags(store, tmp_path):
     assert rec.tags == ["Vacation"]
     assert rec.classified_at is not None and rec.classified_at.tzinfo is not None
     assert rec.to_dict()["labels"][0] == {"rank": 1, "label": "tabby", "wnid": "n02123045",
-                                          "class_index": 281, "score": pytest.approx(0.7)}
+                                          "class_index": 281, "score": pytest.approx(0.7),
+                                          "confirmed": False}
 
 
 def test_statuses_derive_from_queue_content_and_presence(store, tmp_path):

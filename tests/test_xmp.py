@@ -164,7 +164,7 @@ def test_an_untagged_tag_leaves_the_sidecar_and_unchanged_is_not_rewritten(tmp_p
     assert write_sidecar(str(photo), ["tabby"], ["vacation"])
     assert words(read_xmp(sidecar), "Xmp.dc.subject") == ["tabby", "vacation"]
     stamp = sidecar.stat().st_mtime_ns
-    assert write_sidecar(str(photo), ["tabby"], ["vacation"]) is False
+    assert not write_sidecar(str(photo), ["tabby"], ["vacation"])
     assert sidecar.stat().st_mtime_ns == stamp
 
 
@@ -191,7 +191,11 @@ def ok(result) -> str:
 
 @pytest.fixture
 def photos(store, tmp_path, monkeypatch):
-    """Three classified photos that exist on disk, and one failed."""
+    return make_photos(store, tmp_path, monkeypatch)
+
+
+def make_photos(store, tmp_path, monkeypatch):
+    """Three classified photos that exist on disk (also test_judged_xmp.py's)."""
     folder = tmp_path / "photos"
     folder.mkdir()
     monkeypatch.chdir(folder)

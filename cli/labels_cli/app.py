@@ -24,13 +24,23 @@ from labelsd.errors import LabelsError
 from labelsd.journal import LineFormatter
 from labelsd.paths import one_line
 
-from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd, serve_cmd, xmp_cmds
+from . import (
+    change_cmds,
+    db_cmds,
+    gallery_cmd,
+    judge_cmds,
+    model_cmds,
+    query_cmds,
+    scan_cmd,
+    serve_cmd,
+    xmp_cmds,
+)
 from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
 
 log = logging.getLogger("labels")
 
-COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds, model_cmds,
-                   serve_cmd)
+COMMAND_MODULES = (query_cmds, change_cmds, judge_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds,
+                   model_cmds, serve_cmd)
 
 
 class LabelsGroup(TyperGroup):

@@ -84,7 +84,11 @@ def _show_text(record) -> None:
     if record.width:
         typer.echo(f"  size:    {record.width}x{record.height}")
     for p in record.labels:
-        typer.echo(f"  {p.rank}. {p.label} ({p.score:.1%})  [{p.wnid}, class {p.class_index}]")
+        typer.echo(f"  {p.rank}. {p.label} ({p.score:.1%})  [{p.wnid}, class {p.class_index}]"
+                   + ("  confirmed" if p.confirmed else ""))
+    for r in record.rejected:  # apart: what the person took back (labels unreject)
+        typer.echo(f"  rejected: {r.label}  [{r.wnid}, class {r.class_index}]  "
+                   f"({r.source}, {r.rejected_at[:10]})")
     if record.tags:
         typer.echo(f"  tags:    {one_line(', '.join(record.tags))}")
     show_photo_meta(record)

@@ -89,7 +89,8 @@ def csv_row(rec: dict) -> list:
 def _labels_text(rec: dict) -> str:
     if rec["status"] == "failed":
         return f"({rec['error']})"
-    return ", ".join(f"{p['label']} {p['score']:.0%}" for p in rec["labels"])
+    return ", ".join(f"{p['label']} {p['score']:.0%}" + (" (confirmed)" if p.get("confirmed") else "")
+                     for p in rec["labels"])
 
 
 def as_dicts(records: Iterable[ImageRecord | dict]) -> Iterator[dict]:

@@ -49,9 +49,10 @@ def show_photo_meta(record) -> None:
         typer.echo(f"  gps:     {record.gps_lat:.6f}, {record.gps_lon:.6f}")
 
 
-def refresh_after_tagging(st, path: str, lift: list[str] | tuple = ()) -> None:
-    """Rewrite the photo's sidecar after a tag change, when sidecars are on. A sidecar
-    that cannot be written is a warning: the tag change itself is done."""
+def refresh_after_tagging(st, path: str | list[str], lift: list[str] | tuple = ()) -> None:
+    """Rewrite the photos' sidecars after a tag change (or a label rejected or
+    confirmed), when sidecars are on. A sidecar that cannot be written is a warning:
+    the change itself is done."""
     if st.settings.xmp != "sidecar":
         return
     from labelsd.xmp.writer import refresh_after_tagging as refresh
@@ -87,13 +88,15 @@ def write_cmd(
     else:
         records = store.records(status="done")
     threshold = st.settings.xmp_min_score if min_score is None else min_score
-    report = refresh_sidecars(records, threshold)
+    report = refresh_sidecars(records, threshold, store=store)
     for message in report.errors:
         typer.echo(f"labels: warning: {one_line(message)}", err=True)
     if report.errors and not (report.written or report.unchanged):
         raise SidecarError(f"no sidecar could be written ({len(report.errors)} error(s))")
     typer.echo(f"{report.written} sidecar(s) written, {report.unchanged} already up to date, "
-               f"{report.skipped} photo(s) skipped (not labelled, missing, or read-only folder)")
+               f"{report.skipped} photo(s) skipped (not labelled, missing, or read-only folder)"
+               + (f"; {report.rejected} label(s) removed in another program now rejected"
+                  if report.rejected else ""))
 
 
 def register(app: typer.Typer) -> None:

@@ -45,3 +45,24 @@ class SidecarFolderReadOnly(SidecarError):
 
 class ServeError(LabelsError):
     """`labels serve` cannot start (the address is in use, or not one of this machine's)."""
+
+
+class UnknownLabel(LabelsError):
+    """A label name that is no ImageNet class; the message suggests the nearest ones."""
+
+
+class JudgementRefused(LabelsError):
+    """A reject, unreject, confirm or unconfirm that cannot be done as asked; nothing
+    was changed (store/judgements.py). One of the three below."""
+
+
+class LabelNotCarried(JudgementRefused):
+    """The photo does not carry the label (it is not among its top 3)."""
+
+
+class AlreadyJudged(JudgementRefused):
+    """The label is already rejected (or confirmed) on the photo."""
+
+
+class NotJudged(JudgementRefused):
+    """Unreject (unconfirm) of a label that was never rejected (confirmed) on the photo."""

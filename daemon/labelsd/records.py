@@ -79,6 +79,9 @@ class PhotoMeta:
     gps_lat: float | None = None  # degrees, north positive
     gps_lon: float | None = None  # degrees, east positive
     keywords: tuple[str, ...] = ()
+    # Keywords its sidecar says a person took away (xmp/suppression.py): a label among
+    # them is stored as a rejection of that label, from the sidecar.
+    suppressed: tuple[str, ...] = ()
 
     def gps(self) -> dict | None:
         return gps_dict(self.gps_lat, self.gps_lon)
@@ -95,11 +98,28 @@ class Prediction:
     wnid: str
     class_index: int
     score: float
+    confirmed: bool = False  # the person said it is right (store/judgements.py)
 
     def to_dict(self) -> dict:
         # Spelled out: dataclasses.asdict deep-copies and was most of `search --json`'s time.
         return {"rank": self.rank, "label": self.label, "wnid": self.wnid,
-                "class_index": self.class_index, "score": self.score}
+                "class_index": self.class_index, "score": self.score,
+                "confirmed": self.confirmed}
+
+
+@dataclass(frozen=True)
+class RejectedLabel:
+    """A label the person took back on a content: no reader shows or finds it."""
+
+    label: str
+    wnid: str
+    class_index: int
+    source: str  # where it was rejected: cli, xmp (a sidecar), web
+    rejected_at: str  # ISO 8601, UTC
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "wnid": self.wnid, "class_index": self.class_index,
+                "source": self.source, "rejected_at": self.rejected_at}
 
 
 @dataclass
@@ -120,6 +140,7 @@ class ImageRecord:
     gps_lat: float | None = None
     gps_lon: float | None = None
     model: str | None = None  # which model produced `labels` ("EfficientNetLite0/imagenet")
+    rejected: list[RejectedLabel] = field(default_factory=list)  # left out of `labels`
 
     def to_dict(self) -> dict:
         return {
@@ -136,6 +157,7 @@ class ImageRecord:
             "camera": self.camera,
             "gps": gps_dict(self.gps_lat, self.gps_lon),
             "model": self.model,
+            "rejected": [r.to_dict() for r in self.rejected],
         }
 
     @classmethod
@@ -149,4 +171,4 @@ class ImageRecord:
                    classified_at=datetime.fromisoformat(when) if when else None,
                    taken_at=d["taken_at"], camera=d["camera"],
                    gps_lat=gps["lat"] if gps else None, gps_lon=gps["lon"] if gps else None,
-                   model=d["model"])
+                   model=d["model"], rejected=[RejectedLabel(**r) for r in d["rejected"]])

@@ -201,3 +201,24 @@ def suggest(query: str, n: int = 5) -> list[str]:
     near = difflib.get_close_matches(key, _vocabulary(), n=4 * n, cutoff=0.6)
     near.sort(key=lambda name: (_edits(key, name), -len(_lemma_index().get(name, ()))))
     return near[:n]
+
+
+@functools.cache
+def _by_label() -> dict[str, ImageNetClass]:
+    return {normalise(cls.label): cls for cls in classes()}
+
+
+def class_by_label(text: str) -> ImageNetClass | None:
+    """The class whose label (as `labels show` prints it) is `text`, compared as
+    search compares names (case, spaces, underscores and hyphens do not matter)."""
+    return _by_label().get(normalise(text))
+
+
+def suggest_labels(text: str, n: int = 5) -> list[str]:
+    """The class labels nearest to `text` (a label that names no class), closest first."""
+    key = normalise(text)
+    if not key:
+        return []
+    near = difflib.get_close_matches(key, list(_by_label()), n=4 * n, cutoff=0.6)
+    near.sort(key=lambda name: _edits(key, name))
+    return [_by_label()[name].label for name in near[:n]]

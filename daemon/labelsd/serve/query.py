@@ -21,9 +21,15 @@ path).
 
 A label match needs a score of at least `min_score`: by default the configured
 `search_min_score` (10%: below it the model's labels are mostly noise, see
-bench/scorefloor.py); 0 shows every match. A tag match is what a person said,
-not a guess, so no floor hides it. `find` also counts the label matches the
-floor hid, for the CLI to say so.
+bench/scorefloor.py); 0 shows every match. A label the person confirmed is
+theirs, not a guess: no floor hides it. A tag match is what a person said,
+not a guess, so no floor hides it either. `find` also counts the label matches
+the floor hid, for the CLI to say so.
+
+A person's judgements (store/judgements.py) count everywhere: a rejected label
+never finds its photo (a photo whose only cat label was rejected is not found
+by `cat`; one with another cat label is, ranked by that one), and a photo found
+by a confirmed label ranks before the rest (by that label's score).
 """
 
 from __future__ import annotations
@@ -36,7 +42,14 @@ from labelsd.config import DEFAULT_SEARCH_MIN_SCORE
 from labelsd.fileio import atomic_output  # `labels export -o` writes through it
 from labelsd.model.taxonomy import select_classes, suggest
 from labelsd.records import ImageRecord
-from labelsd.serve.reader import as_reader, in_list
+from labelsd.serve.reader import as_reader
+from labelsd.serve.searchsql import (  # Narrowing, photo_sql, taken_window: re-exported
+    Narrowing,
+    hidden_count,
+    photo_sql,
+    search_rows,
+    taken_window,
+)
 from labelsd.serve.stats import Stats, stats, tag_counts  # re-exported: the query API in one place
 from labelsd.serve.status import (  # re-exported too
     ALIVE_WITHIN_S,
@@ -87,148 +100,22 @@ class SearchResult:
         return [ImageRecord.from_dict(d) for d in self.found]
 
     def reason(self, rec: dict) -> str:
-        """Which label (the best scoring matching one) or tag made this hit (`rec`
-        as `ImageRecord.to_dict` gives it)."""
-        matching = [p for p in rec["labels"]
-                    if p["class_index"] in self.classes and p["score"] >= self.floor]
+        """Which label (the best scoring matching one above the floor, a confirmed one
+        first) or tag made this hit (`rec` as `ImageRecord.to_dict` gives it)."""
+        matching = [p for p in rec["labels"] if p["class_index"] in self.classes
+                    and (p["score"] >= self.floor or p.get("confirmed"))]
         if matching:
-            best = max(matching, key=lambda p: p["score"])
-            return f"{best['label']} {best['score']:.0%}"
+            best = max(matching, key=lambda p: (p.get("confirmed", False), p["score"]))
+            return f"{best['label']} {best['score']:.0%}" + (
+                " (confirmed)" if best.get("confirmed") else "")
         tagged = [t for t in rec["tags"] if tag_key(t) in self.tag_keys]
         return f"tag {tagged[0]}" if tagged else ""
-
-
-@dataclass(frozen=True)
-class Narrowing:
-    """What narrows a search besides its words: tags it must carry, whether
-    missing files count, and the EXIF filters (`--since/--until/--camera`)."""
-
-    tags: tuple[str, ...] = ()
-    include_missing: bool = False
-    since: str | None = None
-    until: str | None = None
-    camera: str | None = None
-
-    def sql(self, params: dict) -> str:
-        """` AND ...` conditions on the path `p` (its content as `p.sha256`)."""
-        sql = ""
-        for i, key in enumerate(dict.fromkeys(tag_key(t) for t in self.tags if t.strip())):
-            params[f"tk{i}"] = key
-            sql += (f" AND EXISTS (SELECT 1 FROM tags t{i} WHERE t{i}.sha256 = p.sha256"
-                    f" AND t{i}.tag_key = :tk{i})")
-        photo = photo_sql(params, self.since, self.until, self.camera)
-        if photo:
-            sql += f" AND p.sha256 IN (SELECT m.sha256 FROM contents m WHERE {photo})"
-        return sql if self.include_missing else sql + " AND NOT p.missing"
-
-
-def taken_window(since: str | None, until: str | None) -> tuple[str | None, str | None]:
-    """`--since 2024-06 --until 2024-09` as bounds on `contents.taken_at` (ISO text):
-    since the first moment of `since`, up to the last moment of `until` (a
-    year, a month or a day: YYYY, YYYY-MM, YYYY-MM-DD). ValueError on other text."""
-    return (_period(since)[0] if since else None), (_period(until)[1] if until else None)
-
-
-def _period(text: str) -> tuple[str, str]:
-    """[start, end) of a year, month or day, as ISO text."""
-    from datetime import datetime, timedelta
-
-    text = text.strip()
-    for fmt, unit in (("%Y-%m-%d", "day"), ("%Y-%m", "month"), ("%Y", "year")):
-        try:
-            start = datetime.strptime(text, fmt)
-        except ValueError:
-            continue
-        if unit == "day":
-            end = start + timedelta(days=1)
-        elif unit == "month":
-            end = start.replace(year=start.year + start.month // 12, month=start.month % 12 + 1)
-        else:
-            end = start.replace(year=start.year + 1)
-        return start.strftime("%Y-%m-%dT%H:%M:%S"), end.strftime("%Y-%m-%dT%H:%M:%S")
-    raise ValueError(f"{text!r} is not a date: give YYYY, YYYY-MM or YYYY-MM-DD")
-
-
-def photo_sql(params: dict, since: str | None = None, until: str | None = None,
-              camera: str | None = None) -> str:
-    """Conditions on a content `m` for the EXIF filters ("" when none is given).
-    The camera matches any part of make and model, case-insensitively (bound as
-    a LIKE with its wildcards escaped, the same on SQLite and PostgreSQL)."""
-    start, end = taken_window(since, until)
-    conditions = []
-    if start is not None:
-        params["taken_from"] = start
-        conditions.append("m.taken_at >= :taken_from")
-    if end is not None:
-        params["taken_to"] = end
-        conditions.append("m.taken_at < :taken_to")
-    if camera and camera.strip():
-        escaped = "".join("/" + ch if ch in "/%_" else ch for ch in camera.strip().lower())
-        params["camera"] = f"%{escaped}%"
-        conditions.append("lower(m.camera) LIKE :camera ESCAPE '/'")
-    return " AND ".join(conditions)
-
-
-def _search_rows(run, classes: frozenset[int], tag_keys: tuple[str, ...], *,
-                 min_score: float, limit: int | None, narrowing: Narrowing,
-                 columns: str = "p.path", joins: str = "") -> tuple[list, list]:
-    """The rows a search finds, best first: (label matches, tag-only matches). Each
-    row holds `columns` (over the path `p` and its queue row `q`, plus what `joins`
-    adds); a label match's row ends with its best matching score."""
-    if limit is not None and limit <= 0:
-        return [], []
-    by_label: list = []
-    by_tag: list = []
-    if classes:
-        params: dict = {"min_score": min_score}
-        best = ("SELECT sha256, max(score) AS best FROM predictions WHERE class_index IN "
-                f"({in_list('c', sorted(classes), params)}) AND score >= :min_score")
-        # A path waiting in the queue (changed, or failed since) has no
-        # current labels: the stored ones describe older bytes.
-        sql = (f"SELECT {columns}, b.best FROM ({best} GROUP BY sha256) b "
-               f"JOIN paths p ON p.sha256 = b.sha256 LEFT JOIN queue q ON q.path = p.path{joins} "
-               "WHERE q.id IS NULL")
-        sql += narrowing.sql(params) + " ORDER BY b.best DESC, p.path"
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        by_label = run(sql, params)
-    if tag_keys and (limit is None or len(by_label) < limit):
-        params = {"min_score": min_score}
-        sql = (f"SELECT DISTINCT {columns} FROM paths p JOIN tags t ON t.sha256 = p.sha256 "
-               f"AND t.tag_key IN ({in_list('k', tag_keys, params)}) "
-               f"LEFT JOIN queue q ON q.path = p.path{joins} WHERE 1 = 1")
-        if classes:  # leave out what the label query above already found
-            sql += (" AND (q.id IS NOT NULL OR NOT EXISTS (SELECT 1 FROM predictions r "
-                    "WHERE r.sha256 = p.sha256 AND r.class_index IN "
-                    f"({in_list('rc', sorted(classes), params)}) AND r.score >= :min_score))")
-        sql += narrowing.sql(params) + " ORDER BY p.path"
-        if limit is not None:
-            sql += f" LIMIT {int(limit - len(by_label))}"
-        by_tag = run(sql, params)
-    return by_label, by_tag
-
-
-def _hidden_count(run, classes: frozenset[int], tag_keys: tuple[str, ...], *, min_score: float,
-                  narrowing: Narrowing) -> int:
-    """How many paths the label query would add at `min_score` 0: those whose best
-    matching score is below the floor (and that no tag of theirs finds anyway)."""
-    if not classes or min_score <= 0:
-        return 0
-    params: dict = {"min_score": min_score}
-    below = ("SELECT sha256 FROM predictions WHERE class_index IN "
-             f"({in_list('c', sorted(classes), params)}) GROUP BY sha256 HAVING max(score) < :min_score")
-    sql = (f"SELECT count(*) FROM ({below}) b JOIN paths p ON p.sha256 = b.sha256 "
-           "LEFT JOIN queue q ON q.path = p.path WHERE q.id IS NULL")
-    if tag_keys:
-        sql += (" AND NOT EXISTS (SELECT 1 FROM tags t WHERE t.sha256 = p.sha256 AND t.tag_key IN "
-                f"({in_list('k', tag_keys, params)}))")
-    return run(sql + narrowing.sql(params), params)[0][0]
 
 
 def _search_hits(reader, classes: frozenset[int], tag_keys: tuple[str, ...],
                  **options) -> list[SearchHit]:
     with reader.read() as run:
-        by_label, by_tag = _search_rows(run, classes, tag_keys, **options)
+        by_label, by_tag = search_rows(run, classes, tag_keys, **options)
     return [SearchHit(path, score) for path, score in by_label] + [
         SearchHit(path, None) for (path,) in by_tag]
 
@@ -274,13 +161,13 @@ def find(source, query: str, *, exact: bool = False, min_score: float | None = N
             # The hits from the indexes alone, then the records of those alone: the
             # first page of 18,738 cats reads 61 records instead of joining every hit's
             # record and sorting them for 61 (1M images: 180 -> 80 ms CPU).
-            by_label, by_tag = _search_rows(run, classes, tag_keys, **options)
+            by_label, by_tag = search_rows(run, classes, tag_keys, **options)
             rows = recordsql.rows_for_paths(run, [row[0] for row in by_label + by_tag])
         else:  # the hits and their records in one statement
-            by_label, by_tag = _search_rows(run, classes, tag_keys, columns=recordsql.RECORD_COLUMNS,
+            by_label, by_tag = search_rows(run, classes, tag_keys, columns=recordsql.RECORD_COLUMNS,
                                             joins=recordsql.RECORD_JOINS, **options)
             rows = by_label + by_tag
-        hidden = _hidden_count(run, classes, tag_keys, min_score=floor, narrowing=options["narrowing"])
+        hidden = hidden_count(run, classes, tag_keys, min_score=floor, narrowing=options["narrowing"])
         if as_json:
             found, texts = [], recordjson.record_json(run, rows)
         else:

@@ -27,6 +27,7 @@ from labelsd.fileio import no_room_beside
 from labelsd.paths import shown
 from labelsd.store import recordsql
 from labelsd.store.access import denied_advice, require_database_file, where_shown  # where_shown: re-exported
+from labelsd.store.judgedsql import STAND_IN_SQL
 from labelsd.store.recordsql import as_utc, in_list  # re-exported: the readers' helpers
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,9 @@ class SqliteReader(Reader):
             self._conn = sqlite3.connect(f"file:{_uri_path(path)}?mode=ro", uri=True,
                                          timeout=SQLITE_BUSY_TIMEOUT_S, isolation_level=None,
                                          check_same_thread=False)
+            if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                      "AND name = 'judgements'").fetchone():
+                self._conn.execute(STAND_IN_SQL)  # a library from before migration 8
         except sqlite3.Error as err:
             raise explain(err, self.where) from err
 

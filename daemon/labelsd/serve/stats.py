@@ -6,6 +6,12 @@ are counted from two covering indexes alone (migration 5, store/query_indexes.py
 the first labels in content order, and the present paths by content. SQLite
 walks the first and looks each content up in the second, never reading a table
 row, so a million images take a fraction of a second.
+
+A person's rejections (store/judgements.py) are counted off afterwards, from the
+rejections themselves (few, one step each): a photo whose first label was
+rejected counts under its first label left, and an imported keyword a rejected
+label hides (store/judgedsql.py) leaves the tag counts. A library with none
+pays one empty look-up per count.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from labelsd.serve.reader import as_reader
-from labelsd.serve.tagmatch import DISTINCT_TAG_KEYS
+from labelsd.serve.reader import as_reader, in_list
+from labelsd.serve.tagmatch import DISTINCT_TAG_KEYS, tag_key
+from labelsd.store.judgedsql import FIRST_LABELS_MOVED_SQL, HIDDEN_TAGS_SQL, hidden_tag_sql
+from labelsd.store.sqlparts import CHUNK
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +66,10 @@ def stats(source, top: int = 10) -> Stats:
         (n_tags,), = run(f"SELECT count(*) FROM ({DISTINCT_TAG_KEYS}) AS keys", {})
         (tagged,), = run("SELECT count(*) FROM (SELECT DISTINCT sha256 FROM tags) AS tagged", {})
         top_labels = _top_labels(run, top)
+        hidden = run(HIDDEN_TAGS_SQL, {})
+        if hidden:  # a key (a content) counts while one of its tag rows is not hidden
+            n_tags -= len({k for _, k, _ in hidden} - _visible(run, "tag_key", {k for _, k, _ in hidden}))
+            tagged -= len({s for s, _, _ in hidden} - _visible(run, "sha256", {s for s, _, _ in hidden}))
     return Stats(counts=counts, images=sum(counts.values()), contents=contents or 0,
                  tags=n_tags or 0, tagged_contents=tagged or 0, top_labels=top_labels)
 
@@ -71,7 +83,32 @@ def label_counts(source, top: int = 1000) -> list[tuple[str, int]]:
 
 
 def _top_labels(run, top: int) -> list[tuple[str, int]]:
-    return [(label, n) for label, n in run(TOP_LABELS_SQL, {"top": top})]
+    """The `top` first labels by present images, each photo counted by its first
+    label not rejected."""
+    moved = run(FIRST_LABELS_MOVED_SQL, {})
+    if not moved:
+        return [(label, n) for label, n in run(TOP_LABELS_SQL, {"top": top})]
+    counts = {label: n for label, n in run(TOP_LABELS_SQL, {"top": 1 << 30})}
+    for was, now, images in moved:
+        counts[was] = counts.get(was, 0) - images
+        if now is not None:
+            counts[now] = counts.get(now, 0) + images
+    ranked = sorted(((label, n) for label, n in counts.items() if n > 0),
+                    key=lambda item: (-item[1], item[0]))
+    return ranked[:top]
+
+
+def _visible(run, column: str, wanted: set[str]) -> set[str]:
+    """Which of these tag keys (contents) have a tag row that is not hidden."""
+    found: set[str] = set()
+    ordered = sorted(wanted)
+    for start in range(0, len(ordered), CHUNK):
+        params: dict = {}
+        found.update(row[0] for row in run(
+            f"SELECT DISTINCT t.{column} FROM tags t WHERE t.{column} IN "
+            f"({in_list('v', ordered[start:start + CHUNK], params)}) AND NOT {hidden_tag_sql('t')}",
+            params))
+    return found
 
 
 def tag_counts(source) -> list[dict]:
@@ -92,7 +129,18 @@ def tag_counts(source) -> list[dict]:
                    "CASE WHEN t.imported THEN 1 ELSE 0 END AS imported "
                    "FROM tags t ORDER BY t.sha256) AS per_content "
                    "GROUP BY tag_key ORDER BY images DESC, tag_key", {})
-    return [{"tag": tag, "count": n, "contents": c, "imported": i} for tag, n, c, i in rows]
+        hidden = run(HIDDEN_TAGS_SQL, {})
+    counts = [{"tag": tag, "count": n, "contents": c, "imported": i} for tag, n, c, i in rows]
+    if not hidden:
+        return counts
+    by_key = {tag_key(c["tag"]): c for c in counts}
+    for _, key, images in hidden:  # hidden rows are imported ones, one content each
+        entry = by_key[key]
+        entry["count"] -= images
+        entry["contents"] -= 1
+        entry["imported"] -= 1
+    return sorted((c for c in counts if c["contents"] > 0),
+                  key=lambda c: (-c["count"], tag_key(c["tag"])))
 
 
 __all__ = ["TOP_LABELS_SQL", "Stats", "label_counts", "stats", "tag_counts"]

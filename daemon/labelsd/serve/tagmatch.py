@@ -5,14 +5,19 @@ finds "Grandma's 90th", "cats" finds "cat at home"). Tags are compared by their 
 
 Every search asks, so it must cost the same at ten tags and at millions of tag
 rows: the distinct keys come from the tag_key index one step per key, and each
-distinct word's base forms are worked out once per search.
+distinct word's base forms are worked out once per search. A key named after a
+class label may be hidden where a person rejected that label (an imported
+keyword is the same claim as the label, store/judgedsql.py): such keys, and
+only they, are checked for a row left to find.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 
-from labelsd.model.taxonomy import base_forms
+from labelsd.model.taxonomy import base_forms, classes
+from labelsd.store.judgedsql import hidden_tag_sql
 
 
 def tag_key(tag: str) -> str:
@@ -47,8 +52,21 @@ def matching_tag_keys(reader, query: str) -> tuple[str, ...]:
     run = _words(key)
     with reader.read() as run_sql:
         keys = [row[0] for row in run_sql(DISTINCT_TAG_KEYS, {})]
-    known: dict[str, frozenset[str]] = {}
-    return tuple(k for k in keys if k == key or (run and _has_run(_words(k, known), run)))
+        known: dict[str, frozenset[str]] = {}
+        found = tuple(k for k in keys if k == key or (run and _has_run(_words(k, known), run)))
+        # a key whose every row is hidden by a rejection finds nothing (the first row
+        # not hidden ends the look)
+        found = tuple(k for k in found if k not in label_keys() or run_sql(
+            f"SELECT 1 FROM tags t WHERE t.tag_key = :k AND NOT {hidden_tag_sql('t')} LIMIT 1",
+            {"k": k}))
+    return found
+
+
+@functools.cache
+def label_keys() -> frozenset[str]:
+    """Every class label as a tag key: the keys an imported keyword hidden by a
+    rejected label can have (store/judgedsql.py)."""
+    return frozenset(tag_key(c.label) for c in classes())
 
 
 # Every stored tag key, one index step per distinct key (a loose index scan, on the
@@ -61,4 +79,4 @@ DISTINCT_TAG_KEYS = (
     "SELECT key FROM k WHERE key IS NOT NULL")
 
 
-__all__ = ["DISTINCT_TAG_KEYS", "matching_tag_keys", "tag_key"]
+__all__ = ["DISTINCT_TAG_KEYS", "label_keys", "matching_tag_keys", "tag_key"]

@@ -22,7 +22,7 @@ from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
 from labelsd.store import pgbatch, workqueue
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.photometa import import_keywords, meta_columns
-from labelsd.store.relabel import same_model
+from labelsd.store.relabel import keep_confirmed, same_model
 from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, utcnow
 
 log = logging.getLogger(__name__)
@@ -142,9 +142,10 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
                                 "classified_at": None}
         known[o.sha256] = ("done", o.model) if o.kind == OutcomeKind.CLASSIFIED else ("failed", None)
     table = Content.__table__
-    predictions = [{"sha256": o.sha256, "rank": p.rank, "model": o.model,
-                    "class_index": p.class_index, "wnid": p.wnid, "label": p.label,
-                    "score": float(p.score)} for o, _ in done.values() for p in o.predictions]
+    predictions = keep_confirmed(session, [  # (confirmed labels outlive a relabel)
+        {"sha256": o.sha256, "rank": p.rank, "model": o.model, "class_index": p.class_index,
+         "wnid": p.wnid, "label": p.label, "score": float(p.score)}
+        for o, _ in done.values() for p in o.predictions], relabelled)
     if pgbatch.is_pg(session):
         # Another node may have classified it meanwhile: a content done is only
         # overwritten by a relabel of this batch (%(where)s).
@@ -165,7 +166,7 @@ def _store_contents(session: Session, final: list[Outcome], stored: dict[str, tu
             return
     for o, _ in done.values():
         if o.meta is not None:
-            import_keywords(session, o.sha256, o.meta, now)
+            import_keywords(session, o.sha256, o.meta, now, o.predictions)
 
 
 _DONE_COLUMNS = ("width", "height", "format", "status", "error", "model", "classified_at",

@@ -3,7 +3,8 @@
 The usual move is from the default SQLite file to PostgreSQL when one machine
 is no longer enough, but any pair works (PostgreSQL to SQLite for a laptop
 copy, SQLite to another SQLite file). What is copied: contents, their
-predictions and tags, tracked paths, and the pending/failed queue rows. What is
+predictions, tags and judgements (rejected and confirmed labels), tracked
+paths, and the pending/failed queue rows. What is
 not: nodes (they describe services of the source database) and claims (a queue
 row arrives unclaimed, so the target's services pick it up).
 
@@ -31,12 +32,12 @@ from sqlalchemy.orm import Session
 
 from labelsd.errors import LabelsError
 from labelsd.store.engine import Store, dialect_insert
-from labelsd.store.schema import Content, Prediction, QueueItem, Tag, TrackedPath, as_utc
+from labelsd.store.schema import Content, Judgement, Prediction, QueueItem, Tag, TrackedPath, as_utc
 
 log = logging.getLogger(__name__)
 
 # Copy order respects the foreign keys (predictions, tags and paths point at contents).
-TABLES = ("contents", "predictions", "tags", "paths", "queue")
+TABLES = ("contents", "predictions", "tags", "judgements", "paths", "queue")
 
 
 class TargetNotEmpty(LabelsError):
@@ -64,7 +65,7 @@ def row_counts(store: Store) -> dict[str, int]:
 
 def _row_counts(session: Session) -> dict[str, int]:
     tables = {"contents": Content, "predictions": Prediction, "tags": Tag,
-              "paths": TrackedPath, "queue": QueueItem}
+              "judgements": Judgement, "paths": TrackedPath, "queue": QueueItem}
     return {name: session.scalar(select(func.count()).select_from(model))
             for name, model in tables.items()}
 
@@ -135,6 +136,8 @@ _PLANS = [
      [Prediction.sha256, Prediction.rank], ["sha256", "rank"]),
     ("tags", Tag.__table__, list(Tag.__table__.c), [Tag.sha256, Tag.tag_key],
      ["sha256", "tag_key"]),
+    ("judgements", Judgement.__table__, list(Judgement.__table__.c),
+     [Judgement.sha256, Judgement.class_index], ["sha256", "class_index"]),
     # paths and queue rows are read in id order (kept), but inserted without
     # their ids: the target's sequences give its own.
     ("paths", TrackedPath.__table__, list(TrackedPath.__table__.c), [TrackedPath.id], ["path"]),

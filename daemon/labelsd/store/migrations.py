@@ -143,6 +143,29 @@ def _v3_photo_metadata_and_imported_tags(conn: Connection) -> None:
     conn.execute(text("CREATE INDEX ix_contents_taken_at ON contents (taken_at)"))
 
 
+def _v8_judgements(conn: Connection) -> None:
+    """What a person said of a content's labels (store/judgements.py): one row per
+    (content, class), `rejected` or `confirmed`, with where it was said (cli, xmp,
+    web) and when. Its own table, never a mark on the predictions: the writer
+    replaces a content's predictions when it relabels it, and a judgement must
+    outlive that. On SQLite stored in key order (WITHOUT ROWID, as migration 7
+    stores predictions): a content's judgements are one step and a range, and
+    (class, content), the index search reads, is covering."""
+    pg = conn.dialect.name == "postgresql"
+    conn.execute(text(f"""CREATE TABLE judgements (
+	sha256 VARCHAR(64) NOT NULL,
+	class_index INTEGER NOT NULL,
+	wnid VARCHAR(16) NOT NULL,
+	label TEXT NOT NULL,
+	verdict VARCHAR(16) NOT NULL CHECK (verdict IN ('rejected', 'confirmed')),
+	source VARCHAR(8) NOT NULL,
+	judged_at {"TIMESTAMP WITH TIME ZONE" if pg else "DATETIME"} NOT NULL,
+	PRIMARY KEY (sha256, class_index),
+	FOREIGN KEY(sha256) REFERENCES contents (sha256) ON DELETE CASCADE
+){"" if pg else " WITHOUT ROWID"}"""))
+    conn.execute(text("CREATE INDEX ix_judgements_class ON judgements (class_index, sha256)"))
+
+
 MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (1, "initial schema", _v1_initial),
     (2, "queue back-off, node stop time, predictions index", _v2_retry_backoff_and_search_index),
@@ -152,6 +175,7 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, query_indexes.DESCRIPTION, query_indexes.add_query_indexes),
     (6, query_indexes.SEARCH_DESCRIPTION, query_indexes.add_search_index),
     (7, query_indexes.CLUSTER_DESCRIPTION, query_indexes.cluster_search_rows),
+    (8, "label judgements (rejected and confirmed labels of a content)", _v8_judgements),
 ]
 LATEST = MIGRATIONS[-1][0]
 

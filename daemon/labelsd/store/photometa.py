@@ -7,11 +7,13 @@ columns go into the batch's multi-row write of contents, the keywords after it."
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from sqlalchemy.orm import Session
 
-from labelsd.records import PhotoMeta
+from labelsd.records import PhotoMeta, Prediction
 from labelsd.store.engine import dialect_insert
+from labelsd.store.judgements import import_rejections, labels_named
 from labelsd.store.schema import Tag, utcnow
 from labelsd.store.tags import InvalidTag, clean_tag, tag_key
 
@@ -27,9 +29,15 @@ def meta_columns(meta: PhotoMeta | None) -> dict:
             "gps_lat": meta.gps_lat, "gps_lon": meta.gps_lon}
 
 
-def import_keywords(session: Session, sha256: str, meta: PhotoMeta, now=None) -> None:
+def import_keywords(session: Session, sha256: str, meta: PhotoMeta, now=None,
+                    labels: Iterable[Prediction] = ()) -> None:
     """Import the photo's keywords as tags of its content (a tag it already
-    carries is kept as it is). The content row must exist."""
+    carries is kept as it is), and the keywords its sidecar says a person took
+    away that name one of its `labels` as rejections of them (source "xmp",
+    store/judgements.py). The content row must exist."""
+    named = labels_named(meta.suppressed, labels)
+    if named:
+        import_rejections(session, {sha256: named}, "xmp", now)
     rows: dict[str, str] = {}
     for word in meta.keywords:
         try:

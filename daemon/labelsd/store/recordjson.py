@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 from json.encoder import c_make_encoder, encode_basestring
 from typing import TextIO
 
-from labelsd.store.recordsql import LABEL_RANKS, LABELS_AT, TAGGED_AT, Run, as_utc, tags_of
+from labelsd.store.judgedsql import Judged, judgements_of
+from labelsd.store.recordsql import JUDGED_AT, LABEL_RANKS, LABELS_AT, TAGGED_AT, Run, as_utc, tags_of
 
 
 def _encoder() -> Callable[[object], str]:
@@ -40,16 +41,19 @@ encode = _encoder()
 
 _RECORD = ('{"path": %s, "sha256": %s, "status": %s, "error": %s, "width": %s, "height": %s, '
            '"labels": [%s], "tags": [%s], "classified_at": %s, "taken_at": %s, "camera": %s, '
-           '"gps": %s, "model": %s}')
+           '"gps": %s, "model": %s, "rejected": [%s]}')
 _LABEL = '{"rank": %s, "label": %s, "wnid": %s, "class_index": %s, "score": '
+_UNCONFIRMED, _CONFIRMED = ', "confirmed": false}', ', "confirmed": true}'
 _GPS = '{"lat": %s, "lon": %s}'
 
 
 def record_json(run: Run, rows: Iterable[Sequence]) -> list[str]:
     """Each record's JSON text, from rows as `recordsql.record_dicts` takes them, in
-    their order, with their tags."""
+    their order, with their tags and judgements."""
     rows = rows if isinstance(rows, list) else list(rows)
     tags = tags_of(run, {r[1] for r in rows if r[TAGGED_AT]})
+    judged = {sha: Judged(found) for sha, found in judgements_of(
+        run, {r[1] for r in rows if r[JUDGED_AT] and r[2] != "pending"}).items()}
     label_at = [(rank, LABELS_AT + 4 * i) for i, rank in enumerate(LABEL_RANKS)]
     text = _value
     times: dict = {None: "null"}  # a batch of results shares one time: encode each once
@@ -61,21 +65,30 @@ def record_json(run: Run, rows: Iterable[Sequence]) -> list[str]:
         if stamp is None:
             stamp = times[when] = encode(as_utc(when).isoformat())
         labels = []
+        judgement = judged.get(r[1]) if r[JUDGED_AT] and r[2] != "pending" else None
         if r[2] != "pending":  # a pending path's stored labels describe older bytes
             for rank, at in label_at:
                 if r[at] is not None:
+                    suffix = _UNCONFIRMED
+                    if judgement is not None:
+                        if r[at + 2] in judgement.rejected_classes:
+                            continue
+                        if r[at + 2] in judgement.confirmed:
+                            suffix = _CONFIRMED
                     key = (rank, r[at], r[at + 1], r[at + 2])
                     prefix = prefixes.get(key)
                     if prefix is None:
                         prefix = prefixes[key] = _LABEL % tuple(map(encode, key))
-                    labels.append(prefix + text(r[at + 3]) + "}")
+                    labels.append(prefix + text(r[at + 3]) + suffix)
         tagged = tags.get(r[1]) if r[TAGGED_AT] else None
+        if tagged and judgement is not None:
+            tagged = judgement.tags(tagged)
         out.append(_RECORD % (
             text(r[0]), text(r[1]), text(r[2]), text(r[3]), text(r[4]), text(r[5]),
             ", ".join(labels), ", ".join(map(text, tagged)) if tagged else "",
             stamp, text(r[7]), text(r[8]),
             "null" if r[9] is None or r[10] is None else _GPS % (text(r[9]), text(r[10])),
-            text(r[11])))
+            text(r[11]), ", ".join(map(encode, judgement.rejected)) if judgement else ""))
     return out
 
 

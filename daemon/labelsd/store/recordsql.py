@@ -10,8 +10,9 @@ imports no SQLAlchemy for that reason.
 The SQL is plain text in the dialect both databases share, with `:name`
 parameters (sqlite3 and SQLAlchemy's `text()` both take them). A record's path,
 content and three labels come in one row of the statement that finds it (the
-labels joined by rank); tags are attached with one query per CHUNK contents,
-never a query per image.
+labels joined by rank); tags, and the judgements of the contents that have any
+(store/judgedsql.py: rejected labels left out, confirmed ones marked), are
+attached with one query per CHUNK contents, never a query per image.
 
 Records are built once, as the dicts `--json` prints (`record_dicts`: no
 dataclass and no function call per record, the hot path of `labels search` at a
@@ -23,19 +24,16 @@ from __future__ import annotations
 import gc
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from datetime import datetime, timezone
 
 from labelsd.records import ImageRecord
+from labelsd.store.judgedsql import apply_judgements, judgements_of
+
+# The leaf helpers every plain-SQL module shares (re-exported: their old home).
+from labelsd.store.sqlparts import CHUNK, Run, as_utc, in_list  # noqa: I001
 
 log = logging.getLogger(__name__)
-
-Run = Callable[[str, dict], list]
-
-# The most values in one `IN (...)` list: SQLite before 3.32 allowed 999 bound
-# variables per statement; 500 stays below it with room to spare.
-CHUNK = 500
 
 # A path's status, derived (never stored twice): missing wins; a queue row means
 # the path is waiting (or failed before its content could be read); otherwise the
@@ -54,16 +52,19 @@ LABEL_RANKS = (1, 2, 3)
 # What a record is read from, for a query whose paths are `p`, their queue rows `q`
 # (LEFT JOINed) and what RECORD_JOINS adds (contents `c`, labels `l1`..`l3`): the
 # first RECORD_WIDTH columns of a row that `record_dicts` and `assemble` take. The
-# last says whether the content has tags at all: only those are looked up.
+# last two say whether the content has tags, and judgements (a label a person
+# rejected or confirmed, store/judgements.py), at all: only those are looked up.
 RECORD_COLUMNS = (f"p.path, p.sha256, {STATUS_SQL} AS status, {ERROR_SQL} AS error, "
                   "c.width, c.height, c.classified_at, c.taken_at, c.camera, c.gps_lat, "
                   "c.gps_lon, c.model, "
                   + ", ".join(f"l{k}.label, l{k}.wnid, l{k}.class_index, l{k}.score"
                               for k in LABEL_RANKS)
-                  + ", EXISTS (SELECT 1 FROM tags tg WHERE tg.sha256 = p.sha256) AS tagged")
+                  + ", EXISTS (SELECT 1 FROM tags tg WHERE tg.sha256 = p.sha256) AS tagged"
+                  + ", EXISTS (SELECT 1 FROM judgements jd WHERE jd.sha256 = p.sha256) AS judged")
 LABELS_AT = 12  # the first label column; each rank has 4 (label, wnid, class_index, score)
 TAGGED_AT = LABELS_AT + 4 * len(LABEL_RANKS)
-RECORD_WIDTH = TAGGED_AT + 1
+JUDGED_AT = TAGGED_AT + 1
+RECORD_WIDTH = JUDGED_AT + 1
 RECORD_JOINS = " LEFT JOIN contents c ON c.sha256 = p.sha256" + "".join(
     f" LEFT JOIN predictions l{k} ON l{k}.sha256 = p.sha256 AND l{k}.rank = {k}"
     for k in LABEL_RANKS)
@@ -72,23 +73,6 @@ FROM_PATHS = """FROM paths p
 LEFT JOIN contents c ON c.sha256 = p.sha256
 LEFT JOIN queue q ON q.path = p.path"""
 RECORD_SELECT = f"SELECT {RECORD_COLUMNS} FROM paths p LEFT JOIN queue q ON q.path = p.path{RECORD_JOINS}"
-
-
-def in_list(name: str, values: Sequence, params: dict) -> str:
-    """`:name0, :name1, ...` for an IN (...) list, its values added to `params`."""
-    for i, value in enumerate(values):
-        params[f"{name}{i}"] = value
-    return ", ".join(f":{name}{i}" for i in range(len(values))) or "NULL"
-
-
-def as_utc(value) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite hands back text, naive)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return (value.replace(tzinfo=timezone.utc) if value.tzinfo is None
-            else value.astimezone(timezone.utc))
 
 
 @contextmanager
@@ -116,6 +100,7 @@ def record_dicts(run: Run, rows: Iterable[Sequence]) -> list[dict]:
     tagged_at = TAGGED_AT
     found: list[dict] = []
     by_sha: dict[str, list[list]] = {}  # tagged content -> the tag lists of its records
+    judged: dict[str, list[dict]] = {}  # judged content -> its records
     for r in rows:
         when = r[6]
         stamp = times.get(when)
@@ -124,18 +109,23 @@ def record_dicts(run: Run, rows: Iterable[Sequence]) -> list[dict]:
         # a pending path's stored labels describe older bytes
         labels = [] if r[2] == "pending" else [
             {"rank": rank, "label": r[at], "wnid": r[at + 1], "class_index": r[at + 2],
-             "score": r[at + 3]} for rank, at in label_at if r[at] is not None]
+             "score": r[at + 3], "confirmed": False} for rank, at in label_at if r[at] is not None]
         tags: list[str] = []
         if r[tagged_at]:
             by_sha.setdefault(r[1], []).append(tags)
-        found.append({"path": r[0], "sha256": r[1], "status": r[2], "error": r[3],
-                      "width": r[4], "height": r[5], "labels": labels, "tags": tags,
-                      "classified_at": stamp, "taken_at": r[7], "camera": r[8],
-                      "gps": None if r[9] is None or r[10] is None else {"lat": r[9], "lon": r[10]},
-                      "model": r[11]})
+        rec = {"path": r[0], "sha256": r[1], "status": r[2], "error": r[3],
+               "width": r[4], "height": r[5], "labels": labels, "tags": tags,
+               "classified_at": stamp, "taken_at": r[7], "camera": r[8],
+               "gps": None if r[9] is None or r[10] is None else {"lat": r[9], "lon": r[10]},
+               "model": r[11], "rejected": []}
+        if r[JUDGED_AT] and r[2] != "pending":
+            judged.setdefault(r[1], []).append(rec)
+        found.append(rec)
     for sha, tags in tags_of(run, by_sha).items():
         for record_tags in by_sha[sha]:
             record_tags.extend(tags)
+    for sha, judgements in judgements_of(run, judged).items():
+        apply_judgements(judged[sha], judgements)
     return found
 
 
@@ -245,7 +235,8 @@ def full_counts(run: Run) -> dict[str, int]:
     return totals
 
 
-__all__ = ["CHUNK", "ERROR_SQL", "FAILED_CANDIDATES", "FROM_PATHS", "LABEL_RANKS", "RECORD_COLUMNS", "RECORD_JOINS",
-           "RECORD_SELECT", "RECORD_WIDTH", "TAGGED_AT", "STATUS_SQL", "RecordReads", "Run", "as_utc", "assemble",
+__all__ = ["CHUNK", "ERROR_SQL", "FAILED_CANDIDATES", "FROM_PATHS", "JUDGED_AT", "LABEL_RANKS", "RECORD_COLUMNS",
+           "RECORD_JOINS", "RECORD_SELECT", "RECORD_WIDTH", "TAGGED_AT", "STATUS_SQL", "RecordReads", "Run", "as_utc",
+           "assemble",
            "collector_paused", "full_counts", "in_list", "record_dicts", "records_for_paths",
            "records_page", "rows_for_paths", "tags_of"]

@@ -139,6 +139,32 @@ class Tag(Base):
     __table_args__ = (Index("ix_tags_tag_key", "tag_key"), {"sqlite_with_rowid": False})
 
 
+class Judgement(Base):
+    """What a person said of one label of a content (migration 8): it is wrong
+    (`rejected`: no reader shows or finds it, relabelling never brings it back) or
+    right (`confirmed`: it sorts first and is kept through relabelling). One per
+    (content, class); `source` says where it was given: cli, xmp (a sidecar's
+    suppressed keyword), web. Owned by store/judgements.py."""
+
+    __tablename__ = "judgements"
+
+    sha256: Mapped[str] = mapped_column(
+        ForeignKey("contents.sha256", ondelete="CASCADE"), primary_key=True
+    )
+    class_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    wnid: Mapped[str] = mapped_column(String(16))
+    label: Mapped[str] = mapped_column(Text)
+    verdict: Mapped[str] = mapped_column(String(16))  # rejected | confirmed
+    source: Mapped[str] = mapped_column(String(8))  # cli | xmp | web
+    judged_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    # Search asks which of its classes' contents were judged: (class, content) from
+    # the index alone. On SQLite stored in key order (WITHOUT ROWID): a content's
+    # judgements are one step and a range.
+    __table_args__ = (Index("ix_judgements_class", "class_index", "sha256"),
+                      {"sqlite_with_rowid": False})
+
+
 class QueueItem(Base):
     """A path waiting to be read and classified (durable: survives crashes)."""
 

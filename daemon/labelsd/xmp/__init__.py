@@ -6,6 +6,8 @@ holds the few helpers over its API; `metadata` reads the date, camera, GPS
 position and keywords of a photo from the bytes the pipeline already read, and
 its existing sidecar; `sidecar` merges labelsd's keywords into `NAME.EXT.xmp`
 (other programs' fields are kept; a keyword a person removed is not put back);
+`suppression` owns what a sidecar says a person took away (a rejected label goes
+on its list; a suppressed label read back is a rejection);
 `writer` is the service's listener that writes sidecars on its own thread, and
 the function behind `labels xmp write` and `labels tag`. It may import
 `labelsd.records`, `labelsd.errors`, `labelsd.fileio` and `labelsd.store`; the

@@ -16,7 +16,7 @@ import re
 
 from labelsd.paths import shown
 from labelsd.records import PhotoMeta
-from labelsd.xmp import exiv
+from labelsd.xmp import exiv, suppression
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
     sidecar = _read_sidecar(path) if path else None
     facts: dict = {}
     keywords: list[str] = []
+    away: list[str] = []
     try:
         exiv2 = exiv.load()
         with exiv.LOCK:
@@ -53,10 +54,11 @@ def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
             except Exception as err:  # noqa: BLE001 - a format or a field exiv2 cannot read
                 log.debug("no metadata read from %s: %s", shown(path) if path else "a photo", err)
             if sidecar is not None:
-                keywords += _sidecar_keywords(sidecar, path)
+                found, away = _sidecar_keywords(sidecar, path)
+                keywords += found
     except Exception:  # noqa: BLE001 - see the docstring
         log.debug("reading the metadata of %s failed", shown(path) if path else "a photo", exc_info=True)
-    meta = PhotoMeta(**facts, keywords=tuple(_keywords(keywords)))
+    meta = PhotoMeta(**facts, keywords=tuple(_keywords(keywords)), suppressed=tuple(_keywords(away)))
     return meta if meta != PhotoMeta() else None
 
 
@@ -68,8 +70,10 @@ def _read_sidecar(path: str) -> bytes | None:
         return None  # none (the usual case), or unreadable: nothing to import
 
 
-def _sidecar_keywords(data: bytes, path: str) -> list[str]:
-    """The sidecar's keywords that labelsd did not write itself (exiv.LOCK held)."""
+def _sidecar_keywords(data: bytes, path: str) -> tuple[list[str], list[str]]:
+    """The sidecar's keywords that labelsd did not write itself, and the ones it says
+    a person took away (suppression.py: a label among them is a rejection), with
+    exiv.LOCK held."""
     exiv2 = exiv.load()
     try:
         image = exiv2.ImageFactory.open(data)
@@ -77,10 +81,11 @@ def _sidecar_keywords(data: bytes, path: str) -> list[str]:
     except exiv2.Exiv2Error as err:
         log.info("cannot read the sidecar of %s (%s); its keywords are not imported",
                  os.path.basename(path), err)
-        return []
+        return [], []
     xmp = image.xmpData()
-    ours = {k.casefold() for k in exiv.values(xmp, "Xmp.labelsd.keywords")}
-    return [k for k in exiv.values(xmp, "Xmp.dc.subject") if k.casefold() not in ours]
+    ours = {k.casefold() for k in suppression.written(xmp)}
+    found = [k for k in exiv.values(xmp, suppression.SUBJECT) if k.casefold() not in ours]
+    return found, list(suppression.taken_away(xmp).values())
 
 
 def _keywords(found: list[str]) -> list[str]:

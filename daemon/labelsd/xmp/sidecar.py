@@ -7,8 +7,11 @@ What labelsd wrote last time is remembered in the sidecar itself
 (`labelsd:keywords`), so:
 
 - a keyword labelsd wrote that is gone now was removed by the person in another
-  program: it goes on `labelsd:suppressed` and is not written again (until the
-  person tags the photo with it in labelsd: `lift`);
+  program, and a label the person rejected in labelsd is wrong: both go on
+  `labelsd:suppressed` and are not written again (until the person gives them
+  back in labelsd, `lift`); suppression.py owns that idea, and says which of the
+  photo's labels the sidecar took away (`SidecarWrite.taken_away`), for the
+  caller to store as rejections;
 - a keyword labelsd wrote that it no longer wants (an untagged tag) is removed;
 - keywords labelsd never wrote are kept.
 
@@ -26,20 +29,19 @@ import errno
 import logging
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
 from labelsd.fileio import atomic_output
 from labelsd.paths import shown
-from labelsd.xmp import exiv
+from labelsd.xmp import exiv, suppression
 from labelsd.xmp.metadata import HIERARCHY_ROOT, sidecar_path
+from labelsd.xmp.suppression import SUBJECT, SUPPRESSED, WRITTEN
 
 log = logging.getLogger(__name__)
 
-SUBJECT = "Xmp.dc.subject"
 HIERARCHY = "Xmp.lr.hierarchicalSubject"
 DIGIKAM = "Xmp.digiKam.TagsList"
-WRITTEN = "Xmp.labelsd.keywords"  # what labelsd wrote last time
-SUPPRESSED = "Xmp.labelsd.suppressed"  # removed by the person elsewhere: not written again
 
 LR_PREFIX = HIERARCHY_ROOT + "|"
 DIGIKAM_PREFIX = HIERARCHY_ROOT + "/"
@@ -52,20 +54,26 @@ def _unique(words: Iterable[str]) -> list[str]:
     return list(kept.values())
 
 
-def merge_keywords(xmp, labels: list[str], tags: list[str], lift: Iterable[str] = ()) -> bool:
-    """Put labelsd's keywords into XmpData `xmp` (see the module docstring).
-    Returns whether anything changed."""
+@dataclass(frozen=True)
+class SidecarWrite:
+    """What `write_sidecar` did: whether it wrote the file (the truth value), and
+    which of the labels it was given the sidecar says a person took away."""
+
+    written: bool
+    taken_away: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.written
+
+
+def merge_keywords(xmp, labels: list[str], tags: list[str], lift: Iterable[str] = (),
+                   rejected: Iterable[str] = ()) -> bool:
+    """Put labelsd's keywords into XmpData `xmp` (see the module docstring); the
+    `rejected` labels go on the suppressed list. Returns whether anything changed."""
     fold = str.casefold
     present = exiv.values(xmp, SUBJECT)
-    present_keys = {fold(k) for k in present}
-    written = exiv.values(xmp, WRITTEN)
-    written_keys = {fold(k) for k in written}
-    suppressed = {fold(k): k for k in exiv.values(xmp, SUPPRESSED)}
-    for word in written:
-        if fold(word) not in present_keys:  # removed in another program since
-            suppressed.setdefault(fold(word), word)
-    for word in lift:
-        suppressed.pop(fold(word), None)
+    written_keys = {fold(k) for k in suppression.written(xmp)}
+    suppressed = suppression.suppressed(xmp, rejected, lift)
     labels = [w for w in _unique(labels) if fold(w) not in suppressed]
     wanted = [w for w in _unique([*labels, *tags]) if fold(w) not in suppressed]
     foreign = [w for w in present if fold(w) not in written_keys]
@@ -76,7 +84,7 @@ def merge_keywords(xmp, labels: list[str], tags: list[str], lift: Iterable[str] 
         (DIGIKAM, [h for h in exiv.values(xmp, DIGIKAM) if not h.startswith(DIGIKAM_PREFIX)]
          + [DIGIKAM_PREFIX + w for w in labels], "seq"),
         (WRITTEN, wanted, "bag"),
-        (SUPPRESSED, sorted(suppressed.values(), key=fold), "bag"),
+        (SUPPRESSED, suppression.sorted_words(suppressed), "bag"),
     ]
     changed = False
     for key, items, kind in changes:
@@ -87,9 +95,11 @@ def merge_keywords(xmp, labels: list[str], tags: list[str], lift: Iterable[str] 
 
 
 def write_sidecar(image_path: str, labels: list[str], tags: list[str],
-                  lift: Iterable[str] = ()) -> bool:
-    """Create or update the sidecar of `image_path`. Returns False when it already
-    said all this (nothing written). SidecarError when it cannot be read or written."""
+                  lift: Iterable[str] = (), rejected: Iterable[str] = ()) -> SidecarWrite:
+    """Create or update the sidecar of `image_path` with these labels and tags, the
+    `rejected` labels suppressed. Returns a false SidecarWrite when it already said
+    all this (nothing written); either way it names the `labels` the sidecar says
+    were taken away. SidecarError when it cannot be read or written."""
     target = sidecar_path(image_path)
     try:
         with open(target, "rb") as fh:
@@ -111,8 +121,11 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
                                    "left as it is") from err
             xmp = existing.xmpData()
         try:
-            if not merge_keywords(xmp, labels, tags, lift) and data is not None:
-                return False
+            away = suppression.taken_away(xmp)
+            lifted = {str.casefold(w) for w in lift}
+            taken = tuple(w for w in labels if str.casefold(w) in away and str.casefold(w) not in lifted)
+            if not merge_keywords(xmp, labels, tags, lift, rejected) and data is not None:
+                return SidecarWrite(False, taken)
             packet = exiv.to_sidecar_bytes(xmp)
         except exiv2.Exiv2Error as err:
             raise SidecarError(f"cannot write {target}: {err}") from err
@@ -122,7 +135,7 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
     except OSError as err:
         raise _unwritable(os.path.dirname(target), err) from err
     log.debug("wrote %s", shown(target))
-    return True
+    return SidecarWrite(True, taken)
 
 
 def _unwritable(folder: str, err: OSError) -> SidecarError:
@@ -133,4 +146,4 @@ def _unwritable(folder: str, err: OSError) -> SidecarError:
     return SidecarError(f"cannot write a sidecar in {folder}: {err.strerror or err}")
 
 
-__all__ = ["merge_keywords", "sidecar_path", "write_sidecar"]
+__all__ = ["SidecarWrite", "merge_keywords", "sidecar_path", "write_sidecar"]

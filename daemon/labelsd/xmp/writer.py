@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
 from labelsd.records import ImageRecord, Outcome, OutcomeKind
 from labelsd.store.engine import Store
+from labelsd.store.judgements import import_sidecar_rejections, labels_named
 from labelsd.xmp.sidecar import write_sidecar
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,10 @@ DRAIN_S = 2.0  # at stop, how long queued sidecars may still take (`labels xmp w
 
 
 def sidecar_labels(record: ImageRecord, min_score: float) -> list[str]:
-    """The labels that go into the sidecar: top labels scoring at least `min_score`."""
-    return [p.label for p in record.labels if p.score >= min_score]
+    """The labels that go into the sidecar: top labels scoring at least `min_score`,
+    and the ones the person confirmed whatever their score (a rejected label is not
+    among a record's labels: it goes on the suppressed list instead)."""
+    return [p.label for p in record.labels if p.score >= min_score or p.confirmed]
 
 
 @dataclass
@@ -42,14 +45,18 @@ class SidecarReport:
     unchanged: int = 0
     skipped: int = 0  # not done (pending, failed) or missing
     errors: list[str] = field(default_factory=list)
+    rejected: int = 0  # labels a sidecar said a person took away, stored as rejections
 
 
 def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
                      lift: Iterable[str] = (), report: SidecarReport | None = None,
-                     warned: set[str] | None = None) -> SidecarReport:
+                     warned: set[str] | None = None, store: Store | None = None) -> SidecarReport:
     """Write or refresh the sidecar of every labelled record. Failed, pending and
-    missing photos get none. A folder that cannot be written is reported once."""
+    missing photos get none. A folder that cannot be written is reported once.
+    A label a sidecar says a person took away (removed it in another program) is
+    stored in `store` as a rejection (source "xmp"), as reading the photo would."""
     report = report or SidecarReport()
+    taken: dict[str, list] = {}
     warned = set() if warned is None else warned
     lift = list(lift)
     for rec in records:
@@ -61,24 +68,35 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
             report.skipped += 1
             continue
         try:
-            if write_sidecar(rec.path, sidecar_labels(rec, min_score), rec.tags, lift):
-                report.written += 1
-            else:
-                report.unchanged += 1
+            done = write_sidecar(rec.path, sidecar_labels(rec, min_score), rec.tags, lift,
+                                 [r.label for r in rec.rejected])
         except SidecarError as err:
             report.errors.append(str(err))
             if isinstance(err, SidecarFolderReadOnly):
                 warned.add(folder)  # read-only: the rest of the folder would say the same
+            continue
+        if done:
+            report.written += 1
+        else:
+            report.unchanged += 1
+        if done.taken_away and rec.sha256:
+            taken.setdefault(rec.sha256, []).extend(labels_named(done.taken_away, rec.labels))
+    if taken and store is not None:
+        report.rejected += import_sidecar_rejections(store, taken)
     return report
 
 
-def refresh_after_tagging(store: Store, min_score: float, path: str,
+def refresh_after_tagging(store: Store, min_score: float, path: str | Iterable[str],
                           lift: Iterable[str] = ()) -> list[str]:
-    """Rewrite one photo's sidecar after its tags changed (`labels tag`/`untag`, a tag
-    added or removed in `labels serve`); call it only with `xmp = "sidecar"`. Returns
-    the warnings: a sidecar that cannot be written leaves the tag change done."""
-    record = store.record(path)
-    return refresh_sidecars([record] if record else [], min_score, lift=lift).errors
+    """Rewrite photos' sidecars after their tags changed or a label was rejected or
+    confirmed (`labels tag`/`untag`/`reject`/`confirm`, the same in `labels serve`);
+    call it only with `xmp = "sidecar"`. Returns the warnings: a sidecar that cannot
+    be written leaves the change itself done."""
+    from labelsd.paths import canonical_path
+
+    paths = [path] if isinstance(path, str) else list(path)
+    records = store.records_for_paths(canonical_path(p) for p in paths)
+    return refresh_sidecars(records, min_score, lift=lift, store=store).errors
 
 
 class SidecarWriter:
@@ -141,7 +159,8 @@ class SidecarWriter:
     def _write(self, paths: list[str]) -> None:
         try:
             records = self.store.records_for_paths(paths)
-            report = refresh_sidecars(records, self.min_score, warned=self._warned)
+            report = refresh_sidecars(records, self.min_score, warned=self._warned,
+                                      store=self.store)
         except Exception:  # noqa: BLE001 - a sidecar problem never stops the thread
             log.exception("writing sidecars failed")
             return
