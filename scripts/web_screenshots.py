@@ -1,7 +1,8 @@
 """Regenerate docs/serve-search.png and docs/serve-photo.png, the README's pictures of
 `labels serve`: a small library of scikit-image's bundled photos (crops of its cat,
 its coffee, rocket and motorcycle) with plausible labels, served by the real
-`labels serve`, photographed by headless Chromium through Selenium.
+`labels serve`, photographed by headless Chromium through Selenium. The photo page
+shows a label confirmed and one taken back (judged after the search is taken).
 
     .venv/bin/python scripts/web_screenshots.py [--out docs]
 
@@ -88,6 +89,17 @@ def build(root: Path) -> tuple[Path, Path]:
     return config, root / "Pictures" / "IMG_2041.jpg"
 
 
+def judge(root: Path, photo: Path) -> None:
+    """What a person said of the photo's labels on its page: tabby is right, Egyptian cat wrong."""
+    from labelsd.store import judgements
+
+    store = open_store(str(root / "labels.db"))
+    sha = hashlib.sha256(photo.read_bytes()).hexdigest()
+    judgements.confirm(store, [sha], TABBY, source="web")
+    judgements.reject(store, [sha], EGYPTIAN, source="web")
+    store.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent.parent / "docs"))
@@ -114,6 +126,8 @@ def main() -> None:
         try:
             for name, page in (("serve-search.png", "search?q=cat"),
                                ("serve-photo.png", f"photo/{sha}?back=%2Fsearch%3Fq%3Dcat")):
+                if name == "serve-photo.png":
+                    judge(root, first)
                 browser.get(url + page)
                 deadline = time.monotonic() + 30
                 while not browser.execute_script(

@@ -282,6 +282,8 @@ OPENS_A_LIBRARY = {
     ("tags",): [], ("status",): [], ("export",): [], ("gallery",): ["cat", "-o", "g.html"],
     ("tag",): ["x.jpg", "foo"], ("untag",): ["x.jpg", "foo"], ("retry",): [],
     ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"], ("serve",): ["--port", "0"],
+    ("reject",): ["x.jpg", "-l", "tabby"], ("unreject",): ["x.jpg", "-l", "tabby"],
+    ("confirm",): ["x.jpg", "-l", "tabby"], ("unconfirm",): ["x.jpg", "-l", "tabby"],
     ("scan",): None,  # creates one on purpose: test_scan_starts_a_library
     ("model", "info"): None, ("model", "fetch"): None, ("help",): None,
 }

@@ -154,3 +154,19 @@ def test_the_introspection_sees_every_option():
                                "         [--csv]\n  xmp write [QUERY]\n")
     assert entries["search"] == " search QUERY [--json] [--csv]" and "xmp write" in entries
     assert not _mentions("[--json-lines]", "--json") and _mentions("[--json | --csv]", "--csv")
+
+
+def test_every_route_of_labels_serve_is_in_the_contract():
+    """docs/contract.md's table of addresses names every route of web/app.py (its
+    shipped assets aside), with `<name>` for a path parameter."""
+    from types import SimpleNamespace
+
+    from labelsd.web.app import create_app
+
+    site = SimpleNamespace(templates=SimpleNamespace(globals={}))
+    paths = [re.sub(r"\{(\w+)(?::\w+)?\}", r"<\1>", route.path) for route in create_app(site).routes]
+    table = CONTRACT.read_text(encoding="utf-8").split("## The web interface (`labels serve`)", 1)[1]
+    table = "\n".join(line for line in table.splitlines() if line.startswith("| `"))
+    cited = set(re.findall(r"`(/[^`?\s]*)", table))
+    assert "/photo/<sha256>/labels/<class_index>/reject" in paths
+    assert [p for p in paths if p not in cited and not p.startswith("/static/")] == []

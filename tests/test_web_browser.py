@@ -1,9 +1,9 @@
 """`labels serve` in a real browser: Debian's headless Chromium driven through its
 chromedriver by Selenium (both paths given, so nothing is ever downloaded), against
 the real server process. Every thumbnail renders, a photo opens, a tag added
-through the form is what `labels search` then finds, the keyboard moves through
-the results, the page fits a phone, and the Content-Security-Policy blocks
-nothing the pages do."""
+and a label rejected through the forms are what `labels search` then finds, the
+keyboard moves through the results and takes a rejection back, the page fits a
+phone, and the Content-Security-Policy blocks nothing the pages do."""
 
 from __future__ import annotations
 
@@ -149,6 +149,42 @@ def test_open_a_photo_and_tag_it_and_labels_search_agrees(browser, server, lib, 
     wait_until(lambda: "Beach day" not in browser.page_source, "the tag to go")
     found = CliRunner().invoke(cli, ["--config", str(lib.config), "search", "beach", "--json"])
     assert json.loads(found.stdout) == []
+    assert problems_logged(browser) == []
+
+
+def search_paths(lib, *query: str) -> list[str]:
+    found = CliRunner().invoke(cli, ["--config", str(lib.config), "search", *query, "--json"])
+    assert found.exit_code == 0, found.output
+    return [r["path"] for r in json.loads(found.stdout)]
+
+
+def test_reject_a_label_through_the_form_and_labels_search_agrees(browser, server, lib, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    sha = lib.sha(lib.dog)
+    assert search_paths(lib, "golden retriever") == [str(lib.dog)]
+    load(browser, server.url + f"photo/{sha}")
+    browser.find_element(By.CSS_SELECTOR, 'button[aria-label="Reject the label golden retriever"]').click()
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".taken-back-list li"),
+               "the label listed as taken back")
+    assert browser.current_url.endswith(f"/photo/{sha}#labels")
+    assert [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".label-name")] == ["beagle"]
+    assert browser.find_element(By.CSS_SELECTOR, ".rejected-name").text == "golden retriever"
+    browser.save_screenshot(str(tmp_path / "rejected.png"))
+    assert (tmp_path / "rejected.png").stat().st_size > 10_000
+    assert search_paths(lib, "golden retriever") == []
+    assert search_paths(lib, "dog") == [str(lib.dog)]  # its beagle still finds it
+    # back with the keyboard: from #labels, Tab goes through the labels to the Undo
+    for _ in range(4):  # beagle, its Confirm, its Reject, the Undo
+        ActionChains(browser).send_keys(Keys.TAB).perform()
+    assert active(browser).get_attribute("aria-label") == "Undo the rejection of golden retriever"
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_until(lambda: not browser.find_elements(By.CSS_SELECTOR, ".taken-back-list li"),
+               "the rejection to be taken back")
+    assert "golden retriever" in [e.text for e in browser.find_elements(By.CSS_SELECTOR, ".label-name")]
+    assert search_paths(lib, "golden retriever") == [str(lib.dog)]
     assert problems_logged(browser) == []
 
 

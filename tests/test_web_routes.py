@@ -243,7 +243,7 @@ def test_adding_and_removing_a_tag_through_the_forms(client, lib):
     response = client.post(add["action"], data={**add["fields"], "tag": "Garden"},
                            follow_redirects=False)
     assert response.status_code == 303
-    assert response.headers["location"] == f"/photo/{sha}?back=%2Fsearch%3Fq%3Dcat"
+    assert response.headers["location"] == f"/photo/{sha}?back=%2Fsearch%3Fq%3Dcat#tags"
     # `labels search` agrees: the tag's word finds the photo, and --tag keeps it
     found = json.loads(labels_cmd(lib, "search", "garden", "--json"))
     assert [r["path"] for r in found] == [str(lib.cats[1])]

@@ -2,7 +2,8 @@
 (guard.py) and the shipped assets.
 
     /  /search?q=WORD&since=&until=&camera=&tag=&min_score=&exact=&page=   search
-    /photo/<sha256>                          one photo (POST .../tags, .../tags/remove)
+    /photo/<sha256>                          one photo (POST .../tags, .../tags/remove,
+                                             .../labels/<class_index>/reject|unreject|confirm|unconfirm)
     /labels  /tags  /status                  summaries (POST /status/retry)
     /api/search?q=...  /api/photo/<sha256>   JSON, as `labels search --json` / `show --json`
     /thumb/<sha256>?size=N                   a thumbnail (N one of thumbs.SIZES)
@@ -26,7 +27,16 @@ from labelsd.web.guard import Guard
 from labelsd.web.site import Site
 from labelsd.web.thumbs import thumb_view
 from labelsd.web.views_library import labels_page, retry, status_page, tags_page
-from labelsd.web.views_photo import add_tag, api_photo, photo_page, remove_tag
+from labelsd.web.views_photo import (
+    add_tag,
+    api_photo,
+    confirm_label,
+    photo_page,
+    reject_label,
+    remove_tag,
+    unconfirm_label,
+    unreject_label,
+)
 from labelsd.web.views_search import api_search, search_page
 
 log = logging.getLogger(__name__)
@@ -75,6 +85,10 @@ def create_app(site: Site) -> Starlette:
         Route("/photo/{sha256}", photo_page),
         Route("/photo/{sha256}/tags", add_tag, methods=["POST"]),
         Route("/photo/{sha256}/tags/remove", remove_tag, methods=["POST"]),
+        Route("/photo/{sha256}/labels/{class_index:int}/reject", reject_label, methods=["POST"]),
+        Route("/photo/{sha256}/labels/{class_index:int}/unreject", unreject_label, methods=["POST"]),
+        Route("/photo/{sha256}/labels/{class_index:int}/confirm", confirm_label, methods=["POST"]),
+        Route("/photo/{sha256}/labels/{class_index:int}/unconfirm", unconfirm_label, methods=["POST"]),
         Route("/labels", labels_page),
         Route("/tags", tags_page),
         Route("/status", status_page),

@@ -1,9 +1,14 @@
-"""One photo: its page (`/photo/<sha256>`), its record (`/api/photo/<sha256>`), and
+"""One photo: its page (`/photo/<sha256>`), its record (`/api/photo/<sha256>`),
 adding or removing a tag (POST `/photo/<sha256>/tags`, `/photo/<sha256>/tags/remove`)
-through `labelsd.store.tags`, as `labels tag` and `labels untag` do, sidecar included.
+through `labelsd.store.tags`, as `labels tag` and `labels untag` do, and judging a
+label (POST `/photo/<sha256>/labels/<class_index>/reject`, `unreject`, `confirm`,
+`unconfirm`) through `labelsd.store.judgements` with source "web", as `labels
+reject` and the others do; the sidecars of the content's files follow.
 
-A photo is its content: the page lists every path that holds it, and a tag
-given to it is given to the content, as `labels tag` gives it.
+A photo is its content: the page lists every path that holds it, and a tag or a
+judgement given to it is given to the content, as the commands give it. A change
+the store refuses (rejecting twice from a second tab, a label a relabelling took
+away meanwhile) is the page again with the store's one line, and nothing changed.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from labelsd.errors import NotTracked
+from labelsd.errors import JudgementRefused, NotTracked
 from labelsd.serve.photos import content_records
 
 log = logging.getLogger(__name__)
@@ -37,7 +42,7 @@ def photo_context(records: list[dict]) -> dict:
     return {
         "sha256": main["sha256"], "main": main, "records": records,
         "labels": labelled["labels"], "model": labelled["model"] or main["model"],
-        "tags": main["tags"], "failed": failed,
+        "rejected": labelled["rejected"], "tags": main["tags"], "failed": failed,
         "showable": any(r["status"] in ("done", "pending") for r in records),
     }
 
@@ -89,14 +94,30 @@ def _change_tags(request: Request, adding: bool) -> Response:
         return _page(request, found, code=400, error=str(err))
     except NotTracked as err:  # its last path went away meanwhile
         return _page(request, found, code=409, error=str(err))
-    if site.settings.xmp == "sidecar":  # as `labels tag` does
-        from labelsd.xmp.writer import refresh_after_tagging
+    _refresh_sidecars(request, found, [tag] if adding else ())
+    return _done(request, found, "tags")
 
-        for message in refresh_after_tagging(site.store(), site.settings.xmp_min_score, path,
-                                             [tag] if adding else ()):
-            log.warning("%s", message)
+
+def _refresh_sidecars(request: Request, records: list[dict], lift) -> None:
+    """With xmp = "sidecar", rewrite the sidecar of every file holding the content
+    (as `labels tag` and `labels reject` rewrite theirs); one that cannot be written
+    is a warning in the log: the change itself is done."""
+    site = request.app.state.site
+    if site.settings.xmp != "sidecar":
+        return
+    from labelsd.xmp.writer import refresh_after_tagging
+
+    paths = [r["path"] for r in records if r["status"] != "missing"]
+    for message in refresh_after_tagging(site.store(), site.settings.xmp_min_score, paths, lift):
+        log.warning("%s", message)
+
+
+def _done(request: Request, records: list[dict], section: str) -> Response:
+    """After a change: the photo's page again (303, so a reload changes nothing), at
+    the section changed (on a phone it lies below the picture; Tab goes on from there)."""
     back = _back(request)
-    target = f"/photo/{found[0]['sha256']}" + (f"?back={quote(back, safe='')}" if back else "")
+    target = (f"/photo/{records[0]['sha256']}" + (f"?back={quote(back, safe='')}" if back else "")
+              + f"#{section}")
     return RedirectResponse(target, status_code=303)
 
 
@@ -108,4 +129,48 @@ def remove_tag(request: Request) -> Response:
     return _change_tags(request, adding=False)
 
 
-__all__ = ["PHOTO_SIZE", "add_tag", "api_photo", "photo_context", "photo_page", "remove_tag"]
+def _judge(request: Request, action: str) -> Response:
+    """POST /photo/<sha256>/labels/<class_index>/<action>: reject, unreject, confirm
+    or unconfirm one label of the content, as `labels reject -l LABEL` does."""
+    from labelsd.model.taxonomy import class_by_index
+    from labelsd.store import judgements
+
+    site = request.app.state.site
+    index = request.path_params["class_index"]
+    found = _records_or_404(request)
+    if isinstance(found, Response):
+        return found
+    try:
+        label = class_by_index(index).label
+    except IndexError:  # the route's digits name no class (1000, 10**30)
+        return site.render(request, "missing.html", code=404, what="There is no such label.")
+    sha = found[0]["sha256"]
+    name = photo_context(found)["main"]["path"].rsplit("/", 1)[-1]  # the page's own heading
+    extra = {"source": "web"} if action in ("reject", "confirm") else {}
+    try:
+        getattr(judgements, action)(site.store(), [sha], index, names={sha: name}, **extra)
+    except (JudgementRefused, NotTracked) as err:  # one line; nothing was changed
+        return _page(request, found, code=409, error=str(err))
+    # a label taken back (unrejected) or confirmed leaves the sidecars' suppressed list
+    _refresh_sidecars(request, found, [label] if action in ("unreject", "confirm") else ())
+    return _done(request, found, "labels")
+
+
+def reject_label(request: Request) -> Response:
+    return _judge(request, "reject")
+
+
+def unreject_label(request: Request) -> Response:
+    return _judge(request, "unreject")
+
+
+def confirm_label(request: Request) -> Response:
+    return _judge(request, "confirm")
+
+
+def unconfirm_label(request: Request) -> Response:
+    return _judge(request, "unconfirm")
+
+
+__all__ = ["PHOTO_SIZE", "add_tag", "api_photo", "confirm_label", "photo_context", "photo_page",
+           "reject_label", "remove_tag", "unconfirm_label", "unreject_label"]
