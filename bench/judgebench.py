@@ -60,7 +60,8 @@ def add_rejections(db: str, share: float = 0.01, seed: int = 27) -> int:
 
 
 def give_label(db: str, count: int, label: str = JUDGED_LABEL, seed: int = 28) -> int:
-    """`count` photos whose labels lack `label` get it as their third label."""
+    """`count` photos whose labels lack `label` get it as their third label, at 11%: above
+    search's default floor (search_min_score, 10%), so `labels search` finds them all."""
     cls = class_by_label(label)
     rng = random.Random(seed)
     with sqlite3.connect(db) as conn:
@@ -68,7 +69,7 @@ def give_label(db: str, count: int, label: str = JUDGED_LABEL, seed: int = 28) -
             "SELECT c.sha256 FROM contents c WHERE NOT EXISTS (SELECT 1 FROM predictions r "
             "WHERE r.sha256 = c.sha256 AND r.class_index = ?) ORDER BY c.sha256", (cls.index,))]
         chosen = rng.sample(shas, min(count, len(shas)))
-        conn.executemany("UPDATE predictions SET class_index = ?, wnid = ?, label = ?, score = 0.01 "
+        conn.executemany("UPDATE predictions SET class_index = ?, wnid = ?, label = ?, score = 0.11 "
                          "WHERE sha256 = ? AND rank = 3",
                          [(cls.index, cls.wnid, cls.label, sha) for sha in chosen])
         conn.execute("ANALYZE")
