@@ -16,6 +16,13 @@ log = logging.getLogger(__name__)
 
 LABELSD_NS = "http://ns.labelsd.org/xmp/1.0/"  # labelsd:keywords, labelsd:suppressed
 
+# The most bytes of XMP labelsd reads, embedded or in a sidecar (1 MiB). A photo's
+# XMP is kilobytes: a JPEG holds it in one 64 KiB segment, Lightroom's and
+# darktable's sidecars are a few KiB to tens of KiB. exiv2 builds its tree at
+# about 35 bytes of memory per byte of XMP (measured: 1 MiB of one-letter
+# keywords, 36 MB), so the cap is also what bounds parsing it.
+MAX_XMP_BYTES = 1 << 20
+
 LOCK = threading.Lock()  # held around every use of exiv2 (see the module docstring)
 _load_lock = threading.Lock()
 _exiv2 = None
@@ -87,4 +94,4 @@ def to_sidecar_bytes(xmp) -> bytes:
     return bytes(image.io().data())
 
 
-__all__ = ["LABELSD_NS", "LOCK", "erase", "load", "set_array", "to_sidecar_bytes", "values"]
+__all__ = ["LABELSD_NS", "LOCK", "MAX_XMP_BYTES", "erase", "load", "set_array", "to_sidecar_bytes", "values"]

@@ -14,6 +14,8 @@ import logging
 import os
 import re
 
+from labelsd.errors import ImageError
+from labelsd.fileio import read_regular
 from labelsd.records import PhotoMeta
 from labelsd.xmp import exiv
 
@@ -30,6 +32,18 @@ _EXIF_DATE = re.compile(r"(\d{4})[:-](\d{2})[:-](\d{2})[ T](\d{2}):(\d{2})(?::(\
 def sidecar_path(image_path: str) -> str:
     """NAME.EXT.xmp: the name digiKam, darktable and Immich look for."""
     return image_path + ".xmp"
+
+
+def read_sidecar(image_path: str) -> bytes | None:
+    """The bytes of the photo's sidecar; None when there is none. Through the safe
+    opener (fileio.read_regular): a FIFO, device, folder or symlink put there is
+    never opened or followed (NotARegularFile), nor a file over exiv.MAX_XMP_BYTES
+    read (FileTooLarge); other OSErrors as open() raises them."""
+    try:
+        return read_regular(sidecar_path(image_path), exiv.MAX_XMP_BYTES,
+                            what="an XMP sidecar", limit="the XMP size cap")
+    except FileNotFoundError:
+        return None
 
 
 def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
@@ -61,10 +75,14 @@ def read_photo_meta(data: bytes, path: str | None = None) -> PhotoMeta | None:
 
 def _read_sidecar(path: str) -> bytes | None:
     try:
-        with open(sidecar_path(path), "rb") as fh:
-            return fh.read()
-    except OSError:
-        return None  # none (the usual case), or unreadable: nothing to import
+        return read_sidecar(path)
+    except (OSError, ImageError) as err:  # nothing to import; the photo is fine
+        log.info("the sidecar of %s is not read (%s)", path, _why(err))
+        return None
+
+
+def _why(err: BaseException) -> str:
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
 def _sidecar_keywords(data: bytes, path: str) -> list[str]:
@@ -138,4 +156,4 @@ def _degrees(exif, key: str, ref_key: str, negative: str) -> float | None:
     return round(-value if ref.startswith(negative) else value, 7)
 
 
-__all__ = ["HIERARCHY_ROOT", "read_photo_meta", "sidecar_path"]
+__all__ = ["HIERARCHY_ROOT", "read_photo_meta", "read_sidecar", "sidecar_path"]

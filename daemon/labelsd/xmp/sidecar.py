@@ -27,10 +27,10 @@ import logging
 import os
 from collections.abc import Iterable
 
-from labelsd.errors import SidecarError, SidecarFolderReadOnly
-from labelsd.fileio import atomic_output
+from labelsd.errors import ImageError, SidecarError, SidecarFolderReadOnly
+from labelsd.fileio import FileTooLarge, atomic_output
 from labelsd.xmp import exiv
-from labelsd.xmp.metadata import HIERARCHY_ROOT, sidecar_path
+from labelsd.xmp.metadata import HIERARCHY_ROOT, read_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
 
@@ -91,12 +91,14 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
     said all this (nothing written). SidecarError when it cannot be read or written."""
     target = sidecar_path(image_path)
     try:
-        with open(target, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        data = None
+        data = read_sidecar(image_path)  # FIFOs, devices, folders, links: never opened
+    except FileTooLarge as err:
+        raise SidecarError(f"the sidecar of {image_path} is not read ({err}); left as it is") from err
+    except ImageError as err:
+        raise SidecarError(f"the sidecar of {image_path} {err}; left as it is") from err
     except OSError as err:
-        raise SidecarError(f"cannot read {target}: {err.strerror or err}") from err
+        raise SidecarError(f"cannot read the sidecar of {image_path}: {err.strerror or err}; "
+                           "left as it is") from err
     exiv2 = exiv.load()
     with exiv.LOCK:
         if data is None:
