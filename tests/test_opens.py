@@ -55,12 +55,8 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # bytes already in memory (read by open_regular), never a path
     ("labelsd/model/decode.py", "decode_image", "Image.open"): "BytesIO of the bytes the reader read",
     ("labelsd/serve/thumbnails.py", "thumbnail", "Image.open"): "the handle open_regular returned",
-    ("labelsd/xmp/metadata.py", "read_photo_meta", "exiv2.ImageFactory.open"):
-        "the photo's bytes the reader read (exiv2 is never given a path)",
-    ("labelsd/xmp/metadata.py", "_sidecar_keywords", "exiv2.ImageFactory.open"):
-        "the sidecar's bytes, read by open_regular",
-    ("labelsd/xmp/sidecar.py", "write_sidecar", "exiv2.ImageFactory.open"):
-        "the sidecar's bytes, read by open_regular",
+    ("labelsd/xmp/exiv.py", "read_xmp", "load().ImageFactory.open"):
+        "an XMP packet's bytes (embedded, or a sidecar read by open_regular), never a path",
 }
 
 

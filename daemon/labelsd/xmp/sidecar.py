@@ -99,24 +99,21 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
     except OSError as err:
         raise SidecarError(f"cannot read the sidecar of {image_path}: {err.strerror or err}; "
                            "left as it is") from err
-    exiv2 = exiv.load()
-    with exiv.LOCK:
+    with exiv.locked() as exiv2:
         if data is None:
             xmp = exiv2.XmpData()
         else:
             try:
-                existing = exiv2.ImageFactory.open(data)
-                existing.readMetadata()
-            except exiv2.Exiv2Error as err:
-                raise SidecarError(f"{target} is not an XMP file exiv2 can read ({err}); "
-                                   "left as it is") from err
-            xmp = existing.xmpData()
+                xmp = exiv.read_xmp(data)
+            except (exiv.XmpRefused, exiv2.Exiv2Error) as err:
+                raise SidecarError(f"the sidecar of {image_path} is not XMP labelsd reads "
+                                   f"({err}); left as it is") from err
         try:
             if not merge_keywords(xmp, labels, tags, lift) and data is not None:
                 return False
             packet = exiv.to_sidecar_bytes(xmp)
         except exiv2.Exiv2Error as err:
-            raise SidecarError(f"cannot write {target}: {err}") from err
+            raise SidecarError(f"cannot write the sidecar of {image_path}: {err}") from err
     try:  # hidden and partial (.NAME.xmp.<hex>.part): the watcher ignores it
         with atomic_output(target, "wb", follow=False) as out:
             out.write(packet)
