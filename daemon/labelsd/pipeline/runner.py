@@ -258,12 +258,12 @@ class Pipeline:
     def _write_loop(self) -> None:
         for outcomes in self._taken("writer", self._to_writer.get, self._batcher_done.is_set):
             start = time.monotonic()
-            committed = commit_outcomes(self.store, self.node_id, outcomes, self._abandon)
+            written = commit_outcomes(self.store, self.node_id, outcomes, self._abandon)
             if self.timeline is not None:
                 self.timeline.add("write", start, len(outcomes))
-            if committed:
-                self.events.emit("db_wrote", len(outcomes), time.monotonic() - start)
-                self._finish(outcomes)
+            if written:  # all of them, unless stop() gave up waiting for the database
+                self.events.emit("db_wrote", len(written), time.monotonic() - start)
+                self._finish(written)
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

@@ -18,9 +18,10 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from labelsd.errors import StoreUnavailable
+from labelsd.errors import StoreRejected, StoreUnavailable
 from labelsd.fileio import no_room_beside
 from labelsd.store.access import prepare_database_file
+from labelsd.store.faults import cannot_succeed
 
 log = logging.getLogger(__name__)
 
@@ -109,9 +110,12 @@ def url_engine(url: str) -> Engine:
         raise StoreUnavailable(f"cannot use database URL {url!r}: {err}") from err
 
 
-def explain(err: Exception, where: str) -> StoreUnavailable:
-    """Turn a driver error into advice a person can act on."""
+def explain(err: Exception, where: str) -> StoreUnavailable | StoreRejected:
+    """Turn a driver error into advice a person can act on: StoreUnavailable for an
+    outage (retried), StoreRejected for a statement no retry can cure."""
     detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
+    if cannot_succeed(err):
+        return StoreRejected(f"the database {where} refused it: {detail}")
     lowered = detail.lower()
     if "not a database" in lowered:
         advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"
