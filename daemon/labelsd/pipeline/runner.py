@@ -146,14 +146,8 @@ class Pipeline:
                 thread.join(1.0)
                 if thread.is_alive():
                     log.warning("%s did not stop within %.0fs", thread.name, timeout)
-        self._reader.shutdown()
-        unprocessed = self._claims.take_all()
-        if unprocessed:
-            try:
-                workqueue.release_claims(self.store, self.node_id, unprocessed)
-                log.info("handed back %d claimed image(s) to the queue", len(unprocessed))
-            except StoreUnavailable as err:  # they come back after the claim lease
-                log.warning("could not hand back %d claim(s): %s", len(unprocessed), err)
+        stuck = self._reader.shutdown(max(0.0, deadline - time.monotonic()))
+        self._claims.hand_back_all(stuck, timeout)
 
     @property
     def model_rows(self) -> int:

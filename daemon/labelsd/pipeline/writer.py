@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 
 from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import StoreRejected
-from labelsd.pipeline.reader import failed_outright
+from labelsd.pipeline.reading import failed_outright
 from labelsd.records import Outcome, OutcomeKind, Tally
 from labelsd.store import contents, workqueue
 from labelsd.store.engine import Store
