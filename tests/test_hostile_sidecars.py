@@ -173,3 +173,48 @@ def test_fifo_sidecars_beside_as_many_photos_as_decode_workers_stop_nothing(weig
     assert idle, "the decode threads blocked on the FIFO sidecars"
     assert [store.record(str(p)).status for p in [*traps, innocent]] == ["done"] * (workers + 1)
     store.close()
+
+
+# ---- sidecars are always well-formed --------------------------------------------------------
+
+
+def whole_packet(data: bytes) -> bool:
+    return b"</x:xmpmeta>" in data and b"<?xpacket end=" in data
+
+
+def test_no_sidecar_for_a_photo_with_nothing_to_say(tmp_path):
+    """No label above the floor and no tag: no sidecar (it used to be a 54-byte
+    `<?xpacket begin=...?>` with no x:xmpmeta and no end marker)."""
+    photo = make_image(tmp_path / "unsure.jpg")
+    assert write_sidecar(str(photo), [], []) is False
+    assert sorted(os.listdir(tmp_path)) == ["unsure.jpg"]
+
+
+def test_a_sidecar_left_with_nothing_of_labelsd_is_still_whole(tmp_path):
+    photo = make_image(tmp_path / "cat.jpg")
+    sidecar = tmp_path / "cat.jpg.xmp"
+    assert write_sidecar(str(photo), ["tabby"], ["vacation"])
+    assert write_sidecar(str(photo), [], [])  # every keyword of labelsd's goes
+    data = sidecar.read_bytes()
+    assert whole_packet(data), data
+    assert read_photo_meta(photo.read_bytes(), str(photo)) is None  # and it reads back empty
+
+
+@pytest.mark.parametrize("length", [233, 240, 251])
+def test_a_photo_with_a_long_name_still_gets_its_sidecar(tmp_path, length):
+    """`.NAME.EXT.xmp.<hex>.part` is 19 bytes longer than NAME.EXT.xmp: past 255 for
+    names of about 233 bytes and up; the temporary name is then a short one."""
+    photo = make_image(tmp_path / ("p" * (length - 4) + ".jpg"))
+    assert write_sidecar(str(photo), ["tabby"], [])
+    sidecar = Path(str(photo) + ".xmp")
+    assert whole_packet(sidecar.read_bytes())
+    assert sorted(os.listdir(tmp_path)) == sorted([photo.name, sidecar.name])
+
+
+def test_a_photo_whose_sidecar_name_cannot_exist_is_named_in_the_warning(tmp_path):
+    photo = make_image(tmp_path / ("q" * 248 + ".jpg"))  # NAME.jpg.xmp would be 256 bytes
+    with pytest.raises(SidecarError) as caught:
+        write_sidecar(str(photo), ["tabby"], [])
+    assert photo.name in str(caught.value) and "too long" in str(caught.value)
+    assert read_photo_meta(photo.read_bytes(), str(photo)) is None  # reading never complains
+    assert sorted(os.listdir(tmp_path)) == [photo.name]

@@ -85,7 +85,8 @@ def write_cmd(
     if report.errors and not (report.written or report.unchanged):
         raise SidecarError(f"no sidecar could be written ({len(report.errors)} error(s))")
     typer.echo(f"{report.written} sidecar(s) written, {report.unchanged} already up to date, "
-               f"{report.skipped} photo(s) skipped (not labelled, missing, or read-only folder)")
+               f"{report.skipped} photo(s) skipped (not labelled, nothing above the floor, missing, "
+               "or read-only folder)")
 
 
 def register(app: typer.Typer) -> None:

@@ -170,7 +170,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
             return
         target = os.path.realpath(target)
     folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
+    tmp = os.path.join(folder, _temporary_name(folder, name))
     # 0o666 through the umask, as any file a person writes (mkstemp would give 0600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
@@ -185,6 +185,23 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
         except FileNotFoundError:
             pass
         raise
+
+
+def name_max(folder: str) -> int:
+    """The longest file name the folder's file system takes, in bytes (255 on Linux)."""
+    try:
+        return os.pathconf(folder or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _temporary_name(folder: str, name: str) -> str:
+    """Hidden and partial (`.NAME.<hex>.part`: the watcher ignores it), or, when that
+    would be longer than the file system allows (NAME of about 233 bytes and up),
+    a short `.labelsd-<hex>.part`."""
+    token = secrets.token_hex(6)
+    tmp = f".{name}.{token}.part"
+    return tmp if len(os.fsencode(tmp)) <= name_max(folder) else f".labelsd-{token}.part"
 
 
 def read_json_object(path: str | os.PathLike) -> dict:
@@ -217,5 +234,5 @@ def no_room_beside(path: str | os.PathLike) -> bool:
     return fs.f_bavail * fs.f_frsize < 1 << 20
 
 
-__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "no_room_beside", "open_regular",
-           "read_json_object", "read_regular", "write_json"]
+__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "name_max", "no_room_beside",
+           "open_regular", "read_json_object", "read_regular", "write_json"]

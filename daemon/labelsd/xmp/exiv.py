@@ -137,15 +137,30 @@ def set_array(xmp, key: str, items: list[str], kind: str = "bag") -> None:
     xmp.add(exiv2.XmpKey(key), value)
 
 
+# What a sidecar with nothing in it holds: a whole packet (exiv2 writes only the
+# opening `<?xpacket begin=...?>` for empty XmpData, which no program reads).
+EMPTY_PACKET = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>\n'
+                '<x:xmpmeta xmlns:x="adobe:ns:meta/">\n'
+                ' <rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"/>\n'
+                '</x:xmpmeta>\n<?xpacket end="w"?>').encode()
+
+
 def to_sidecar_bytes(xmp) -> bytes:
     """XmpData as the bytes of an XMP sidecar file, serialised by exiv2's own
     sidecar writer, in memory (the caller writes the file)."""
     exiv2 = load()
+    if xmp.count() == 0:
+        return EMPTY_PACKET
     image = exiv2.ImageFactory.create(exiv2.ImageType.xmp)
     image.setXmpData(xmp)
     image.writeMetadata()
     return bytes(image.io().data())
 
 
+def whole_packet(packet: bytes) -> bool:
+    """An XMP packet that ends: its x:xmpmeta closed and its end marker there."""
+    return b"</x:xmpmeta>" in packet and b"<?xpacket end=" in packet
+
+
 __all__ = ["LABELSD_NS", "LOCK", "MAX_XMP_BYTES", "MAX_XMP_NAMESPACES", "XmpRefused", "erase", "load", "locked",
-           "read_xmp", "set_array", "to_sidecar_bytes", "values"]
+           "read_xmp", "set_array", "to_sidecar_bytes", "values", "whole_packet"]

@@ -13,6 +13,7 @@ absent: metadata never fails a photo.
 
 from __future__ import annotations
 
+import errno
 import logging
 import re
 
@@ -51,6 +52,10 @@ def read_sidecar(image_path: str) -> bytes | None:
                             what="an XMP sidecar", limit="the XMP size cap")
     except FileNotFoundError:
         return None
+    except OSError as err:
+        if err.errno == errno.ENAMETOOLONG:  # NAME.EXT.xmp cannot exist beside this photo
+            return None
+        raise
 
 
 class _Keywords:

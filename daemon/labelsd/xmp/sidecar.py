@@ -28,7 +28,7 @@ import os
 from collections.abc import Iterable
 
 from labelsd.errors import ImageError, SidecarError, SidecarFolderReadOnly
-from labelsd.fileio import FileTooLarge, atomic_output
+from labelsd.fileio import FileTooLarge, atomic_output, name_max
 from labelsd.xmp import exiv
 from labelsd.xmp.metadata import HIERARCHY_ROOT, read_sidecar, sidecar_path
 
@@ -88,8 +88,13 @@ def merge_keywords(xmp, labels: list[str], tags: list[str], lift: Iterable[str] 
 def write_sidecar(image_path: str, labels: list[str], tags: list[str],
                   lift: Iterable[str] = ()) -> bool:
     """Create or update the sidecar of `image_path`. Returns False when it already
-    said all this (nothing written). SidecarError when it cannot be read or written."""
+    said all this, or when there is no sidecar and nothing to say (no label, no
+    tag): nothing written. What is written is always a whole XMP packet.
+    SidecarError (naming the photo) when it cannot be read or written."""
     target = sidecar_path(image_path)
+    if len(os.fsencode(os.path.basename(target))) > name_max(os.path.dirname(target)):
+        raise SidecarError(f"{image_path}: its name is too long for a sidecar beside it "
+                           f"(NAME.EXT.xmp would be over {name_max(os.path.dirname(target))} bytes)")
     try:
         data = read_sidecar(image_path)  # FIFOs, devices, folders, links: never opened
     except FileTooLarge as err:
@@ -99,6 +104,8 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
     except OSError as err:
         raise SidecarError(f"cannot read the sidecar of {image_path}: {err.strerror or err}; "
                            "left as it is") from err
+    if data is None and not labels and not tags:
+        return False  # nothing to say: no sidecar (not an empty one)
     with exiv.locked() as exiv2:
         if data is None:
             xmp = exiv2.XmpData()
@@ -114,21 +121,24 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
             packet = exiv.to_sidecar_bytes(xmp)
         except exiv2.Exiv2Error as err:
             raise SidecarError(f"cannot write the sidecar of {image_path}: {err}") from err
+    if not exiv.whole_packet(packet):  # never a sidecar that no program can read
+        raise SidecarError(f"cannot write the sidecar of {image_path}: exiv2 made no whole XMP packet")
     try:  # hidden and partial (.NAME.xmp.<hex>.part): the watcher ignores it
         with atomic_output(target, "wb", follow=False) as out:
             out.write(packet)
     except OSError as err:
-        raise _unwritable(os.path.dirname(target), err) from err
+        raise _unwritable(image_path, err) from err
     log.debug("wrote %s", target)
     return True
 
 
-def _unwritable(folder: str, err: OSError) -> SidecarError:
-    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+def _unwritable(image_path: str, err: OSError) -> SidecarError:
+    folder = os.path.dirname(image_path)
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # said once for the folder
         return SidecarFolderReadOnly(
             f"cannot write sidecars in {folder}: {err.strerror} (the system service sees photo "
             "folders read-only: add them to ReadWritePaths=, see the README)")
-    return SidecarError(f"cannot write a sidecar in {folder}: {err.strerror or err}")
+    return SidecarError(f"cannot write the sidecar of {image_path}: {err.strerror or err}")
 
 
 __all__ = ["merge_keywords", "sidecar_path", "write_sidecar"]

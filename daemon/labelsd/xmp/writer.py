@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from labelsd.errors import SidecarError, SidecarFolderReadOnly
 from labelsd.records import ImageRecord, Outcome, OutcomeKind
 from labelsd.store.engine import Store
-from labelsd.xmp.sidecar import write_sidecar
+from labelsd.xmp.sidecar import sidecar_path, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ def sidecar_labels(record: ImageRecord, min_score: float) -> list[str]:
 class SidecarReport:
     written: int = 0
     unchanged: int = 0
-    skipped: int = 0  # not done (pending, failed) or missing
+    skipped: int = 0  # not done (pending, failed), missing, or nothing to say
     errors: list[str] = field(default_factory=list)
 
 
@@ -47,7 +47,8 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
                      lift: Iterable[str] = (), report: SidecarReport | None = None,
                      warned: set[str] | None = None) -> SidecarReport:
     """Write or refresh the sidecar of every labelled record. Failed, pending and
-    missing photos get none. A folder that cannot be written is reported once."""
+    missing photos get none, nor does a photo with no label above `min_score` and
+    no tag. A folder that cannot be written is reported once."""
     report = report or SidecarReport()
     warned = set() if warned is None else warned
     lift = list(lift)
@@ -59,8 +60,12 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
         if folder in warned:
             report.skipped += 1
             continue
+        labels = sidecar_labels(rec, min_score)
+        if not labels and not rec.tags and not os.path.lexists(sidecar_path(rec.path)):
+            report.skipped += 1  # nothing to say, and no sidecar to take labelsd's keywords out of
+            continue
         try:
-            if write_sidecar(rec.path, sidecar_labels(rec, min_score), rec.tags, lift):
+            if write_sidecar(rec.path, labels, rec.tags, lift):
                 report.written += 1
             else:
                 report.unchanged += 1
