@@ -15,6 +15,8 @@ import logging
 import struct
 import subprocess
 import sys
+import time
+import zlib
 
 import pytest
 
@@ -231,3 +233,30 @@ def test_every_format_gives_its_date_camera_and_position(tmp_path, fmt):
     assert meta == PhotoMeta(taken_at="2024-07-14T15:30:00", camera="Canon EOS R5",
                              gps_lat=-22.9083333, gps_lon=-43.175, keywords=("holiday",)), fmt
     assert find_blocks(photo.read_bytes()).refused == []
+
+
+def test_thousands_of_zlib_bombs_are_not_each_inflated(tmp_path):
+    bomb = zlib.compress(b"\n" + b"exif\n" + b"   9999999\n" + b"0" * 3_000_000, 9)  # 3 MB from 3 KB
+    chunk = (b"zTXt", b"Raw profile type exif\x00\x00" + bomb)
+    photo = metagen.png_with_chunks(tmp_path / "zbombs.png", [chunk] * 3000)
+    began = time.monotonic()
+    blocks = find_blocks(photo.read_bytes())
+    assert time.monotonic() - began < 5
+    assert blocks.exif is None and len(blocks.refused) == 1
+
+
+def test_a_heif_location_table_of_65535_by_65535_is_a_bounded_loop(tmp_path):
+    from labelsd.xmp import bmff
+
+    iinf = struct.pack(">I4s", 14, b"iinf") + b"\x00" * 6  # version 0, no entries
+    # Offsets and lengths of 0 bytes: every extent takes no room, so 10,000 items of
+    # 65,535 extents each fit in 80 KB (the loop, not the bytes, is the attack).
+    iloc_body = bytes([1, 0, 0, 0, 0x00, 0x00]) + struct.pack(">H", 10_000) + (
+        struct.pack(">HHHH", 1, 0, 0, 0xFFFF)) * 10_000
+    iloc = struct.pack(">I4s", 8 + len(iloc_body), b"iloc") + iloc_body
+    meta_body = b"\x00\x00\x00\x00" + iinf + iloc
+    data = (struct.pack(">I4s4sI", 16, b"ftyp", b"heic", 0)
+            + struct.pack(">I4s", 8 + len(meta_body), b"meta") + meta_body)
+    began = time.monotonic()
+    assert bmff.metadata_items(memoryview(data), MAX_BLOCK_BYTES) == (None, None, [])
+    assert time.monotonic() - began < 2

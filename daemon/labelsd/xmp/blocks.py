@@ -38,12 +38,14 @@ class Blocks:
     iptc: bytes | None = None  # IPTC-IIM datasets
     xmp: bytes | None = None  # an XMP packet
     refused: list[str] = field(default_factory=list)  # blocks left out, in words
+    decided: set = field(default_factory=set)  # kinds found or refused: later ones are skipped
 
     def take(self, kind: str, value) -> None:
         """Keep the first block of each kind, if it is not over the cap (checked
-        before anything is copied)."""
-        if value is None or getattr(self, kind) is not None:
+        before anything is copied); later blocks of a kind are not looked at."""
+        if value is None or kind in self.decided:
             return
+        self.decided.add(kind)
         if len(value) > MAX_BLOCK_BYTES:
             self.refuse(kind, len(value))
         else:
@@ -134,6 +136,8 @@ def _png_text(kind: bytes, body: memoryview, found: Blocks) -> None:
     keyword = bytes(body[:80]).partition(b"\x00")[0]
     if keyword != b"XML:com.adobe.xmp" and not keyword.startswith(b"Raw profile type "):
         return
+    if _profile_kind(keyword) in found.decided:
+        return  # the first block of a kind counts: thousands more are not inflated again
     start = len(keyword) + 1
     compressed = kind == b"zTXt"
     if kind == b"iTXt":  # flag, method, language\0, translated keyword\0, text
@@ -149,6 +153,7 @@ def _png_text(kind: bytes, body: memoryview, found: Blocks) -> None:
     text = _inflate(body[start:]) if compressed else body[start:]
     if text is None or len(text) > MAX_BLOCK_BYTES * 2 + 64:  # a raw profile is hex: two digits a byte
         found.refuse(_profile_kind(keyword))
+        found.decided.add(_profile_kind(keyword))
         return
     if keyword == b"XML:com.adobe.xmp":
         found.take("xmp", text)

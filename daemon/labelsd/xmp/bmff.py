@@ -101,7 +101,11 @@ def _locations(data: memoryview, start: int, end: int,
     count, at = (struct.unpack_from(">H", data, at)[0], at + 2) if version < 2 else \
         (struct.unpack_from(">I", data, at)[0], at + 4)
     located = {}
-    for _ in range(min(count, MAX_BOXES)):
+    budget = MAX_BOXES  # items and extents read in all: a count of 65,535 x 65,535 is a loop bound
+    for _ in range(count):
+        budget -= 1
+        if budget < 0 or at > end:
+            break
         item, at = _uint(data, at, 2 if version < 2 else 4)
         method = 0
         if version in (1, 2):
@@ -111,13 +115,14 @@ def _locations(data: memoryview, start: int, end: int,
         base, at = _uint(data, at, base_size)
         extent_count, at = _uint(data, at, 2)
         extents = []
-        for _ in range(min(extent_count, MAX_BOXES)):
+        for _ in range(extent_count):
+            budget -= 1
+            if budget < 0 or at > end:
+                return located
             at += index_size
             offset, at = _uint(data, at, offset_size)
             length, at = _uint(data, at, length_size)
             extents.append((base + offset, length))
-        if at > end:
-            break
         if item in wanted:
             located[item] = (method, extents)
     return located
