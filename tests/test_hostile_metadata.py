@@ -260,3 +260,19 @@ def test_a_heif_location_table_of_65535_by_65535_is_a_bounded_loop(tmp_path):
     began = time.monotonic()
     assert bmff.metadata_items(memoryview(data), MAX_BLOCK_BYTES) == (None, None, [])
     assert time.monotonic() - began < 2
+
+
+def test_imagemagick_raw_profiles_in_png_text_are_read(tmp_path):
+    """ImageMagick keeps EXIF and IPTC as hex in zTXt "Raw profile type ..." chunks."""
+    exif = metagen.looping_exif()  # a make and a model, whatever its pointers do
+
+    def raw_profile(name: str, payload: bytes) -> bytes:
+        digits = payload.hex()
+        lines = "\n".join(digits[i:i + 72] for i in range(0, len(digits), 72))
+        return f"\n{name}\n{len(payload):8d}\n{lines}\n".encode()
+
+    chunks = [(b"zTXt", b"Raw profile type exif\x00\x00" + zlib.compress(raw_profile("exif", b"Exif\x00\x00" + exif))),
+              (b"tEXt", b"Raw profile type iptc\x00" + raw_profile("iptc", metagen.iim(["from iptc"])))]
+    photo = metagen.png_with_chunks(tmp_path / "magick.png", chunks)
+    assert read_photo_meta(photo.read_bytes(), str(photo)) == PhotoMeta(camera="Canon EOS R5",
+                                                                         keywords=("from iptc",))
