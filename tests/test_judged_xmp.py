@@ -35,7 +35,8 @@ def test_a_rejected_label_leaves_the_keywords_for_the_suppressed_list(db_url, st
     sidecar = folder / "tabby.jpg.xmp"
     assert words(read_xmp(sidecar), "Xmp.dc.subject") == ["tabby", "tiger cat"]
     judgements.reject(store, [store.record(paths["tabby.jpg"]).sha256], TABBY)
-    assert ok(labels(db_url, "xmp", "write")).startswith("1 sidecar(s) written, 2 already")
+    # unsure.jpg: nothing above the floor and no tag, so no sidecar (issue 31)
+    assert ok(labels(db_url, "xmp", "write")).startswith("1 sidecar(s) written, 1 already")
     xmp = read_xmp(sidecar)
     assert words(xmp, "Xmp.dc.subject") == ["tiger cat"]
     assert words(xmp, "Xmp.lr.hierarchicalSubject") == ["labelsd|tiger cat"]

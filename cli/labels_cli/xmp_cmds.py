@@ -94,7 +94,8 @@ def write_cmd(
     if report.errors and not (report.written or report.unchanged):
         raise SidecarError(f"no sidecar could be written ({len(report.errors)} error(s))")
     typer.echo(f"{report.written} sidecar(s) written, {report.unchanged} already up to date, "
-               f"{report.skipped} photo(s) skipped (not labelled, missing, or read-only folder)"
+               f"{report.skipped} photo(s) skipped (not labelled, nothing above the floor, missing, "
+               "or read-only folder)"
                + (f"; {report.rejected} label(s) removed in another program now rejected"
                   if report.rejected else ""))
 

@@ -11,7 +11,14 @@ class ConfigError(LabelsError):
 
 
 class StoreUnavailable(LabelsError):
-    """The database cannot be opened or written."""
+    """The database cannot be opened or written (locked, full, unreachable): an
+    outage that waiting can cure."""
+
+
+class StoreRejected(LabelsError):
+    """The database refused a statement that no retry can cure (a value out of
+    range or too long, too many bound values): the data is at fault, not the
+    database (store/faults.py tells the two apart)."""
 
 
 class NotTracked(LabelsError):

@@ -1,6 +1,8 @@
-"""Files in and out. `open_regular` is the one way labelsd opens a photo it
-reads (the pipeline's reader, the gallery's thumbnails): never through a
-symlink, never blocking, a regular file or nothing. `atomic_output` writes an
+"""Files in and out. `open_regular` is the one way labelsd opens a file it
+reads because of a photo (the pipeline's reader, the gallery's thumbnails, the
+photo's XMP sidecar through `read_regular`): never through a symlink, never
+blocking, a regular file or nothing, and never more than a cap (tests/test_opens.py
+proves nothing else in the daemon opens such a file). `atomic_output` writes an
 output file atomically: shared by `labels export -o` (text), the contact
 sheets of `labels gallery` (bytes), XMP sidecars and the small JSON caches of
 `~/.cache/labels` (labelsd.owned: file digests, the bf16 measurement); a device or
@@ -61,15 +63,16 @@ def kind_of(mode: int) -> str:
     return "not a regular file"
 
 
-def open_regular(path: str, *, max_bytes: int | None = None,
-                 links_within: Sequence[str] = ()) -> tuple[BinaryIO, os.stat_result]:
+def open_regular(path: str, *, max_bytes: int | None = None, links_within: Sequence[str] = (),
+                 what: str = "an image file", limit: str = "max_file_mb") -> tuple[BinaryIO, os.stat_result]:
     """Open `path` for reading if it is a regular file reached without following
     any symlink, and return it with its fstat. Raises NotARegularFile (with the
     kind in words) or FileTooLarge, or OSError as open() does (FileNotFoundError,
     PermissionError ...). Nothing else is opened: what the watched folder's
     owner links to stays unread. `links_within` (`labels scan`): a symlinked
     file whose target resolves inside one of these folders is opened at its
-    target, by the same rules."""
+    target, by the same rules. `what` and `limit` name the file and its size
+    cap in the errors' words."""
     try:
         before = os.lstat(path)
     except OSError:
@@ -77,30 +80,42 @@ def open_regular(path: str, *, max_bytes: int | None = None,
     if before is not None and stat.S_ISLNK(before.st_mode) and links_within:
         target = os.path.realpath(path)
         if any(under_root(target, root) for root in links_within):
-            return open_regular(target, max_bytes=max_bytes)
+            return open_regular(target, max_bytes=max_bytes, what=what, limit=limit)
     if before is not None and not stat.S_ISREG(before.st_mode):
         # Not even opened: opening some device nodes has side effects.
-        raise NotARegularFile(f"is {kind_of(before.st_mode)}, not an image file")
+        raise NotARegularFile(f"is {kind_of(before.st_mode)}, not {what}")
     try:
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as err:
         if err.errno == errno.ELOOP:  # swapped for a symlink since the lstat
-            raise NotARegularFile("is a symbolic link, not an image file (labelsd does "
+            raise NotARegularFile(f"is a symbolic link, not {what} (labelsd does "
                                   "not follow links in watched folders)") from None
         raise
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotARegularFile(f"is {kind_of(st.st_mode)}, not an image file")
+            raise NotARegularFile(f"is {kind_of(st.st_mode)}, not {what}")
         _check_no_linked_folder(fd, path)
         if max_bytes is not None and st.st_size > max_bytes:
             raise FileTooLarge(f"file is {_size_text(st.st_size)}, larger than the "
-                               f"{_size_text(max_bytes)} limit (max_file_mb)")
+                               f"{_size_text(max_bytes)} limit ({limit})")
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb"), st
     except BaseException:
         os.close(fd)
         raise
+
+
+def read_regular(path: str, max_bytes: int, *, what: str, limit: str) -> bytes:
+    """The bytes of `path`, opened by `open_regular` (a regular file, no link
+    followed, no blocking), and no more than `max_bytes` of them: FileTooLarge
+    when the file is larger, or grows past it while read."""
+    fh, _ = open_regular(path, max_bytes=max_bytes, what=what, limit=limit)
+    with fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise FileTooLarge(f"grew past the {_size_text(max_bytes)} limit while read")
+    return data
 
 
 def _check_no_linked_folder(fd: int, path: str) -> None:
@@ -122,7 +137,9 @@ def _check_no_linked_folder(fd: int, path: str) -> None:
 def _size_text(n: int) -> str:
     if n >= 1 << 30:
         return f"{n / (1 << 30):.1f} GiB"
-    return f"{n / (1 << 20):.0f} MiB"
+    if n >= 1 << 20:
+        return f"{n / (1 << 20):.0f} MiB"
+    return f"{n / (1 << 10):.0f} KiB"
 
 
 @contextmanager
@@ -156,7 +173,7 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
             return
         target = os.path.realpath(target)
     folder, name = os.path.split(target)
-    tmp = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.part")
+    tmp = os.path.join(folder, _temporary_name(folder, name))
     # 0o666 through the umask, as any file a person writes (mkstemp would give 0600);
     # a umask only takes bits away, so 0o600 is 0600 whatever it is.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600 if private else 0o666)
@@ -174,6 +191,23 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str = "utf
         raise
 
 
+def name_max(folder: str) -> int:
+    """The longest file name the folder's file system takes, in bytes (255 on Linux)."""
+    try:
+        return os.pathconf(folder or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
+
+
+def _temporary_name(folder: str, name: str) -> str:
+    """Hidden and partial (`.NAME.<hex>.part`: the watcher ignores it), or, when that
+    would be longer than the file system allows (NAME of about 233 bytes and up),
+    a short `.labelsd-<hex>.part`."""
+    token = secrets.token_hex(6)
+    tmp = f".{name}.{token}.part"
+    return tmp if len(os.fsencode(tmp)) <= name_max(folder) else f".labelsd-{token}.part"
+
+
 def no_room_beside(path: str | os.PathLike) -> bool:
     """Whether the file system holding `path` (a file, existing or not) has under
     1 MiB left. SQLite reports some writes that meet a full disk (the WAL index
@@ -186,4 +220,5 @@ def no_room_beside(path: str | os.PathLike) -> bool:
     return fs.f_bavail * fs.f_frsize < 1 << 20
 
 
-__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "no_room_beside", "open_regular"]
+__all__ = ["FileTooLarge", "NotARegularFile", "atomic_output", "kind_of", "name_max", "no_room_beside",
+           "open_regular", "read_regular"]

@@ -5,7 +5,11 @@ watch), and exit with its status.
 
     SIGTERM / SIGINT   stop: intake first, then the pipeline finishes (or hands
                        back) the batch in flight, the node is marked stopped, exit 0.
-                       Later signals are logged and ignored.
+                       Later signals are logged and ignored. A read that never
+                       returns (a hung share) is left behind, its claim handed back
+                       as a failed attempt. Whatever else hangs, SHUTDOWN_DEADLINE_S
+                       after the stop began this node's claims are handed back and
+                       the process exits 1.
     SIGHUP             reload the config file: watched folders added or removed
                        without a restart (a new folder is reconciled).
 
@@ -23,6 +27,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from labelsd import __version__
 from labelsd.config import (
@@ -41,6 +46,12 @@ from labelsd.model.registry import model_names
 from labelsd.paths import one_line
 
 log = logging.getLogger("labelsd")
+
+# From the end of run() (a stop signal, a lost database, a failed start) to the
+# process's exit, at most this long, whatever hangs: under systemd's
+# TimeoutStopSec=30, which would otherwise kill it without handing anything back.
+SHUTDOWN_DEADLINE_S = 20.0
+HAND_BACK_WAIT_S = 3.0  # how long the deadline waits for the database to take the claims back
 
 # --------------------------------------------------------------------------- command line
 
@@ -103,6 +114,57 @@ class _StopDuringStart(BaseException):
     A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""
 
 
+class _ShutdownDeadline:
+    """Armed once stopping begins; cancelled when it ends. Should it pass first
+    (a read on a hung share, a database that never answers, any step of close()
+    that hangs), this node's claims are handed back (if the database answers
+    within HAND_BACK_WAIT_S; else the next start on this host, or the claim lease,
+    takes them back) and the process exits 1."""
+
+    def __init__(self, service: Service):
+        self._service = service
+        self._timer: threading.Timer | None = None
+
+    def arm(self) -> None:
+        if self._timer is None:
+            self._timer = threading.Timer(SHUTDOWN_DEADLINE_S, self._passed)
+            self._timer.name, self._timer.daemon = "labelsd-shutdown-deadline", True
+            self._timer.start()
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+    def _passed(self) -> None:
+        running = sorted(t.name for t in threading.enumerate()
+                         if t.is_alive() and t not in (threading.current_thread(), threading.main_thread()))
+        log.error("stopping did not finish within %.0f s (still running: %s); handing back this "
+                  "node's claims and exiting", SHUTDOWN_DEADLINE_S, ", ".join(running) or "nothing")
+        hand_back = threading.Thread(target=self._hand_back, name="labelsd-hand-back", daemon=True)
+        hand_back.start()
+        hand_back.join(HAND_BACK_WAIT_S)
+        _exit_now(1)
+
+    def _hand_back(self) -> None:
+        from labelsd.store import workqueue
+
+        service = self._service
+        if service.store is None:
+            return
+        try:
+            workqueue.release_claims(service.store, service.node_id)
+            log.info("handed back this node's claims")
+        except Exception as err:  # noqa: BLE001 - exiting anyway; the next start takes them back
+            log.warning("could not hand back this node's claims (%s); the next start takes them back", err)
+
+
+def _exit_now(rc: int) -> None:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(rc)
+
+
 # --------------------------------------------------------------------------- entry point
 
 
@@ -139,10 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     service = Service(settings, config=args.config, flags=_flags(args))
     _install_signal_handlers(service)
     rc = 0
+    deadline = _ShutdownDeadline(service)
     try:
         with service:
-            service.start()
-            service.run()
+            try:
+                service.start()
+                service.run()
+            finally:
+                deadline.arm()  # stopping, whatever the reason: it has a deadline
         if service.database_lost is not None:
             rc = 1  # so that systemd (Restart=on-failure) starts it again on the new file
     except _StopDuringStart as stop:
@@ -151,14 +217,14 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("labelsd failed", exc_info=True)
         print(f"labelsd: error: {one_line(err)}", file=sys.stderr)  # one journal entry
         rc = 1
-    if argv is None and "tensorflow" in sys.modules:
+    deadline.cancel()
+    if argv is None:
         # The real process (not a test calling main(argv)): everything is committed
-        # and the store is closed. TensorFlow's interpreter teardown takes seconds
-        # and saves nothing, so skip it; systemd and a waiting restart get the exit now.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(rc)
+        # and the store is closed. The interpreter's teardown saves nothing more: it
+        # takes seconds with TensorFlow loaded, and it joins every thread of the
+        # decode pool, for ever if one is stuck in a read the pipeline gave up on.
+        # systemd and a waiting restart get the exit now.
+        _exit_now(rc)
     return rc
 
 

@@ -18,15 +18,16 @@ by a PostgreSQL NOTIFY (another node did; `store.wakeups`), or at worst after
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 from labelsd.backoff import Backoff
-from labelsd.errors import StoreUnavailable
+from labelsd.errors import LabelsError, StoreUnavailable
 from labelsd.pipeline.reader import POLL_S, Reader
-from labelsd.records import Claim
-from labelsd.store import wakeups, workqueue
+from labelsd.records import Claim, Outcome, OutcomeKind
+from labelsd.store import contents, wakeups, workqueue
 from labelsd.store.engine import Store
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,30 @@ class Claimer:
             self.changed.notify_all()
         return ids
 
+    def hand_back_all(self, stuck: list[Claim], waited_s: float) -> None:
+        """At stop: every claim still held goes back to the queue. Those whose read or
+        decode was still running when stop() gave up on it (`stuck`: its thread is
+        left behind) go back as a failed attempt, so that a file whose read hangs
+        every time ends failed instead of hanging every start."""
+        held = set(self.take_all())
+        stuck = [c for c in stuck if c.id in held]
+        if stuck:
+            log.warning("reading %s did not finish; handed back as a failed attempt",
+                        ", ".join(os.path.basename(c.path) for c in stuck))
+            error = f"reading it did not finish (labelsd stopped after waiting {waited_s:.0f} s)"
+            try:
+                contents.record_outcomes(self.store, self.node_id,
+                                         [Outcome(c, OutcomeKind.RETRY, error=error) for c in stuck])
+            except LabelsError as err:  # they come back after the claim lease
+                log.warning("could not hand back %d claim(s): %s", len(stuck), err)
+        rest = sorted(held - {c.id for c in stuck})
+        if rest:
+            try:
+                workqueue.release_claims(self.store, self.node_id, rest)
+                log.info("handed back %d claimed image(s) to the queue", len(rest))
+            except StoreUnavailable as err:  # they come back after the claim lease
+                log.warning("could not hand back %d claim(s): %s", len(rest), err)
+
     def run(self, beat: Callable[[], None]) -> None:
         last_renew = time.monotonic()
         backoff = Backoff()
@@ -117,14 +142,18 @@ class Claimer:
                     claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size),
                                              reserved_by=self.reserved_by)
                     with self.lock:
-                        for c in claims:
+                        late = self._stop.is_set()  # stop() may have taken the held claims already
+                        for c in [] if late else claims:
                             self.held[c.id] = c
-                        self._reader.preparing += len(claims)
+                        self._reader.preparing += 0 if late else len(claims)
                         self._generation += 1
                         self.max_in_flight_seen = max(self.max_in_flight_seen, len(self.held))
                 finally:
                     with self.lock:
                         self._claiming = False
+                if late:
+                    self._hand_back(claims)
+                    return
                 backoff.reset()
                 if not claims:
                     self._went_idle()
@@ -138,6 +167,16 @@ class Claimer:
             except Exception:  # noqa: BLE001 - the pipeline must outlive any one surprise
                 log.exception("claimer error; continuing")
                 backoff.wait(self._stop)
+
+    def _hand_back(self, claims: list[Claim]) -> None:
+        """Claims taken while the pipeline was stopping: straight back to the queue."""
+        if not claims:
+            return
+        try:
+            workqueue.release_claims(self.store, self.node_id, [c.id for c in claims])
+            log.info("handed back %d image(s) claimed while stopping", len(claims))
+        except StoreUnavailable as err:  # they come back after the claim lease
+            log.warning("could not hand back %d claim(s): %s", len(claims), err)
 
     def _went_idle(self) -> None:
         """Nothing to claim and nothing held (every batch written) after some work."""

@@ -10,26 +10,25 @@ the claims back.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
-from labelsd.fileio import FileTooLarge, open_regular
-from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
+from labelsd.model.decode import DecodedImage, TruncatedImage
 from labelsd.paths import shown
+from labelsd.pipeline.reading import failed_outright, read_failure, read_file
 from labelsd.records import Claim, Outcome, OutcomeKind, PhotoMeta, Prediction
-from labelsd.store import contents, workqueue
+from labelsd.store import contents
 from labelsd.store.engine import Store
 from labelsd.xmp.metadata import read_photo_meta
 
@@ -68,42 +67,6 @@ class Known:
     width: int | None
     height: int | None
     format: str | None
-
-
-def read_file(path: str, max_bytes: int | None = None,
-              links_within: Sequence[str] = ()) -> tuple[bytes, int, int, str]:
-    """The file's bytes (read once), size, mtime_ns and SHA-256. Only a regular
-    file, opened without following symlinks (but to a target in `links_within`)
-    or blocking (fileio.open_regular), and no larger than `max_bytes` (the size
-    cap, read from decode by default)."""
-    limit = max_file_bytes() if max_bytes is None else max_bytes
-    fh, st = open_regular(path, max_bytes=limit, links_within=links_within)
-    with fh:
-        data = fh.read(limit + 1)  # the file may have grown since the fstat
-    if len(data) > limit:
-        raise FileTooLarge(f"file grew past the {limit >> 20} MiB limit (max_file_mb) while read")
-    return data, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()
-
-
-def read_failure(claim: Claim, err: BaseException) -> Outcome:
-    """The outcome of a file that could not be read."""
-    if isinstance(err, (FileNotFoundError, NotADirectoryError)):
-        return Outcome(claim, OutcomeKind.VANISHED)
-    if isinstance(err, ImageError):  # not a regular file, through a link, too large
-        return failed_outright(claim, str(err))
-    if isinstance(err, IsADirectoryError):
-        return failed_outright(claim, "is a folder, not an image file")
-    if isinstance(err, OSError):  # permission denied, I/O error: maybe better later
-        return Outcome(claim, OutcomeKind.RETRY, error=f"cannot read the file: {err.strerror or err}")
-    return Outcome(claim, OutcomeKind.RETRY, error=f"cannot read the file: {err}")
-
-
-def failed_outright(claim: Claim, reason: str) -> Outcome:
-    """The path (not its content: there is none to hash) fails now, with `reason`:
-    a retry outcome with no attempts left, so the queue row ends `failed` at
-    once and `labels retry` can queue it again."""
-    return Outcome(replace(claim, attempts=max(claim.attempts, workqueue.MAX_ATTEMPTS - 1)),
-                   OutcomeKind.RETRY, error=reason)
 
 
 def still_being_written(item: Item) -> bool:
@@ -151,13 +114,40 @@ class Reader:
         self._pending_by_sha: dict[str, Item] = {}
         self._recent: OrderedDict[str, Known] = OrderedDict()
         self._pool: ThreadPoolExecutor | None = None
+        self._running: dict[Future, Claim] = {}  # reads and decodes in the pool, by their claim
 
     def start(self) -> None:
         self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="labelsd-pipeline-decode")
 
-    def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, timeout: float) -> list[Claim]:
+        """Stop the pool, waiting at most `timeout` for the reads and decodes in it.
+        Returns the claims still being read or decoded then: a read that never
+        returns (a hung network share) is left behind on its thread, never waited for."""
+        if self._pool is None:
+            return []
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        with self._lock:
+            running = list(self._running)
+        _, stuck = wait_futures(running, timeout=timeout)
+        with self._lock:
+            claims = {c.id: c for f in stuck if (c := self._running.get(f)) is not None}
+        return list(claims.values())
+
+    def _submit(self, fn, arg, claim: Claim) -> Future | None:
+        """fn(arg) in the pool, kept in `_running` until done; None once the pool is
+        shut down (stopping: stop() hands the claim back)."""
+        try:
+            future = self._pool.submit(fn, arg)
+        except RuntimeError:
+            return None
+        with self._lock:
+            self._running[future] = claim
+        future.add_done_callback(self._forget)  # at once if it is done already
+        return future
+
+    def _forget(self, future: Future) -> None:
+        with self._lock:
+            self._running.pop(future, None)
 
     def busy(self) -> bool:
         """Some claimed files are still being read or decoded."""
@@ -170,7 +160,9 @@ class Reader:
         """Read and hash the claimed files in the pool, look their contents up in one
         query, then link, share or decode each. Runs in the claimer thread."""
         items = [Item(c) for c in claims]
-        reads = [self._pool.submit(self._read, c.path) for c in claims]
+        reads = [self._submit(self._read, c.path, c) for c in claims]
+        if None in reads:
+            return  # stopping: these claims are handed back by stop()
         pending = set(reads)
         while pending:
             _, pending = wait_futures(pending, timeout=POLL_S)
@@ -194,7 +186,7 @@ class Reader:
                 item.data = None
                 self._to_ready(item)
             elif not self._share(item):
-                self._pool.submit(self._decode, item)
+                self._submit(self._decode, item, item.claim)  # None: stopping, handed back
 
     def _read(self, path: str):
         start = time.monotonic()

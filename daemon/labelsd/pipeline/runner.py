@@ -147,14 +147,8 @@ class Pipeline:
                 thread.join(1.0)
                 if thread.is_alive():
                     log.warning("%s did not stop within %.0fs", thread.name, timeout)
-        self._reader.shutdown()
-        unprocessed = self._claims.take_all()
-        if unprocessed:
-            try:
-                workqueue.release_claims(self.store, self.node_id, unprocessed)
-                log.info("handed back %d claimed image(s) to the queue", len(unprocessed))
-            except StoreUnavailable as err:  # they come back after the claim lease
-                log.warning("could not hand back %d claim(s): %s", len(unprocessed), err)
+        stuck = self._reader.shutdown(max(0.0, deadline - time.monotonic()))
+        self._claims.hand_back_all(stuck, timeout)
 
     @property
     def model_rows(self) -> int:
@@ -259,12 +253,12 @@ class Pipeline:
     def _write_loop(self) -> None:
         for outcomes in self._taken("writer", self._to_writer.get, self._batcher_done.is_set):
             start = time.monotonic()
-            committed = commit_outcomes(self.store, self.node_id, outcomes, self._abandon)
+            written = commit_outcomes(self.store, self.node_id, outcomes, self._abandon)
             if self.timeline is not None:
                 self.timeline.add("write", start, len(outcomes))
-            if committed:
-                self.events.emit("db_wrote", len(outcomes), time.monotonic() - start)
-                self._finish(outcomes)
+            if written:  # all of them, unless stop() gave up waiting for the database
+                self.events.emit("db_wrote", len(written), time.monotonic() - start)
+                self._finish(written)
 
     def _finish(self, outcomes: list[Outcome]) -> None:
         for o in outcomes:

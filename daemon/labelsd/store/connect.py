@@ -18,10 +18,11 @@ from pathlib import Path
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
 
-from labelsd.errors import StoreUnavailable
+from labelsd.errors import StoreRejected, StoreUnavailable
 from labelsd.fileio import no_room_beside
 from labelsd.paths import shown
 from labelsd.store.access import prepare_database_file, where_shown
+from labelsd.store.faults import cannot_succeed
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +134,12 @@ def missing_driver(url: str, err: ImportError) -> str:
     return f"cannot use {shown}: its database driver is not installed ({err})"
 
 
-def explain(err: Exception, where: str) -> StoreUnavailable:
-    """Turn a driver error into advice a person can act on."""
+def explain(err: Exception, where: str) -> StoreUnavailable | StoreRejected:
+    """Turn a driver error into advice a person can act on: StoreUnavailable for an
+    outage (retried), StoreRejected for a statement no retry can cure."""
     detail = str(getattr(err, "orig", err)).strip().splitlines()[0] if str(err) else repr(err)
+    if cannot_succeed(err):
+        return StoreRejected(f"the database {where} refused it: {detail}")
     lowered = detail.lower()
     if "not a database" in lowered:
         advice = f"{where} is not a labelsd database (or it is damaged); pass another --db"

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from sqlalchemy.orm import Session
 
 from labelsd.records import PhotoMeta, Prediction
-from labelsd.store.engine import dialect_insert
+from labelsd.store.engine import dialect_insert, write_rows
 from labelsd.store.judgements import import_rejections, labels_named
 from labelsd.store.schema import Tag, utcnow
 from labelsd.store.tags import InvalidTag, clean_tag, tag_key
@@ -32,9 +32,9 @@ def meta_columns(meta: PhotoMeta | None) -> dict:
 def import_keywords(session: Session, sha256: str, meta: PhotoMeta, now=None,
                     labels: Iterable[Prediction] = ()) -> None:
     """Import the photo's keywords as tags of its content (a tag it already
-    carries is kept as it is), and the keywords its sidecar says a person took
-    away that name one of its `labels` as rejections of them (source "xmp",
-    store/judgements.py). The content row must exist."""
+    carries is kept as it is), however many, and the keywords its sidecar says a
+    person took away that name one of its `labels` as rejections of them (source
+    "xmp", store/judgements.py). The content row must exist."""
     named = labels_named(meta.suppressed, labels)
     if named:
         import_rejections(session, {sha256: named}, "xmp", now)
@@ -48,9 +48,12 @@ def import_keywords(session: Session, sha256: str, meta: PhotoMeta, now=None,
     if not rows:
         return
     now = now or utcnow()
-    session.execute(dialect_insert(session, Tag).values([
-        {"sha256": sha256, "tag_key": key, "tag": text, "created_at": now, "imported": True}
-        for key, text in rows.items()]).on_conflict_do_nothing(index_elements=["sha256", "tag_key"]))
+    # write_rows, not one multi-row VALUES: its bound values do not grow with the
+    # rows (60,000 keywords were 300,000 of them, past SQLite's and psycopg's limits).
+    write_rows(session, dialect_insert(session, Tag.__table__).on_conflict_do_nothing(
+        index_elements=["sha256", "tag_key"]),
+        [{"sha256": sha256, "tag_key": key, "tag": text, "created_at": now, "imported": True}
+         for key, text in rows.items()])
     log.debug("imported %d keyword(s) as tags of %s", len(rows), sha256[:12])
 
 

@@ -2,9 +2,12 @@
 sidecars labelsd writes beside it.
 
 `exiv` loads the library once (lazily: `labels search` never pays for it) and
-holds the few helpers over its API; `metadata` reads the date, camera, GPS
-position and keywords of a photo from the bytes the pipeline already read, and
-its existing sidecar; `sidecar` merges labelsd's keywords into `NAME.EXT.xmp`
+holds the few helpers over its API (XMP only, bounded before exiv2 sees it);
+`metadata` reads the date, camera, GPS position and keywords of a photo from
+the bytes the pipeline already read, and its existing sidecar, with bounds:
+`blocks` finds the EXIF, IPTC and XMP blocks of a JPEG, PNG, WebP or TIFF
+(`bmff`: HEIF, AVIF) and leaves out any over 1 MiB, `tiff` reads the few EXIF
+fields and IPTC keywords labelsd keeps; `sidecar` merges labelsd's keywords into `NAME.EXT.xmp`
 (other programs' fields are kept; a keyword a person removed is not put back);
 `suppression` owns what a sidecar says a person took away (a rejected label goes
 on its list; a suppressed label read back is a rejection);

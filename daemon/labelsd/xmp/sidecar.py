@@ -31,11 +31,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from labelsd.errors import SidecarError, SidecarFolderReadOnly
-from labelsd.fileio import atomic_output
+from labelsd.errors import ImageError, SidecarError, SidecarFolderReadOnly
+from labelsd.fileio import FileTooLarge, atomic_output, name_max
 from labelsd.paths import shown
 from labelsd.xmp import exiv, suppression
-from labelsd.xmp.metadata import HIERARCHY_ROOT, sidecar_path
+from labelsd.xmp.metadata import HIERARCHY_ROOT, read_sidecar, sidecar_path
 from labelsd.xmp.suppression import SUBJECT, SUPPRESSED, WRITTEN
 
 log = logging.getLogger(__name__)
@@ -98,28 +98,36 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
                   lift: Iterable[str] = (), rejected: Iterable[str] = ()) -> SidecarWrite:
     """Create or update the sidecar of `image_path` with these labels and tags, the
     `rejected` labels suppressed. Returns a false SidecarWrite when it already said
-    all this (nothing written); either way it names the `labels` the sidecar says
-    were taken away. SidecarError when it cannot be read or written."""
+    all this, or when there is no sidecar and nothing to say (no label, no tag, no
+    rejected label):
+    nothing written; either way it names the `labels` the sidecar says were taken
+    away. What is written is always a whole XMP packet. SidecarError (naming the
+    photo) when it cannot be read or written."""
     target = sidecar_path(image_path)
+    if len(os.fsencode(os.path.basename(target))) > name_max(os.path.dirname(target)):
+        raise SidecarError(f"{image_path}: its name is too long for a sidecar beside it "
+                           f"(NAME.EXT.xmp would be over {name_max(os.path.dirname(target))} bytes)")
     try:
-        with open(target, "rb") as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        data = None
+        data = read_sidecar(image_path)  # FIFOs, devices, folders, links: never opened
+    except FileTooLarge as err:
+        raise SidecarError(f"the sidecar of {image_path} is not read ({err}); left as it is") from err
+    except ImageError as err:
+        raise SidecarError(f"the sidecar of {image_path} {err}; left as it is") from err
     except OSError as err:
-        raise SidecarError(f"cannot read {target}: {err.strerror or err}") from err
-    exiv2 = exiv.load()
-    with exiv.LOCK:
+        raise SidecarError(f"cannot read the sidecar of {image_path}: {err.strerror or err}; "
+                           "left as it is") from err
+    rejected = list(rejected)
+    if data is None and not labels and not tags and not rejected:
+        return SidecarWrite(False)  # nothing to say: no sidecar (not an empty one)
+    with exiv.locked() as exiv2:
         if data is None:
             xmp = exiv2.XmpData()
         else:
             try:
-                existing = exiv2.ImageFactory.open(data)
-                existing.readMetadata()
-            except exiv2.Exiv2Error as err:
-                raise SidecarError(f"{target} is not an XMP file exiv2 can read ({err}); "
-                                   "left as it is") from err
-            xmp = existing.xmpData()
+                xmp = exiv.read_xmp(data)
+            except (exiv.XmpRefused, exiv2.Exiv2Error) as err:
+                raise SidecarError(f"the sidecar of {image_path} is not XMP labelsd reads "
+                                   f"({err}); left as it is") from err
         try:
             away = suppression.taken_away(xmp)
             lifted = {str.casefold(w) for w in lift}
@@ -128,22 +136,25 @@ def write_sidecar(image_path: str, labels: list[str], tags: list[str],
                 return SidecarWrite(False, taken)
             packet = exiv.to_sidecar_bytes(xmp)
         except exiv2.Exiv2Error as err:
-            raise SidecarError(f"cannot write {target}: {err}") from err
+            raise SidecarError(f"cannot write the sidecar of {image_path}: {err}") from err
+    if not exiv.whole_packet(packet):  # never a sidecar that no program can read
+        raise SidecarError(f"cannot write the sidecar of {image_path}: exiv2 made no whole XMP packet")
     try:  # hidden and partial (.NAME.xmp.<hex>.part): the watcher ignores it
         with atomic_output(target, "wb", follow=False) as out:
             out.write(packet)
     except OSError as err:
-        raise _unwritable(os.path.dirname(target), err) from err
+        raise _unwritable(image_path, err) from err
     log.debug("wrote %s", shown(target))
     return SidecarWrite(True, taken)
 
 
-def _unwritable(folder: str, err: OSError) -> SidecarError:
-    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+def _unwritable(image_path: str, err: OSError) -> SidecarError:
+    folder = os.path.dirname(image_path)
+    if err.errno in (errno.EROFS, errno.EACCES, errno.EPERM):  # said once for the folder
         return SidecarFolderReadOnly(
             f"cannot write sidecars in {folder}: {err.strerror} (the system service sees photo "
             "folders read-only: add them to ReadWritePaths=, see the README)")
-    return SidecarError(f"cannot write a sidecar in {folder}: {err.strerror or err}")
+    return SidecarError(f"cannot write the sidecar of {image_path}: {err.strerror or err}")
 
 
 __all__ = ["SidecarWrite", "merge_keywords", "sidecar_path", "write_sidecar"]

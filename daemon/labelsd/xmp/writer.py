@@ -23,7 +23,7 @@ from labelsd.errors import SidecarError, SidecarFolderReadOnly
 from labelsd.records import ImageRecord, Outcome, OutcomeKind
 from labelsd.store.engine import Store
 from labelsd.store.judgements import import_sidecar_rejections, labels_named
-from labelsd.xmp.sidecar import write_sidecar
+from labelsd.xmp.sidecar import sidecar_path, write_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def sidecar_labels(record: ImageRecord, min_score: float) -> list[str]:
 class SidecarReport:
     written: int = 0
     unchanged: int = 0
-    skipped: int = 0  # not done (pending, failed) or missing
+    skipped: int = 0  # not done (pending, failed), missing, or nothing to say
     errors: list[str] = field(default_factory=list)
     rejected: int = 0  # labels a sidecar said a person took away, stored as rejections
 
@@ -52,9 +52,10 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
                      lift: Iterable[str] = (), report: SidecarReport | None = None,
                      warned: set[str] | None = None, store: Store | None = None) -> SidecarReport:
     """Write or refresh the sidecar of every labelled record. Failed, pending and
-    missing photos get none. A folder that cannot be written is reported once.
-    A label a sidecar says a person took away (removed it in another program) is
-    stored in `store` as a rejection (source "xmp"), as reading the photo would."""
+    missing photos get none, nor does a photo with no label above `min_score` and
+    no tag. A folder that cannot be written is reported once. A label a sidecar
+    says a person took away (removed it in another program) is stored in `store`
+    as a rejection (source "xmp"), as reading the photo would."""
     report = report or SidecarReport()
     taken: dict[str, list] = {}
     warned = set() if warned is None else warned
@@ -67,9 +68,12 @@ def refresh_sidecars(records: Iterable[ImageRecord], min_score: float,
         if folder in warned:
             report.skipped += 1
             continue
+        labels = sidecar_labels(rec, min_score)
+        if not labels and not rec.tags and not os.path.lexists(sidecar_path(rec.path)):
+            report.skipped += 1  # nothing to say, and no sidecar to take labelsd's keywords out of
+            continue
         try:
-            done = write_sidecar(rec.path, sidecar_labels(rec, min_score), rec.tags, lift,
-                                 [r.label for r in rec.rejected])
+            done = write_sidecar(rec.path, labels, rec.tags, lift, [r.label for r in rec.rejected])
         except SidecarError as err:
             report.errors.append(str(err))
             if isinstance(err, SidecarFolderReadOnly):
