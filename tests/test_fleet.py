@@ -136,18 +136,18 @@ def test_a_batch_with_mixed_outcomes_is_stored_as_one_by_one_would(store, tmp_pa
 
 def test_a_value_too_long_fails_the_batch_through_the_error_boundary_not_truncated_pg(
         pg_url, tmp_path):
-    """The batch statements run through the driver on PostgreSQL: a driver error
-    still comes out as StoreUnavailable (the writer retries, then goes one by
-    one), the transaction is rolled back whole, and a value longer than its
-    column is refused, never cut to fit (an explicit cast to VARCHAR(64)[] would)."""
-    from labelsd.errors import StoreUnavailable
+    """The batch statements run through the driver on PostgreSQL: a value longer than
+    its column comes out as StoreRejected (no retry cures it: the writer fails that
+    photo alone, issue 31), the transaction is rolled back whole, and the value is
+    refused, never cut to fit (an explicit cast to VARCHAR(64)[] would)."""
+    from labelsd.errors import StoreRejected
 
     with open_store(pg_url) as store:
         workqueue.enqueue(store, _facts(tmp_path, 3))
         claims = workqueue.claim(store, "n", 3)
         outcomes = [_classified(c) for c in claims]
         outcomes[1].sha256 = "f" * 70
-        with pytest.raises(StoreUnavailable, match="too long"):
+        with pytest.raises(StoreRejected, match="too long"):
             contents.record_outcomes(store, "n", outcomes)
         assert store.counts() == {"pending": 3, "done": 0, "failed": 0, "missing": 0}
         contents.record_outcomes(store, "n", [_classified(c) for c in claims])

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
-from labelsd.errors import StoreUnavailable
+from labelsd.errors import StoreRejected, StoreUnavailable
 from labelsd.fileio import no_room_beside
 from labelsd.paths import shown
 from labelsd.store import recordsql
@@ -63,7 +63,7 @@ class Reader(recordsql.RecordReads):
         try:
             with self.read() as run:
                 return counted_statuses(run)
-        except StoreUnavailable:
+        except (StoreUnavailable, StoreRejected):  # no such table: SQLite says one, PostgreSQL the other
             log.debug("no counters in %s; counting every path", shown(self.where), exc_info=True)
         with self.read() as run:
             return recordsql.full_counts(run)
