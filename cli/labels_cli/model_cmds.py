@@ -26,7 +26,7 @@ def info(
         help="auto, fp32, bf16 or int8 (default: the config's, else auto).")] = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: one object (path, source, exists, size, sha256, "
-                       "official, device, runtime, precision, why).")] = False,
+                       "official, device, runtime, precision, why, auto).")] = False,
 ) -> None:
     """Show where the weights are, their size and checksum, and the device that would be used."""
     from labelsd.model import classifier as model
@@ -36,7 +36,8 @@ def info(
     facts = weights_files.weights_info(weights or state(ctx).settings.weights)
     facts["device"] = model.describe_device(device)
     settings = state(ctx).settings
-    facts.update(runtime.plan(device, precision or settings.precision, model=settings.model))
+    facts.update(runtime.plan(device, precision or settings.precision, model=settings.model,
+                              weights=weights or settings.weights))
     if as_json:
         render_json(facts)
         return

@@ -139,6 +139,15 @@ def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> P
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise ConversionFailed(f"converting to .tflite failed (exit {proc.returncode}: "
                                f"{lines[-1][:300] if lines else 'no output'})")
+    tflite = install(tmp, weights_path, checksum, model, precision)
+    log.info("converted in %.0f s: %s (%.0f MB)", time.perf_counter() - start, tflite,
+             tflite.stat().st_size / 1e6)
+    return tflite
+
+
+def install(tmp: Path, weights_path: Path, checksum: str, model: str, precision: str) -> Path:
+    """Move a converted file made by a child into the cache, with its record."""
+    tflite, meta = cache_paths(weights_path, checksum, model, precision)
     record = _record(checksum, model, precision)
     record.update(tflite_size=tmp.stat().st_size, tflite_sha256=file_sha256(tmp))
     tmp.replace(tflite)
@@ -146,8 +155,6 @@ def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> P
     meta_tmp.write_text(json.dumps(record, indent=1))
     meta_tmp.replace(meta)  # last: a file without its record is never taken as good
     _remove_stale(tflite, weights_path, model, precision)
-    log.info("converted in %.0f s: %s (%.0f MB)", time.perf_counter() - start, tflite,
-             record["tflite_size"] / 1e6)
     return tflite
 
 
@@ -189,12 +196,33 @@ def convert_in_this_process(weights: Path, model: str, precision: str, out: Path
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
     with native_stderr_quiet():
         data = converter.convert()
+    out.write_bytes(from_float(data, precision))
+
+
+def from_float(data: bytes, precision: str) -> bytes:
+    """The file for `precision` from the float `.tflite`."""
     if precision == "int8":
         # Dynamic range (int8 weights, activations quantised on the fly) where it keeps
         # fp32's answers: see labelsd.model.quantize. Full int8 was slower and its softmax
         # could not hold small probabilities.
-        data = quantize.quantize_dynamic_range(data)
-    out.write_bytes(data)
+        return quantize.quantize_dynamic_range(data)
+    return data
+
+
+def convert_for_litert(weights: Path, model: str, make: dict[str, Path], converted: dict[str, Path]) -> None:
+    """Every file of `make` ({precision: file}) from one conversion: the float file made
+    (or taken from `converted`, files converted earlier) once, the others from it
+    (`precision = auto` measures them all: labelsd.model.fidelity)."""
+    float_file = make.get("fp32") or converted.get("fp32")
+    if "fp32" in make:
+        convert_in_this_process(weights, model, "fp32", make["fp32"])
+    for precision, out in make.items():
+        if precision == "fp32":
+            continue
+        if float_file is None:
+            convert_in_this_process(weights, model, precision, out)
+        else:
+            out.write_bytes(from_float(float_file.read_bytes(), precision))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,150 @@
+"""`precision = auto`'s measurement, made once and kept beside the converted model.
+
+The measurement (labelsd.model.fidelity) runs in the child process that converts the
+model for LiteRT, so the service never holds TensorFlow for it. Its result is a small
+JSON file beside the `.tflite` files (labelsd.model.convert.cache_folder), named by the
+weights file, the model and the weights' checksum as they are, and holding the key it
+was measured under: the weights' checksum, the model, the conversion format and each
+precision's recipe, the runtimes' versions (TensorFlow, LiteRT), the fidelity set, the
+CPU (model, flags, cores) and the batch size. A start whose key differs (other
+weights, a new recipe, an upgraded runtime, another machine reading the same folder)
+measures again; a start whose key matches reads the file and nothing more.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from labelsd.fileio import read_json_object, write_json
+from labelsd.model import convert
+from labelsd.model.litert import litert_available
+from labelsd.model.precision import Measurement, bf16_hardware, cpu_model
+
+log = logging.getLogger(__name__)
+
+MEASURE_FORMAT = 1  # bump when what is measured, or how, changes
+CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+RUNTIME_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel"),
+                    "litert": ("ai-edge-litert", "ai-edge-litert-nightly")}
+
+
+def record_path(weights_path: Path, checksum: str, model: str) -> Path:
+    return convert.cache_folder(weights_path) / f"{weights_path.name}.{model}.auto.{checksum[:16]}.json"
+
+
+def _version(names: tuple[str, ...]) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def measurement_key(checksum: str, model: str, batch_size: int, flags: frozenset[str]) -> dict:
+    from labelsd.model.fidelity import photos_digest
+    from labelsd.model.keras_runtime import BF16_RECIPE
+
+    return {"format": MEASURE_FORMAT, "weights_checksum": checksum, "model": model,
+            "conversion_format": convert.CONVERSION_FORMAT,
+            "recipes": {**convert.RECIPES, "bf16": BF16_RECIPE if bf16_hardware(flags) else None},
+            "runtimes": {kind: _version(names) for kind, names in RUNTIME_PACKAGES.items()},
+            "litert": litert_available(), "photos": photos_digest(),
+            "cpu": [cpu_model(), len(os.sched_getaffinity(0)), sorted(f for f in CPU_FLAGS if f in flags)],
+            "batch_size": batch_size}
+
+
+def _kept(record: Path, key: dict) -> Measurement | None:
+    found = read_json_object(record)
+    if found.get("key") != key:
+        return None
+    try:
+        return Measurement.from_json(found.get("measurement"))
+    except ValueError:
+        return None
+
+
+def known(spec, weights, checked, batch_size: int, flags: frozenset[str]) -> Measurement | None:
+    """The kept measurement for these weights on this CPU, or None; never measures (nor fetches)."""
+    if checked is None:  # default weights the model finds itself (InceptionV3: keras' cache, fetched
+        from labelsd.model.weights import cached_weights_path  # when missing): only where they are
+
+        weights = cached_weights_path()
+        if not weights.is_file():
+            return None
+        checked = spec.check_weights(weights)
+    path, checksum, _ = spec.identify(weights, checked)
+    return _kept(record_path(Path(path), checksum, spec.key), measurement_key(checksum, spec.key, batch_size, flags))
+
+
+def measured(spec, weights, checked, batch_size: int, flags: frozenset[str]) -> Measurement | None:
+    """The kept measurement, else measured now in a child (which converts the model for
+    LiteRT too, where it is not converted yet). None where it could not be measured
+    (said at WARNING; nothing is kept, so the next start tries again)."""
+    path, checksum, _ = spec.identify(weights, checked)
+    path = Path(path)
+    key = measurement_key(checksum, spec.key, batch_size, flags)
+    record = record_path(path, checksum, spec.key)
+    found = _kept(record, key)
+    if found:
+        return found
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        # Services started together convert and measure once: the others wait, then read.
+        with open(record.with_name(f".{record.name}.lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return _kept(record, key) or _measure(spec.key, path, checksum, batch_size, flags, key, record)
+    except OSError as err:
+        log.warning("cannot keep the precision measurement in %s (%s): fp32 it is", record.parent,
+                    err.strerror or err)
+        return None
+
+
+def _measure(model: str, path: Path, checksum: str, batch_size: int, flags: frozenset[str], key: dict,
+             record: Path) -> Measurement | None:
+    tmp = f".{os.getpid()}.tmp"
+    use, make = {}, {}
+    for precision in convert.LITERT_PRECISIONS if litert_available() else ():
+        cached = convert.cached_tflite(path, checksum, model, precision)
+        if cached:
+            use[precision] = cached
+        else:
+            final = convert.cache_paths(path, checksum, model, precision)[0]
+            make[precision] = final.with_name(f".{final.name}{tmp}")
+    out = record.with_name(f".{record.name}{tmp}")
+    cmd = [sys.executable, "-m", "labelsd.model.fidelity", "--weights", str(path), "--model", model,
+           "--batch-size", str(batch_size), "--out", str(out)]
+    cmd += ["--bf16"] if bf16_hardware(flags) else []
+    cmd += [a for p, f in use.items() for a in ("--use", f"{p}={f}")]
+    cmd += [a for p, f in make.items() for a in ("--make", f"{p}={f}")]
+    log.info("auto: measuring which precision keeps fp32's labels fastest, once for %s (%s), on the "
+             "fidelity set%s", path.name, model, f"; converting it to {' and '.join(make)} for LiteRT first"
+             if make else "")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=convert.CONVERT_TIMEOUT_S)
+        result = json.loads(out.read_text()) if proc.returncode == 0 else None
+        measurement = Measurement.from_json(result["measurement"]) if result else None
+    except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, TypeError) as err:
+        proc, measurement = None, None
+        log.debug("the measuring child: %s", err)
+    finally:
+        out.unlink(missing_ok=True)
+    if measurement is None:
+        for made in make.values():
+            made.unlink(missing_ok=True)
+        lines = [line for line in (proc.stderr if proc else "").splitlines() if line.strip()]
+        log.warning("auto: could not measure the precisions (%s): fp32 it is",
+                    lines[-1][:300] if lines else "timed out" if proc is None else "no output")
+        return None
+    for precision, made in make.items():
+        convert.install(made, path, checksum, model, precision)
+    log.info("auto: converted in %.0f s, measured in %.1f s", result.get("convert_s", 0), measurement.seconds)
+    write_json(record, {"key": key, "measurement": measurement.to_json()}, indent=1)
+    return measurement
