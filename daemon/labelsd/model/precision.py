@@ -8,8 +8,9 @@ a CPU that has one of them (elsewhere it is emulated, and slow).
 
 `auto` on a CPU runs the fastest precision whose labels agree with fp32's for the
 weights in use, as measured on the fidelity set of real photos
-(labelsd.model.fidelity: top-1 equal on every photo, top-3 sharing at least 2 of 3
-on every photo), once per weights, model, recipe, runtime version and CPU
+(labelsd.model.fidelity: top-1 equal on every photo, where a class fp32 itself scores
+within TIE of its top-1 counts as equal; top-3 sharing at least 2 of 3 on every
+photo), once per weights, model, recipe, runtime version and CPU
 (labelsd.model.automeasure caches it beside the converted model). Tie-breaks: a
 precision that holds more memory than a faithful lighter one must be faster by its
 MIN_GAIN to be chosen (TensorFlow's bf16 holds ~1 GiB at rest and takes ~5 s to
