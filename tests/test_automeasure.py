@@ -175,3 +175,14 @@ def test_the_fidelity_set_is_shipped_small_square_and_each_photo_has_its_source_
         assert row.count(" | ") == 2 and all(cell.strip() for cell in row.strip("| ").split(" | ")), path.name
         assert any(word in row for word in ("CC0", "public domain", "CC BY 2.0")), row
     assert len(fidelity.photos_digest()) == 16
+
+
+def test_a_few_keys_are_kept_side_by_side_so_two_users_of_one_folder_do_not_measure_by_turns(weights, child):
+    spec = _spec(weights)
+    for batch in (8, 4, 8, 4, 2, 1, 16):  # a scan at 4 beside a service at 8, then others
+        automeasure.measured(spec, weights, ("checked",), batch, AVX512)
+    assert len(child.calls) == 5  # 8, 4, 2, 1, 16: each measured once
+    record = json.loads(automeasure.record_path(weights, "a" * 64, "inception_v3").read_text())
+    assert [e["key"]["batch_size"] for e in record["measurements"]] == [16, 1, 2, 4]  # the newest KEPT
+    automeasure.measured(spec, weights, ("checked",), 8, AVX512)
+    assert len(child.calls) == 6  # the oldest went

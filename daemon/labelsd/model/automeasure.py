@@ -8,7 +8,8 @@ was measured under: the weights' checksum, the model, the conversion format and 
 precision's recipe, the runtimes' versions (TensorFlow, LiteRT), the fidelity set, the
 CPU (model, flags, cores) and the batch size. A start whose key differs (other
 weights, a new recipe, an upgraded runtime, another machine reading the same folder)
-measures again; a start whose key matches reads the file and nothing more.
+measures again; a start whose key matches reads the file and nothing more. The last
+KEPT measurements are kept, each under its key.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from labelsd.model.precision import Measurement, bf16_hardware, cpu_model
 log = logging.getLogger(__name__)
 
 MEASURE_FORMAT = 1  # bump when what is measured, or how, changes
+KEPT = 4  # measurements kept per weights file and model (other keys: CPU, batch size, versions)
 CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 RUNTIME_PACKAGES = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-intel"),
                     "litert": ("ai-edge-litert", "ai-edge-litert-nightly")}
@@ -61,14 +63,26 @@ def measurement_key(checksum: str, model: str, batch_size: int, flags: frozenset
             "batch_size": batch_size}
 
 
+def _entries(record: Path) -> list:
+    entries = read_json_object(record).get("measurements")
+    return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
 def _kept(record: Path, key: dict) -> Measurement | None:
-    found = read_json_object(record)
-    if found.get("key") != key:
-        return None
-    try:
-        return Measurement.from_json(found.get("measurement"))
-    except ValueError:
-        return None
+    for entry in _entries(record):
+        if entry.get("key") == key:
+            try:
+                return Measurement.from_json(entry.get("measurement"))
+            except ValueError:
+                return None
+    return None
+
+
+def _keep(record: Path, key: dict, measurement: Measurement) -> None:
+    """The newest first; a few kept, so that a `labels scan --batch-size 4` beside a service
+    at 8, or two machines reading one weights folder, do not measure again by turns."""
+    others = [e for e in _entries(record) if e.get("key") != key][:KEPT - 1]
+    write_json(record, {"measurements": [{"key": key, "measurement": measurement.to_json()}, *others]}, indent=1)
 
 
 def known(spec, weights, checked, batch_size: int, flags: frozenset[str]) -> Measurement | None:
@@ -146,5 +160,5 @@ def _measure(model: str, path: Path, checksum: str, batch_size: int, flags: froz
     for precision, made in make.items():
         convert.install(made, path, checksum, model, precision)
     log.info("auto: converted in %.0f s, measured in %.1f s", result.get("convert_s", 0), measurement.seconds)
-    write_json(record, {"key": key, "measurement": measurement.to_json()}, indent=1)
+    _keep(record, key, measurement)
     return measurement

@@ -143,7 +143,7 @@ class Measurement:
 
 @dataclass(frozen=True)
 class Choice:
-    precision: str  # fp32 | bf16 | int8 (on a GPU: "gpu-default" for the GPU's own rule)
+    precision: str  # fp32 | bf16 | int8
     reason: str
     measurement: Measurement | None = field(default=None, compare=False)
 
