@@ -6,25 +6,32 @@ sides at least the model's input (1/8 for 4000 x 3000 and 299: 500 x 375); then 
 Pillow resize (labelsd's: BILINEAR, reducing_gap 3.0) makes the 299 x 299 input, and its
 pixels are compared with Pillow's. Time is the process's CPU time (every thread's: libvips
 decodes on threads of its own; a neighbour's load hardly moves it) on one core, the best
-of the interleaved rounds, per photo; wall time beside it. A decoder would be adopted only at >= ADOPT_SPEEDUP with
-the pixels within TOLERANCE (mean absolute difference, 0-255) and wheels that need no
-system package.
+of the interleaved rounds, per photo; wall time beside it. A decoder would be adopted only
+at >= ADOPT_SPEEDUP with the pixels within TOLERANCE (mean absolute difference, 0-255) and
+wheels that need no system package.
 
-Measured (PYTHONPATH=/tmp/dec .venv/bin/python bench/decodebench.py, after
-`pip install --target /tmp/dec pyvips pyvips-binary simplejpeg`; one run, 2-core AMD EPYC,
-avx2/avx512_bf16/avx512_vnni, no AMX, load about 2-4 from other work, 16 photos, 5 rounds):
+Measured (`pip install --target /tmp/dec pyvips pyvips-binary simplejpeg`, then
+`PYTHONPATH=/tmp/dec:bench:daemon .venv/bin/python bench/decodebench.py`; one run, 16 photos,
+5 rounds, 2-core AMD EPYC (avx2, avx512_bf16, avx512_vnni, no AMX), load 7-8 from other
+work, so the wall times are two to three times the CPU times):
 
-    decoder                                ms/photo   vs Pillow   pixels vs Pillow (mean / max abs)
-    labelsd decode_image (the service's)     see the run's output below
-    Pillow draft + resize                    ...
-    simplejpeg scaled decode                 ...
-    simplejpeg, fast DCT and upsampling      ...
-    pyvips shrink-on-load                    ...
+    decoder                               CPU ms  wall ms  vs Pillow  pixels vs Pillow (mean / max abs)
+    labelsd decode_image (the service's)    29.8     74.7      1.00x  (the model's float input)
+    Pillow draft + resize                   29.9     70.8      1.00x  -
+    simplejpeg scaled decode                28.2     82.0      1.06x  0.000 / 0
+    simplejpeg, fast DCT and upsampling     28.2     83.6      1.06x  0.000 / 0
+    pyvips shrink-on-load                   32.2     93.4      0.93x  0.000 / 0
+
+All three decode with libjpeg-turbo's scaled IDCT: the pixels are the same to the bit, and
+the time is mostly the entropy decoding of the whole file, which no scale skips. simplejpeg
+is 6% faster, pyvips 7% slower: neither reaches 1.2x, so labelsd keeps Pillow (one decoder
+for every format, and no other dependency).
+At 1/8 scale the IDCT is the DC coefficient alone, so the fast DCT changes nothing.
 
 Not measured: PyTurboJPEG (its wheel carries no libturbojpeg: it needs the system's
 libturbojpeg0, so it fails the wheels-only condition); turbojpeg 0.0.2 (bundles
-libjpeg-turbo but has no scaled decode: a full 12 MP decode costs several times a 1/8 one);
-imagecodecs (no scaled JPEG decode either).
+libjpeg-turbo but its decompress has no scale: a full 12 MP decode costs several times a
+1/8 one); imagecodecs (not tried).
 """
 
 from __future__ import annotations
