@@ -186,3 +186,41 @@ def test_a_few_keys_are_kept_side_by_side_so_two_users_of_one_folder_do_not_meas
     assert [e["key"]["batch_size"] for e in record["measurements"]] == [16, 1, 2, 4]  # the newest KEPT
     automeasure.measured(spec, weights, ("checked",), 8, AVX512)
     assert len(child.calls) == 6  # the oldest went
+
+
+def test_services_started_together_measure_once(weights, monkeypatch):
+    """Two starts at once (two nodes on one machine): one child; the other waits on the lock,
+    then reads what it kept."""
+    import threading
+
+    started, release = threading.Event(), threading.Event()
+    fake = FakeChild()
+
+    def slow_child(cmd, **kwargs):
+        started.set()
+        assert release.wait(30)
+        return fake(cmd, **kwargs)
+
+    locking, real_flock = [], automeasure.fcntl.flock
+    second_waits = threading.Event()
+
+    def flock(fd, op):
+        locking.append(op)
+        if len(locking) == 2:
+            second_waits.set()  # the second start is about to wait on the first's lock
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(automeasure.subprocess, "run", slow_child)
+    monkeypatch.setattr(automeasure, "litert_available", lambda: True)
+    monkeypatch.setattr(automeasure.fcntl, "flock", flock)
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(
+        automeasure.measured(_spec(weights), weights, ("checked",), 8, AVX512))) for _ in range(2)]
+    threads[0].start()
+    assert started.wait(30)
+    threads[1].start()
+    assert second_waits.wait(30), "the second start did not wait on the lock"
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert got == [TABLE, TABLE] and len(fake.calls) == 1
