@@ -298,3 +298,10 @@ def test_auto_measures_int8_faithful_on_lite0s_real_weights(real_model, monkeypa
 
     monkeypatch.setattr(automeasure.subprocess, "run", no_child)
     assert automeasure.measured(spec, weights, spec.check_weights(weights), 8, flags) == m
+
+
+@pytest.mark.parametrize("note", ["[1,2]", '"x"', "null", "1e999", '{"n":1,"o":1,"c":"fp32","fp32":5}',
+                                  '{"n":1,"o":1,"c":"fp32","fp32":[1,1,1,1,"litert"],"int8":{}}',
+                                  '{"n":0,"o":0,"c":"fp32","fp32":[1,1,1,1,"litert"]}', "{" * 5000])
+def test_a_node_row_that_labelsd_did_not_write_shows_its_device_and_no_auto(note):
+    assert prec.read_note(f"cpu, litert fp32; auto {note}") == ("cpu, litert fp32", None)

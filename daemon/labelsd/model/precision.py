@@ -247,7 +247,7 @@ def read_note(registered: str | None) -> tuple[str, Choice | None]:
                                    "precisions": {p: [v[4], v[0], v[1], v[2], v[3]] for p, v in data.items()
                                                   if p in BY_MEMORY}})
         chosen = str(data["c"])
-    except (ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):  # not what with_note wrote
         return device, None
     rule = auto_choice(m)
     return device, Choice(chosen, rule.reason if rule.precision == chosen else f"auto: {chosen}; {figures(m)}", m)
