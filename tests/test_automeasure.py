@@ -224,3 +224,27 @@ def test_services_started_together_measure_once(weights, monkeypatch):
     for t in threads:
         t.join(30)
     assert got == [TABLE, TABLE] and len(fake.calls) == 1
+
+
+@pytest.mark.parametrize("how, said", [
+    ("exit 0, no answer", "its answer:"),
+    ("exit 0, not a measurement", "its answer: not a measurement"),
+    ("timed out", f"it took over {convert.CONVERT_TIMEOUT_S} s"),
+    ("killed", "exit -9"),
+])
+def test_a_child_that_gives_no_measurement_means_fp32_and_says_why(weights, monkeypatch, caplog, how, said):
+    def child(cmd, **kwargs):
+        out = cmd[cmd.index("--out") + 1]
+        if how == "timed out":
+            raise subprocess.TimeoutExpired(cmd, kwargs["timeout"])
+        if how == "exit 0, not a measurement":
+            with open(out, "w") as f:
+                json.dump({"measurement": {"photos": 25}}, f)
+        return subprocess.CompletedProcess(cmd, -9 if how == "killed" else 0, "", "")
+
+    monkeypatch.setattr(automeasure.subprocess, "run", child)
+    monkeypatch.setattr(automeasure, "litert_available", lambda: True)
+    with caplog.at_level("WARNING"):
+        assert automeasure.measured(_spec(weights), weights, ("checked",), 8, AVX512) is None
+    assert f"could not measure the precisions ({said}" in caplog.text
+    assert sorted(p.name for p in weights.parent.iterdir() if not p.name.endswith(".lock")) == ["my.weights.h5"]

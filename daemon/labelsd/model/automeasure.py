@@ -141,21 +141,24 @@ def _measure(model: str, path: Path, checksum: str, batch_size: int, flags: froz
     log.info("auto: measuring which precision keeps fp32's labels fastest, once for %s (%s), on the "
              "fidelity set%s", path.name, model, f"; converting it to {' and '.join(make)} for LiteRT first"
              if make else "")
+    measurement, why = None, "no output"
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=convert.CONVERT_TIMEOUT_S)
-        result = json.loads(out.read_text()) if proc.returncode == 0 else None
-        measurement = Measurement.from_json(result["measurement"]) if result else None
-    except (subprocess.TimeoutExpired, OSError, ValueError, KeyError, TypeError) as err:
-        proc, measurement = None, None
-        log.debug("the measuring child: %s", err)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        why = lines[-1][:300] if lines else f"exit {proc.returncode}"
+        if proc.returncode == 0:
+            result = json.loads(out.read_text())
+            measurement = Measurement.from_json(result["measurement"])
+    except subprocess.TimeoutExpired:
+        why = f"it took over {convert.CONVERT_TIMEOUT_S} s"
+    except (OSError, ValueError, KeyError, TypeError) as err:  # no answer, or not one it writes
+        why = f"its answer: {err}"
     finally:
         out.unlink(missing_ok=True)
     if measurement is None:
         for made in make.values():
             made.unlink(missing_ok=True)
-        lines = [line for line in (proc.stderr if proc else "").splitlines() if line.strip()]
-        log.warning("auto: could not measure the precisions (%s): fp32 it is",
-                    lines[-1][:300] if lines else "timed out" if proc is None else "no output")
+        log.warning("auto: could not measure the precisions (%s): fp32 it is", why)
         return None
     for precision, made in make.items():
         convert.install(made, path, checksum, model, precision)
