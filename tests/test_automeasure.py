@@ -248,3 +248,16 @@ def test_a_child_that_gives_no_measurement_means_fp32_and_says_why(weights, monk
         assert automeasure.measured(_spec(weights), weights, ("checked",), 8, AVX512) is None
     assert f"could not measure the precisions ({said}" in caplog.text
     assert sorted(p.name for p in weights.parent.iterdir() if not p.name.endswith(".lock")) == ["my.weights.h5"]
+
+
+def test_a_measurement_that_cannot_be_kept_still_serves_this_start(weights, child, monkeypatch, caplog):
+    import errno
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(automeasure, "write_json", full)
+    with caplog.at_level("WARNING"):
+        assert automeasure.measured(_spec(weights), weights, ("checked",), 8, AVX512) == TABLE
+    assert "No space left on device): the next start measures again" in caplog.text
+    assert not automeasure.record_path(weights, "a" * 64, "inception_v3").exists()

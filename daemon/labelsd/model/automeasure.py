@@ -163,5 +163,9 @@ def _measure(model: str, path: Path, checksum: str, batch_size: int, flags: froz
     for precision, made in make.items():
         convert.install(made, path, checksum, model, precision)
     log.info("auto: converted in %.0f s, measured in %.1f s", result.get("convert_s", 0), measurement.seconds)
-    _keep(record, key, measurement)
+    try:
+        _keep(record, key, measurement)
+    except OSError as err:  # a full disk: this start uses it, the next measures again
+        log.warning("cannot keep the precision measurement in %s (%s): the next start measures again",
+                    record, err.strerror or err)
     return measurement
