@@ -16,7 +16,8 @@ bf16), on the CPU:
     shared machine a ceiling measured a minute earlier meets other neighbours than the
     burst, so each burst is also set beside a ceiling measured just before it, and its CPU
     per photo beside the ceiling's (decode + the model's share; neighbours hardly move it).
-Then what `auto` picks on this CPU, from this run's figures.
+Then `auto` (bench/autobench.py): what it chose on this CPU, by its own measurement, what that
+measurement cost, and the service with defaults as one more row.
 """
 
 from __future__ import annotations
@@ -185,31 +186,34 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
         rows[name] = (runtime, speeds[name], top1, top3)
         print(f"  {name:8} {runtime:10} forward {speeds[name]:6.2f} img/s  {speeds[name] / base:4.2f}x fp32  "
               f"top-1 agreement {top1:.2f}  top-3 overlap >= {top3}/3", flush=True)
-    if "bf16" in speeds:
-        choice = prec.choose_cpu_precision(
-            "auto", flags, lambda: {"fp32": speeds["tf-fp32"], "bf16": speeds["bf16"]})
-        auto = speeds.get(choice.precision, base)
-        goal = (f"goal >= {GOAL_AUTO_AMX}x" if "amx_bf16" in flags else "goal >= 1.00x (no AMX here)")
-        print(f"  auto picks {choice.precision} here ({choice.reason}): {auto / base:.2f}x fp32, {goal}")
     del models
+    import autobench
+
+    choice = autobench.measure(weights, batch_size)
+    autobench.against_the_rule_before(speeds, choice.precision, flags)
+    if choice.precision in speeds:
+        goal = (f"goal >= {GOAL_AUTO_AMX}x" if "amx_bf16" in flags else "goal >= 1.00x (no AMX here)")
+        print(f"  auto's {choice.precision} in this bench's rows: {speeds[choice.precision] / base:.2f}x "
+              f"TensorFlow fp32, {goal}", flush=True)
+    rows["auto"] = rows.get(choice.precision, ("litert", base, 0.0, 0))
     from fidelitybench import run as bench_fidelity
 
     bench_fidelity(weights, reference.name == "InceptionV3/imagenet", precisions, batch_size, rounds)
 
-    print("fresh process, load + warm-up (both runtimes):")
-    for name in ["tf-fp32", *precisions]:
+    print("fresh process, load + warm-up (both runtimes; auto reads its kept measurement):")
+    for name in ["tf-fp32", *precisions, "auto"]:
         got = load_in_fresh_process(weights, name, batch_size)
         print(f"  {name:8} ready {got['ready_s']:5.1f} s, RSS {got['rss_mib']:5.0f} MiB "
               f"(peak {got['hwm_mib']:.0f}), TensorFlow imported: {got['tensorflow']}", flush=True)
 
     bursts = burst_sets(photos, rounds, cache)
     print(f"the service, --device cpu --precision P (best of {len(bursts)} bursts of {len(photos)} 12 MP photos, "
-          "then at rest):")
+          f"then at rest; auto: the defaults, which run {choice.precision} here):")
     decode = f"{decode_ms:.0f} ms" if decode_ms is not None else "its time"
     print(f"  decode-bound ceiling = 1 / (1 / bare forward + read+hash+decode per photo / cores): the model "
           f"(this row's bare img/s, on all {cores} cores) and decoding each photo ({decode} on one core, the "
           "service's own JPEG draft-mode decode) sharing the cores with no time lost between them")
-    for p in precisions:
+    for p in [*precisions, "auto"]:
         clf = load_model(weights, "cpu", batch_size, p, warm=True, threads=cores)
 
         def ceiling_now(clf=clf) -> tuple[float, float]:
@@ -221,7 +225,9 @@ def run(reference, weights: Path, photos: list[Path], precisions: list[str], bat
         runtime, bare = rows[p][0], rows[p][1]
         ceiling = ceiling_ratio(bare) * bare
         goals = f"ceiling goal >= {GOAL_SERVICE_CEILING}"
-        if runtime == "litert":
+        if p == "auto":
+            goals += "; " + autobench.service_goals(flags, svc["ready_s"], svc["rest_mib"])
+        elif runtime == "litert":
             goals += f"; at rest goal <= {GOAL_REST_MIB} MiB, ready goal <= {GOAL_READY_LITERT_S} s"
         print(f"  {p:5} {runtime:10} READY {svc['ready_s']:5.1f} s, at rest {svc['rest_mib']:5.0f} MiB "
               f"(peak {svc['peak_mib']:.0f}), burst {svc['burst_ips']:5.2f} img/s of a decode-bound "

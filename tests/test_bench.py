@@ -50,3 +50,19 @@ def test_pipeline_ceiling_on_shared_cores_and_beside_a_gpu():
     # a GPU at 2000 img/s fed by 16 cores decoding ~314 img/s
     assert pipeline_ceiling(2000.0, 0.051, 16, on_gpu=True) == pytest.approx(0.157, abs=0.001)
     assert pipeline_ceiling(100.0, 0.051, 16, on_gpu=True) == 1.0  # decoders keep up
+
+
+def test_decode_floor_bench_prints_each_decoder_beside_pillow(tmp_path):
+    """bench/decodebench.py: the CPU first, then Pillow and each alternative (or why it is not
+    there: they are not dependencies of labelsd)."""
+    proc = subprocess.run([sys.executable, str(BENCH.with_name("decodebench.py")), "--images", "2",
+                           "--rounds", "1", "--cache", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                              [str(BENCH.parent), os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("CPU: ")
+    assert any(line.split()[:3] == ["Pillow", "draft", "+"] and "1.00x" in line for line in lines), proc.stdout
+    for name in ("simplejpeg scaled decode", "pyvips shrink-on-load", "labelsd decode_image"):
+        assert any(line.strip().startswith(name) for line in lines), proc.stdout

@@ -139,13 +139,9 @@ class Said(logging.Handler):
         said.append(record.getMessage())
 logging.getLogger().addHandler(Said(logging.WARNING))
 os.umask(0o007)
-from labelsd.errors import WeightsUnavailable
-from labelsd.model import weights
-try:
-    weights.fetch_weights()  # imports keras, as `labels model fetch` and the service do
-except WeightsUnavailable:
-    pass  # offline: the download is refused at once (a proxy nobody listens on)
-import keras
+from labelsd.model.device import tensorflow_starting
+with tensorflow_starting():  # as the service, the conversion and labels scan import keras
+    import keras
 print(json.dumps({"image_data_format": keras.config.image_data_format(), "warnings": said}))
 """
 

@@ -285,7 +285,8 @@ def not_running(result) -> str:
 
 def test_status_without_a_service(db_url, library):
     assert json.loads(not_running(labels(db_url, "status", "--json"))) == {
-        "running": False, "pid": None, "model": "", "device": "", "runtime": "", "precision": "", "watching": [],
+        "running": False, "pid": None, "model": "", "device": "", "runtime": "", "precision": "", "auto": None,
+        "watching": [],
         "queued": 0, "done": 7, "failed": 0, "missing": 1, "heartbeat_age_s": None,
         "database": db_url, "nodes": [], "nodes_hidden": 0}
     assert "not running" in not_running(labels(db_url, "status"))

@@ -198,7 +198,7 @@ def test_tensorflow_runs_it_where_the_conversion_fails(library, tmp_path, monkey
 def test_a_child_that_fails_says_why():
     with pytest.raises(ConversionFailed, match="no LiteRT conversion for precision 'bf16'"):
         convert.ensure_tflite(None, "0" * 64, "inception_v3", "bf16")
-    out = subprocess.run([sys.executable, "-m", "labelsd.model.convert", "--weights", "/nonexistent.h5",
+    out = subprocess.run([sys.executable, "-m", "labelsd.model.converter", "--weights", "/nonexistent.h5",
                           "--precision", "int8", "--out", "/tmp/never.tflite"],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 1 and "nonexistent" in out.stderr.strip().splitlines()[-1]
@@ -244,6 +244,38 @@ def test_model_info_says_runtime_and_precision(library):
     text = CliRunner().invoke(app, ["model", "info", "--weights", str(path), "--device", "cpu",
                                     "--precision", "fp32"]).stdout
     assert "runtime:   litert" in text and "precision: fp32" in text
+
+
+def test_auto_on_random_weights_cannot_judge_fidelity_and_runs_the_fastest(library, caplog, monkeypatch):
+    """Random weights put every photo of the fidelity set in one class: agreement then says
+    nothing, which `auto` says (WARNING) before running the fastest; `labels model info` shows
+    the kept measurement. (bf16 is left out here: no bf16 flags, so no TensorFlow model is built.)"""
+    from typer.testing import CliRunner
+
+    from labels_cli.app import app
+    from labelsd.model import automeasure
+    from labelsd.model import precision as prec
+
+    path, *_ = library
+    spec = get_model("inception_v3")
+    m = automeasure.measured(spec, path, spec.check_weights(path), 8, frozenset({"avx2"}))
+    assert m is not None and set(m.precisions) == {"fp32", "int8"}
+    assert not m.judged and m.one_class >= 0.9 * m.photos
+    with caplog.at_level("WARNING"):
+        choice = prec.choose_cpu_precision("auto", frozenset({"avx2"}), lambda: m)
+    fastest = max(m.precisions, key=lambda p: m.precisions[p].forward_ips)
+    assert choice.precision == fastest or m.precisions[fastest].forward_ips < 1.05 * m.precisions["int8"].forward_ips
+    assert "fidelity cannot be judged" in caplog.text
+    assert f"measured in {m.seconds:.1f} s" in choice.reason
+    # what `labels model info` says: the kept measurement, read without measuring (the CPU's
+    # flags are part of its key: this one's are taken to be those it was measured under)
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"avx2"}))
+    result = CliRunner().invoke(app, ["model", "info", "--weights", str(path), "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.stdout)
+    assert facts["auto"]["chosen"] == facts["precision"] == choice.precision and facts["auto"]["judged"] is False
+    assert set(facts["auto"]["measured"]) == {"fp32", "int8"} and facts["auto"]["photos"] == m.photos
+    assert facts["why"].startswith(f"auto: {facts['precision']}, the fastest; fidelity cannot be judged")
 
 
 def test_labels_scan_runs_on_litert_without_tensorflow(library, tmp_path):

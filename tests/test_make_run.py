@@ -45,7 +45,10 @@ def test_make_run_prints_the_line_to_query_it(tmp_path, weights_file):
         assert command == [str(LABELSD.with_name("labels")), "--db", str(db), "search", "cat"]
         status = subprocess.run([*command[:3], "status", "--json"], capture_output=True, text=True,
                                 env=env, timeout=60)
-        assert json.loads(status.stdout)["running"] is True  # ready means running
+        facts = json.loads(status.stdout)
+        assert facts["running"] is True  # ready means running
+        # the defaults: `auto` measured the precisions on this CPU and says which it runs and why
+        assert facts["auto"]["chosen"] == facts["precision"] and facts["auto"]["why"].startswith("auto: ")
         query = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
         assert query.returncode == 0, query.stderr
         wrapper.send_signal(signal.SIGTERM)  # as Ctrl-C's end of the story: labelsd drains

@@ -34,7 +34,6 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     # files the administrator or labelsd itself names
     ("labelsd/fileio.py", "file_sha256", "open"): "weights and converted models: " + CONFIG,
     ("labelsd/config.py", "_read_toml", "path.open"): "the TOML config: " + CONFIG,
-    ("labelsd/model/convert.py", "convert_in_this_process", "out.write_bytes"): "the model cache: " + CONFIG,
     ("labelsd/model/efficientnet.py", "check_weights", "open"): "weights: " + CONFIG,
     # the model cache, the service's alone (labelsd.owned: 0700/0600, trusted only when
     # no one else can have written it; LiteRT loads the descriptor that was checked)
@@ -42,7 +41,22 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("labelsd/owned.py", "open_trusted", "os.open"): "a cache file, O_NOFOLLOW, owner and mode checked",
     ("labelsd/owned.py", "open_trusted", "os.fdopen"): "wraps the descriptor open_trusted checked",
     ("labelsd/model/convert.py", "_convert", "os.open"): "O_CREAT|O_EXCL 0600 of the child's output in the owned cache",
-    ("labelsd/model/convert.py", "_convert", "open"): "O_NOFOLLOW 0600 record beside it, in the owned cache",
+    ("labelsd/model/convert.py", "install", "os.open"): "O_NOFOLLOW 0600 record of a conversion, in the owned cache",
+    ("labelsd/model/convert.py", "install", "open"): "wraps that record's descriptor",
+    # the conversion's (and auto's measuring) children write into files their parent made
+    # 0600 in the owned cache, and run with umask 077
+    ("labelsd/model/converter.py", "convert_in_this_process", "out.write_bytes"): "the parent's 0600 file",
+    ("labelsd/model/converter.py", "convert_for_litert", "out.write_bytes"): "the parent's 0600 file",
+    ("labelsd/model/converter.py", "convert_for_litert", "float_file.read_bytes"):
+        "the float .tflite the parent checked or the child just wrote",
+    ("labelsd/model/fidelity.py", "main", "args.out.write_text"): "the parent's 0600 answer file",
+    ("labelsd/model/fidelity.py", "measure_in_this_process", "path.read_bytes"):
+        "the fidelity photos shipped in the package, and the .tflite files the parent gave",
+    ("labelsd/model/fidelity.py", "photos_digest", "path.read_bytes"): "the fidelity photos shipped in the package",
+    ("labelsd/model/automeasure.py", "_measure", "os.open"): "O_EXCL 0600 files the children write into",
+    ("labelsd/model/automeasure.py", "_measure", "out.read_text"): "the child's answer, in the 0600 file made for it",
+    ("labelsd/model/automeasure.py", "measured", "os.open"): "the owned cache's lock file: " + CONFIG,
+    ("labelsd/model/automeasure.py", "measured", "open"): "wraps that lock file's descriptor",
     ("labelsd/model/convert.py", "opened_tflite", "os.open"): "the owned cache's lock file: " + CONFIG,
     ("labelsd/model/convert.py", "opened_tflite", "open"): "wraps that lock file's descriptor",
     ("labelsd/model/weights.py", "fetch_weights", "os.fdopen"): "the mkstemp file the download goes into (0600)",

@@ -54,3 +54,36 @@ def test_status_json_has_runtime_and_precision(tmp_path):
     assert (status["device"], status["runtime"], status["precision"]) == ("cpu, litert int8", "litert", "int8")
     (node,) = status["nodes"]
     assert (node["device"], node["runtime"], node["precision"]) == ("cpu, litert int8", "litert", "int8")
+
+
+def test_status_says_what_auto_chose_and_why(tmp_path):
+    """A service whose `auto` chose by measuring registers that measurement after its device;
+    `labels status` shows the device as before and the choice beside it (`auto`)."""
+    from labelsd.model import precision as prec
+    from labelsd.model.runtime import registered_device
+    from labelsd.store.engine import open_store
+
+    m = prec.Measurement(25, 2, {"fp32": prec.Measured("litert", 39.0, 25, 3, 25),
+                                 "int8": prec.Measured("litert", 119.3, 25, 2, 23),
+                                 "bf16": prec.Measured("tensorflow", 48.8, 24, 3, 24)}, 6.5)
+    clf = _classifier("cpu", "litert", "int8")
+    clf.precision_choice = prec.auto_choice(m)
+    assert registered_device(_classifier("cpu", "litert", "int8")) == "cpu, litert int8"  # asked for
+    db = tmp_path / "labels.db"
+    with open_store(str(db)) as store:
+        nodes.register(store, "box:4242", model="inception_v3", device=registered_device(clf),
+                       watching=[str(tmp_path)])
+        nodes.heartbeat(store, "box:4242", done=0, failed=0)
+        result = CliRunner().invoke(app, ["--db", str(db), "status", "--json"])
+        text = CliRunner().invoke(app, ["--db", str(db), "status"]).stdout
+    status = json.loads(result.stdout)
+    assert (status["device"], status["runtime"], status["precision"]) == ("cpu, litert int8", "litert", "int8")
+    auto = status["auto"]
+    assert auto == status["nodes"][0]["auto"]
+    assert (auto["chosen"], auto["photos"], auto["judged"], auto["measure_s"]) == ("int8", 25, True, 6.5)
+    assert auto["measured"]["int8"] == {"runtime": "litert", "forward_ips": 119.3, "top1": 25, "top1_exact": 23,
+                                        "top3_min": 2, "faithful": True}
+    assert auto["measured"]["bf16"]["faithful"] is False
+    assert auto["why"] == clf.precision_choice.reason and "int8 119.3 img/s" in auto["why"]
+    assert f"precision int8: {auto['why']}" in text
+    assert "on cpu, litert int8 " in text  # the device as before, the measurement on its own line

@@ -19,9 +19,11 @@ def scan(db_url, weights_file):
     runner = CliRunner()
 
     def run(folder, *extra):
+        # fp32, not auto: auto converts and measures every precision once per weights file
+        # (tests/test_precision.py and test_litert.py test it); fp32 shares the other tests' conversion
         result = runner.invoke(app, ["--db", db_url, "scan", str(folder),
                                      "--weights", str(weights_file), "--batch-size", "4",
-                                     "--device", "cpu", *extra])
+                                     "--device", "cpu", "--precision", "fp32", *extra])
         assert result.exit_code == 0, (result.output, result.exception)
         return result.stdout.strip().splitlines()[-1]
 

@@ -26,7 +26,7 @@ def info(
     precision: PrecisionOpt = None,
     as_json: Annotated[bool, typer.Option(
         "--json", help="Print JSON: one object (model, path, source, exists, size, sha256, "
-                       "official, device, runtime, precision, why).")] = False,
+                       "official, device, runtime, precision, why, auto).")] = False,
 ) -> None:
     """Show which model and weights a service started with these settings would use: where
     the weights are (keras' cache: $KERAS_HOME, else `keras_home` in the config, else
@@ -39,7 +39,8 @@ def info(
     spec = get_model(settings.model)
     facts = {"model": spec.key, **spec.weights_info(weights or settings.weights)}
     facts["device"] = classifier.describe_device(settings.device)
-    facts.update(runtime.plan(settings.device, settings.precision, model=spec.key))
+    facts.update(runtime.plan(settings.device, settings.precision, model=spec.key,
+                              weights=weights or settings.weights))
     if as_json:
         render_json(facts)
         return

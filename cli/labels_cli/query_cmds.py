@@ -163,8 +163,8 @@ def status(
     ctx: typer.Context,
     all_nodes: Annotated[bool, typer.Option(
         "--all", help="Also list services stopped more than a day ago.")] = False,
-    as_json: json_option("one object: running, pid, model, device, runtime, precision, watching, queued, done, "
-                         "failed, missing, heartbeat_age_s, database, nodes") = False,
+    as_json: json_option("one object: running, pid, model, device, runtime, precision, auto, watching, queued, "
+                         "done, failed, missing, heartbeat_age_s, database, nodes") = False,
 ) -> None:
     """Whether the service is running, what it watches, and the queue.
 
@@ -188,6 +188,8 @@ def _status_text(result: dict) -> None:
                    f"{n['model'] or '-'} on {n['device'] or '-'}  heartbeat {age}  "
                    f"since it started: {n['done']} labeled, {n['failed']} failed  "
                    f"watching {', '.join(map(shown, n['watching'])) or '-'}")
+        if n.get("auto"):
+            typer.echo(f"  precision {n['precision']}: {one_line(n['auto']['why'])}")
     if result["nodes_hidden"]:
         typer.echo(f"({result['nodes_hidden']} service(s) stopped over a day ago not shown; "
                    "--all lists them)")

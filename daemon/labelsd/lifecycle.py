@@ -91,7 +91,7 @@ class Service:
         from labelsd.metrics import check_metrics
         from labelsd.model import decode
         from labelsd.model.registry import get_model
-        from labelsd.model.runtime import describe, load_model
+        from labelsd.model.runtime import describe, load_model, registered_device
         from labelsd.pipeline.memory import limit_arenas
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
@@ -120,7 +120,7 @@ class Service:
         take_over_dead_nodes(self.store, self.node_id)
         self._registered = True  # from here on, a failed start marks the node stopped
         nodes.register(self.store, self.node_id, model=self.classifier.name,
-                       device=describe(self.classifier), watching=roots)
+                       device=registered_device(self.classifier), watching=roots)
         relabel.queue_other_models(self.store, self.classifier.name)  # after a --model switch
         self._labeled_before = counters.status_counts(self.store)["done"]
         decode.set_max_file_mb(s.max_file_mb)  # the size cap the reader applies

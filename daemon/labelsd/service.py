@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images per model call (default: 8 on a CPU, 32 on a GPU)")
     p.add_argument("--device", choices=DEVICES, help="where the model runs (default auto)")
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="auto (bf16 where the CPU has AMX or AVX512-BF16 and it measures faster, "
-                        "else fp32), fp32, bf16, or int8 (LiteRT, opt-in); default auto")
+                   help="auto (the fastest of fp32, int8 and bf16 on this CPU whose labels agree with "
+                        "fp32's, measured once for the weights), fp32, bf16 or int8; default auto")
     p.add_argument("--model", choices=model_names(),
                    help="which model labels the images (default inception_v3; efficientnet_lite0 "
                         "is several times faster, and its weights are installed with labelsd)")

@@ -2,8 +2,8 @@
 
 Converting needs TensorFlow, and a process that has imported TensorFlow keeps its
 ~600 MiB; so the conversion runs in a child process (`python -m
-labelsd.model.convert`), and the service that asked for it never imports
-TensorFlow. The result is cached next to the weights file where that folder is the
+labelsd.model.converter`, the child's side), and the service that asked for it never
+imports TensorFlow. The result is cached next to the weights file where that folder is the
 service's own to write (no one else may), else in the user's cache, named by the
 weights' file name, the model, the precision and the weights' checksum (SHA-256; keras'
 MD5 for the official InceptionV3 file, which keras verifies by it); a JSON file beside it
@@ -38,7 +38,7 @@ from typing import BinaryIO
 from labelsd import owned
 from labelsd.errors import ConversionFailed
 from labelsd.fileio import file_sha256
-from labelsd.model import digests, quantize
+from labelsd.model import digests, quantize  # quantize.RECIPE: how int8 is made, in the record
 from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> P
     tmp = tflite.with_name(f".{tflite.name}.{os.getpid()}.tmp")
     tmp.unlink(missing_ok=True)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))  # the child writes into it
-    cmd = [sys.executable, "-m", "labelsd.model.convert", "--weights", str(weights_path),
+    cmd = [sys.executable, "-m", "labelsd.model.converter", "--weights", str(weights_path),
            "--model", model, "--precision", precision, "--out", str(tmp)]
     log.info("converting %s to a %s .tflite for LiteRT (once; TensorFlow runs in a child "
              "process)", shown(weights_path.name), precision)
@@ -212,6 +212,15 @@ def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> P
         lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
         raise ConversionFailed(f"converting to .tflite failed (exit {proc.returncode}: "
                                f"{lines[-1][:300] if lines else 'no output'})")
+    tflite = install(tmp, weights_path, checksum, model, precision)
+    log.info("converted in %.0f s: %s (%.0f MB)", time.perf_counter() - start, shown(tflite),
+             tflite.stat().st_size / 1e6)
+    return tflite
+
+
+def install(tmp: Path, weights_path: Path, checksum: str, model: str, precision: str) -> Path:
+    """Move a converted file made by a child into the cache, with its record."""
+    tflite, meta = cache_paths(weights_path, checksum, model, precision)
     record = _record(checksum, model, precision)
     record.update(tflite_size=tmp.stat().st_size, tflite_sha256=file_sha256(tmp))
     tmp.replace(tflite)
@@ -220,8 +229,6 @@ def _convert(weights_path: Path, checksum: str, model: str, precision: str) -> P
         out.write(json.dumps(record, indent=1))
     meta_tmp.replace(meta)  # last: a file without its record is never taken as good
     _remove_stale(tflite, weights_path, model, precision)
-    log.info("converted in %.0f s: %s (%.0f MB)", time.perf_counter() - start, shown(tflite),
-             record["tflite_size"] / 1e6)
     return tflite
 
 
@@ -232,66 +239,3 @@ def _remove_stale(current: Path, weights_path: Path, model: str, precision: str)
             log.info("removing %s (made from an earlier version of %s)", shown(old.name),
                      shown(weights_path.name))
             discard(old)
-
-
-# --------------------------------------------------------------------------- the child
-
-
-def convert_in_this_process(weights: Path, model: str, precision: str, out: Path) -> None:
-    """Build the model (labelsd.model.registry) with its weights, freeze its forward
-    (softmax in float32 included, as the Keras runtime does) and convert it.
-
-    The variables are folded into constants first: converting the live Keras 3 model
-    (from_keras_model, or a SavedModel of it) gave a file without its weights (308 KB
-    for InceptionV3 under TensorFlow 2.21) whose outputs were all zero."""
-    from labelsd.model.device import configure_device, native_stderr_quiet, tensorflow_starting
-    from labelsd.model.registry import get_model
-
-    spec = get_model(model)
-    checked = spec.check_weights(weights)
-    with tensorflow_starting():
-        import tensorflow as tf
-        from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
-
-        configure_device(tf, "cpu")
-    net = spec.build_network(weights, checked).model
-
-    @tf.function(input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.float32)])
-    def forward(x):
-        return tf.nn.softmax(tf.cast(net(x, training=False), tf.float32), axis=-1)
-
-    frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    with native_stderr_quiet():
-        data = converter.convert()
-    if precision == "int8":
-        # Dynamic range (int8 weights, activations quantised on the fly) where it keeps
-        # fp32's answers: see labelsd.model.quantize. Full int8 was slower and its softmax
-        # could not hold small probabilities.
-        data = quantize.quantize_dynamic_range(data)
-    out.write_bytes(data)
-
-
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m labelsd.model.convert",
-                                description="Convert a model's weights to a .tflite (LiteRT).")
-    p.add_argument("--weights", type=Path, required=True)
-    p.add_argument("--model", default="inception_v3")
-    p.add_argument("--precision", choices=LITERT_PRECISIONS, required=True)
-    p.add_argument("--out", type=Path, required=True)
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING)
-    try:
-        convert_in_this_process(args.weights, args.model, args.precision, args.out)
-    except Exception as err:  # noqa: BLE001 (the parent reads the last line and falls back to TensorFlow)
-        args.out.unlink(missing_ok=True)
-        print(f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}",
-              file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

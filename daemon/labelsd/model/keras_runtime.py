@@ -34,8 +34,8 @@ JIT_ON_GPU = True
 # and the activations between layers, stay float32: error 0.023, top-1 equal on all 23.
 # No slower than the global policy on a 2-core AMD EPYC (AVX512-BF16, no AMX), loaded:
 # Lite0 1.10x fp32 where the global policy gave 0.65x, InceptionV3 1.42x where it gave
-# 1.37x (bench/throughput.py prints both). The bf16 speed measurement
-# (labelsd.model.precision) uses it too, and records it.
+# 1.37x (bench/throughput.py prints both). `auto`'s measurement (labelsd.model.fidelity)
+# runs bf16 this way too, and records the recipe in its key (labelsd.model.automeasure).
 BF16_RECIPE = "bfloat16 in Conv2D after the first; float32 elsewhere"
 BF16_LAYERS = ("Conv2D",)
 

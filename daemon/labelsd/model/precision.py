@@ -1,18 +1,23 @@
 """The precision the model runs at on a CPU: what the CPU can do, and the `auto` rule.
 
-`fp32` is always there; `bf16` runs Keras's convolutions (but the first) in bfloat16
-and the rest in float32 (keras_runtime.BF16_RECIPE), which oneDNN turns into AMX or
-AVX512-BF16 instructions where the CPU has them (and into slow emulation where it has
-neither); `int8` is LiteRT's dynamic-range quantised model (labelsd.model.quantize),
-opt-in only, because quantisation moves scores (its fidelity is measured in
-tests/test_precision.py and bench/throughput.py, not assumed).
+`fp32` is always there (LiteRT, or TensorFlow where LiteRT is not installed); `int8`
+is LiteRT's dynamic-range model (labelsd.model.quantize); `bf16` runs Keras's
+convolutions (but the first) in bfloat16 on TensorFlow (keras_runtime.BF16_RECIPE),
+which oneDNN turns into AMX or AVX512-BF16 instructions, so it is a candidate only on
+a CPU that has one of them (elsewhere it is emulated, and slow).
 
-`auto` on a CPU picks bf16 only where the CPU has AMX or AVX512-BF16 AND the
-forward measured faster with it than fp32 (by MIN_BF16_GAIN), else fp32. The
-measurement runs once per CPU model, model and batch size, in a child process (it
-builds the model twice; speed does not depend on the weights, so they are no key), and
-its result is kept in the user's cache, so later starts read one small file. On a
-GPU, `auto` keeps what the GPU path does (mixed float16 from compute capability 7).
+`auto` on a CPU runs the fastest precision whose labels agree with fp32's for the
+weights in use, as measured on the fidelity set of real photos
+(labelsd.model.fidelity: top-1 equal on every photo, where a class fp32 itself scores
+within TIE of its top-1 counts as equal; top-3 sharing at least 2 of 3 on every
+photo), once per weights, model, recipe, runtime version and CPU
+(labelsd.model.automeasure caches it beside the converted model). Tie-breaks: a
+precision that holds more memory than a faithful lighter one must be faster by its
+MIN_GAIN to be chosen (TensorFlow's bf16 holds ~1 GiB at rest and takes ~5 s to
+ready, LiteRT's fp32 ~330 MiB and int8 ~240 MiB, both under a second). Weights under
+which (nearly) every photo lands in one class (random weights) leave fidelity unjudged:
+then the fastest, with a WARNING. On a GPU, `auto` keeps what the GPU path does (mixed
+float16 from compute capability 7).
 """
 
 from __future__ import annotations
@@ -20,25 +25,28 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
-import sys
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labelsd.config import PRECISIONS
 from labelsd.errors import ConfigError
-from labelsd.owned import Untrusted, cache_dir, read_json, write_json
-from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
 
-# bf16 must beat fp32 by this much to be picked: a tie is noise, and fp32 also lets
-# the lighter LiteRT runtime serve the model.
-MIN_BF16_GAIN = 1.15
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
-MEASURE_TIMEOUT_S = 600
-MEASURE_ROUNDS = 3
+# The lightest at rest first: LiteRT int8 (236 MiB), LiteRT fp32 (331), TensorFlow bf16 (967).
+BY_MEMORY = ("int8", "fp32", "bf16")
+# How much faster than the faithful precision chosen so far (a lighter one) a heavier one
+# must be: fp32 against int8 only beyond the measurement's noise; bf16 (TensorFlow in the
+# process: +700 MiB, +5 s to ready) by as much as the rule before this one asked of it.
+MIN_GAIN = {"fp32": 1.05, "bf16": 1.15}
+TOP3_MIN = 2  # of 3: the top-3 overlap a faithful precision keeps on every photo
+# A tie fp32 itself cannot break: a precision whose top-1 is a class fp32 scores within this
+# much of its own top-1 keeps that photo's top-1 (labels show scores in whole percent). Every
+# top-1 that int8 or bf16 turned on EfficientNet-Lite0's real weights was one (fp32 leads of
+# 0.0003-0.012 on the fidelity set; issue 21's photos: < 0.015).
+TIE = 0.02
+ONE_CLASS_SHARE = 0.9  # this share of the photos in one class: fidelity cannot be judged
 
 
 def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
@@ -71,10 +79,9 @@ def bf16_hardware(flags: frozenset[str]) -> str | None:
     return next((flag for flag in BF16_FLAGS if flag in flags), None)
 
 
-@dataclass(frozen=True)
-class Choice:
-    precision: str  # fp32 | bf16 | int8 (on a GPU: "gpu-default" for the GPU's own rule)
-    reason: str
+def candidates(flags: frozenset[str]) -> tuple[str, ...]:
+    """The precisions `auto` measures on this CPU, lightest first."""
+    return tuple(p for p in BY_MEMORY if p != "bf16" or bf16_hardware(flags))
 
 
 def check_precision(precision: str) -> None:
@@ -82,122 +89,165 @@ def check_precision(precision: str) -> None:
         raise ConfigError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
 
 
+# --------------------------------------------------------------------------- measured
+
+
+@dataclass(frozen=True)
+class Measured:
+    """One precision on the fidelity set, against fp32's labels."""
+
+    runtime: str  # litert | tensorflow
+    forward_ips: float  # images a second through the forward, at the service's batch size
+    top1: int  # photos whose top-1 is fp32's, or a class fp32 scores within TIE of its top-1
+    top3: int  # the smallest top-3 overlap with fp32's over the photos (0..3)
+    top1_exact: int  # photos whose top-1 is fp32's own
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What labelsd.model.fidelity measured for one weights file on this CPU."""
+
+    photos: int
+    one_class: int  # the most photos fp32 puts in one class
+    precisions: dict[str, Measured]
+    seconds: float = 0.0  # what measuring cost (conversion not counted)
+
+    @property
+    def judged(self) -> bool:
+        """False where (nearly) every photo lands in one class: agreement then says nothing."""
+        return self.one_class < ONE_CLASS_SHARE * self.photos
+
+    def faithful(self, precision: str) -> bool:
+        got = self.precisions[precision]
+        return got.top1 == self.photos and got.top3 >= TOP3_MIN
+
+    def to_json(self) -> dict:
+        return {"photos": self.photos, "one_class": self.one_class, "seconds": round(self.seconds, 2),
+                "precisions": {p: [m.runtime, round(m.forward_ips, 1), m.top1, m.top3, m.top1_exact]
+                               for p, m in self.precisions.items()}}
+
+    @classmethod
+    def from_json(cls, data) -> Measurement:
+        """The measurement `to_json` wrote; ValueError for anything else."""
+        try:
+            precisions = {str(p): Measured(str(r), float(ips), int(t1), int(t3), int(exact))
+                          for p, (r, ips, t1, t3, exact) in data["precisions"].items()}
+            got = cls(int(data["photos"]), int(data["one_class"]), precisions, float(data.get("seconds", 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"not a measurement: {err}") from err
+        if got.photos < 1 or "fp32" not in precisions or any(
+                p not in BY_MEMORY or m.forward_ips <= 0 for p, m in precisions.items()):
+            raise ValueError("not a measurement: no fp32, or an unknown precision or speed")
+        return got
+
+
+@dataclass(frozen=True)
+class Choice:
+    precision: str  # fp32 | bf16 | int8
+    reason: str
+    measurement: Measurement | None = field(default=None, compare=False)
+
+
 def choose_cpu_precision(requested: str, flags: frozenset[str], measure) -> Choice:
-    """The precision a CPU runs at. `measure()` -> {"fp32": img/s, "bf16": img/s} (or None
-    where it could not measure) is called only for `auto` on a CPU with bf16 hardware."""
+    """The precision a CPU runs at. `measure()` -> Measurement (None where it could not
+    measure) is called only for `auto`."""
     check_precision(requested)
-    hardware = bf16_hardware(flags)
     if requested != "auto":
-        if requested == "bf16" and hardware is None:
+        if requested == "bf16" and bf16_hardware(flags) is None:
             log.warning("--precision bf16 on a CPU with neither AMX nor AVX512-BF16: "
                         "bfloat16 is emulated there and slower than fp32")
         return Choice(requested, "asked for")
-    if hardware is None:
-        return Choice("fp32", "auto: the CPU has neither AMX nor AVX512-BF16")
-    speeds = measure()
-    if speeds is None:
-        return Choice("fp32", f"auto: {hardware}, but bf16 could not be measured")
-    gain = speeds["bf16"] / speeds["fp32"]
-    figures = f"{speeds['bf16']:.1f} vs {speeds['fp32']:.1f} img/s, {gain:.2f}x"
-    if gain >= MIN_BF16_GAIN:
-        return Choice("bf16", f"auto: {hardware} and bf16 measured faster ({figures})")
-    return Choice("fp32", f"auto: {hardware}, but bf16 measured no faster ({figures})")
+    measurement = measure()
+    if measurement is None:
+        return Choice("fp32", "auto: the precisions could not be measured, so fp32")
+    choice = auto_choice(measurement)
+    if not measurement.judged:
+        log.warning("%s", choice.reason)
+    return choice
 
 
-# --------------------------------------------------------------------------- measuring
+def auto_choice(m: Measurement) -> Choice:
+    """The rule (see the module's doc), on a measurement."""
+    speed = {p: got.forward_ips for p, got in m.precisions.items()}
+    eligible = [p for p in BY_MEMORY if p in speed and (not m.judged or p == "fp32" or m.faithful(p))]
+    chosen = eligible[0]
+    for heavier in eligible[1:]:
+        if speed[heavier] >= MIN_GAIN[heavier] * speed[chosen]:
+            chosen = heavier
+    if m.judged:
+        why = f"auto: {chosen}, the fastest precision whose labels match fp32's on all {m.photos} real photos"
+    else:
+        why = (f"auto: {chosen}, the fastest; fidelity cannot be judged: these weights put {m.one_class} of "
+               f"{m.photos} photos in one class (random weights?)")
+    faster = [p for p in eligible if speed[p] > speed[chosen]]
+    if faster:
+        p = max(faster, key=speed.get)
+        why += (f" ({p} is {speed[p] / speed[chosen]:.2f}x as fast, short of the {MIN_GAIN[p]:.2f}x asked "
+                f"of it for its memory)")
+    return Choice(chosen, f"{why}; {figures(m)}", m)
 
 
-def measurement_cache() -> Path:
-    return cache_dir() / "precision.json"
+def figures(m: Measurement) -> str:
+    """'forward int8 119.3 img/s on litert (top-1 25/25, top-3 >= 3/3), ...', fastest first."""
+    rows = []
+    for p, got in sorted(m.precisions.items(), key=lambda item: -item[1].forward_ips):
+        ties = got.top1 - got.top1_exact
+        agree = f"top-1 {got.top1}/{m.photos}" + (f" ({ties} on fp32's ties)" if ties else "")
+        agree += f", top-3 >= {got.top3}/3"
+        if m.judged and p != "fp32" and not m.faithful(p):
+            agree += ": not faithful"
+        rows.append(f"{p} {got.forward_ips:.1f} img/s on {got.runtime} ({agree})")
+    return "forward " + ", ".join(rows) + (f"; measured in {m.seconds:.1f} s" if m.seconds else "")
 
 
-def _measurement_key(model: str, batch_size: int, flags: frozenset[str]) -> str:
-    """The CPU, model, batch size and how bf16 runs (keras_runtime.BF16_RECIPE): a figure
-    measured with another recipe (an older labelsd) is measured again."""
-    from labelsd.model.keras_runtime import BF16_RECIPE
-
-    return (f"{cpu_model()}|{bf16_hardware(flags)}|{len(os.sched_getaffinity(0))} cores|{model}|"
-            f"batch {batch_size}|{BF16_RECIPE}")
-
-
-def known_speeds(model: str, batch_size: int, flags: frozenset[str],
-                 cache: Path | None = None) -> dict[str, float] | None:
-    """The kept measurement for this CPU, model and batch size, or None (nothing measured)."""
-    entry = read_json(cache or measurement_cache()).get(_measurement_key(model, batch_size, flags))
-    return {"fp32": float(entry["fp32"]), "bf16": float(entry["bf16"])} if _valid(entry) else None
-
-
-def _valid(speeds) -> bool:
-    return isinstance(speeds, dict) and all(
-        isinstance(speeds.get(p), (int, float)) and speeds[p] > 0 for p in ("fp32", "bf16"))
-
-
-def measured_speeds(model: str, batch_size: int, flags: frozenset[str], weights=None,
-                    cache: Path | None = None) -> dict[str, float] | None:
-    """{"fp32": img/s, "bf16": img/s} of the Keras forward on this CPU: from the cache,
-    else measured now in a child process (which imports TensorFlow; this one need not).
-    None where the child failed (nothing is kept: the next start tries again)."""
-    cache = cache or measurement_cache()
-    known = known_speeds(model, batch_size, flags, cache)
-    if known:
-        return known
-    log.info("measuring fp32 against bf16 on this CPU once (%s, batch %d); the result is "
-             "kept in %s", model, batch_size, shown(cache))
-    cmd = [sys.executable, "-m", "labelsd.model.precision", model, str(batch_size)]
-    cmd += [str(weights)] if weights else []
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=MEASURE_TIMEOUT_S)
-        speeds = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else None
-    except (subprocess.TimeoutExpired, ValueError, IndexError):
-        speeds = None
-        proc = None
-    if not _valid(speeds):
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1] if proc else "timed out"
-        log.info("could not measure bf16 (%s): fp32 it is", tail)
+def summary(choice: Choice) -> dict | None:
+    """`auto`'s choice for `labels model info --json` and `labels status --json`, or None
+    where `auto` measured nothing (a precision asked for, a GPU, nothing measured)."""
+    m = choice.measurement
+    if m is None:
         return None
-    known = read_json(cache)
-    known[_measurement_key(model, batch_size, flags)] = speeds
+    return {"chosen": choice.precision, "why": choice.reason, "photos": m.photos, "judged": m.judged,
+            "measure_s": round(m.seconds, 2),
+            "measured": {p: {"runtime": got.runtime, "forward_ips": round(got.forward_ips, 1),
+                             "top1": got.top1, "top1_exact": got.top1_exact, "top3_min": got.top3,
+                             "faithful": m.faithful(p)}
+                         for p, got in m.precisions.items()}}
+
+
+# ---------------------------------------------------- what a node registers (labels status)
+
+NOTE_MARK = "; auto "
+NOTE_LIMIT = 200  # the nodes table's device column (VARCHAR(200) on PostgreSQL)
+
+
+def with_note(device: str, choice: Choice | None) -> str:
+    """The device string a service registers, `auto`'s measurement after it where it
+    chose by one (compact JSON), so that `labels status` can say why; the bare string
+    where that would not fit the column."""
+    if choice is None or choice.measurement is None:
+        return device
+    m = choice.measurement
+    note = {"c": choice.precision, "n": m.photos, "o": m.one_class, "s": round(m.seconds, 1),
+            **{p: [round(got.forward_ips, 1), got.top1, got.top3, got.top1_exact, got.runtime]
+               for p, got in m.precisions.items()}}
+    text = f"{device}{NOTE_MARK}{json.dumps(note, separators=(',', ':'))}"
+    return text if len(text) <= NOTE_LIMIT else device
+
+
+def read_note(registered: str | None) -> tuple[str, Choice | None]:
+    """(the device string, `auto`'s choice) from what `with_note` wrote; (text, None)
+    for a node that chose no other way, or an older labelsd."""
+    text = registered or ""
+    device, mark, note = text.partition(NOTE_MARK)
+    if not mark:
+        return text, None
     try:
-        write_json(cache, known, indent=1)
-    except (OSError, Untrusted) as err:  # a read-only home: measure again next time, nothing worse
-        log.info("cannot keep the measurement in %s (%s)", shown(cache), getattr(err, "strerror", None) or err)
-    return speeds
-
-
-def _measure_in_this_process(model: str, batch_size: int, weights: str | None) -> dict[str, float]:
-    """Best-of-MEASURE_ROUNDS forward speed of the model, fp32 then bf16."""
-    import numpy as np
-
-    from labelsd.model.device import configure_device, tensorflow_starting
-    from labelsd.model.keras_runtime import keep_float32_outside_convs
-    from labelsd.model.registry import get_model
-
-    spec = get_model(model)
-    checked = spec.check_weights(weights)
-    with tensorflow_starting():
-        import keras
-        import tensorflow as tf
-
-        configure_device(tf, "cpu")  # the service's CPU threads, so the figures are its
-    x = tf.constant(np.random.default_rng(0).uniform(-1, 1, (batch_size, *spec.input_shape)), tf.float32)
-    speeds = {}
-    for precision, policy in (("fp32", "float32"), ("bf16", "mixed_bfloat16")):
-        keras.mixed_precision.set_global_policy(policy)
-        net = spec.build_network(weights, checked).model
-        if policy == "mixed_bfloat16":
-            keep_float32_outside_convs(net)  # as the service runs bf16
-        forward = tf.function(lambda x, net=net: net(x, training=False))
-        forward(x)  # trace
-        best = float("inf")
-        for _ in range(MEASURE_ROUNDS):
-            start = time.perf_counter()
-            forward(x).numpy()
-            best = min(best, time.perf_counter() - start)
-        speeds[precision] = batch_size / best
-    return speeds
-
-
-if __name__ == "__main__":  # the child of measured_speeds: MODEL BATCH_SIZE [WEIGHTS] -> one JSON line
-    logging.basicConfig(level=logging.WARNING)
-    print(json.dumps(_measure_in_this_process(sys.argv[1], int(sys.argv[2]),
-                                              sys.argv[3] if len(sys.argv) > 3 else None)))
+        data = json.loads(note)
+        m = Measurement.from_json({"photos": data["n"], "one_class": data["o"], "seconds": data.get("s", 0),
+                                   "precisions": {p: [v[4], v[0], v[1], v[2], v[3]] for p, v in data.items()
+                                                  if p in BY_MEMORY}})
+        chosen = str(data["c"])
+    except (ValueError, KeyError, TypeError, IndexError, AttributeError):  # not what with_note wrote
+        return device, None
+    rule = auto_choice(m)
+    return device, Choice(chosen, rule.reason if rule.precision == chosen else f"auto: {chosen}; {figures(m)}", m)

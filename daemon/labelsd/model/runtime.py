@@ -7,7 +7,8 @@
   instead where LiteRT is not installed or the conversion fails (said once, at INFO).
 - A CPU at bf16: TensorFlow under `mixed_bfloat16` (oneDNN: AMX / AVX512-BF16).
 
-`precision = auto` is decided by labelsd.model.precision.
+`precision = auto` is decided by labelsd.model.precision's rule on what labelsd.model.fidelity
+measured (labelsd.model.automeasure keeps it beside the converted model).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from labelsd.errors import ConfigError, ConversionFailed
+from labelsd.errors import ConfigError, ConversionFailed, LabelsError
 from labelsd.extras import install_command
+from labelsd.model import automeasure
 from labelsd.model import precision as precisions
 from labelsd.model.classifier import Classifier, load_classifier
 from labelsd.model.convert import LITERT_PRECISIONS, discard, opened_tflite
@@ -49,7 +51,7 @@ def load_model(weights=None, device: str = "auto", batch_size: int | None = None
     batch_size = batch_size or spec.batch_size_cpu
     flags = precisions.cpu_flags()
     choice = precisions.choose_cpu_precision(
-        precision, flags, lambda: precisions.measured_speeds(spec.key, batch_size, flags, weights))
+        precision, flags, lambda: automeasure.measured(spec, weights, checked, batch_size, flags))
     classifier = None
     if choice.precision in LITERT_PRECISIONS:
         classifier = _load_litert(spec, weights, checked, choice.precision, batch_size, threads)
@@ -60,6 +62,8 @@ def load_model(weights=None, device: str = "auto", batch_size: int | None = None
                                      warm=False, model=spec.key)
     log.info("model %s: runtime %s, precision %s (%s)", classifier.name, runtime_kind(classifier),
              precision_word(classifier), choice.reason)
+    # what `auto` measured, for `labels status` (registered_device); None where it measured nothing
+    classifier.precision_choice = choice if precision_word(classifier) == choice.precision else None
     if warm:
         log.info("warmed up batch sizes %s in %.1fs", classifier.warm_sizes, classifier.warm_up())
     return classifier
@@ -131,28 +135,43 @@ def describe(classifier: Classifier) -> str:
     return f"{classifier.device}, {runtime_kind(classifier)} {precision_word(classifier)}"
 
 
+def registered_device(classifier: Classifier) -> str:
+    """What a service registers for `labels status`: `describe`, and after it what `auto`
+    measured where it chose by that (precision.with_note)."""
+    return precisions.with_note(describe(classifier), getattr(classifier, "precision_choice", None))
+
+
 def plan(device: str = "auto", precision: str = "auto", batch_size: int | None = None,
-         model: str | None = None) -> dict:
+         model: str | None = None, weights=None) -> dict:
     """What a service started with these settings would run, without loading or measuring
-    anything: {"runtime", "precision", "why"} (for `labels model info`)."""
+    anything: {"runtime", "precision", "why", "auto"} (for `labels model info`); `auto` is
+    the kept measurement's choice (precision.summary), None before the first start measured."""
     precisions.check_precision(precision)
     if device == "gpu" or (device == "auto" and gpu_possible()):
         return {"runtime": "tensorflow",
                 "precision": "mixed float16 where the GPU has compute capability 7" if precision == "auto"
-                else precision, "why": "a GPU runs on TensorFlow"}
+                else precision, "why": "a GPU runs on TensorFlow", "auto": None}
     flags = precisions.cpu_flags()
     spec = get_model(model)
     batch_size = batch_size or spec.batch_size_cpu
-    known = precisions.known_speeds(spec.key, batch_size, flags)
-    if precision == "auto" and precisions.bf16_hardware(flags) and known is None:
-        return {"runtime": "tensorflow (bf16) or " + ("litert" if litert_available() else "tensorflow")
-                + " (fp32)", "precision": "bf16 or fp32",
-                "why": f"auto: {precisions.bf16_hardware(flags)}; bf16 is measured against fp32 "
-                       "at the service's first start"}
+    known = None
+    if precision == "auto":
+        try:
+            known = automeasure.known(spec, weights, spec.check_weights(weights), batch_size, flags)
+        except (LabelsError, OSError):  # no weights yet: nothing can have been measured for them
+            known = None
+        if known is None:
+            lite = litert_available()
+            measured = [p for p in precisions.candidates(flags) if lite or p != "int8"]
+            return {"runtime": ("litert" if lite else "tensorflow") + (" or tensorflow (bf16)" if lite and
+                                                                      "bf16" in measured else ""),
+                    "precision": " or ".join(measured),
+                    "why": f"auto: the service's first start measures {', '.join(measured)} on the fidelity set's "
+                           "real photos and runs the fastest whose labels match fp32's", "auto": None}
     choice = precisions.choose_cpu_precision(precision, flags, lambda: known)
     runtime = "litert" if choice.precision in LITERT_PRECISIONS and litert_available() else "tensorflow"
     why = choice.reason
     if choice.precision in LITERT_PRECISIONS and runtime == "tensorflow":
         why += f"; LiteRT is not installed ({install_command('litert')})"
     return {"runtime": runtime, "precision": "fp32" if runtime == "tensorflow" and choice.precision == "int8"
-            else choice.precision, "why": why}
+            else choice.precision, "why": why, "auto": precisions.summary(choice)}

@@ -8,6 +8,7 @@ import json
 from datetime import datetime, timezone
 
 from labelsd.hostproc import process_gone
+from labelsd.model.precision import read_note, summary
 from labelsd.serve.reader import as_reader, as_utc, where_shown
 
 ALIVE_WITHIN_S = 10.0  # as store.nodes.ALIVE_WITHIN_S (a test checks they agree)
@@ -37,9 +38,11 @@ def list_nodes(source) -> list[dict]:
     for node_id, host, pid, model, device, watching, beat, stopped, done, failed in rows:
         beat = as_utc(beat)
         age = None if beat is None else max(0.0, (now - beat).total_seconds())
+        device, choice = read_note(device)  # what `auto` measured, registered after the device
         runtime, precision = runtime_of(device)
         nodes.append({"node_id": node_id, "host": host, "pid": pid, "device": device or "",
                       "runtime": runtime, "precision": precision,
+                      "auto": summary(choice) if choice is not None else None,
                       "model": model or "", "watching": json.loads(watching or "[]"),
                       "heartbeat_age_s": age,
                       "alive": stopped is None and age is not None and age <= ALIVE_WITHIN_S
@@ -70,6 +73,7 @@ def service_status(source, *, all_nodes: bool = False) -> dict:
         "device": freshest["device"] if freshest else "",
         "runtime": freshest["runtime"] if freshest else "",
         "precision": freshest["precision"] if freshest else "",
+        "auto": freshest["auto"] if freshest else None,
         "watching": list(freshest["watching"]) if freshest else [],
         "queued": counts["pending"],
         "done": counts["done"],
