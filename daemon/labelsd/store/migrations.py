@@ -34,8 +34,8 @@ from sqlalchemy import (
     text,
 )
 
-# Migration 4, and 5 to 7, in modules of their own
-from labelsd.store import fleet_schema, query_indexes
+# Migration 4, 5 to 7, and 9 in modules of their own
+from labelsd.store import embedding_schema, fleet_schema, query_indexes
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +152,11 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (5, query_indexes.DESCRIPTION, query_indexes.add_query_indexes),
     (6, query_indexes.SEARCH_DESCRIPTION, query_indexes.add_search_index),
     (7, query_indexes.CLUSTER_DESCRIPTION, query_indexes.cluster_search_rows),
+    # 8 is issue 27's (reject/confirm), merged beside this one: the versions need not
+    # be contiguous, and 9 only adds tables, so it runs before or after 8 alike.
+    (9, embedding_schema.DESCRIPTION, embedding_schema.add_embeddings),
 ]
-LATEST = MIGRATIONS[-1][0]
+LATEST = max(version for version, _, _ in MIGRATIONS)
 
 _migrations_table = Table(
     MIGRATIONS_TABLE, MetaData(),
@@ -191,7 +194,7 @@ def migrate(engine: Engine, target: int = LATEST) -> list[int]:
                 conn.execute(text("SELECT pg_advisory_xact_lock(7162534)"))
             _migrations_table.create(conn, checkfirst=True)
             done = applied_versions(conn)
-            for version, description, step in MIGRATIONS:
+            for version, description, step in sorted(MIGRATIONS, key=lambda m: m[0]):
                 if version > target or version in done:
                     continue
                 log.info("migrating database to schema version %d (%s)", version, description)
