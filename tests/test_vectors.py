@@ -245,3 +245,20 @@ def test_migration_9_adds_embeddings_to_a_library_of_schema_7(tmp_path):
             assert session.execute(text("SELECT count(*) FROM embeddings")).scalar_one() == 0
         assert max(versions) == 9 and 9 in versions
         assert len(embeddings.contents_to_embed(store, MODEL, "", 10)) == 3
+
+
+def test_db_copy_carries_the_vectors_into_the_targets_own_spaces(tmp_path, codes):
+    from labelsd.store.copy import copy_library
+
+    with open_store(str(tmp_path / "a.db")) as source, open_store(str(tmp_path / "b.db")) as target:
+        fill(source, "/p", codes[:20])
+        with target.write() as session:  # the target already has another space: ids differ
+            embeddings.space_id(session, "InceptionV3/imagenet", codec.CODEC)
+        copied = copy_library(source, target)
+        assert copied["embeddings"] == 20
+        assert sorted(_load(source).sha256_at(range(20))) == sorted(_load(target).sha256_at(range(20)))
+        with target.read() as session:
+            row = session.execute(text("SELECT s.model, e.vector FROM embeddings e JOIN embedding_spaces s "
+                                       "ON s.id = e.space WHERE e.sha256 = :s"), {"s": sha_of(3)}).one()
+        assert row[0] == MODEL and bytes(row[1]) == codec.to_bytes(codes[3])
+        assert copy_library(source, target, merge=True)["embeddings"] == 0  # idempotent

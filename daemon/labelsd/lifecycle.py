@@ -49,6 +49,7 @@ class Service:
         self.watcher = None
         self.sidecars = None
         self.metrics = None
+        self.vectors = None  # the vector file's keeper (SQLite)
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
         self.stop_reason: str | None = None
@@ -90,6 +91,7 @@ class Service:
     def start(self) -> None:
         from labelsd.model import decode
         from labelsd.model.runtime import describe, load_model
+        from labelsd.pipeline.backfill import Backfill
         from labelsd.pipeline.memory import limit_arenas
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
@@ -122,9 +124,13 @@ class Service:
         if s.metrics:  # a listener of the pipeline's events; prometheus_client only then
             from labelsd.metrics import start_metrics
             self.metrics = start_metrics(s.metrics, events, self.store)
+        if self.served is not None:  # SQLite: the vector file beside it, kept current
+            from labelsd.vectors.keeper import VectorKeeper
+            self.vectors = VectorKeeper(self.store, self.classifier.name, events).start()
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
-                                 max_wait_ms=s.max_wait_ms, events=events).start()
+                                 max_wait_ms=s.max_wait_ms, events=events,
+                                 backfill=Backfill(self.store, self.classifier.name)).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll,
                                walk_leases=WalkLeases(self.store, self.node_id))
         self.watcher.start()
@@ -236,6 +242,7 @@ class Service:
             ("watcher", lambda: self.watcher and self.watcher.stop()),
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
             ("sidecars", lambda: self.sidecars and self.sidecars.stop()),
+            ("vector file", lambda: self.vectors and self.vectors.stop()),
             ("heartbeat", lambda: self._heartbeat and self._heartbeat.stop()),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
             ("metrics", lambda: self.metrics and self.metrics.stop()),

@@ -19,16 +19,21 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field, replace
-
-import numpy as np
 
 from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
 from labelsd.fileio import FileTooLarge, open_regular
 from labelsd.model.decode import DecodedImage, TruncatedImage, max_file_bytes
-from labelsd.records import Claim, Outcome, OutcomeKind, PhotoMeta, Prediction
-from labelsd.store import contents, workqueue
+from labelsd.pipeline.items import (  # re-exported: the stages import them from here
+    Item,
+    Known,
+    classified_outcome,
+    failed_outright,
+    not_embedded,
+    read_failure,
+)
+from labelsd.records import Claim, Outcome, OutcomeKind
+from labelsd.store import contents
 from labelsd.store.engine import Store
 from labelsd.xmp.metadata import read_photo_meta
 
@@ -38,35 +43,6 @@ log = logging.getLogger(__name__)
 POLL_S = 0.25  # the timeout of every blocking call: how fast stop() is noticed
 RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is not classified again
 RECENT_WRITE_NS = 3_000_000_000  # a truncated file modified this recently may still be written
-
-
-@dataclass
-class Item:
-    """One claimed path on its way through the pipeline."""
-
-    claim: Claim
-    sha256: str | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    data: bytes | None = None
-    pixels: np.ndarray | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    meta: PhotoMeta | None = None  # date, camera, GPS, keywords (read with the pixels)
-    final: Outcome | None = None  # set when no model call is needed
-    followers: list[Item] = field(default_factory=list)  # same bytes, other paths
-    taken: bool = False  # the batcher has it; no more followers may join
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the model said about one content, kept to answer copies of it."""
-
-    predictions: list[Prediction]
-    width: int | None
-    height: int | None
-    format: str | None
 
 
 def read_file(path: str, max_bytes: int | None = None,
@@ -84,27 +60,6 @@ def read_file(path: str, max_bytes: int | None = None,
     return data, st.st_size, st.st_mtime_ns, hashlib.sha256(data).hexdigest()
 
 
-def read_failure(claim: Claim, err: BaseException) -> Outcome:
-    """The outcome of a file that could not be read."""
-    if isinstance(err, (FileNotFoundError, NotADirectoryError)):
-        return Outcome(claim, OutcomeKind.VANISHED)
-    if isinstance(err, ImageError):  # not a regular file, through a link, too large
-        return failed_outright(claim, str(err))
-    if isinstance(err, IsADirectoryError):
-        return failed_outright(claim, "is a folder, not an image file")
-    if isinstance(err, OSError):  # permission denied, I/O error: maybe better later
-        return Outcome(claim, OutcomeKind.RETRY, error=f"cannot read the file: {err.strerror or err}")
-    return Outcome(claim, OutcomeKind.RETRY, error=f"cannot read the file: {err}")
-
-
-def failed_outright(claim: Claim, reason: str) -> Outcome:
-    """The path (not its content: there is none to hash) fails now, with `reason`:
-    a retry outcome with no attempts left, so the queue row ends `failed` at
-    once and `labels retry` can queue it again."""
-    return Outcome(replace(claim, attempts=max(claim.attempts, workqueue.MAX_ATTEMPTS - 1)),
-                   OutcomeKind.RETRY, error=reason)
-
-
 def still_being_written(item: Item) -> bool:
     """A truncated file that changed since it was read, or was written moments
     ago, is a copy in progress (a slow copy, a sync client writing in bursts):
@@ -115,13 +70,6 @@ def still_being_written(item: Item) -> bool:
         return False
     changed = (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns)
     return changed or time.time_ns() - st.st_mtime_ns < RECENT_WRITE_NS
-
-
-def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
-    return Outcome(item.claim, OutcomeKind.CLASSIFIED, sha256=item.sha256, size=item.size,
-                   mtime_ns=item.mtime_ns, width=known.width, height=known.height,
-                   format=known.format, model=model, predictions=list(known.predictions),
-                   meta=item.meta)
 
 
 class Reader:
@@ -181,10 +129,18 @@ class Reader:
             except Exception as err:  # noqa: BLE001 - every failure becomes an outcome
                 item.final = read_failure(item.claim, err)
 
-        status = self._content_status({i.sha256 for i in items if i.final is None})
+        status = self._content_status({i.sha256 for i in items
+                                       if i.final is None and i.claim.embed_only is None})
         if status is None:
             return  # stopping while the database was locked: claims are handed back
         for item in items:
+            if item.final is None and item.claim.embed_only is not None:  # a backfill's claim
+                if item.sha256 == item.claim.embed_only:
+                    self._pool.submit(self._decode, item)
+                    continue
+                item.data = None
+                item.final = Outcome(item.claim, OutcomeKind.NOT_EMBEDDED, sha256=item.sha256,
+                                     error="the file holds other bytes now")
             if item.final is not None:
                 self._to_ready(item)
             elif status.get(item.sha256) == "done":
@@ -236,7 +192,8 @@ class Reader:
             decoded = self._decode_bytes(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
-            item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
+            if item.claim.embed_only is None:  # labelled before: its metadata is stored
+                item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
         except TruncatedImage as err:
             if still_being_written(item):  # the writer's close (or the settle rule) queues it again
                 item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"still being written ({err})")
@@ -267,6 +224,9 @@ class Reader:
         self._to_ready(item)
 
     def _to_ready(self, item: Item) -> None:
+        if item.claim.embed_only is not None and item.final is not None \
+                and item.final.kind != OutcomeKind.NOT_EMBEDDED:
+            item.final = not_embedded(item)  # no queue row to retry or fail: the next pass tries again
         with self._lock:
             self.preparing -= 1
         self._ready.put(item)
@@ -290,5 +250,5 @@ class Reader:
                 self._recent.popitem(last=False)
 
 
-__all__ = ["Item", "Known", "Reader", "classified_outcome", "failed_outright", "read_failure",
-           "read_file"]
+__all__ = ["Item", "Known", "Reader", "classified_outcome", "failed_outright", "not_embedded",
+           "read_failure", "read_file"]

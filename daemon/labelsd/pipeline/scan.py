@@ -2,9 +2,11 @@
 pipeline the service runs.
 
 It decides first what needs classifying (`plan_scan`: walk, queue what is new
-or changed, mark what vanished) and only then, if anything does, loads the
-model and runs the pipeline (`scan_folder`): re-scanning an unchanged folder
-never pays for TensorFlow."""
+or changed, mark what vanished, count what was labelled without a vector of the
+model) and only then, if anything does, loads the model and runs the pipeline
+(`scan_folder`): re-scanning an unchanged, embedded folder never pays for the model.
+The pipeline embeds the folder's photos labelled before they had a vector (its
+backfill, limited to the folder) after the new ones."""
 
 from __future__ import annotations
 
@@ -18,10 +20,11 @@ from sqlalchemy import func, select
 
 from labelsd.events import Events
 from labelsd.paths import canonical_root
+from labelsd.pipeline.backfill import Backfill
 from labelsd.pipeline.runner import Pipeline
 from labelsd.pipeline.timeline import Timeline
 from labelsd.records import FileFacts, OutcomeKind
-from labelsd.store import contents, relabel, workqueue
+from labelsd.store import contents, embeddings, relabel, workqueue
 from labelsd.store.engine import Store
 from labelsd.store.nodes import node_id_for_this_process
 from labelsd.store.schema import QueueItem
@@ -43,6 +46,8 @@ class ScanResult:
     retrying: int = 0  # transient errors (e.g. permission denied): queued for later
     missing: int = 0  # tracked under the root before, gone now
     waiting: int = 0  # queued under the root earlier, not finished yet
+    to_embed: int = 0  # labelled before, without a vector of the model (counted by plan_scan)
+    embedded: int = 0  # of those, given their vector now
     seconds: float = 0.0
 
     @property
@@ -54,7 +59,7 @@ class ScanResult:
 
     @property
     def needs_model(self) -> bool:
-        return bool(self.queued or self.waiting)
+        return bool(self.queued or self.waiting or self.to_embed)
 
     def summary(self) -> str:
         """What became of every image found: the numbers add up to `found`."""
@@ -68,6 +73,8 @@ class ScanResult:
             parts.append(f"{self.missing} missing")
         if self.retrying:
             parts.append(f"{self.retrying} to retry")
+        if self.embedded:
+            parts.append(f"{self.embedded} of the unchanged embedded for `labels similar`")
         return ", ".join(parts)
 
 
@@ -100,6 +107,8 @@ def plan_scan(store: Store, root: str | os.PathLike, model: str | None = None) -
             QueueItem.path.startswith(root.rstrip("/") + "/", autoescape=True),
             QueueItem.state == "queued")) or 0
     result.waiting = max(0, result.waiting - result.queued)
+    if model is not None:
+        result.to_embed = embeddings.count_to_embed_under(store, model.split("/", 1)[0], root)
     result.seconds = time.monotonic() - start
     return result
 
@@ -132,14 +141,27 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     pipeline = Pipeline(store, classifier, f"{node_id_for_this_process()}:scan",
                         batch_size=batch_size, decode_workers=decode_workers,
                         max_wait_ms=max_wait_ms, events=events, timeline=timeline,
-                        links_within=[result.root])  # walk_images takes links into the root
+                        links_within=[result.root],  # walk_images takes links into the root
+                        backfill=Backfill(store, classifier.name, under=result.root))
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked
     result.failed, result.vanished = pipeline.failed, pipeline.vanished
-    result.retrying = pipeline.retried
+    result.retrying, result.embedded = pipeline.retried, pipeline.embedded
+    if store.dialect == "sqlite" and (pipeline.done or pipeline.embedded):
+        _keep_vector_file(store, classifier.name)
     result.seconds += time.monotonic() - start
     return result
+
+
+def _keep_vector_file(store: Store, model: str) -> None:
+    """Bring the vector file beside the database up to date (as the service would)."""
+    from labelsd.vectors.keeper import VectorKeeper
+
+    try:
+        VectorKeeper(store, model).sync()
+    except Exception:  # noqa: BLE001 - a cache: the next `labels similar` catches up itself
+        log.debug("could not update the vector file", exc_info=True)
 
 
 __all__ = ["ScanResult", "plan_scan", "scan_folder", "walk_images"]
