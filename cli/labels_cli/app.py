@@ -20,12 +20,22 @@ from typer.core import TyperGroup
 from labelsd import __version__
 from labelsd.errors import LabelsError
 
-from . import change_cmds, db_cmds, gallery_cmd, model_cmds, query_cmds, scan_cmd, xmp_cmds
+from . import (
+    change_cmds,
+    db_cmds,
+    gallery_cmd,
+    model_cmds,
+    query_cmds,
+    scan_cmd,
+    similar_cmds,
+    xmp_cmds,
+)
 from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
 
 log = logging.getLogger("labels")
 
-COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds, model_cmds)
+COMMAND_MODULES = (query_cmds, change_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds, model_cmds,
+                   similar_cmds)
 
 
 class LabelsGroup(TyperGroup):
@@ -43,8 +53,8 @@ class LabelsGroup(TyperGroup):
             return super().invoke(ctx)
         except BrokenPipeError:
             _quiet_pipe()
-        except LabelsError as err:
-            _one_line(ctx, str(err))
+        except LabelsError as err:  # exit 1, or the status the error names (75: try again later)
+            _one_line(ctx, str(err), getattr(err, "exit_status", 1))
         except PermissionError as err:
             # One the store did not foresee (a config file under another user's
             # home, ...): still one line, naming the group to join when there is one.
@@ -57,12 +67,12 @@ class LabelsGroup(TyperGroup):
             _quiet_pipe()
 
 
-def _one_line(ctx: typer.Context, message: str):
+def _one_line(ctx: typer.Context, message: str, status: int = 1):
     current = ctx.find_object(CliState)
     if current is not None and current.debug:
         log.exception("labels failed")
     typer.echo(f"labels: error: {message}", err=True)
-    raise typer.Exit(1) from None
+    raise typer.Exit(status) from None
 
 
 def _quiet_pipe():

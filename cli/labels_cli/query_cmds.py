@@ -150,7 +150,7 @@ def status(
     all_nodes: Annotated[bool, typer.Option(
         "--all", help="Also list services stopped more than a day ago.")] = False,
     as_json: json_option("one object: running, pid, model, device, runtime, precision, watching, queued, done, "
-                         "failed, missing, heartbeat_age_s, database, nodes") = False,
+                         "failed, missing, heartbeat_age_s, database, nodes, embeddings") = False,
 ) -> None:
     """Whether the service is running, what it watches, and the queue.
 
@@ -180,6 +180,10 @@ def _status_text(result: dict) -> None:
     typer.echo(f"{'running' if result['running'] else 'not running'}: in the library "
                f"{result['queued']} queued, {result['done']} done, {result['failed']} failed, "
                f"{result['missing']} missing")
+    embedded = result.get("embeddings")
+    if embedded and embedded["total"]:
+        typer.echo(f"embedded for `labels similar`: {embedded['done']} of {embedded['total']} labelled "
+                   f"photo contents ({embedded['model'] or 'no model yet'})")
 
 
 def _age(seconds: float) -> str:

@@ -41,3 +41,11 @@ class SidecarError(LabelsError):
 
 class SidecarFolderReadOnly(SidecarError):
     """A folder where no sidecar can be written (read-only mount, ProtectSystem=strict)."""
+
+
+class NotEmbeddedYet(LabelsError):
+    """A photo (or the library) has no embedding of the model yet: the service makes
+    them when idle. Not a mistake of the user's: try again later (exit status 75,
+    EX_TEMPFAIL)."""
+
+    exit_status = 75
