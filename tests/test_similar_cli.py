@@ -6,6 +6,7 @@ vectors of real photos are tests/test_similar_real.py's."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -81,6 +82,11 @@ def test_similar_refuses_a_file_that_is_not_an_image_before_loading_any_model(db
     assert result.exit_code == 1 and "not an image" in result.stderr.lower(), result.output
     result = labels(db_url, "similar", str(tmp_path / "nowhere.jpg"))
     assert result.exit_code == 1 and "no such file" in result.stderr
+    os.mkfifo(tmp_path / "pipe.jpg")  # refused, not read (a FIFO with no writer would block)
+    result = labels(db_url, "similar", str(tmp_path / "pipe.jpg"))
+    assert result.exit_code == 1 and "FIFO" in result.stderr, result.output
+    result = labels(db_url, "similar", str(tmp_path))
+    assert result.exit_code == 1 and "a folder, not an image" in result.stderr, result.output
 
 
 def test_similar_leaves_missing_photos_out_unless_asked(db_url, store, library):

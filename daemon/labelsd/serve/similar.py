@@ -80,15 +80,7 @@ def embed_file(path: str, settings) -> tuple[bytes, str]:
     from labelsd.model.registry import get_model
     from labelsd.vectors import codec
 
-    try:
-        with open(path, "rb") as f:
-            data = f.read(decode.max_file_bytes() + 1)
-    except IsADirectoryError:
-        raise LabelsError(f"{path} is a folder, not an image file") from None
-    except FileNotFoundError:
-        raise NotTracked(f"{path}: no such file") from None
-    except OSError as err:
-        raise LabelsError(f"cannot read {path}: {err.strerror or err}") from err
+    data = _read_image_file(path, decode.max_file_bytes())
     decoded = get_model(settings.model).decode(data)  # ImageError with the reason: no model loaded
     from labelsd.model.runtime import load_model
 
@@ -98,6 +90,31 @@ def embed_file(path: str, settings) -> tuple[bytes, str]:
     if pooled is None:
         raise LabelsError(f"the model {classifier.name} gives no embedding")
     return codec.to_bytes(codec.encode(pooled)[0]), classifier.name
+
+
+def _read_image_file(path: str, limit: int) -> bytes:
+    """The bytes of a file the user named (links followed: it was named), if it is a
+    regular file: a FIFO or a device is refused without blocking on it."""
+    import stat
+
+    from labelsd.fileio import kind_of
+
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise NotTracked(f"{path}: no such file") from None
+    except OSError as err:
+        raise LabelsError(f"cannot read {path}: {err.strerror or err}") from err
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise LabelsError(f"{path} is {kind_of(mode)}, not an image file")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise LabelsError(f"{path} is larger than the {limit >> 20} MiB limit (max_file_mb)")
+    return data
 
 
 def similar(source, path: str, *, limit: int = DEFAULT_LIMIT, include_missing: bool = False,
