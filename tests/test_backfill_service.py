@@ -9,15 +9,18 @@ from __future__ import annotations
 import json
 import re
 import signal
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 from imagegen import make_image
+from labelsd.records import Outcome, OutcomeKind
+from labelsd.store import contents, workqueue
+from labelsd.store.engine import open_store
 from servicekit import Service, sha256_of, wait_for
+from vectorkit import TOP3
 
-N = 150  # photos labelled before: the backfill has to take a while
+N = 100  # photos labelled before: the backfill has to take a while
 SIZE = (160, 120)
 LABELS = Path(sys.executable).with_name("labels")
 
@@ -36,20 +39,20 @@ def test_backfill_embeds_a_library_labelled_before_once_each_and_new_photos_go_f
     def embedded() -> int:
         return svc.query("SELECT count(*) FROM embeddings")[0][0]
 
-    try:
-        svc.start().wait_ready()
-        svc.wait_settled(old, 300, want=("done",))
-        assert embedded() == N  # labelled now: a vector with each
-        assert svc.stop() == 0, svc.tail()
-        # The same library as an older labelsd left it: labels, no vectors (migration 9's empty tables).
-        with sqlite3.connect(db) as conn:
-            conn.execute("DELETE FROM embeddings")
-            conn.execute("DELETE FROM embedding_spaces")
-        for leftover in tmp_path.glob("labels.db.vectors*"):
-            leftover.unlink()
-        labels_before = svc.query("SELECT sha256, rank, label, score FROM predictions ORDER BY 1, 2")
+    # 1. A library as an older labelsd left it: every photo labelled, no vectors (the
+    # tables of migration 9 empty). Written as the writer writes, without a model.
+    with open_store(str(db)) as store:
+        workqueue.enqueue(store, old)
+        claims = {c.path: c for c in workqueue.claim(store, "older-labelsd", N)}
+        contents.record_outcomes(store, "older-labelsd", [Outcome(
+            claims[str(p)], OutcomeKind.CLASSIFIED, sha256=sha256_of(p), size=p.stat().st_size,
+            mtime_ns=p.stat().st_mtime_ns, width=SIZE[0], height=SIZE[1], format="JPEG",
+            model="InceptionV3/" + "0" * 12, predictions=list(TOP3)) for p in old])
+    labels_before = svc.query("SELECT sha256, rank, label, score FROM predictions ORDER BY 1, 2")
+    assert embedded() == 0 and len(labels_before) == 3 * N
 
-        # 2. restarted: the backfill starts by itself; kill -9 once it is under way
+    try:
+        # 2. the service starts: the backfill starts by itself; kill -9 once it is under way
         svc.start().wait_ready()
         wait_for(lambda: embedded() >= 8, 120, "the backfill to begin", interval=0.05, on_timeout=svc.tail)
         svc.signal(signal.SIGKILL)
@@ -57,7 +60,7 @@ def test_backfill_embeds_a_library_labelled_before_once_each_and_new_photos_go_f
         at_kill = embedded()
         assert 0 < at_kill < N, f"{at_kill} of {N} at the kill: the test proves nothing"
 
-        # 3. restarted again: it goes on from where the database says; new photos jump the line
+        # 3. restarted: it goes on from where the database says; new photos jump the line
         svc.start().wait_ready()
         wait_for(lambda: embedded() > at_kill, 120, "the backfill to resume", interval=0.05, on_timeout=svc.tail)
         for photo in new:
