@@ -177,13 +177,13 @@ def _status_text(result: dict) -> None:
     if result["nodes_hidden"]:
         typer.echo(f"({result['nodes_hidden']} service(s) stopped over a day ago not shown; "
                    "--all lists them)")
-    typer.echo(f"{'running' if result['running'] else 'not running'}: in the library "
-               f"{result['queued']} queued, {result['done']} done, {result['failed']} failed, "
-               f"{result['missing']} missing")
     embedded = result.get("embeddings")
     if embedded and embedded["total"]:
         typer.echo(f"embedded for `labels similar`: {embedded['done']} of {embedded['total']} labelled "
                    f"photo contents ({embedded['model'] or 'no model yet'})")
+    typer.echo(f"{'running' if result['running'] else 'not running'}: in the library "
+               f"{result['queued']} queued, {result['done']} done, {result['failed']} failed, "
+               f"{result['missing']} missing")
 
 
 def _age(seconds: float) -> str:
