@@ -14,7 +14,8 @@ from sqlalchemy import text
 from typer.testing import CliRunner
 
 from labels_cli.app import app
-from labelsd.store import contents
+from labelsd.records import Outcome, OutcomeKind
+from labelsd.store import contents, workqueue
 from labelsd.vectors import codec
 from vectorkit import MODEL, fill
 
@@ -65,12 +66,19 @@ def test_similar_lists_the_near_copies_first_with_their_scores(db_url, library):
     assert copies[0]["path"] == f"{root}/copy-of-7.jpg" and copies[0]["similarity"] == 1.0
 
 
-def test_similar_says_when_a_photo_has_no_embedding_yet(db_url, library):
+def test_similar_says_when_a_photo_has_no_embedding_yet(db_url, store, library):
     _, later, _ = library
     result = labels(db_url, "similar", later[0])
     assert result.exit_code == 75, result.output  # EX_TEMPFAIL: try again later
     assert "has no embedding yet" in result.stderr and "labels status" in result.stderr
     assert result.stdout == ""
+    # a photo that failed to decode never gets one: a plain error, not "try again later"
+    broken = str(library[2] / "broken.jpg")
+    workqueue.enqueue(store, [broken])
+    contents.record_outcomes(store, "t", [Outcome(workqueue.claim(store, "t", 1)[0], OutcomeKind.BAD_IMAGE,
+                                                  sha256="e" * 64, size=3, error="not an image")])
+    result = labels(db_url, "similar", broken)
+    assert result.exit_code == 1 and "failed to decode" in result.stderr, result.output
 
 
 def test_similar_refuses_a_file_that_is_not_an_image_before_loading_any_model(db_url, library, tmp_path,

@@ -65,6 +65,9 @@ def stored_vector(reader, path: str) -> tuple[bytes, Space] | None:
     if not rows:
         return None
     sha, status, vector, space_id, model, codec, token = rows[0]
+    if vector is None and status == "failed":
+        raise LabelsError(f"{canonical_path(path)} failed to decode (`labels show` says why): "
+                          "it has no embedding")
     if vector is None:
         state = "has not been read yet" if sha is None else (
             "is not labelled yet" if status != "done" else "has no embedding yet")
