@@ -262,3 +262,30 @@ def test_db_copy_carries_the_vectors_into_the_targets_own_spaces(tmp_path, codes
                                        "ON s.id = e.space WHERE e.sha256 = :s"), {"s": sha_of(3)}).one()
         assert row[0] == MODEL and bytes(row[1]) == codec.to_bytes(codes[3])
         assert copy_library(source, target, merge=True)["embeddings"] == 0  # idempotent
+
+
+def test_the_counters_the_triggers_keep_match_the_rows(store, codes):
+    """`labels status` and every vector-file check read counters (migration 9's
+    triggers), never a count over the table: they must agree with the rows through
+    inserts, upserts that update, a model switch and deletions, on both databases."""
+    from labelsd.vectors.spaces import counter
+
+    fill(store, "/p", codes[:30])
+    fill(store, "/p", None, n=5, start=30)
+    switched = [Outcome(claim(-i, f"/p/img{i:05}.jpg", embed_only=sha_of(i)), OutcomeKind.EMBEDDED,
+                        sha256=sha_of(i), model="InceptionV3/imagenet", embedding=codec.to_bytes(codes[i]))
+                for i in range(1, 11)]
+    contents.record_outcomes(store, "n", switched)
+    fill(store, "/p", codes[:3], names=[f"/q/again{i}.jpg" for i in range(3)])  # same contents again
+    with store.write() as session:
+        session.execute(text("DELETE FROM paths WHERE sha256 = :s"), {"s": sha_of(20)})
+        session.execute(text("DELETE FROM contents WHERE sha256 = :s"), {"s": sha_of(20)})
+    with store.read() as session:
+        def run(sql, params):
+            return [tuple(r) for r in session.execute(text(sql), params)]
+
+        truth = dict(run("SELECT space, count(*) FROM embeddings GROUP BY space", {}))
+        assert {s: counter(run, f"embeddings:{s}") for s in truth} == truth
+        assert sorted(truth.values()) == [8, 21]  # 2 of the 10 switched back by the same contents labelled again
+        assert counter(run, "contents") == run("SELECT count(*) FROM contents", {})[0][0] == 34
+        assert library.progress(run, MODEL) == {"model": MODEL, "done": 21, "total": 34}

@@ -9,7 +9,7 @@ be written and no file is there yet, and for PostgreSQL (no file beside a
 server), in the user's cache (`~/.cache/labels/vectors/`, named by the database).
 
 Bringing it in step (`load`) costs two small queries when nothing changed: how
-many vectors the space has and the highest id. Rows written since (a higher id)
+many vectors the space has (a counter the triggers keep) and the highest id. Rows written since (a higher id)
 are read and appended; when the count still differs (vectors deleted, or, on
 PostgreSQL, a row committed after a higher id was), the ids alone are compared and
 only the difference read. A file that is missing, damaged or made from another
@@ -187,9 +187,8 @@ def _open_existing(where: Location, space: Space) -> matrix.MappedFile | None:
 def load(run, space: Space, where: Location | None, *, persist: bool = True) -> VectorSet:
     """`space`'s vectors, in step with the database `run` reads (see the module's doc).
     `where` None: in memory only (nothing read from or written to a file)."""
-    total, highest = run("SELECT count(*), max(id) FROM embeddings WHERE space = :space",
-                         {"space": space.id})[0]
-    total, highest = int(total or 0), int(highest or 0)
+    total = count(run, space)
+    highest = int(run("SELECT max(id) FROM embeddings WHERE space = :space", {"space": space.id})[0][0] or 0)
     mapped = _open_existing(where, space) if where is not None else None
     if mapped is not None and mapped.header.max_id > highest:
         mapped = None  # a file newer than the database (a restored backup): rebuilt

@@ -29,8 +29,14 @@ def spaces(run) -> list[Space]:
     return [Space(int(i), model, codec, token) for i, model, codec, token in rows]
 
 
+def counter(run, name: str) -> int:
+    """A counter the triggers keep (migrations 4 and 9): the sum of its shards."""
+    return int(run("SELECT coalesce(sum(n), 0) FROM counters WHERE name = :name", {"name": name})[0][0] or 0)
+
+
 def count(run, space: Space) -> int:
-    return int(run("SELECT count(*) FROM embeddings WHERE space = :space", {"space": space.id})[0][0] or 0)
+    """How many vectors the space holds (a counter: the same cost at any size)."""
+    return counter(run, f"embeddings:{space.id}")
 
 
 def find_space(run, model: str | None = None, family: str | None = None) -> Space | None:
@@ -50,8 +56,9 @@ def progress(run, model: str) -> dict:
     `model`, "total": contents labelled}."""
     space = find_space(run, model=model)
     done = count(run, space) if space else 0
-    total = run("SELECT count(*) FROM contents WHERE status = 'done'", {})[0][0]
-    return {"model": model, "done": done, "total": int(total or 0)}
+    # every content, less those not done (the partial index of outstanding work holds only them)
+    total = counter(run, "contents") - int(run("SELECT count(*) FROM contents WHERE status <> 'done'", {})[0][0])
+    return {"model": model, "done": done, "total": total}
 
 
-__all__ = ["Space", "count", "find_space", "progress", "spaces"]
+__all__ = ["Space", "count", "counter", "find_space", "progress", "spaces"]
