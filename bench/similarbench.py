@@ -203,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, help="interleaved rounds for (a) (default 3)")
     p.add_argument("--runs", type=int, default=5, help="timed runs of `labels similar` (default 5)")
     p.add_argument("--skip-throughput", action="store_true", help="(b)-(d) only")
+    p.add_argument("--skip-libraries", action="store_true", help="(a) only")
     p.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "labelsd-bench",
                    help="where photos, weights and libraries are kept between runs")
     args = p.parse_args(argv)
@@ -216,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average {os.getloadavg()[0]:.2f} at start", flush=True)
     if not args.skip_throughput:
         throughput(args, args.cache)
-    similar_at_scale(args, args.cache)
-    duplicates_at_scale(args, args.cache)
+    if not args.skip_libraries:
+        similar_at_scale(args, args.cache)
+        duplicates_at_scale(args, args.cache)
     print(f"load average {os.getloadavg()[0]:.2f} at the end", flush=True)
     return 0
 

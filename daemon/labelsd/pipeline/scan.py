@@ -125,7 +125,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
     benchmark's) records every stage."""
     start = time.monotonic()
     result = plan or plan_scan(store, root, classifier.name)
-    total = result.queued + result.waiting
+    total = result.queued + result.waiting + result.to_embed  # the backfill's count on the bar too
     seen = 0
 
     def progress(outcomes) -> None:
