@@ -130,7 +130,8 @@ class Service:
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
                                  max_wait_ms=s.max_wait_ms, events=events,
-                                 backfill=Backfill(self.store, self.classifier.name)).start()
+                                 backfill=Backfill(self.store, self.classifier.name)
+                                 if self.classifier.embeds else None).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll,
                                walk_leases=WalkLeases(self.store, self.node_id))
         self.watcher.start()

@@ -86,6 +86,12 @@ class Classifier:
         return self.runtime.precision
 
     @property
+    def embeds(self) -> bool:
+        """Whether its forward gives the pooled embedding (every runtime labelsd builds
+        does; a benchmark's "before" model does not): nothing to backfill without it."""
+        return getattr(self.runtime, "embeds", True)
+
+    @property
     def trace_count(self) -> int:
         """How many times the forward was traced; warm-up traces all there will be."""
         return self.runtime.trace_count

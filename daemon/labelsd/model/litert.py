@@ -72,6 +72,7 @@ class LiteRTRuntime:
                              f"probabilities ({NUM_CLASSES}) and an embedding")
         self._output = probs[0]
         self._embedding = next((o for o in outputs if o is not probs[0]), None)
+        self.embeds = self._embedding is not None
         self.input_size = int(self._input["shape"][1])
         self.max_rows = MAX_ROWS.get(precision, 8)
         self._rows = 0

@@ -142,7 +142,8 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
                         batch_size=batch_size, decode_workers=decode_workers,
                         max_wait_ms=max_wait_ms, events=events, timeline=timeline,
                         links_within=[result.root],  # walk_images takes links into the root
-                        backfill=Backfill(store, classifier.name, under=result.root))
+                        backfill=Backfill(store, classifier.name, under=result.root)
+                        if getattr(classifier, "embeds", True) else None)
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked
