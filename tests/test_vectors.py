@@ -289,3 +289,28 @@ def test_the_counters_the_triggers_keep_match_the_rows(store, codes):
         assert sorted(truth.values()) == [8, 21]  # 2 of the 10 switched back by the same contents labelled again
         assert counter(run, "contents") == run("SELECT count(*) FROM contents", {})[0][0] == 34
         assert library.progress(run, MODEL) == {"model": MODEL, "done": 21, "total": 34}
+
+
+def test_a_reader_that_lost_the_race_to_append_leaves_the_file_to_the_winner(store, codes, tmp_path):
+    """Two processes catching up at once (the service's keeper and `labels similar`):
+    the second append finds the header moved on and leaves the file as the first made it
+    (no rewrite of a file of a million rows); its own scan is whole all the same."""
+    where = library.Location(None, tmp_path / "cache" / "lib")
+    fill(store, "/p", codes[:100])
+    path = _load(store, where).path
+    space = _load(store).space
+    stale = matrix.open_file(path, space.id, space.token)  # what a slower reader mapped
+    fill(store, "/p", codes[100:120], start=100)
+    inode = path.stat().st_ino
+    winner = _load(store, where)  # appends the 20
+    assert len(winner) == 120 and path.stat().st_ino == inode
+    new = library._rows_after(lambda sql, p: _run(store, sql, p), winner.space, stale.header.max_id)
+    loser = library.VectorSet(winner.space, [stale.records, new], path)
+    library._persist(loser, where, stale, new, rewrite=False)
+    again = matrix.open_file(path, winner.space.id, winner.space.token)
+    assert path.stat().st_ino == inode and again.header.count == 120
+
+
+def _run(store, sql, params):
+    with store.read() as session:
+        return [tuple(r) for r in session.execute(text(sql), params)]

@@ -233,7 +233,9 @@ def _rebuild(run, space: Space, where: Location) -> matrix.MappedFile | None:
 def _persist(vectors: VectorSet, where: Location, mapped, new: np.ndarray, rewrite: bool) -> None:
     """Keep what was read for the next scan: append to the mapped file, or write one."""
     try:
-        if not rewrite and matrix.append(mapped.path, mapped.header, new):
+        if not rewrite:
+            # False: another process appended (or rebuilt it) meanwhile, and has what we read
+            matrix.append(mapped.path, mapped.header, new)
             return
         modes = dict(where.candidates(vectors.space))
         target = mapped.path if mapped is not None else _writable_target(where, vectors.space)
