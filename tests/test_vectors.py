@@ -103,6 +103,21 @@ def test_the_file_round_trips_appends_and_survives_a_torn_header(tmp_path):
     assert matrix.open_file(path, 3, "tok") is None
 
 
+def test_a_symlink_in_the_files_place_is_replaced_never_followed(tmp_path):
+    """In a library shared with a group, a member could put a link where the vector file
+    goes: it is neither read nor written through, and a rebuild replaces the link."""
+    target = tmp_path / "someone-elses-file"
+    path = tmp_path / "v"
+    header = matrix.write_file(tmp_path / "elsewhere", matrix.Header(1, "t"), [_records(3)], 0o600)
+    (tmp_path / "elsewhere").rename(target)
+    path.symlink_to(target)
+    before = target.read_bytes()
+    assert matrix.open_file(path, 1, "t") is None
+    assert not matrix.append(path, header, _records(1, 4))
+    matrix.write_file(path, matrix.Header(1, "t"), [_records(2)], 0o600)
+    assert not path.is_symlink() and target.read_bytes() == before
+
+
 def test_an_append_to_a_file_replaced_meanwhile_is_refused(tmp_path):
     path = tmp_path / "v"
     header = matrix.write_file(path, matrix.Header(1, "t"), [_records(3)], 0o600)

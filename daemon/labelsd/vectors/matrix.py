@@ -95,8 +95,8 @@ def open_file(path: Path, space: int, token: str) -> MappedFile | None:
     """The file at `path` mapped, when it is a whole vector file of this space made
     from this database; None otherwise (missing, damaged, another space's)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:  # missing, or a symlink put in its place: rebuilt (the link replaced, not followed)
         return None
     try:
         header = read_header(fd)
@@ -162,7 +162,7 @@ def append(path: Path, expected: Header, records: np.ndarray) -> bool:
     if not len(records):
         return True
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW)
     except OSError:
         return False
     try:
