@@ -131,7 +131,7 @@ class Service:
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
                                  max_wait_ms=s.max_wait_ms, events=events,
                                  backfill=Backfill(self.store, self.classifier.name)
-                                 if self.classifier.embeds else None).start()
+                                 if getattr(self.classifier, "embeds", True) else None).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll,
                                walk_leases=WalkLeases(self.store, self.node_id))
         self.watcher.start()
