@@ -106,7 +106,10 @@ def open_file(path: Path, space: int, token: str) -> MappedFile | None:
         if os.fstat(fd).st_size < need:
             log.info("vector file %s is shorter than its header says: rebuilt", path)
             return None
-        mapping = mmap.mmap(fd, need, mmap.MAP_SHARED, mmap.PROT_READ) if header.count else None
+        # MAP_POPULATE: the page tables filled in one go, not a fault per 4 KiB page in the scan
+        # (1M rows, median of 8 on a busy 2-core EPYC: 0.13 s against 0.15 s to map and scan)
+        flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+        mapping = mmap.mmap(fd, need, flags, mmap.PROT_READ) if header.count else None
         mapped = MappedFile(path, header, mapping)
         if header.count and int(mapped.records["id"][-1]) <= 0:  # counted, never written
             log.info("vector file %s does not end where its header says: rebuilt", path)
