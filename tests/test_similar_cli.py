@@ -22,6 +22,12 @@ from vectorkit import MODEL, fill
 runner = CliRunner()
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch):
+    """PostgreSQL's vector files go to the user's cache: this test's, not the developer's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+
+
 def labels(db_url, *args):
     return runner.invoke(app, ["--db", db_url, *args])
 
@@ -126,6 +132,14 @@ def test_duplicates_groups_near_copies_and_marks_exact_copies(db_url, library):
 def test_duplicates_refuses_a_threshold_outside_0_to_1(db_url, library, value):
     result = labels(db_url, "duplicates", "--threshold", value)
     assert result.exit_code == 2 and "--threshold" in result.output
+
+
+def test_a_server_librarys_vector_file_lives_in_the_users_cache(db_url, library, tmp_path):
+    paths, _, _ = library
+    ok(labels(db_url, "similar", paths[0], "--limit", "1"))
+    cached = list((tmp_path / "xdg-cache").rglob("*.vectors*"))
+    beside = list((tmp_path / "db").glob("labels.db.vectors*"))
+    assert (len(cached), len(beside)) == ((1, 0) if "://" in db_url else (0, 1))
 
 
 def test_status_says_how_far_the_library_is_embedded(db_url, library):
