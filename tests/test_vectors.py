@@ -329,3 +329,25 @@ def test_a_reader_that_lost_the_race_to_append_leaves_the_file_to_the_winner(sto
 def _run(store, sql, params):
     with store.read() as session:
         return [tuple(r) for r in session.execute(text(sql), params)]
+
+
+def test_the_services_keeper_writes_the_file_and_keeps_it_current(tmp_path, codes):
+    from labelsd.events import Events
+    from labelsd.vectors.keeper import VectorKeeper
+    from servicekit import wait_for
+
+    with open_store(str(tmp_path / "labels.db")) as store:
+        fill(store, "/p", codes[:40])
+        events = Events()
+        keeper = VectorKeeper(store, MODEL, events, every_s=0.1).start()
+        try:
+            path = tmp_path / "labels.db.vectors1"
+            wait_for(lambda: (m := matrix.open_file(path, 1, _load(store).space.token)) and m.header.count == 40,
+                     30, "the file at start")
+            fill(store, "/p", codes[40:60], start=40)
+            events.emit("batch_written", [Outcome(claim(1), OutcomeKind.CLASSIFIED, embedding=b"x")])
+            wait_for(lambda: matrix.open_file(path, 1, _load(store).space.token).header.count == 60,
+                     30, "the file after a batch with vectors")
+        finally:
+            keeper.stop()
+        assert not keeper._thread.is_alive() and keeper.syncs >= 2
