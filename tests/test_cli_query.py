@@ -288,7 +288,8 @@ def test_status_without_a_service(db_url, library):
         "running": False, "pid": None, "model": "", "device": "", "runtime": "", "precision": "", "auto": None,
         "watching": [],
         "queued": 0, "done": 7, "failed": 0, "missing": 1, "heartbeat_age_s": None,
-        "database": db_url, "nodes": [], "nodes_hidden": 0}
+        "database": db_url, "nodes": [], "nodes_hidden": 0,
+        "embeddings": {"model": "", "done": 0, "total": 8}}  # 8 contents labelled, none embedded
     assert "not running" in not_running(labels(db_url, "status"))
 
 

@@ -21,7 +21,8 @@ from test_search import predictions
 
 def _labelled_folder(store, folder, count: int) -> list[str]:
     """`count` files under `folder`, stored as classified with their current
-    size and mtime, as a finished scan leaves them."""
+    size and mtime and a vector each, as a finished scan leaves them (a folder labelled
+    before embeddings needs the model to embed it: tests/test_backfill.py)."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
@@ -35,7 +36,7 @@ def _labelled_folder(store, folder, count: int) -> list[str]:
     contents.record_outcomes(store, "test-node", [records.Outcome(
         claim=claims[f.path], kind="classified", sha256=f"{i:064x}", size=f.size,
         mtime_ns=f.mtime_ns, width=10, height=10, format="JPEG", model="InceptionV3/imagenet",
-        predictions=predictions([(281, 0.9), (282, 0.05), (285, 0.01)]))
+        predictions=predictions([(281, 0.9), (282, 0.05), (285, 0.01)]), embedding=bytes(256))
         for i, f in enumerate(facts)])
     return paths
 

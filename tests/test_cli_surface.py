@@ -284,6 +284,7 @@ OPENS_A_LIBRARY = {
     ("xmp", "write"): [], ("db", "copy"): ["--to", "{typo}/copy.db"], ("serve",): ["--port", "0"],
     ("reject",): ["x.jpg", "-l", "tabby"], ("unreject",): ["x.jpg", "-l", "tabby"],
     ("confirm",): ["x.jpg", "-l", "tabby"], ("unconfirm",): ["x.jpg", "-l", "tabby"],
+    ("similar",): ["x.jpg"], ("duplicates",): [],
     ("scan",): None,  # creates one on purpose: test_scan_starts_a_library
     ("model", "info"): None, ("model", "fetch"): None, ("help",): None,
 }

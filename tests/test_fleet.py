@@ -236,8 +236,9 @@ class StandInClassifier:
 
         return decode_for_inception(data)
 
-    def top3(self, batch):
-        return [list(TOP3) for _ in range(len(batch))]
+    def classify(self, batch):
+        """Each image's top-3, and no embeddings (a model without them)."""
+        return [list(TOP3) for _ in range(len(batch))], None
 
 
 def test_an_idle_node_hears_work_queued_by_another_once_per_transaction_pg(pg_url, tmp_path):
@@ -414,7 +415,9 @@ def test_metrics_endpoint_counts_what_the_pipeline_reports(store, tmp_path):
         claims = workqueue.claim(store, "n", 3)
         outcomes = [_classified(claims[0]),
                     records.Outcome(claims[1], OutcomeKind.LINKED, sha256="a" * 64),
-                    records.Outcome(claims[2], OutcomeKind.BAD_IMAGE, sha256="b" * 64, error="x")]
+                    records.Outcome(claims[2], OutcomeKind.BAD_IMAGE, sha256="b" * 64, error="x"),
+                    records.Outcome(records.Claim(-1, "/x.jpg", claims[0].enqueued_at, 0, embed_only="c" * 64),
+                                    OutcomeKind.EMBEDDED, sha256="c" * 64, embedding=b"\0" * 256)]
         events.emit("batch_written", outcomes)
         events.emit("model_ran", 1, 0.25)
         events.emit("model_ran", 1, 0.5)
@@ -428,8 +431,9 @@ def test_metrics_endpoint_counts_what_the_pipeline_reports(store, tmp_path):
     assert got['labelsd_images_total{outcome="linked"}'] == 1
     assert got['labelsd_images_total{outcome="failed"}'] == 1
     assert got['labelsd_images_total{outcome="retried"}'] == 0
+    assert got['labelsd_images_total{outcome="embedded"}'] == 1  # the backfill's
     assert got["labelsd_queue_depth"] == 5
-    assert got["labelsd_batch_size_count"] == 1 and got["labelsd_batch_size_sum"] == 3
+    assert got["labelsd_batch_size_count"] == 1 and got["labelsd_batch_size_sum"] == 4
     assert got["labelsd_model_busy_seconds_total"] == 0.75
     assert got["labelsd_model_batch_seconds_count"] == 2
     assert got["labelsd_db_write_seconds_count"] == 1

@@ -314,8 +314,8 @@ def test_a_full_batch_does_not_grow_the_fp32_interpreter_for_good(library):
             "rss = lambda: int(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024\n"
             f"r = LiteRTRuntime({str(tflite)!r}, precision='float32')\n"
             "x = np.random.RandomState(0).uniform(-1, 1, (8, 299, 299, 3)).astype(np.float32)\n"
-            "one = r.forward(x[:1]); before = rss()\n"
-            "eight = r.forward(x)\n"
+            "one = r.forward(x[:1]).probabilities; before = rss()\n"
+            "eight = r.forward(x).probabilities\n"
             "assert eight.shape == (8, 1000) and np.allclose(eight[:1], one, atol=1e-5)\n"
             "print(rss() - before)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

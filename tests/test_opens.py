@@ -61,6 +61,15 @@ ALLOWED: dict[tuple[str, str, str], str] = {
     ("labelsd/model/convert.py", "opened_tflite", "open"): "wraps that lock file's descriptor",
     ("labelsd/model/weights.py", "fetch_weights", "os.fdopen"): "the mkstemp file the download goes into (0600)",
     ("labelsd/extras.py", "installed_from", "dist.read_text"): "the installed distribution's own metadata",
+    # labels similar: a file the person named on the command line (links followed: it was
+    # named), O_NONBLOCK and refused unless regular, as open_regular does
+    ("labelsd/serve/similar.py", "_read_image_file", "os.open"): "a path the person named, O_NONBLOCK, fstat",
+    ("labelsd/serve/similar.py", "_read_image_file", "os.fdopen"): "wraps that checked descriptor",
+    # the vector file beside the database (a cache of its rows, the database file's mode)
+    ("labelsd/vectors/matrix.py", "open_file", "os.open"): "the vector file, O_NOFOLLOW, header checked",
+    ("labelsd/vectors/matrix.py", "append", "os.open"): "the vector file, O_NOFOLLOW, same inode checked",
+    ("labelsd/vectors/matrix.py", "write_file", "os.open"): "its own new file, O_EXCL|O_NOFOLLOW, renamed over",
+    ("labelsd/vectors/matrix.py", "write_file", "os.fdopen"): "wraps that new file",
     # labels serve: its assets and its private thumbnail cache (0700, O_NOFOLLOW)
     ("labelsd/web/app.py", "Assets.__init__", "entry.read_bytes"): "static assets shipped in the package",
     ("labelsd/web/thumbs.py", "ThumbCache.get", "os.open"): "a cached thumbnail, O_NOFOLLOW, in the 0700 cache",

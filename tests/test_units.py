@@ -126,7 +126,7 @@ def test_fit_ladder_always_sends_items_with_a_final_outcome():
 class _FailingModel:
     name = "broken-model"
 
-    def top3(self, batch):
+    def classify(self, batch):
         raise MemoryError("out of memory")
 
 

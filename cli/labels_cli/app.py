@@ -33,6 +33,7 @@ from . import (
     query_cmds,
     scan_cmd,
     serve_cmd,
+    similar_cmds,
     xmp_cmds,
 )
 from .context import CliState, state  # noqa: F401  (state: for modules written before context.py)
@@ -40,7 +41,7 @@ from .context import CliState, state  # noqa: F401  (state: for modules written 
 log = logging.getLogger("labels")
 
 COMMAND_MODULES = (query_cmds, change_cmds, judge_cmds, scan_cmd, gallery_cmd, xmp_cmds, db_cmds,
-                   model_cmds, serve_cmd)
+                   model_cmds, similar_cmds, serve_cmd)
 
 
 class LabelsGroup(TyperGroup):
@@ -62,8 +63,8 @@ class LabelsGroup(TyperGroup):
             raise
         except BrokenPipeError:
             _quiet_pipe()
-        except LabelsError as err:
-            _one_line(ctx, str(err))
+        except LabelsError as err:  # exit 1, or the status the error names (75: try again later)
+            _one_line(ctx, str(err), getattr(err, "exit_status", 1))
         except PermissionError as err:
             # One the store did not foresee (a config file under another user's
             # home, ...): still one line, naming the group to join when there is one.
@@ -76,12 +77,12 @@ class LabelsGroup(TyperGroup):
             _quiet_pipe()
 
 
-def _one_line(ctx: typer.Context, message: str):
+def _one_line(ctx: typer.Context, message: str, status: int = 1):
     current = ctx.find_object(CliState)
     if current is not None and current.debug:
         log.exception("labels failed")
     typer.echo(f"labels: error: {one_line(message)}", err=True)
-    raise typer.Exit(1) from None
+    raise typer.Exit(status) from None
 
 
 def _quiet_pipe():

@@ -164,7 +164,7 @@ def status(
     all_nodes: Annotated[bool, typer.Option(
         "--all", help="Also list services stopped more than a day ago.")] = False,
     as_json: json_option("one object: running, pid, model, device, runtime, precision, auto, watching, queued, "
-                         "done, failed, missing, heartbeat_age_s, database, nodes") = False,
+                         "done, failed, missing, heartbeat_age_s, database, nodes, embeddings") = False,
 ) -> None:
     """Whether the service is running, what it watches, and the queue.
 
@@ -193,6 +193,10 @@ def _status_text(result: dict) -> None:
     if result["nodes_hidden"]:
         typer.echo(f"({result['nodes_hidden']} service(s) stopped over a day ago not shown; "
                    "--all lists them)")
+    embedded = result.get("embeddings")
+    if embedded and embedded["total"]:
+        typer.echo(f"embedded for `labels similar`: {embedded['done']} of {embedded['total']} labelled "
+                   f"photo contents ({embedded['model'] or 'no model yet'})")
     typer.echo(f"{'running' if result['running'] else 'not running'}: in the library "
                f"{result['queued']} queued, {result['done']} done, {result['failed']} failed, "
                f"{result['missing']} missing")

@@ -73,3 +73,11 @@ class AlreadyJudged(JudgementRefused):
 
 class NotJudged(JudgementRefused):
     """Unreject (unconfirm) of a label that was never rejected (confirmed) on the photo."""
+
+
+class NotEmbeddedYet(LabelsError):
+    """A photo (or the library) has no embedding of the model yet: the service makes
+    them when idle. Not a mistake of the user's: try again later (exit status 75,
+    EX_TEMPFAIL)."""
+
+    exit_status = 75

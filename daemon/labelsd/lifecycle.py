@@ -14,7 +14,6 @@ service.py; the heartbeat thread is liveness.py.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -23,7 +22,7 @@ from labelsd.errors import ConfigError, LabelsError
 from labelsd.events import Events
 from labelsd.liveness import Heartbeat, take_over_dead_nodes
 from labelsd.notify import Notifier, WatchdogPinger, start_timeout_extended
-from labelsd.paths import canonical_root, shown
+from labelsd.paths import canonical_root, shown, watched_roots
 from labelsd.store import counters, nodes, relabel, workqueue
 from labelsd.store.dbfile import DatabaseLost, ServedFile
 
@@ -49,6 +48,7 @@ class Service:
         self.watcher = None
         self.sidecars = None
         self.metrics = None
+        self.vectors = None  # the vector file's keeper (SQLite)
         self.node_id = nodes.node_id_for_this_process()
         self.started = False
         self.stop_reason: str | None = None
@@ -92,6 +92,7 @@ class Service:
         from labelsd.model import decode
         from labelsd.model.registry import get_model
         from labelsd.model.runtime import describe, load_model, registered_device
+        from labelsd.pipeline.backfill import Backfill
         from labelsd.pipeline.memory import limit_arenas
         from labelsd.pipeline.runner import Pipeline
         from labelsd.store.engine import open_store
@@ -102,7 +103,7 @@ class Service:
         s = self.settings
         # What can fail is checked before anything is created: a failed start leaves
         # no database and no lock behind (the weights may be downloaded here, once).
-        roots = _check_roots(s.watch)
+        roots = watched_roots(s.watch)
         get_model(s.model).check_weights(s.weights)
         if s.metrics:
             check_metrics(s.metrics)
@@ -129,9 +130,14 @@ class Service:
         if s.metrics:  # a listener of the pipeline's events; prometheus_client only then
             from labelsd.metrics import start_metrics
             self.metrics = start_metrics(s.metrics, events, self.store)
+        if self.served is not None:  # SQLite: the vector file beside it, kept current
+            from labelsd.vectors.keeper import VectorKeeper
+            self.vectors = VectorKeeper(self.store, self.classifier.name, events).start()
         self.pipeline = Pipeline(self.store, self.classifier, self.node_id,
                                  batch_size=s.batch_size, decode_workers=s.decode_workers,
-                                 max_wait_ms=s.max_wait_ms, events=events).start()
+                                 max_wait_ms=s.max_wait_ms, events=events,
+                                 backfill=Backfill(self.store, self.classifier.name)
+                                 if getattr(self.classifier, "embeds", True) else None).start()
         self.watcher = Watcher(self.store, roots, on_enqueued=self.pipeline.wake, poll=s.poll,
                                walk_leases=WalkLeases(self.store, self.node_id))
         self.watcher.start()
@@ -243,6 +249,7 @@ class Service:
             ("watcher", lambda: self.watcher and self.watcher.stop()),
             ("pipeline", lambda: self.pipeline and self.pipeline.stop(timeout=STOP_TIMEOUT_S)),
             ("sidecars", lambda: self.sidecars and self.sidecars.stop()),
+            ("vector file", lambda: self.vectors and self.vectors.stop()),
             ("heartbeat", lambda: self._heartbeat and self._heartbeat.stop()),
             ("watchdog", lambda: self._pinger and self._pinger.stop()),
             ("metrics", lambda: self.metrics and self.metrics.stop()),
@@ -263,32 +270,6 @@ class Service:
             p = self.pipeline
             log.info("stopped: %d labeled, %d linked, %d failed this run",
                      p.done, p.linked, p.failed)
-
-
-def _check_roots(watch: tuple[str, ...]) -> list[str]:
-    if not watch:
-        raise ConfigError("nothing to watch: pass --watch DIR, or set watch = [\"/path\"] in "
-                          "the config file (~/.config/labels/config.toml or "
-                          "/etc/labels/config.toml)")
-    roots = []
-    for folder in watch:
-        root = canonical_root(folder)
-        if not os.path.isdir(root):
-            raise ConfigError(f"cannot watch {folder}: {_not_a_folder(root)}")
-        if root not in roots:
-            roots.append(root)
-    return roots
-
-
-def _not_a_folder(root: str) -> str:
-    """Why `root` cannot be watched, in words that point the right way."""
-    try:
-        os.stat(root)
-    except PermissionError:
-        return "permission denied on the way to it (check its folders' permissions)"
-    except OSError:
-        return "no such folder (create it first)"
-    return "not a folder (to watch what lands beside it, watch its folder)"
 
 
 __all__ = ["PIPELINE_STALL_S", "STOP_TIMEOUT_S", "Service"]

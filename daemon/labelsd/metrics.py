@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 OUTCOME_NAMES = {OutcomeKind.CLASSIFIED: "labelled", OutcomeKind.LINKED: "linked",
                  OutcomeKind.BAD_IMAGE: "failed", OutcomeKind.VANISHED: "vanished",
-                 OutcomeKind.RETRY: "retried"}
+                 OutcomeKind.RETRY: "retried", OutcomeKind.EMBEDDED: "embedded",
+                 OutcomeKind.NOT_EMBEDDED: "not_embedded"}  # the last two: the backfill's
 
 
 def parse_address(value: str) -> tuple[str, int]:

@@ -137,3 +137,33 @@ def is_candidate(path: str, roots: Iterable[str] | None = None) -> bool:
 def is_image_name(path: str) -> bool:
     """True when ``path`` has an image extension (case-insensitive); 'x.jpg.part' is not."""
     return os.path.splitext(path)[1].lower() in IMAGE_EXTENSIONS
+
+
+def watched_roots(watch: Iterable[str]) -> list[str]:
+    """The folders to watch, canonical and each once; ConfigError (saying why, in words
+    that point the right way) for none, or for one that is not a folder."""
+    from labelsd.errors import ConfigError
+
+    if not watch:
+        raise ConfigError("nothing to watch: pass --watch DIR, or set watch = [\"/path\"] in "
+                          "the config file (~/.config/labels/config.toml or "
+                          "/etc/labels/config.toml)")
+    roots = []
+    for folder in watch:
+        root = canonical_root(folder)
+        if not os.path.isdir(root):
+            raise ConfigError(f"cannot watch {folder}: {_not_a_folder(root)}")
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def _not_a_folder(root: str) -> str:
+    """Why `root` cannot be watched, in words that point the right way."""
+    try:
+        os.stat(root)
+    except PermissionError:
+        return "permission denied on the way to it (check its folders' permissions)"
+    except OSError:
+        return "no such folder (create it first)"
+    return "not a folder (to watch what lands beside it, watch its folder)"

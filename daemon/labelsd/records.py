@@ -20,6 +20,9 @@ class OutcomeKind(str, Enum):
     BAD_IMAGE = "bad_image"    # read, but cannot be decoded (the content fails)
     RETRY = "retry"            # transient error: try again later
     VANISHED = "vanished"      # the file went away before it was read
+    # A backfill claim's (Claim.embed_only: no queue row behind it, only a vector to add)
+    EMBEDDED = "embedded"          # the model ran for its vector; the labels stay as they were
+    NOT_EMBEDDED = "not_embedded"  # its file could not be read or decoded, or holds other bytes now
 
 
 class Tally(str, Enum):
@@ -32,6 +35,8 @@ class Tally(str, Enum):
     FAILED = "failed"
     VANISHED = "vanished"
     RETRIED = "retried"
+    EMBEDDED = "embedded"
+    NOT_EMBEDDED = "not_embedded"
 
 
 @dataclass(frozen=True)
@@ -45,10 +50,15 @@ class FileFacts:
 
 @dataclass(frozen=True)
 class Claim:
+    """A queue row taken by this node, or (`embed_only` set) a backfill claim: a
+    content already labelled whose vector is missing, read through `path`, with no
+    queue row behind it (pipeline/backfill.py; its id is negative)."""
+
     id: int
     path: str
     enqueued_at: datetime
     attempts: int
+    embed_only: str | None = None  # the SHA-256 the file must still have
 
 
 @dataclass
@@ -67,6 +77,7 @@ class Outcome:
     model: str | None = None
     predictions: list[Prediction] = field(default_factory=list)
     meta: PhotoMeta | None = None  # what the photo says of itself (EXIF, keywords); new contents only
+    embedding: bytes | None = None  # the content's vector (labelsd.vectors.codec), by `model`
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,10 @@
 """The classifier type the pipeline, `labels scan` and the benchmark depend on.
 
 A `Classifier` is a model (`spec.ModelSpec`: name, input size, preprocessing,
-default batch sizes) with a loaded runtime (`spec.Runtime`: Keras today) behind
+default batch sizes) with a loaded runtime (`spec.Runtime`: Keras or LiteRT) behind
 it: it decodes for its model, pads batches to its ladder, and answers top-3
-ImageNet labels. `load_classifier(model=...)` picks the model from the registry.
+ImageNet labels and, from the same forward pass, each image's pooled embedding
+(`infer`). `load_classifier(model=...)` picks the model from the registry.
 
 TensorFlow and Keras are imported only inside the functions that need them, so
 `import labelsd.model.classifier` stays cheap and the CLI's query commands never pay for them.
@@ -21,7 +22,7 @@ from labelsd.errors import ConfigError
 from labelsd.model.decode import DecodedImage
 from labelsd.model.device import check_device, cpu_threads, describe_device
 from labelsd.model.registry import get_model
-from labelsd.model.spec import BATCH_SIZE_CPU, BATCH_SIZE_GPU, NUM_CLASSES, ModelSpec, Runtime
+from labelsd.model.spec import BATCH_SIZE_CPU, BATCH_SIZE_GPU, NUM_CLASSES, ModelSpec, Outputs, Runtime
 from labelsd.records import Prediction
 
 __all__ = ["BATCH_SIZE_CPU", "BATCH_SIZE_GPU", "Classifier", "batch_ladder", "cpu_threads",
@@ -85,6 +86,12 @@ class Classifier:
         return self.runtime.precision
 
     @property
+    def embeds(self) -> bool:
+        """Whether its forward gives the pooled embedding (every runtime labelsd builds
+        does; a benchmark's "before" model does not): nothing to backfill without it."""
+        return getattr(self.runtime, "embeds", True)
+
+    @property
     def trace_count(self) -> int:
         """How many times the forward was traced; warm-up traces all there will be."""
         return self.runtime.trace_count
@@ -103,7 +110,7 @@ class Classifier:
             return chunk
         return np.concatenate([chunk, np.zeros((size - len(chunk), *chunk.shape[1:]), np.float32)])
 
-    def forward(self, padded: np.ndarray) -> np.ndarray:
+    def forward(self, padded: np.ndarray) -> Outputs:
         """The bare forward (for benchmarks); with a ladder, the size must be in it."""
         return self.runtime.forward(padded)
 
@@ -115,24 +122,45 @@ class Classifier:
         self.warmup_s = time.perf_counter() - start
         return self.warmup_s
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (n, 1000) float32 for preprocessed images (n, size, size, 3)."""
+    def infer(self, batch: np.ndarray) -> Outputs:
+        """Probabilities (n, 1000) and embeddings (n, F), float32, of preprocessed images
+        (n, size, size, 3): one forward pass per batch_size images gives both."""
         x = np.asarray(batch, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[1:] != self.spec.input_shape:
             raise ValueError(f"expected images of shape (n, {self.input_size}, "
                              f"{self.input_size}, 3), got {x.shape}")
-        out = np.empty((len(x), NUM_CLASSES), np.float32)
+        probs = np.empty((len(x), NUM_CLASSES), np.float32)
+        pooled = None
         for start in range(0, len(x), self.batch_size):
             chunk = x[start:start + self.batch_size]
-            out[start:start + len(chunk)] = self.forward(self.pad(chunk))[:len(chunk)]
-        return out
+            out = self.forward(self.pad(chunk))
+            probs[start:start + len(chunk)] = out.probabilities[:len(chunk)]
+            if out.embeddings is not None:
+                if pooled is None:
+                    pooled = np.empty((len(x), out.embeddings.shape[1]), np.float32)
+                pooled[start:start + len(chunk)] = out.embeddings[:len(chunk)]
+        return Outputs(probs, pooled)
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        """Probabilities (n, 1000) float32 for preprocessed images (n, size, size, 3)."""
+        return self.infer(batch).probabilities
 
     def top3(self, batch: np.ndarray) -> list[list[Prediction]]:
+        return self.top3_of(self.predict(batch))
+
+    def classify(self, batch: np.ndarray) -> tuple[list[list[Prediction]], np.ndarray | None]:
+        """What the pipeline asks of a batch: each image's top-3 and its pooled embedding
+        (None from a runtime without one), from one forward pass."""
+        out = self.infer(batch)
+        return self.top3_of(out.probabilities), out.embeddings
+
+    @staticmethod
+    def top3_of(probs: np.ndarray) -> list[list[Prediction]]:
+        """The three best classes of each row of probabilities, best first."""
         from labelsd.model.taxonomy import class_by_index
 
-        probs = self.predict(batch)
         results = []
         for row in probs:
             best = np.argsort(-row, kind="stable")[:3]

@@ -44,7 +44,8 @@ from labelsd.paths import shown
 log = logging.getLogger(__name__)
 
 # Bump when the converted graph changes (ops, output, quantisation), so older files are redone.
-CONVERSION_FORMAT = 1
+# 2: the pooled embedding is a second output, beside the probabilities (which stay first).
+CONVERSION_FORMAT = 2
 CONVERT_TIMEOUT_S = 1800  # a 2-core machine under load took ~1 min for fp32 InceptionV3
 LITERT_PRECISIONS = ("fp32", "int8")  # int8: dynamic-range (int8 weights, float activations)
 # How each precision is made, recorded with the file: a file made by another recipe (the

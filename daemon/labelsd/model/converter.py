@@ -15,14 +15,19 @@ from labelsd.model import quantize
 from labelsd.model.convert import LITERT_PRECISIONS
 
 
-def convert_in_this_process(weights: Path, model: str, precision: str, out: Path) -> None:
+def convert_in_this_process(weights: Path, model: str, precision: str, out: Path,
+                            embedding: bool = True) -> None:
     """Build the model (labelsd.model.registry) with its weights, freeze its forward
-    (softmax in float32 included, as the Keras runtime does) and convert it.
+    (softmax in float32 included, as the Keras runtime does) and convert it. Its
+    outputs: the probabilities first, then the pooled embedding of the same pass
+    (keras_runtime.with_embedding); `embedding=False` (benchmarks only: the model as
+    it was before embeddings) leaves the second out.
 
     The variables are folded into constants first: converting the live Keras 3 model
     (from_keras_model, or a SavedModel of it) gave a file without its weights (308 KB
     for InceptionV3 under TensorFlow 2.21) whose outputs were all zero."""
     from labelsd.model.device import configure_device, native_stderr_quiet, tensorflow_starting
+    from labelsd.model.keras_runtime import with_embedding
     from labelsd.model.registry import get_model
 
     spec = get_model(model)
@@ -32,11 +37,13 @@ def convert_in_this_process(weights: Path, model: str, precision: str, out: Path
         from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
 
         configure_device(tf, "cpu")
-    net = spec.build_network(weights, checked).model
+    net = with_embedding(spec.build_network(weights, checked).model)
 
     @tf.function(input_signature=[tf.TensorSpec([None, *spec.input_shape], tf.float32)])
     def forward(x):
-        return tf.nn.softmax(tf.cast(net(x, training=False), tf.float32), axis=-1)
+        logits, pooled = net(x, training=False)
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        return (probs, tf.cast(pooled, tf.float32)) if embedding else probs
 
     frozen = convert_variables_to_constants_v2(forward.get_concrete_function())
     converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])

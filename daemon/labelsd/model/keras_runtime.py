@@ -10,7 +10,7 @@ import time
 import numpy as np
 
 from labelsd.model.device import configure_device, tensorflow_starting
-from labelsd.model.spec import ModelSpec, Network
+from labelsd.model.spec import ModelSpec, Network, Outputs
 from labelsd.paths import shown
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,18 @@ def keep_float32_outside_convs(model) -> int:
     return len(in_bf16)
 
 
+def with_embedding(model):
+    """The same network (its layers shared, not copied) with a second output: the
+    input of its last layer, the classifier, i.e. the pooled features. Computing it
+    costs nothing: the classifier reads it anyway."""
+    import keras
+
+    return keras.Model(model.inputs, [model.outputs[0], model.layers[-1].input], name=model.name)
+
+
 class KerasRuntime:
-    """A Keras model's forward pass (softmax applied) as one tf.function. A `spec.Runtime`."""
+    """A Keras model's forward pass (softmax applied) and its pooled embedding, as one
+    tf.function. A `spec.Runtime`."""
 
     kind = "tensorflow"
 
@@ -68,10 +78,12 @@ class KerasRuntime:
         self._tf = tf
         self._tf_device = tf_device
 
+        both = with_embedding(model)
+
         def forward(x):
-            logits = model(x, training=False)
+            logits, pooled = both(x, training=False)
             # softmax in float32 even under mixed precision (the model outputs logits)
-            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1), tf.cast(pooled, tf.float32)
 
         # XLA compiles one program per static shape (the Classifier pads to a ladder).
         # Without jit, one trace with a free batch dimension serves every size
@@ -86,9 +98,10 @@ class KerasRuntime:
     def trace_count(self) -> int:
         return self.forward_fn.experimental_get_tracing_count()
 
-    def forward(self, padded: np.ndarray) -> np.ndarray:
+    def forward(self, padded: np.ndarray) -> Outputs:
         with self._tf.device(self._tf_device):
-            return self.forward_fn(self._tf.constant(padded, dtype=self._tf.float32)).numpy()
+            probs, pooled = self.forward_fn(self._tf.constant(padded, dtype=self._tf.float32))
+            return Outputs(probs.numpy(), pooled.numpy())
 
 
 def load_keras_runtime(spec: ModelSpec, weights, device: str, *, mixed_precision: bool | None,

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from labelsd.model.spec import NUM_CLASSES, Outputs
+
 log = logging.getLogger(__name__)
 
 # The most rows one invoke() runs; a larger batch runs in slices. XNNPACK keeps the
@@ -39,7 +41,11 @@ def litert_available() -> bool:
 
 
 class LiteRTRuntime:
-    """A `.tflite` (probabilities out) on LiteRT's CPU interpreter. A `spec.Runtime`."""
+    """A `.tflite` (probabilities out, and the pooled embedding beside them) on LiteRT's
+    CPU interpreter. A `spec.Runtime`. The outputs are told apart by their width (the
+    probabilities have NUM_CLASSES; no model's pooled features have as many), so the
+    order the converter gave them does not matter; a file with the probabilities only
+    (a benchmark's "before" model) gives no embeddings."""
 
     kind = "litert"
     device = "cpu"
@@ -62,20 +68,30 @@ class LiteRTRuntime:
         self.threads = threads
         self._interpreter = Interpreter(model_path=source or str(tflite), num_threads=threads)
         self._input = self._interpreter.get_input_details()[0]
-        self._output = self._interpreter.get_output_details()[0]
+        outputs = self._interpreter.get_output_details()
+        probs = [o for o in outputs if int(o["shape"][-1]) == NUM_CLASSES]
+        if len(probs) != 1 or len(outputs) > 2:
+            raise ValueError(f"{tflite} has outputs {[list(o['shape']) for o in outputs]}, not "
+                             f"probabilities ({NUM_CLASSES}) and an embedding")
+        self._output = probs[0]
+        self._embedding = next((o for o in outputs if o is not probs[0]), None)
+        self.embeds = self._embedding is not None
         self.input_size = int(self._input["shape"][1])
         self.max_rows = MAX_ROWS.get(precision, 8)
         self._rows = 0
         self._lock = threading.Lock()  # one interpreter: one forward at a time
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (n, 1000) for preprocessed images (n, size, size, 3), any n."""
+    def forward(self, batch: np.ndarray) -> Outputs:
+        """Probabilities (n, 1000) and embeddings (n, F) for preprocessed images
+        (n, size, size, 3), any n."""
         x = np.ascontiguousarray(batch, dtype=np.float32)
         if len(x) <= self.max_rows:
             return self._invoke(x)
-        return np.concatenate([self._invoke(x[i:i + self.max_rows]) for i in range(0, len(x), self.max_rows)])
+        slices = [self._invoke(x[i:i + self.max_rows]) for i in range(0, len(x), self.max_rows)]
+        return Outputs(np.concatenate([s.probabilities for s in slices]),
+                       None if self._embedding is None else np.concatenate([s.embeddings for s in slices]))
 
-    def _invoke(self, x: np.ndarray) -> np.ndarray:
+    def _invoke(self, x: np.ndarray) -> Outputs:
         with self._lock:
             if len(x) != self._rows:
                 self._interpreter.resize_tensor_input(self._input["index"], list(x.shape))
@@ -83,4 +99,7 @@ class LiteRTRuntime:
                 self._rows = len(x)
             self._interpreter.set_tensor(self._input["index"], x)
             self._interpreter.invoke()
-            return self._interpreter.get_tensor(self._output["index"]).copy()
+            probs = self._interpreter.get_tensor(self._output["index"]).copy()
+            pooled = (None if self._embedding is None
+                      else self._interpreter.get_tensor(self._embedding["index"]).copy())
+            return Outputs(probs, pooled)

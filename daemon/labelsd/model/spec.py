@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -96,12 +96,25 @@ class ModelSpec:
         return importlib.import_module(self.loader)
 
 
+class Outputs(NamedTuple):
+    """What one forward pass gives, both from the same pass."""
+
+    probabilities: np.ndarray  # (n, NUM_CLASSES) float32, softmax in float32
+    # (n, F) float32: the pooled features the classifier reads (its last layer's input:
+    # 2048 for InceptionV3, 1280 for EfficientNet-Lite0), the photo's embedding;
+    # None from a runtime built without them (a benchmark's "before" model)
+    embeddings: np.ndarray | None
+
+
 class Runtime(Protocol):
-    """What runs a model's forward pass for a `Classifier` (keras_runtime.KerasRuntime).
+    """What runs a model's forward pass for a `Classifier` (keras_runtime.KerasRuntime,
+    litert.LiteRTRuntime).
 
     `forward` takes a float32 batch of inputs whose size is one the runtime accepts
     (with `static_shapes`, the Classifier pads every batch to a size in its ladder)
-    and returns float32 probabilities (n, NUM_CLASSES).
+    and returns `Outputs`: the probabilities and the pooled embedding of the same pass.
+    A network's last layer is its classifier (a Dense over the pooled features, whose
+    input is the embedding): every model's `build_network` keeps that shape.
     """
 
     device: str  # in words: "cpu", "gpu:0 NVIDIA ..."
@@ -109,7 +122,7 @@ class Runtime(Protocol):
     static_shapes: bool  # True: every distinct batch size compiles once (pad to a ladder)
     precision: str  # "float32", "mixed_bfloat16", "mixed_float16", ...
 
-    def forward(self, padded: np.ndarray) -> np.ndarray: ...
+    def forward(self, padded: np.ndarray) -> Outputs: ...
 
     @property
     def trace_count(self) -> int: ...

@@ -15,6 +15,7 @@ import numpy as np
 from labelsd.events import Events
 from labelsd.pipeline.reader import POLL_S, Item, Known, Reader, classified_outcome
 from labelsd.records import Outcome, OutcomeKind
+from labelsd.vectors import codec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,9 @@ def fit_ladder(items: list[Item], wanted: int,
 
 def classify_batch(classifier, items: list[Item],
                    timeline=None) -> tuple[list[Outcome], dict[str, Known], int]:
-    """One model call for the batch; the same bytes twice go through it once.
+    """One model call for the batch; the same bytes twice go through it once. It
+    gives each content's top-3 and its vector (the pooled embedding, stored as
+    vectors.codec makes it); a backfill's claim takes the vector only.
     Returns every outcome (followers included), what the model said per content,
     and how many rows went through the model."""
     unique: dict[str, Item] = {}
@@ -53,7 +56,8 @@ def classify_batch(classifier, items: list[Item],
         leaders = list(unique.values())
         start = time.monotonic()
         try:
-            top3 = classifier.top3(np.stack([i.pixels for i in leaders]))
+            top3, pooled = classifier.classify(np.stack([i.pixels for i in leaders]))
+            codes = [codec.to_bytes(c) for c in codec.encode(pooled)] if pooled is not None else None
         except Exception as err:  # noqa: BLE001 - e.g. out of memory: try again later
             log.exception("model failed on a batch of %d", len(leaders))
             for item in items:
@@ -61,12 +65,13 @@ def classify_batch(classifier, items: list[Item],
                     item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"model failed: {err}")
                     for f in item.followers:
                         f.final = Outcome(f.claim, OutcomeKind.RETRY, error=f"model failed: {err}")
-            top3 = []
+            top3, codes = [], None
         if timeline is not None:
             timeline.add("forward", start, len(leaders))
         rows = len(top3)
-        for leader, preds in zip(leaders, top3):
-            known[leader.sha256] = Known(preds, leader.width, leader.height, leader.format)
+        for n, (leader, preds) in enumerate(zip(leaders, top3)):
+            known[leader.sha256] = Known(preds, leader.width, leader.height, leader.format,
+                                         codes[n] if codes is not None else None)
     outcomes = []
     for item in items:
         for one in (item, *item.followers):

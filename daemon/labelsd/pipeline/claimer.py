@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 
 from labelsd.backoff import Backoff
 from labelsd.errors import LabelsError, StoreUnavailable
+from labelsd.pipeline.backfill import Backfill
 from labelsd.pipeline.reader import POLL_S, Reader
 from labelsd.records import Claim, Outcome, OutcomeKind
 from labelsd.store import contents, wakeups, workqueue
@@ -43,7 +44,7 @@ class Claimer:
     def __init__(self, store: Store, node_id: str, *, batch_size: int, max_in_flight: int,
                  reader: Reader, lock: threading.Lock, stop: threading.Event,
                  idle_wait_s: float = IDLE_WAIT_S, on_idle: Callable[[], None] | None = None,
-                 reserved_by: str | None = None):
+                 reserved_by: str | None = None, backfill: Backfill | None = None):
         self.store = store
         self.node_id = node_id
         self.reserved_by = reserved_by  # a scan's: only the rows reserved for it (workqueue.reserve)
@@ -61,6 +62,7 @@ class Claimer:
         self._generation = 0
         self._listener: wakeups.QueueListener | None = None
         self._on_idle = on_idle  # once per busy spell, when the last claim is written
+        self.backfill = backfill  # asked for work only when the queue has none
         self._busy = False
 
     def wake(self) -> None:
@@ -79,9 +81,11 @@ class Claimer:
             self.changed.notify_all()
 
     def quiet(self) -> tuple[bool, int]:
-        """(nothing held and no claim under way, a generation that moves on each claim)."""
+        """(nothing held, no claim under way and no backfill left, a generation that
+        moves on each claim)."""
         with self.lock:
-            return (not self.held and not self._claiming), self._generation
+            left = self.backfill is not None and not self.backfill.finished
+            return (not self.held and not self._claiming and not left), self._generation
 
     def done(self, claims: Iterable[Claim]) -> None:
         """These claims were written: room for more."""
@@ -91,9 +95,10 @@ class Claimer:
             self.changed.notify_all()
 
     def take_all(self) -> list[int]:
-        """Forget every held claim (at stop) and return their ids, to hand back."""
+        """Forget every held claim (at stop) and return the ids of those with a queue
+        row, to hand back (a backfill's claims have none)."""
         with self.changed:
-            ids = sorted(self.held)
+            ids = sorted(i for i in self.held if i > 0)
             self.held.clear()
             self.changed.notify_all()
         return ids
@@ -141,6 +146,8 @@ class Claimer:
                 try:
                     claims = workqueue.claim(self.store, self.node_id, min(room, self.batch_size),
                                              reserved_by=self.reserved_by)
+                    if not claims and self.backfill is not None:  # new photos always go first
+                        claims = self.backfill.take(min(room, self.batch_size))
                     with self.lock:
                         late = self._stop.is_set()  # stop() may have taken the held claims already
                         for c in [] if late else claims:

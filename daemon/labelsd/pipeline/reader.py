@@ -18,16 +18,19 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
-from dataclasses import dataclass, field
-
-import numpy as np
 
 from labelsd.backoff import Stopped, retry_unavailable
 from labelsd.errors import ImageError
 from labelsd.model.decode import DecodedImage, TruncatedImage
 from labelsd.paths import shown
+from labelsd.pipeline.items import (  # re-exported: the stages import them from here
+    Item,
+    Known,
+    classified_outcome,
+    not_embedded,
+)
 from labelsd.pipeline.reading import failed_outright, read_failure, read_file
-from labelsd.records import Claim, Outcome, OutcomeKind, PhotoMeta, Prediction
+from labelsd.records import Claim, Outcome, OutcomeKind
 from labelsd.store import contents
 from labelsd.store.engine import Store
 from labelsd.xmp.metadata import read_photo_meta
@@ -40,33 +43,6 @@ RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is 
 RECENT_WRITE_NS = 3_000_000_000  # a truncated file modified this recently may still be written
 
 
-@dataclass
-class Item:
-    """One claimed path on its way through the pipeline."""
-
-    claim: Claim
-    sha256: str | None = None
-    size: int | None = None
-    mtime_ns: int | None = None
-    data: bytes | None = None
-    pixels: np.ndarray | None = None
-    width: int | None = None
-    height: int | None = None
-    format: str | None = None
-    meta: PhotoMeta | None = None  # date, camera, GPS, keywords (read with the pixels)
-    final: Outcome | None = None  # set when no model call is needed
-    followers: list[Item] = field(default_factory=list)  # same bytes, other paths
-    taken: bool = False  # the batcher has it; no more followers may join
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the model said about one content, kept to answer copies of it."""
-
-    predictions: list[Prediction]
-    width: int | None
-    height: int | None
-    format: str | None
 
 
 def still_being_written(item: Item) -> bool:
@@ -79,13 +55,6 @@ def still_being_written(item: Item) -> bool:
         return False
     changed = (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns)
     return changed or time.time_ns() - st.st_mtime_ns < RECENT_WRITE_NS
-
-
-def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
-    return Outcome(item.claim, OutcomeKind.CLASSIFIED, sha256=item.sha256, size=item.size,
-                   mtime_ns=item.mtime_ns, width=known.width, height=known.height,
-                   format=known.format, model=model, predictions=list(known.predictions),
-                   meta=item.meta)
 
 
 class Reader:
@@ -174,10 +143,18 @@ class Reader:
             except Exception as err:  # noqa: BLE001 - every failure becomes an outcome
                 item.final = read_failure(item.claim, err)
 
-        status = self._content_status({i.sha256 for i in items if i.final is None})
+        status = self._content_status({i.sha256 for i in items
+                                       if i.final is None and i.claim.embed_only is None})
         if status is None:
             return  # stopping while the database was locked: claims are handed back
         for item in items:
+            if item.final is None and item.claim.embed_only is not None:  # a backfill's claim
+                if item.sha256 == item.claim.embed_only:
+                    self._pool.submit(self._decode, item)
+                    continue
+                item.data = None
+                item.final = Outcome(item.claim, OutcomeKind.NOT_EMBEDDED, sha256=item.sha256,
+                                     error="the file holds other bytes now")
             if item.final is not None:
                 self._to_ready(item)
             elif status.get(item.sha256) == "done":
@@ -229,7 +206,8 @@ class Reader:
             decoded = self._decode_bytes(item.data)
             item.pixels, item.width, item.height, item.format = (
                 decoded.pixels, decoded.width, decoded.height, decoded.format)
-            item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
+            if item.claim.embed_only is None:  # labelled before: its metadata is stored
+                item.meta = read_photo_meta(item.data, item.claim.path)  # never raises
         except TruncatedImage as err:
             if still_being_written(item):  # the writer's close (or the settle rule) queues it again
                 item.final = Outcome(item.claim, OutcomeKind.RETRY, error=f"still being written ({err})")
@@ -260,6 +238,9 @@ class Reader:
         self._to_ready(item)
 
     def _to_ready(self, item: Item) -> None:
+        if item.claim.embed_only is not None and item.final is not None \
+                and item.final.kind != OutcomeKind.NOT_EMBEDDED:
+            item.final = not_embedded(item)  # no queue row to retry or fail: the next pass tries again
         with self._lock:
             self.preparing -= 1
         self._ready.put(item)
@@ -283,5 +264,5 @@ class Reader:
                 self._recent.popitem(last=False)
 
 
-__all__ = ["Item", "Known", "Reader", "classified_outcome", "failed_outright", "read_failure",
-           "read_file"]
+__all__ = ["Item", "Known", "Reader", "classified_outcome", "failed_outright", "not_embedded",
+           "read_failure", "read_file"]

@@ -30,6 +30,7 @@ from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
 from labelsd.model.classifier import Classifier
 from labelsd.pipeline import memory
+from labelsd.pipeline.backfill import Backfill
 from labelsd.pipeline.batcher import BatchStage
 from labelsd.pipeline.claimer import IDLE_WAIT_S, Claimer
 from labelsd.pipeline.reader import POLL_S, Reader
@@ -52,7 +53,8 @@ class Pipeline:
                  decode_workers: int = 0, max_wait_ms: int = 50,
                  events: Events | None = None,
                  idle_wait_s: float = IDLE_WAIT_S, timeline: Timeline | None = None,
-                 links_within: Sequence[str] = (), reserved_by: str | None = None):
+                 links_within: Sequence[str] = (), reserved_by: str | None = None,
+                 backfill: Backfill | None = None):
         if batch_size is None:  # the model's own (8 on CPU, 32 on GPU unless given)
             batch_size = classifier.batch_size
         if batch_size < 1:
@@ -74,6 +76,8 @@ class Pipeline:
         self.failed = 0
         self.vanished = 0
         self.retried = 0
+        self.embedded = 0  # the backfill's (pipeline/backfill.py)
+        self.not_embedded = 0
         self.batches = 0
 
         self._lock = threading.Lock()
@@ -92,7 +96,7 @@ class Pipeline:
         self._claims = Claimer(store, node_id, batch_size=batch_size,
                                max_in_flight=self.max_in_flight, reader=self._reader,
                                lock=self._lock, stop=self._stop, idle_wait_s=idle_wait_s,
-                               on_idle=self._went_idle, reserved_by=reserved_by)
+                               on_idle=self._went_idle, reserved_by=reserved_by, backfill=backfill)
         self._threads: list[threading.Thread] = []
         self._beats: dict[str, float] = {}
         self._created = time.monotonic()
@@ -273,6 +277,10 @@ class Pipeline:
                     self.vanished += 1
                 case Tally.RETRIED:
                     self.retried += 1
+                case Tally.EMBEDDED:
+                    self.embedded += 1
+                case Tally.NOT_EMBEDDED:
+                    self.not_embedded += 1
                 case other:
                     raise ValueError(f"no pipeline counter {other!r}")
         self.batches += 1

@@ -2,9 +2,11 @@
 pipeline the service runs.
 
 It decides first what needs classifying (`plan_scan`: walk, queue what is new
-or changed, mark what vanished) and only then, if anything does, loads the
-model and runs the pipeline (`scan_folder`): re-scanning an unchanged folder
-never pays for TensorFlow.
+or changed, mark what vanished, count what was labelled without a vector of the
+model) and only then, if anything does, loads the model and runs the pipeline
+(`scan_folder`): re-scanning an unchanged, embedded folder never pays for the model.
+The pipeline embeds the folder's photos labelled before they had a vector (its
+backfill, limited to the folder) after the new ones.
 
 A scan owns what it scans. The queue is the library's, shared with any labelsd
 service using it, and a service takes any queued row; so the scan reserves the
@@ -32,11 +34,12 @@ from labelsd.errors import StoreUnavailable
 from labelsd.events import Events
 from labelsd.loopthread import LoopThread
 from labelsd.paths import canonical_root
+from labelsd.pipeline.backfill import Backfill
 from labelsd.pipeline.claimer import RENEW_EVERY_S
 from labelsd.pipeline.runner import Pipeline
 from labelsd.pipeline.timeline import Timeline
 from labelsd.records import FileFacts, OutcomeKind
-from labelsd.store import contents, relabel, workqueue
+from labelsd.store import contents, embeddings, relabel, workqueue
 from labelsd.store.engine import Store
 from labelsd.store.nodes import node_id_for_this_process
 from labelsd.store.schema import QueueItem
@@ -58,6 +61,8 @@ class ScanResult:
     retrying: int = 0  # transient errors (e.g. permission denied): queued for later
     missing: int = 0  # tracked under the root before, gone now
     waiting: int = 0  # queued under the root earlier, not finished yet
+    to_embed: int = 0  # labelled before, without a vector of the model (counted by plan_scan)
+    embedded: int = 0  # of those, given their vector now
     seconds: float = 0.0
 
     @property
@@ -69,7 +74,7 @@ class ScanResult:
 
     @property
     def needs_model(self) -> bool:
-        return bool(self.queued or self.waiting)
+        return bool(self.queued or self.waiting or self.to_embed)
 
     def summary(self) -> str:
         """What became of every image found: the numbers add up to `found`."""
@@ -83,6 +88,8 @@ class ScanResult:
             parts.append(f"{self.missing} missing")
         if self.retrying:
             parts.append(f"{self.retrying} to retry")
+        if self.embedded:
+            parts.append(f"{self.embedded} of the unchanged embedded for `labels similar`")
         return ", ".join(parts)
 
 
@@ -111,6 +118,8 @@ def plan_scan(store: Store, root: str | os.PathLike, model: str | None = None) -
     result.unchanged = result.found - result.queued
     result.missing = contents.mark_missing_under(store, root, {f.path for f in facts})
     result.waiting = max(0, queued_under(store, root) - result.queued)
+    if model is not None:
+        result.to_embed = embeddings.count_to_embed_under(store, model.split("/", 1)[0], root)
     result.seconds = time.monotonic() - start
     return result
 
@@ -179,7 +188,7 @@ def scan_folder(store: Store, classifier, root: str | os.PathLike, *,
 
 def _run_pipeline(store: Store, classifier, result: ScanResult, owner: str, *, batch_size, decode_workers,
                   max_wait_ms, on_progress, timeout, timeline) -> None:
-    total = result.queued + result.waiting
+    total = result.queued + result.waiting + result.to_embed  # the backfill's count on the bar too
     seen = 0
 
     def progress(outcomes) -> None:
@@ -196,12 +205,26 @@ def _run_pipeline(store: Store, classifier, result: ScanResult, owner: str, *, b
                         batch_size=batch_size, decode_workers=decode_workers,
                         max_wait_ms=max_wait_ms, events=events, timeline=timeline,
                         links_within=[result.root],  # walk_images takes links into the root
-                        reserved_by=owner)
+                        reserved_by=owner,
+                        backfill=Backfill(store, classifier.name, under=result.root)
+                        if getattr(classifier, "embeds", True) else None)
     with pipeline:
         pipeline.wait_idle(timeout)
     result.labeled, result.linked = pipeline.done, pipeline.linked
     result.failed, result.vanished = pipeline.failed, pipeline.vanished
-    result.retrying = pipeline.retried
+    result.retrying, result.embedded = pipeline.retried, pipeline.embedded
+    if store.dialect == "sqlite" and (pipeline.done or pipeline.embedded):
+        _keep_vector_file(store, classifier.name)
+
+
+def _keep_vector_file(store: Store, model: str) -> None:
+    """Bring the vector file beside the database up to date (as the service would)."""
+    from labelsd.vectors.keeper import VectorKeeper
+
+    try:
+        VectorKeeper(store, model).sync()
+    except Exception:  # noqa: BLE001 - a cache: the next `labels similar` catches up itself
+        log.debug("could not update the vector file", exc_info=True)
 
 
 __all__ = ["ScanReservation", "ScanResult", "plan_scan", "queued_under", "scan_folder", "walk_images"]

@@ -134,6 +134,12 @@ def log_outcome(o: Outcome) -> Tally:
         case OutcomeKind.RETRY:
             log.info("will retry %s: %s", name, o.error)
             return Tally.RETRIED
+        case OutcomeKind.EMBEDDED:
+            log.info("embedded %s (labelled before; its labels are kept)", name)
+            return Tally.EMBEDDED
+        case OutcomeKind.NOT_EMBEDDED:
+            log.info("not embedded %s: %s (tried again at the next walk)", name, o.error)
+            return Tally.NOT_EMBEDDED
 
 
 __all__ = ["ROWS_PER_TRANSACTION", "commit_outcomes", "log_outcome"]

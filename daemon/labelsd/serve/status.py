@@ -5,11 +5,14 @@ while their heartbeat is fresh) beside the library's counts, read through a
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime, timezone
 
 from labelsd.hostproc import process_gone
 from labelsd.model.precision import read_note, summary
 from labelsd.serve.reader import as_reader, as_utc, where_shown
+
+log = logging.getLogger(__name__)
 
 ALIVE_WITHIN_S = 10.0  # as store.nodes.ALIVE_WITHIN_S (a test checks they agree)
 STALE_NODE_S = 24 * 3600  # stopped nodes older than this are left out of `labels status`
@@ -58,7 +61,8 @@ def service_status(source, *, all_nodes: bool = False) -> dict:
 
     `running` is true while some node is alive; pid, model, device, watching
     and heartbeat_age_s describe the freshest node (alive ones first), null or
-    empty when no service ever registered. Nodes not heard from for a day are
+    empty when no service ever registered. `embeddings` says how far the library
+    is embedded (`embedding_progress`). Nodes not heard from for a day are
     left out of `nodes` unless `all_nodes`."""
     reader = as_reader(source)
     nodes = list_nodes(reader)
@@ -83,12 +87,31 @@ def service_status(source, *, all_nodes: bool = False) -> dict:
         "database": where_shown(reader.where),
         "nodes": shown,
         "nodes_hidden": len(nodes) - len(shown),
+        "embeddings": embedding_progress(reader, freshest["model"] if freshest else ""),
     }
 
 
 def service_running(source) -> bool:
     """Whether a live labelsd serves this library now (`labels status`'s `running`)."""
     return any(node["alive"] for node in list_nodes(source))
+
+
+def embedding_progress(reader, model: str) -> dict | None:
+    """{"model", "done", "total"}: how many labelled contents hold a vector of the
+    service's model (of the fullest model's when no service ran); None for a database
+    from before embeddings (migration 9 runs when a service next starts)."""
+    from labelsd.errors import StoreRejected, StoreUnavailable
+    from labelsd.vectors.spaces import find_space, progress
+
+    try:
+        with reader.read() as run:
+            if not model:
+                fullest = find_space(run)
+                model = fullest.model if fullest else ""
+            return progress(run, model)
+    except (StoreUnavailable, StoreRejected):  # no such table: SQLite says one, PostgreSQL the other
+        log.debug("no embeddings in %s (an older database)", where_shown(reader.where), exc_info=True)
+        return None
 
 
 def watched_roots(source) -> list[str]:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from labelsd.paths import canonical_path, shown
 from labelsd.records import Claim, FileFacts, Outcome, OutcomeKind
-from labelsd.store import pgbatch, workqueue
+from labelsd.store import embeddings, pgbatch, workqueue
 from labelsd.store.engine import CHUNK, Store, dialect_insert, write_rows
 from labelsd.store.photometa import import_keywords, meta_columns
 from labelsd.store.relabel import keep_confirmed, same_model
@@ -45,8 +45,8 @@ FINAL = (OutcomeKind.CLASSIFIED, OutcomeKind.LINKED, OutcomeKind.BAD_IMAGE)
 
 
 def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> None:
-    """Store a batch of outcomes in ONE transaction: contents, predictions,
-    paths, and the queue rows done (or released, if re-stamped meanwhile).
+    """Store a batch of outcomes in ONE transaction: contents, predictions, their
+    vectors, paths, and the queue rows done (or released, if re-stamped meanwhile).
 
     The batch costs the same handful of statements whatever its size: two
     lookups, then multi-row writes (contents, predictions, paths, queue rows).
@@ -55,6 +55,8 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
     if not outcomes:
         return
     now = utcnow()
+    backfilled = [o for o in outcomes if o.claim.embed_only is not None]  # a vector, no queue row
+    outcomes = [o for o in outcomes if o.claim.embed_only is None]
     final = [o for o in outcomes if o.kind in FINAL]
     with store.write() as session:
         shas = sorted({o.sha256 for o in final if o.sha256})
@@ -78,6 +80,7 @@ def record_outcomes(store: Store, node_id: str, outcomes: Sequence[Outcome]) -> 
                 _forget_vanished(session, o.claim, node_id, now)
             elif o.kind not in FINAL:
                 raise ValueError(f"unknown outcome kind {o.kind!r}")
+        embeddings.store_vectors(session, [*final, *backfilled])
 
 
 def _lookups(session: Session, shas: list[str], paths: list[str],

@@ -4,7 +4,8 @@ The usual move is from the default SQLite file to PostgreSQL when one machine
 is no longer enough, but any pair works (PostgreSQL to SQLite for a laptop
 copy, SQLite to another SQLite file). What is copied: contents, their
 predictions, tags and judgements (rejected and confirmed labels), tracked
-paths, and the pending/failed queue rows. What is
+paths, the pending/failed queue rows, and each content's vector with its embedding
+space (a new token: the target's vector files are its own). What is
 not: nodes (they describe services of the source database) and claims (a queue
 row arrives unclaimed, so the target's services pick it up).
 
@@ -32,12 +33,22 @@ from sqlalchemy.orm import Session
 
 from labelsd.errors import LabelsError
 from labelsd.store.engine import Store, dialect_insert
-from labelsd.store.schema import Content, Judgement, Prediction, QueueItem, Tag, TrackedPath, as_utc
+from labelsd.store.schema import (
+    Content,
+    Embedding,
+    EmbeddingSpace,
+    Judgement,
+    Prediction,
+    QueueItem,
+    Tag,
+    TrackedPath,
+    as_utc,
+)
 
 log = logging.getLogger(__name__)
 
 # Copy order respects the foreign keys (predictions, tags and paths point at contents).
-TABLES = ("contents", "predictions", "tags", "judgements", "paths", "queue")
+TABLES = ("contents", "predictions", "tags", "judgements", "paths", "queue", "embeddings")
 
 
 class TargetNotEmpty(LabelsError):
@@ -65,7 +76,7 @@ def row_counts(store: Store) -> dict[str, int]:
 
 def _row_counts(session: Session) -> dict[str, int]:
     tables = {"contents": Content, "predictions": Prediction, "tags": Tag,
-              "judgements": Judgement, "paths": TrackedPath, "queue": QueueItem}
+              "judgements": Judgement, "paths": TrackedPath, "queue": QueueItem, "embeddings": Embedding}
     return {name: session.scalar(select(func.count()).select_from(model))
             for name, model in tables.items()}
 
@@ -125,8 +136,28 @@ def copy_library(source: Store, target: Store, chunk: int = 1000, *, merge: bool
                 if progress is not None:
                     progress(name, written)
             log.info("copied %d %s row(s)", written, name)
+        _copy_vectors(source, session, chunk, progress)
         after = _row_counts(session)
     return {name: after[name] - before[name] for name in TABLES}
+
+
+def _copy_vectors(source: Store, session: Session, chunk: int, progress) -> None:
+    """Each content's vector, its embedding space found or made in the target by (model,
+    codec): space ids differ between databases."""
+    from labelsd.store.embeddings import space_id
+
+    with source.read() as read:
+        spaces = {row.id: space_id(session, row.model, row.codec)
+                  for row in read.execute(select(EmbeddingSpace.__table__))}
+    table = Embedding.__table__
+    written = 0
+    for rows in _chunks(source, select(*table.c), [table.c.id], chunk):
+        values = [{"sha256": r["sha256"], "space": spaces[r["space"]], "vector": r["vector"]} for r in rows]
+        session.execute(_insert_ignoring_existing(session, table, ["sha256"]), values)
+        written += len(rows)
+        if progress is not None:
+            progress("embeddings", written)
+    log.info("copied %d embeddings row(s)", written)
 
 
 _PLANS = [

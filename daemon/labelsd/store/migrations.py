@@ -34,8 +34,8 @@ from sqlalchemy import (
     text,
 )
 
-# Migration 4, and 5 to 7, in modules of their own
-from labelsd.store import fleet_schema, query_indexes
+# Migration 4, 5 to 7, and 9 in modules of their own
+from labelsd.store import embedding_schema, fleet_schema, query_indexes
 
 log = logging.getLogger(__name__)
 
@@ -176,8 +176,9 @@ MIGRATIONS: list[tuple[int, str, Callable[[Connection], None]]] = [
     (6, query_indexes.SEARCH_DESCRIPTION, query_indexes.add_search_index),
     (7, query_indexes.CLUSTER_DESCRIPTION, query_indexes.cluster_search_rows),
     (8, "label judgements (rejected and confirmed labels of a content)", _v8_judgements),
+    (9, embedding_schema.DESCRIPTION, embedding_schema.add_embeddings),
 ]
-LATEST = MIGRATIONS[-1][0]
+LATEST = max(version for version, _, _ in MIGRATIONS)
 
 _migrations_table = Table(
     MIGRATIONS_TABLE, MetaData(),
@@ -216,7 +217,7 @@ def migrate(engine: Engine, target: int = LATEST) -> list[int]:
             _migrations_table.create(conn, checkfirst=True)
             done = applied_versions(conn)
             new = not done  # a new library is created at the latest schema: said once, below
-            for version, description, step in MIGRATIONS:
+            for version, description, step in sorted(MIGRATIONS, key=lambda m: m[0]):
                 if version > target or version in done:
                     continue
                 log.log(logging.DEBUG if new else logging.INFO,

@@ -19,8 +19,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
+    UniqueConstraint,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -163,6 +165,34 @@ class Judgement(Base):
     # judgements are one step and a range.
     __table_args__ = (Index("ix_judgements_class", "class_index", "sha256"),
                       {"sqlite_with_rowid": False})
+
+
+class EmbeddingSpace(Base):
+    """A model and stored form that made vectors (migration 9; store/embeddings.py):
+    vectors of two spaces are never compared."""
+
+    __tablename__ = "embedding_spaces"
+    __table_args__ = (UniqueConstraint("model", "codec", name="uq_embedding_spaces"),
+                      {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(80))
+    codec: Mapped[str] = mapped_column(String(40))
+    token: Mapped[str] = mapped_column(String(32))  # random: a vector file of another database never matches
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Embedding(Base):
+    """A content's vector (labelsd.vectors.codec), in the order written (`id`)."""
+
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("sha256", name="uq_embeddings_sha256"),
+                      Index("ix_embeddings_space", "space", "id"), {"sqlite_autoincrement": True})
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(ForeignKey("contents.sha256", ondelete="CASCADE"))
+    space: Mapped[int] = mapped_column(ForeignKey("embedding_spaces.id"))
+    vector: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class QueueItem(Base):
