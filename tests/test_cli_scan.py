@@ -144,10 +144,10 @@ class ServiceDuringTheScan:
     def decode(self, data):
         return self._model.decode(data)
 
-    def top3(self, batch):
+    def classify(self, batch):
         if self.service_took is None:
             self.service_took = [c.path for c in workqueue.claim(self.store, "service:1", 100)]
-        return self._model.top3(batch)
+        return self._model.classify(batch)
 
 
 def test_a_scan_labels_its_folder_itself_and_nothing_else(store, tmp_path):

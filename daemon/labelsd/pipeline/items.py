@@ -46,6 +46,9 @@ def classified_outcome(item: Item, known: Known, model: str) -> Outcome:
     """What the model said, as the outcome of `item`: its labels and vector, or, for a
     backfill's claim (its content labelled before), the vector only."""
     if item.claim.embed_only is not None:
+        if known.embedding is None:  # a runtime that gave none: nothing to store, and said so
+            return Outcome(item.claim, OutcomeKind.NOT_EMBEDDED, sha256=item.sha256,
+                           error="the model gave no vector")
         return Outcome(item.claim, OutcomeKind.EMBEDDED, sha256=item.sha256, model=model,
                        embedding=known.embedding)
     return Outcome(item.claim, OutcomeKind.CLASSIFIED, sha256=item.sha256, size=item.size,
