@@ -17,5 +17,6 @@ def test_web_benchmark_prints_every_figure(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     for figure in ("(a) /search?q=cat first page", "(b) /api/search?q=cat", "12 MP thumbnail, cold",
                    "12 MP thumbnail, warm", "(d) ready", "(e) RSS after 100 requests",
-                   "(f) 4 clients, 1 s", " 0 errors", "exit status after SIGTERM: 0"):
+                   "(f) 4 clients, 1 s", " 0 errors", "(g) /photo/<sha>", "/photo/<sha>/similar (12 tiles)",
+                   "exit status after SIGTERM: 0"):
         assert figure in done.stdout, (figure, done.stdout)

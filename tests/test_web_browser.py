@@ -3,7 +3,8 @@ chromedriver by Selenium (both paths given, so nothing is ever downloaded), agai
 the real server process. Every thumbnail renders, a photo opens, a tag added
 and a label rejected through the forms are what `labels search` then finds, the
 keyboard moves through the results and takes a rejection back, the page fits a
-phone, and the Content-Security-Policy blocks nothing the pages do."""
+phone, "more like this" and the duplicates render their thumbnails and take the
+keyboard, and the Content-Security-Policy blocks nothing the pages do."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typer.testing import CliRunner
 from labels_cli.app import app as cli
 from labelsd.web.params import PER_PAGE
 from webkit import ServeProcess, serve_env
-from weblib import HOSTILE_FILE, open_library
+from weblib import HOSTILE_FILE, add_vectors, open_library
 
 BROWSER_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -40,7 +41,9 @@ def _browser_paths() -> tuple[str, str]:
 
 @pytest.fixture(scope="module")
 def lib(tmp_path_factory):
-    return open_library(tmp_path_factory.mktemp("web-browser"), cats=PER_PAGE + 5)
+    lib = open_library(tmp_path_factory.mktemp("web-browser"), cats=PER_PAGE + 5)
+    add_vectors(lib)  # for "more like this" and the duplicates
+    return lib
 
 
 @pytest.fixture(scope="module")
@@ -229,7 +232,7 @@ def test_a_phone_sized_screen(browser, server, lib, tmp_path):
     browser.set_window_size(390, 844)
     try:
         for url in ("search?q=cat", f"photo/{lib.sha(lib.car)}", f"photo/{lib.sha(lib.dog)}", "labels",
-                    "status", "tags", "search?q=dgo"):
+                    "status", "tags", "search?q=dgo", "duplicates", f"photo/{lib.sha(lib.dog)}/similar"):
             load(browser, server.url + url)
             overflow = browser.execute_script(
                 "return document.documentElement.scrollWidth - document.documentElement.clientWidth")
@@ -243,3 +246,59 @@ def test_a_phone_sized_screen(browser, server, lib, tmp_path):
         browser.save_screenshot(str(tmp_path / "phone.png"))
     finally:
         browser.set_window_size(1280, 900)
+
+
+def grid_images(browser, grid: str) -> list[int]:
+    """Each image's naturalWidth in the grid `grid` (a CSS selector), once all have loaded."""
+    wait_until(lambda: browser.execute_script(
+        f"const i = document.querySelectorAll('{grid} img'); "
+        "return i.length > 0 && Array.from(i).every(e => e.complete)"), f"the thumbnails of {grid}")
+    return browser.execute_script(
+        f"return Array.from(document.querySelectorAll('{grid} img')).map(i => i.naturalWidth)")
+
+
+def test_more_like_this_renders_its_thumbnails_and_takes_the_keyboard(browser, server, lib, tmp_path):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    sha = lib.sha(lib.cats[0])
+    load(browser, server.url + f"photo/{sha}")
+    # loaded after the page (app.js): the link that stood there is replaced by the grid
+    browser.execute_script("document.getElementById('similar').scrollIntoView()")
+    widths = grid_images(browser, "#similar-grid")
+    assert len(widths) == 12 and all(w > 0 for w in widths), widths
+    shas = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#similar-grid [data-sha256]')).map(e => e.dataset.sha256)")
+    assert shas[0] == lib.sha(lib.cats[1]) and sha not in shas and len(set(shas)) == 12
+    scores = [float(e.text) for e in browser.find_elements(By.CSS_SELECTOR, "#similar-grid .similarity")]
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0.95
+    browser.save_screenshot(str(tmp_path / "similar.png"))
+    assert (tmp_path / "similar.png").stat().st_size > 10_000
+    # the arrow keys move through it as through the results; Enter opens; Esc comes back
+    browser.execute_script("document.querySelector('#similar-grid .tile-link').focus()")
+    ActionChains(browser).send_keys(Keys.ARROW_RIGHT).perform()
+    assert active(browser).get_attribute("href").endswith(f"/photo/{shas[1]}?back=%2Fphoto%2F{sha}")
+    ActionChains(browser).send_keys(Keys.ENTER).perform()
+    wait_until(lambda: f"/photo/{shas[1]}" in browser.current_url, "the similar photo to open")
+    assert browser.find_element(By.ID, "back").text == "← Back to the photo"
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait_until(lambda: browser.current_url.endswith(f"/photo/{sha}"), "the first photo again")
+    assert problems_logged(browser) == []
+
+
+def test_the_duplicates_page_refreshes_until_done_and_renders_its_groups(browser, server, lib, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    load(browser, server.url + "duplicates")
+    # the comparison runs in the server; the page looks again by itself until it is done
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, ".dup-group"), "the groups of duplicates")
+    widths = grid_images(browser, ".dup-grid")
+    assert widths and all(w > 0 for w in widths), widths
+    first_group = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.dup-group')[0].querySelectorAll('[data-sha256]'))"
+        ".map(e => e.dataset.sha256)")
+    assert {lib.sha(lib.cats[0]), lib.sha(lib.cats[1])} <= set(first_group)
+    assert browser.find_element(By.CSS_SELECTOR, 'nav.sections a[aria-current="page"]').text == "Duplicates"
+    browser.save_screenshot(str(tmp_path / "duplicates.png"))
+    assert problems_logged(browser) == []

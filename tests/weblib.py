@@ -98,15 +98,56 @@ def build_library(store, db: str, root: Path, cats: int = 6) -> Library:
     return lib
 
 
+VECTOR_MODEL = "InceptionV3/web-test"  # the embedding space add_vectors writes
+
+
+def add_vectors(lib: Library, skip: tuple[Path, ...] = ()) -> None:
+    """Give the library's photos stored vectors without a model (made-up features
+    shaped as tests/vectorkit.py shapes them, through the writer's own store_vectors):
+    the cats share one scene, each further from it than the one before, and cats[1] is
+    a near copy of cats[0] (a duplicate); the dog and the car have scenes of their own;
+    the photos in `skip` get none (not embedded yet)."""
+    import numpy as np
+
+    from labelsd.store.embeddings import store_vectors
+    from labelsd.store.engine import open_store
+    from labelsd.vectors import codec
+    from vectorkit import claim
+
+    rng = np.random.default_rng(11)
+    scene = rng.standard_normal(1280)
+    features = {}
+    for i, cat in enumerate(lib.cats):
+        noise = 0.3 + 0.6 * i / len(lib.cats)
+        features[cat] = np.maximum(scene * np.sqrt(1 - noise ** 2) + noise * rng.standard_normal(1280), 0) ** 2
+    features[lib.cats[1]] = features[lib.cats[0]] * rng.uniform(0.97, 1.03, 1280)
+    for other in (lib.dog, lib.car):
+        features[other] = np.maximum(rng.standard_normal(1280), 0) ** 2
+    wanted = [p for p in features if p not in skip]
+    codes = codec.encode(np.stack([features[p] for p in wanted]))
+    outcomes = [records.Outcome(claim(0), records.OutcomeKind.EMBEDDED, sha256=lib.sha(p),
+                                model=VECTOR_MODEL, embedding=codec.to_bytes(code))
+                for p, code in zip(wanted, codes)]
+    store = open_store(lib.db)
+    try:
+        with store.write() as session:
+            store_vectors(session, outcomes)
+    finally:
+        store.close()
+
+
 class LibraryTemplate:
     """`open_library` built once (per test module) and copied back into place before
     each test that asks for it: every test starts from the same library, at the same
-    paths, for the cost of copying a few small files instead of building it again."""
+    paths, for the cost of copying a few small files instead of building it again.
+    `then(lib)` adds to it before it is kept (add_vectors)."""
 
-    def __init__(self, root: Path, cats: int = 6):
+    def __init__(self, root: Path, cats: int = 6, then=None):
         self.work = root / "lib"
         self.saved = root / "saved"
         self.lib = open_library(self.work, cats=cats)
+        if then is not None:
+            then(self.lib)
         shutil.copytree(self.work, self.saved, symlinks=True)
 
     def fresh(self) -> Library:

@@ -14,6 +14,7 @@ bytes), with exact copies marked. One call for a web page too: `find_duplicates(
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from labelsd.errors import ConfigError
@@ -40,10 +41,12 @@ class Duplicates:
 
 
 def find_duplicates(source, *, threshold: float = DEFAULT_THRESHOLD, include_missing: bool = False,
-                    family: str | None = None) -> Duplicates:
+                    family: str | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> Duplicates:
     """Every group of exact copies and near-duplicates, largest first. The vectors
     compared are those of the fullest embedding space of `family` (the configured
-    model's), else of any model."""
+    model's), else of any model. `progress(done, total)` is called as the comparison
+    goes (scan.pairs_above); what it raises ends it (a web page no one waits for)."""
     if not 0.0 <= threshold <= 1.0:
         raise ConfigError(f"the threshold must be between 0 and 1, not {threshold}")
     reader = as_reader(source)
@@ -56,7 +59,7 @@ def find_duplicates(source, *, threshold: float = DEFAULT_THRESHOLD, include_mis
         from labelsd.vectors import scan
 
         shas = vectors.field("sha")
-        for rows_i, rows_j, _ in scan.pairs_above(vectors, threshold):
+        for rows_i, rows_j, _ in scan.pairs_above(vectors, threshold, progress=progress):
             for i, j in zip(rows_i.tolist(), rows_j.tolist()):
                 _union(parent, shas[i].tobytes().hex(), shas[j].tobytes().hex())
     groups: dict[str, list[str]] = {}
@@ -64,6 +67,21 @@ def find_duplicates(source, *, threshold: float = DEFAULT_THRESHOLD, include_mis
         groups.setdefault(_root(parent, sha), []).append(sha)
     found = _group_records(reader, [g for g in groups.values()], include_missing, vectors)
     return Duplicates(found, space, len(vectors) if vectors is not None else 0)
+
+
+def library_state(source) -> tuple:
+    """What `find_duplicates`' answer depends on, read cheaply (counters and one index
+    step, the same cost at any size): how many paths are in each status, and each
+    embedding space's vector count and highest id. A result found when the state was
+    another may be out of date (a web page keeps results: labelsd.web.dupjobs)."""
+    from labelsd.vectors.spaces import count, spaces
+
+    reader = as_reader(source)
+    counts = reader.counts()
+    with reader.read() as run:
+        held = tuple((s.id, count(run, s)) for s in spaces(run))
+        highest = run("SELECT max(id) FROM embeddings", {})[0][0]
+    return tuple(sorted(counts.items())), held, int(highest or 0)
 
 
 def _root(parent: dict[str, str], sha: str) -> str:
@@ -138,4 +156,4 @@ def _similarity(codes: dict, a: str, b: str) -> float | None:
     return score_value(cosine(codes[a], codes[b]))
 
 
-__all__ = ["DEFAULT_THRESHOLD", "Duplicates", "find_duplicates"]
+__all__ = ["DEFAULT_THRESHOLD", "Duplicates", "find_duplicates", "library_state"]

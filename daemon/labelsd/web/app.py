@@ -4,8 +4,11 @@
     /  /search?q=WORD&since=&until=&camera=&tag=&min_score=&exact=&page=   search
     /photo/<sha256>                          one photo (POST .../tags, .../tags/remove,
                                              .../labels/<class_index>/reject|unreject|confirm|unconfirm)
+    /photo/<sha256>/similar?limit=N          photos like it (the photo page loads it into its own)
+    /duplicates?threshold=T&include_missing=&page=   near-duplicates and exact copies
     /labels  /tags  /status                  summaries (POST /status/retry)
     /api/search?q=...  /api/photo/<sha256>   JSON, as `labels search --json` / `show --json`
+    /api/similar/<sha256>  /api/duplicates   JSON, as `labels similar --json` / `duplicates --json`
     /thumb/<sha256>?size=N                   a thumbnail (N one of thumbs.SIZES)
     /static/<name>                           the style sheet, the script, the icon
 """
@@ -26,6 +29,7 @@ from labelsd.errors import LabelsError
 from labelsd.web.guard import Guard
 from labelsd.web.site import Site
 from labelsd.web.thumbs import thumb_view
+from labelsd.web.views_duplicates import api_duplicates, duplicates_page
 from labelsd.web.views_library import labels_page, retry, status_page, tags_page
 from labelsd.web.views_photo import (
     add_tag,
@@ -38,6 +42,7 @@ from labelsd.web.views_photo import (
     unreject_label,
 )
 from labelsd.web.views_search import api_search, search_page
+from labelsd.web.views_similar import api_similar, similar_page
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,8 @@ def create_app(site: Site) -> Starlette:
         Route("/", search_page),
         Route("/search", search_page),
         Route("/photo/{sha256}", photo_page),
+        Route("/photo/{sha256}/similar", similar_page),
+        Route("/duplicates", duplicates_page),
         Route("/photo/{sha256}/tags", add_tag, methods=["POST"]),
         Route("/photo/{sha256}/tags/remove", remove_tag, methods=["POST"]),
         Route("/photo/{sha256}/labels/{class_index:int}/reject", reject_label, methods=["POST"]),
@@ -95,6 +102,8 @@ def create_app(site: Site) -> Starlette:
         Route("/status/retry", retry, methods=["POST"]),
         Route("/api/search", api_search),
         Route("/api/photo/{sha256}", api_photo),
+        Route("/api/similar/{sha256}", api_similar),
+        Route("/api/duplicates", api_duplicates),
         Route("/thumb/{sha256}", thumb_view),
         Route("/static/{name}", assets.view),
     ]

@@ -3,6 +3,8 @@
 (0..1, or a percentage: `50%`), `exact`, and for the pages `page`, for the
 API `limit`. Parsed once here into the keyword arguments of `query.find`;
 what cannot be parsed is a message for the person, never an exception.
+Likewise `labels duplicates`' (`threshold`, `include_missing`, and `page`) and
+`labels similar`'s (`limit`, `include_missing`).
 """
 
 from __future__ import annotations
@@ -121,6 +123,55 @@ def _score(text: str, errors: list[str]) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class DuplicatesForm:
+    """/duplicates' parameters: `labels duplicates`' options, the page of groups, and
+    `again` (compare again when the library changed since the kept result)."""
+
+    threshold: float
+    threshold_text: str = ""  # as given ("" for the default)
+    include_missing: bool = False
+    page: int = 1
+    again: bool = False
+    errors: list[str] = field(default_factory=list, compare=False)
+
+    def link(self, **changes) -> str:
+        form = replace(self, **changes)
+        pairs = [("threshold", form.threshold_text)] if form.threshold_text else []
+        pairs += [("include_missing", "1")] if form.include_missing else []
+        pairs += [("page", str(form.page))] if form.page > 1 else []
+        pairs += [("again", "1")] if form.again else []
+        return "/duplicates" + ("?" + urlencode(pairs) if pairs else "")
+
+
+def parse_duplicates(params, default_threshold: float) -> DuplicatesForm:
+    """A `DuplicatesForm` from a request's query parameters; its `errors` say what was
+    not understood (a threshold outside 0..1, as `labels duplicates` refuses one)."""
+    errors: list[str] = []
+    text = (params.get("threshold") or "").strip()
+    threshold = default_threshold
+    if text:
+        try:
+            value = float(text)
+        except ValueError:
+            value = None
+        if value is None or not 0.0 <= value <= 1.0:  # NaN too
+            errors.append(f"threshold must be a number from 0 to 1 (0.86), not {text[:MAX_TEXT]!r}")
+            text = ""
+        else:
+            threshold = value
+    page = _whole(params.get("page"), "page", 1, MAX_PAGE, errors) or 1
+    return DuplicatesForm(threshold=threshold, threshold_text=text, page=page,
+                          include_missing=(params.get("include_missing") or "").lower() in TRUE,
+                          again=(params.get("again") or "").lower() in TRUE, errors=errors)
+
+
+def whole_param(params, name: str, default: int, high: int, errors: list[str]) -> int:
+    """A whole-number parameter from 1 to `high` (`limit`); `default` when not given."""
+    found = _whole(params.get(name), name, 1, high, errors)
+    return default if found is None else found
+
+
 def _whole(text: str | None, name: str, low: int, high: int, errors: list[str]) -> int | None:
     if text is None or text == "":
         return None
@@ -130,4 +181,5 @@ def _whole(text: str | None, name: str, low: int, high: int, errors: list[str]) 
     return int(text)
 
 
-__all__ = ["MAX_PAGE", "PER_PAGE", "SearchForm", "parse_search"]
+__all__ = ["MAX_PAGE", "PER_PAGE", "DuplicatesForm", "SearchForm", "parse_duplicates", "parse_search",
+           "whole_param"]

@@ -87,9 +87,16 @@ def address_shown(host: str, sock: socket.socket, token: str | None) -> str:
 class _Server(uvicorn.Server):
     """uvicorn's server, ending quietly on a signal and saying when it is ready."""
 
-    def __init__(self, config: uvicorn.Config, ready_line: str):
+    def __init__(self, config: uvicorn.Config, ready_line: str, site: Site):
         super().__init__(config)
         self.ready_line = ready_line
+        self.site = site
+
+    async def shutdown(self, sockets=None) -> None:
+        # A request waiting for a comparison (/api/duplicates) is answered now, not
+        # cancelled with a traceback when the graceful shutdown's time is up.
+        self.site.duplicates.cancel()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets=None) -> None:
         # The pages run in a thread pool (each thread with its own sqlite3 connection
@@ -146,7 +153,7 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         shown = address_shown(options.host, sock, token if made_up else None)
         extra = ("; the token is asked for once, then kept in a cookie" if made_up
                  else "; read-only" if options.read_only else "")
-        server = _Server(config, f"labels serve: {shown}  (Ctrl-C stops it{extra})")
+        server = _Server(config, f"labels serve: {shown}  (Ctrl-C stops it{extra})", site)
         server.run(sockets=[sock])
     finally:
         sock.close()

@@ -1,7 +1,7 @@
 """What every page of `labels serve` needs, made once at start: the settings, a
 read-only view of the library for each server thread, the store for changes
 (opened on the first change), the watched folders photos may be read from, the
-thumbnail cache and the templates.
+thumbnail cache, the duplicates comparisons (web/dupjobs.py) and the templates.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from labelsd.config import Settings, default_db
 from labelsd.paths import canonical_root
 from labelsd.serve import query
 from labelsd.serve.reader import Reader, open_reader
+from labelsd.web.dupjobs import DuplicateJobs
 from labelsd.web.thumbs import ThumbCache, user_thumb_folder
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class Site:
         self.check_host = check_host  # answer only loopback host names (no token in force)
         self.readers = Readers(settings.db)
         self.thumbs = ThumbCache(user_thumb_folder() if thumb_folder is None else thumb_folder)
+        self.duplicates = DuplicateJobs(self.reader)  # its thread starts with the first comparison
         self.templates = _templates()
         self._store = None
         self._store_lock = threading.Lock()
@@ -132,6 +134,7 @@ class Site:
         return HTMLResponse(page, status_code=code)
 
     def close(self) -> None:
+        self.duplicates.stop()
         self.readers.close()
         if self._store is not None:
             self._store.close()
@@ -145,7 +148,20 @@ def _templates() -> jinja2.Environment:
     env.filters["num"] = lambda n: f"{n:,}"
     env.filters["qv"] = lambda text: quote(text, safe="")  # a query value, "/" and "?" too
     env.filters["basename"] = lambda path: (path or "").rsplit("/", 1)[-1] or path
+    env.filters["size"] = file_size
+    env.filters["sim"] = lambda score: "?" if score is None else f"{score:.2f}"
     return env
+
+
+def file_size(n: int | None) -> str:
+    """Bytes as people read them: 912 bytes, 48 KB, 3.4 MB (powers of 1,000, as file
+    managers show them)."""
+    if n is None:
+        return "?"
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}" if n < 10 * size else f"{n / size:.0f} {unit}"
+    return f"{n} bytes"
 
 
 def percent(score: float | None) -> str:
@@ -157,4 +173,4 @@ def percent(score: float | None) -> str:
     return f"{score:.1%}" if score >= 0.001 else "<0.1%"
 
 
-__all__ = ["Readers", "ServeOptions", "Site", "percent"]
+__all__ = ["Readers", "ServeOptions", "Site", "file_size", "percent"]

@@ -21,17 +21,30 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from labelsd.errors import JudgementRefused, NotTracked
-from labelsd.serve.photos import content_records
+from labelsd.serve.photos import content_records, is_content_hash
 
 log = logging.getLogger(__name__)
 
 PHOTO_SIZE = 1024  # the picture on the photo page (2048 on a high-density screen)
 
 
+BACK_TEXTS = (("/search?", "Back to the results"), ("/duplicates", "Back to the duplicates"),
+              ("/photo/", "Back to the photo"), ("/", "Back to the results"))
+
+
 def _back(request: Request) -> str | None:
-    """Where "back to the results" leads: a search of this site, nothing else."""
+    """Where "back" leads: a search, the duplicates or another photo (whose "more like
+    this" led here) of this site, nothing else."""
     back = request.query_params.get("back", "")
-    return back if back == "/" or (back.startswith("/search?") and "\\" not in back) else None
+    if "\\" in back:
+        return None
+    if back == "/" or back.startswith("/search?") or back == "/duplicates" or back.startswith("/duplicates?"):
+        return back
+    return back if back.startswith("/photo/") and is_content_hash(back[len("/photo/"):]) else None
+
+
+def back_text(back: str) -> str:
+    return next(text for prefix, text in BACK_TEXTS if back.startswith(prefix))
 
 
 def photo_context(records: list[dict]) -> dict:
@@ -49,8 +62,10 @@ def photo_context(records: list[dict]) -> dict:
 
 def _page(request: Request, records: list[dict], *, code: int = 200, error: str | None = None):
     site = request.app.state.site
-    return site.render(request, "photo.html", code=code, back=_back(request), error=error,
-                       photo_size=PHOTO_SIZE, **photo_context(records))
+    back = _back(request)
+    return site.render(request, "photo.html", code=code, back=back, error=error,
+                       back_text=back_text(back) if back else "", photo_size=PHOTO_SIZE,
+                       **photo_context(records))
 
 
 def _records_or_404(request: Request) -> list[dict] | Response:

@@ -21,13 +21,14 @@ EXAMPLES = ("cat", "dog", "bird", "car", "food", "flower", "boat", "building")
 
 def tile(rec: dict, reason: str = "") -> dict:
     """What a tile of the grid shows of a record: its name, its top label and
-    score (or its status), and which label or tag found it when that is another."""
+    score (or its status), which label or tag found it when that is another, and its
+    similarity when the grid is of photos like another ("more like this")."""
     labels = rec["labels"]
     top = labels[0] if labels else None
     return {"sha256": rec["sha256"] or "", "path": rec["path"], "status": rec["status"],
             "label": top["label"] if top else None, "score": top["score"] if top else None,
             "reason": reason if top is None or not reason.startswith(top["label"] + " ") else "",
-            "tags": rec["tags"]}
+            "tags": rec["tags"], "similarity": rec.get("similarity")}
 
 
 def search_page(request: Request) -> Response:

@@ -1,13 +1,17 @@
 /* labels serve: keyboard navigation, loading the next page of results as the
-   person scrolls, and tiles whose picture fails. No inline script anywhere: the
+   person scrolls, the parts a page loads after it is shown (a photo's "more like
+   this"), and tiles whose picture fails. No inline script anywhere: the
    Content-Security-Policy allows only this file. Text is only ever handled as
-   text (textContent, attributes), never as markup. */
+   text (textContent, attributes), never as markup; what is fetched is parsed into
+   a document of its own and only its elements are moved over. */
 (function () {
   "use strict";
   var box = document.getElementById("q");
 
+  // Every tile of every grid on the page (search results, "more like this", the
+  // groups of duplicates), in reading order: the arrow keys move through them all.
   function tiles() {
-    return Array.prototype.slice.call(document.querySelectorAll("#results .tile-link"));
+    return Array.prototype.slice.call(document.querySelectorAll(".grid .tile-link"));
   }
 
   // The tile in the next or previous row nearest to `from` horizontally.
@@ -99,6 +103,31 @@
       })
       .catch(function () { loading = false; });  // the link still works by hand
   }
+
+  // A part of the page fetched after it is shown: an element with data-load="URL"
+  // is replaced by the element of the same id in the page at URL (which works as a
+  // page of its own, and is what the element links to without script).
+  function loadParts() {
+    var parts = document.querySelectorAll("[data-load][id]");
+    Array.prototype.forEach.call(parts, function (part) {
+      part.setAttribute("aria-busy", "true");
+      part.classList.add("loading");
+      fetch(part.getAttribute("data-load"), {credentials: "same-origin", headers: {"Accept": "text/html"}})
+        .then(function (response) {
+          if (!response.ok) { throw new Error(response.status); }
+          return response.text();
+        })
+        .then(function (text) {
+          var found = new DOMParser().parseFromString(text, "text/html").getElementById(part.id);
+          if (found) { part.replaceWith(document.adoptNode(found)); }
+        })
+        .catch(function () {  // the link inside still works by hand
+          part.removeAttribute("aria-busy");
+          part.classList.remove("loading");
+        });
+    });
+  }
+  loadParts();
 
   var observer = null;
   function watch() {
