@@ -213,3 +213,24 @@ def db_url(request, tmp_path):
     return str(tmp_path / "db" / "labels.db")
 
 # --------------------------------------------------------------- end of PostgreSQL fixtures
+
+
+# ---- labels serve's route tests (test_web_routes, _judge, _similar, _thumbs) --------------
+# Each such module defines a module-scoped `template` (weblib.LibraryTemplate); a module
+# that needs another library defines `lib` itself.
+
+
+@pytest.fixture
+def lib(template):
+    """A fresh copy of the module's web library, for one test."""
+    return template.fresh()
+
+
+@pytest.fixture
+def client(lib, tmp_path):
+    """Starlette's test client over that library, its thumbnails in the test's folder."""
+    from weblib import web_client
+
+    with web_client(lib, tmp_path / "thumbs") as c:
+        yield c
+    c.site.close()

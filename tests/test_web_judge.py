@@ -22,18 +22,6 @@ def template(tmp_path_factory):
     return LibraryTemplate(tmp_path_factory.mktemp("web-judge"))
 
 
-@pytest.fixture
-def lib(template):
-    return template.fresh()
-
-
-@pytest.fixture
-def client(lib, tmp_path):
-    with web_client(lib, tmp_path / "thumbs") as c:
-        yield c
-    c.site.close()
-
-
 def action(sha: str, class_index: int, what: str) -> str:
     return f"/photo/{sha}/labels/{class_index}/{what}"
 

@@ -24,18 +24,6 @@ def template(tmp_path_factory):
     return LibraryTemplate(tmp_path_factory.mktemp("web-routes"))
 
 
-@pytest.fixture
-def lib(template):
-    return template.fresh()
-
-
-@pytest.fixture
-def client(lib, tmp_path):
-    with web_client(lib, tmp_path / "thumbs") as c:
-        yield c
-    c.site.close()
-
-
 def labels_cmd(lib, *args: str) -> str:
     result = runner.invoke(cli, ["--config", str(lib.config), *args])
     assert result.exit_code == 0, result.output

@@ -63,18 +63,6 @@ def _own_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
 
 
-@pytest.fixture
-def lib(template):
-    return template.fresh()
-
-
-@pytest.fixture
-def client(lib, tmp_path):
-    with web_client(lib, tmp_path / "thumbs") as c:
-        yield c
-    c.site.close()
-
-
 def similarities(text: str) -> list[float]:
     return [float(s) for s in re.findall(r'class="score similarity"[^>]*>([-0-9.]+)<', text)]
 

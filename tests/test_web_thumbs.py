@@ -21,18 +21,6 @@ def template(tmp_path_factory):
     return LibraryTemplate(tmp_path_factory.mktemp("web-thumbs"), cats=2)
 
 
-@pytest.fixture
-def lib(template):
-    return template.fresh()
-
-
-@pytest.fixture
-def client(lib, tmp_path):
-    with web_client(lib, tmp_path / "thumbs") as c:
-        yield c
-    c.site.close()
-
-
 def jpeg_size(data: bytes) -> tuple[int, int]:
     with Image.open(BytesIO(data)) as img:
         assert img.format == "JPEG"
