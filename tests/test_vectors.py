@@ -44,6 +44,29 @@ def test_codes_are_int8_and_scale_free():
         codec.from_bytes(b"\0" * 10)
 
 
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="BLAS runs one thread on one core anyway")
+def test_encoding_leaves_no_thread_spinning_beside_the_model():
+    """The writer encodes every batch's vectors while the model and the decoders use the
+    cores: a BLAS matmul there left OpenBLAS's threads spinning for ~100 ms after each
+    call (a core's worth, measured), which cost the service 6% of its throughput with
+    embeddings on (bench/similarbench.py (a): 0.935 of without). Encoding uses no
+    thread of its own: the process's CPU time while it sleeps right after stays ~0."""
+    import subprocess
+    import sys
+
+    probe = ("import time, numpy as np\n"
+             "from labelsd.vectors import codec\n"
+             "x = np.random.default_rng(1).random((8, 2048), dtype=np.float32)\n"
+             "spun = []\n"
+             "for _ in range(3):\n"
+             "    codec.encode(x); cpu = time.process_time(); time.sleep(0.1)\n"
+             "    spun.append(time.process_time() - cpu)\n"
+             "print(min(spun))\n")
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True)
+    assert float(out.stdout) < 0.02, f"{float(out.stdout) * 1000:.0f} ms of CPU spent while encoding was done"
+
+
 def _top10(query: np.ndarray, library_: np.ndarray, skip: np.ndarray) -> np.ndarray:
     s = query @ library_.T
     s[np.arange(len(skip)), skip] = -np.inf
