@@ -166,3 +166,30 @@ def test_a_full_disk_still_serves_the_thumbnail(client, lib, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", full)
     response = client.get(f"/thumb/{lib.sha(lib.car)}?size=128")
     assert response.status_code == 200 and jpeg_size(response.content) == (128, 96)
+
+
+def test_the_cache_never_takes_the_last_of_its_disk(client, lib, tmp_path, monkeypatch, caplog):
+    """The cache grows with what is browsed: on a disk with under KEEP_FREE left (the
+    library's and the photos' disk, maybe) nothing more is cached, the thumbnail is still
+    served, and one warning says so; with room again, caching goes on."""
+    import logging
+
+    real = os.statvfs
+    room = {"free": 10 << 20}
+
+    class Stat:
+        def __init__(self, st):
+            self.f_frsize, self.f_blocks = 4096, (100 << 30) // 4096
+            self.f_bavail = room["free"] // 4096
+
+    monkeypatch.setattr(thumbs.os, "statvfs", lambda path: Stat(real(path)))
+    folder = tmp_path / "thumbs"
+    with caplog.at_level(logging.WARNING, logger="labelsd.web.thumbs"):
+        for size in (128, 512):
+            response = client.get(f"/thumb/{lib.sha(lib.car)}?size={size}")
+            assert response.status_code == 200 and max(jpeg_size(response.content)) == min(size, 400)
+    assert not list(folder.rglob("*.jpg"))
+    assert caplog.text.count("not caching more thumbnails") == 1 and "1024 MiB" in caplog.text
+    room["free"] = 2 << 30
+    client.get(f"/thumb/{lib.sha(lib.car)}?size=128")
+    assert [p.name for p in folder.rglob("*.jpg")] == [f"{lib.sha(lib.car)}-128-v{thumbs.VERSION}.jpg"]

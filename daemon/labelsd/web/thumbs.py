@@ -13,7 +13,10 @@ per content and size, named by both: a content never changes, so a cached
 thumbnail is never stale and the browser may keep it for a year. The folders
 are the user's alone (0700; a folder that others may write is not used), and
 each file is written beside its name and renamed into place, so a reader never
-sees half of one.
+sees half of one. The cache is one file per photo and size, so it grows with what
+is browsed (a 2048 px thumbnail of a 12 MP photo is 0.25-0.33 MB): it never takes
+the last KEEP_FREE of its disk, which the library and the photos may share; below
+that, thumbnails are made on every request and a warning says so once.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ SIZES = (128, 256, 512, 1024, 2048)  # the longest side a thumbnail may be asked
 DEFAULT_SIZE = 256
 JPEG_QUALITY = 82
 VERSION = "1"  # part of every cache name and ETag: a change in how thumbnails look renews them
+KEEP_FREE = (1 << 30, 0.05)  # bytes and share of the disk: the cache leaves the smaller of the two free
 
 
 def user_thumb_folder() -> Path:
@@ -70,6 +74,22 @@ class ThumbCache:
             log.warning("labels serve: not caching thumbnails in %s: %s", shown(folder),
                         err.strerror or err)
             self.folder = None
+        self._warned_full = False
+
+    def _room(self, data: bytes) -> bool:
+        """Whether writing `data` leaves KEEP_FREE on the cache's disk (said once when not)."""
+        try:
+            fs = os.statvfs(self.folder)
+        except OSError:
+            return True  # the write itself will say
+        keep = min(KEEP_FREE[0], int(fs.f_blocks * fs.f_frsize * KEEP_FREE[1]))
+        if fs.f_bavail * fs.f_frsize - len(data) >= keep:
+            return True
+        if not self._warned_full:
+            self._warned_full = True
+            log.warning("labels serve: not caching more thumbnails in %s: under %d MiB would be left on "
+                        "its disk; thumbnails are made on every request", shown(self.folder), keep >> 20)
+        return False
 
     def _path(self, sha256: str, size: int) -> Path:
         return self.folder / sha256[:2] / f"{sha256}-{size}-v{VERSION}.jpg"
@@ -87,7 +107,7 @@ class ThumbCache:
             return fh.read()
 
     def put(self, sha256: str, size: int, data: bytes) -> None:
-        if self.folder is None:
+        if self.folder is None or not self._room(data):
             return
         target = self._path(sha256, size)
         try:
