@@ -86,7 +86,10 @@ def _labelled_exactly_once(svc, dests: list[Path]) -> None:
     statuses = svc.wait_settled(dests, SETTLE_S)
     assert set(statuses.values()) == {"done"}, statuses
     log = svc.all_logs()
-    assert [p.name for p in dests if labelled_once(log, p.name) != 1] == []
+    counts = {p.name: labelled_once(log, p.name) for p in dests}
+    odd = {name: n for name, n in counts.items() if n != 1}
+    # (seen once under heavy load, never reproduced: say what each odd one went through)
+    assert odd == {}, (odd, [line for line in log.splitlines() if any(name in line for name in odd)][:40])
     assert svc.integrity() == "ok"
 
 
