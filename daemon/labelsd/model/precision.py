@@ -49,29 +49,27 @@ TIE = 0.02
 ONE_CLASS_SHARE = 0.9  # this share of the photos in one class: fidelity cannot be judged
 
 
-def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
-    """The first CPU's feature flags (`flags` on x86; empty where there is no such line)."""
+def _cpuinfo_value(keys: tuple[str, ...], cpuinfo: str | os.PathLike) -> str | None:
+    """The first CPU's value for the first of `keys` in cpuinfo; None where there is none."""
     try:
         text = Path(cpuinfo).read_text(errors="replace")
     except OSError:
-        return frozenset()
+        return None
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return frozenset(value.split())
-    return frozenset()
+        if key.strip() in keys:
+            return value
+    return None
+
+
+def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> frozenset[str]:
+    """The first CPU's feature flags (`flags` on x86; empty where there is no such line)."""
+    return frozenset((_cpuinfo_value(("flags", "Features"), cpuinfo) or "").split())
 
 
 def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return "unknown CPU"
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            return value.strip()
-    return "unknown CPU"
+    value = _cpuinfo_value(("model name",), cpuinfo)
+    return "unknown CPU" if value is None else value.strip()
 
 
 def bf16_hardware(flags: frozenset[str]) -> str | None:
