@@ -115,6 +115,22 @@ def biased_weights_file(weights_files):
     return weights_files.biased_h5
 
 
+@pytest.fixture
+def offline_empty_cache(tmp_path, monkeypatch):
+    """KERAS_HOME in an empty folder, and any download fails as it would offline;
+    the path InceptionV3's official weights would be cached at."""
+    from urllib.error import URLError
+
+    from labelsd.model import weights
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    monkeypatch.setattr(weights, "urlopen", offline)
+    return tmp_path / "keras" / "models" / weights.OFFICIAL_FILENAME
+
+
 # --------------------------------------------------------------- end of model fixtures
 
 

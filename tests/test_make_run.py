@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,26 +19,44 @@ from servicekit import LABELSD
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _bare_env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    """A terminal's environment with nothing of the developer's: PATH without the venv
+    (the `labels` printed is found by its full path), an empty config and keras cache."""
+    config = tmp_path / "empty.toml"
+    config.touch()
+    return {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
+            "LABELS_CONFIG": str(config), "KERAS_HOME": str(tmp_path / "keras"),
+            "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.environ.get("PYTHONPATH", ""), **extra}
+
+
+@contextmanager
+def _wrapper(tmp_path: Path, env: dict[str, str], *args: str):
+    """scripts/make_run.py with `args`, its stdout a pipe and labelsd's log a file:
+    (the process, the log); killed at the end if the test left it running."""
+    log = tmp_path / "labelsd.log"
+    with open(log, "wb") as err:
+        wrapper = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "make_run.py"), *args],
+                                   stdout=subprocess.PIPE, stderr=err, text=True, env=env)
+    try:
+        yield wrapper, log
+    finally:
+        if wrapper.poll() is None:
+            wrapper.kill()
+            wrapper.wait(10)
+
+
 def test_make_run_prints_the_line_to_query_it(tmp_path, weights_file):
     """`make run`'s wrapper prints one line once labelsd is ready, and that line,
     typed in another terminal, queries it."""
     db, inbox = tmp_path / "labels.db", tmp_path / "inbox"
     inbox.mkdir()
-    config = tmp_path / "empty.toml"
-    config.touch()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
-           "LABELS_CONFIG": str(config), "KERAS_HOME": str(tmp_path / "keras"),
-           "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
+    env = _bare_env(tmp_path)
     if shutil.which("labels", path=env["PATH"]):
         pytest.skip("a `labels` on /usr/bin or /bin would be the one printed")
-    log = tmp_path / "labelsd.log"
-    with open(log, "wb") as err:
-        wrapper = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "make_run.py"), "--db", str(db),
-             "--weights", str(weights_file), "--",  # as the Makefile passes WEIGHTS=
-             str(LABELSD), "--watch", str(inbox), "--db", str(db), "--weights", str(weights_file)],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-    try:
+    # the wrapper's --weights: as the Makefile passes WEIGHTS=
+    with _wrapper(tmp_path, env, "--db", str(db), "--weights", str(weights_file), "--",
+                  str(LABELSD), "--watch", str(inbox), "--db", str(db), "--weights", str(weights_file)
+                  ) as (wrapper, log):
         line = wrapper.stdout.readline()  # the wrapper prints nothing else
         assert line.startswith("labelsd is ready. Query it from another terminal:  "), (
             line + log.read_text(errors="replace")[-3000:])
@@ -53,10 +72,6 @@ def test_make_run_prints_the_line_to_query_it(tmp_path, weights_file):
         assert query.returncode == 0, query.stderr
         wrapper.send_signal(signal.SIGTERM)  # as Ctrl-C's end of the story: labelsd drains
         assert wrapper.wait(60) == 0, log.read_text(errors="replace")[-3000:]
-    finally:
-        if wrapper.poll() is None:
-            wrapper.kill()
-            wrapper.wait(10)
 
 
 # --------------------------------------------------------------------------- the model it runs
@@ -71,21 +86,7 @@ def _make_run_module():
     return module
 
 
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty keras cache, and every download fails as it does offline."""
-    from urllib.error import URLError
-
-    from labelsd.model import weights
-
-    def refused(*args, **kwargs):
-        raise URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(weights, "urlopen", refused)
-
-
-def test_quick_start_offline_falls_back_to_lite0_in_one_line(offline, tmp_path, capsys):
+def test_quick_start_offline_falls_back_to_lite0_in_one_line(offline_empty_cache, tmp_path, capsys):
     make_run = _make_run_module()
     model, said = make_run.choose_model(None, None, tmp_path / "bin" / "labels")
     assert model == "efficientnet_lite0"
@@ -96,7 +97,7 @@ def test_quick_start_offline_falls_back_to_lite0_in_one_line(offline, tmp_path, 
     assert capsys.readouterr().out.startswith("make run: downloading InceptionV3's ImageNet weights")
 
 
-def test_a_model_chosen_anywhere_never_falls_back(offline, tmp_path, monkeypatch):
+def test_a_model_chosen_anywhere_never_falls_back(offline_empty_cache, tmp_path, monkeypatch):
     make_run = _make_run_module()
     labels = tmp_path / "labels"
     assert make_run.choose_model("inception_v3", None, labels) == ("inception_v3", None)  # MODEL=
@@ -123,19 +124,10 @@ def test_make_run_offline_ends_with_a_service_labelling_with_lite0(tmp_path):
 
     db, inbox = tmp_path / "labels.db", tmp_path / "inbox"
     inbox.mkdir()
-    config = tmp_path / "empty.toml"
-    config.touch()
-    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8",
-           "LABELS_CONFIG": str(config), "KERAS_HOME": str(tmp_path / "keras"),
-           "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
-           "https_proxy": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9"}
-    log = tmp_path / "labelsd.log"
-    with open(log, "wb") as err:
-        wrapper = subprocess.Popen(
-            [sys.executable, str(ROOT / "scripts" / "make_run.py"), "--db", str(db), "--",
-             str(LABELSD), "--watch", str(inbox), "--db", str(db), "--precision", "fp32"],
-            stdout=subprocess.PIPE, stderr=err, text=True, env=env)
-    try:
+    env = _bare_env(tmp_path, https_proxy="http://127.0.0.1:9", HTTPS_PROXY="http://127.0.0.1:9")
+    with _wrapper(tmp_path, env, "--db", str(db), "--",
+                  str(LABELSD), "--watch", str(inbox), "--db", str(db), "--precision", "fp32"
+                  ) as (wrapper, log):
         lines = [wrapper.stdout.readline() for _ in range(3)]
         assert lines[0].startswith("make run: downloading InceptionV3's"), lines
         assert lines[1].startswith("make run: labelling with EfficientNet-Lite0"), lines
@@ -156,7 +148,3 @@ def test_make_run_offline_ends_with_a_service_labelling_with_lite0(tmp_path):
         assert record["model"] == "EfficientNetLite0/imagenet"
         wrapper.send_signal(signal.SIGTERM)
         assert wrapper.wait(60) == 0, log.read_text(errors="replace")[-3000:]
-    finally:
-        if wrapper.poll() is None:
-            wrapper.kill()
-            wrapper.wait(10)

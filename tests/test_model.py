@@ -184,19 +184,6 @@ def test_weights_of_another_model(tmp_path, suffix):
         load_classifier(path, device="cpu", warm=False)
 
 
-@pytest.fixture
-def offline_empty_cache(tmp_path, monkeypatch):
-    """KERAS_HOME in an empty folder, and any download fails as it would offline."""
-    from urllib.error import URLError
-
-    def offline(*args, **kwargs):
-        raise URLError("[Errno -3] Temporary failure in name resolution")
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    monkeypatch.setattr(weights_mod, "urlopen", offline)
-    return tmp_path / "keras" / "models" / weights_mod.OFFICIAL_FILENAME
-
-
 def test_fetch_downloads_verifies_and_keeps_the_file(offline_empty_cache, tmp_path, monkeypatch):
     """A download ends in the cache only once its checksum is keras' (served here
     from a file:// URL, with that file's md5 standing in for the published one)."""
