@@ -350,3 +350,17 @@ def test_model_info_looks_where_the_service_looks(tmp_path, monkeypatch):
     # the environment still wins, as it does over the config for every setting
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "own"))
     assert _model_info()["path"] == str(tmp_path / "own" / "models" / weights_mod.OFFICIAL_FILENAME)
+
+
+def test_model_info_never_fetches_the_weights_it_reports_missing(offline_empty_cache, monkeypatch):
+    """`labels model info` says where the weights would be and how to get them: with
+    InceptionV3's missing, it neither tries to download them (it did, through the plan of
+    `precision = auto`, for up to a minute offline) nor creates the cache folder."""
+    from labelsd.model import weights as weights_mod_
+
+    tried = []
+    monkeypatch.setattr(weights_mod_, "urlopen", lambda *a, **k: tried.append(a) or (_ for _ in ()).throw(
+        OSError("offline")))
+    facts = _model_info("--model", "inception_v3")
+    assert facts["exists"] is False and facts["path"] == str(offline_empty_cache)
+    assert tried == [] and not offline_empty_cache.parent.exists()

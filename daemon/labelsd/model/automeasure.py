@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from labelsd import owned
+from labelsd.errors import LabelsError
 from labelsd.model import convert
 from labelsd.model.litert import litert_available
 from labelsd.model.precision import Measurement, bf16_hardware, cpu_model
@@ -90,11 +91,13 @@ def _keep(record: Path, key: dict, measurement: Measurement) -> None:
 
 
 def known(spec, weights, checked, batch_size: int, flags: frozenset[str]) -> Measurement | None:
-    """The kept measurement for these weights on this CPU, or None; never measures (nor fetches)."""
-    if checked is None:  # default weights the model finds itself (InceptionV3: keras' cache, fetched
-        from labelsd.model.weights import cached_weights_path  # when missing): only where they are
-
-        weights = cached_weights_path()
+    """The kept measurement for these weights on this CPU, or None; never measures (nor
+    fetches: `checked` None checks `weights`, or the model's default file, only where it is)."""
+    if checked is None:
+        try:
+            weights = Path(weights).expanduser() if weights else spec.default_weights()
+        except LabelsError:  # a default that cannot even be named (Lite0's package removed)
+            return None
         if not weights.is_file():
             return None
         checked = spec.check_weights(weights)

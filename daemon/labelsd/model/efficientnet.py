@@ -83,6 +83,10 @@ def check_weights(weights):
     return path, file_sha256(path)
 
 
+def default_weights() -> Path:
+    return packaged_weights()
+
+
 def weights_info(weights) -> dict:
     """Where the weights are and what they are, without TensorFlow (`labels model info`)."""
     info = {"path": None, "source": "--weights" if weights else f"the {PACKAGE_NAME} package",

@@ -28,6 +28,10 @@ def check_weights(weights):
     return weights_files.resolve_weights(weights)
 
 
+def default_weights() -> Path:
+    return weights_files.cached_weights_path()
+
+
 def weights_info(weights) -> dict:
     return weights_files.weights_info(weights)
 

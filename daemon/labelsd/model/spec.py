@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
 import numpy as np
@@ -75,6 +76,11 @@ class ModelSpec:
 
     def build_network(self, weights, checked) -> Network:
         return self._loader().build_network(weights, checked)
+
+    def default_weights(self) -> Path:
+        """The file this model runs when no weights are given, where it is or would be:
+        looked up, never fetched (WeightsUnavailable where it cannot even be named)."""
+        return self._loader().default_weights()
 
     def weights_info(self, weights) -> dict:
         """Where this model's weights are and what they are (path, source, exists, size,
