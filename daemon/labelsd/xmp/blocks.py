@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from labelsd.xmp import bmff
@@ -117,19 +118,31 @@ def _jpeg(data: memoryview, found: Blocks) -> None:
             found.take("iptc", iptc_from_photoshop(b"".join(photoshop)))
 
 
-def _png(data: memoryview, found: Blocks) -> None:
-    at, parts = 8, 0
+def _chunks(data: memoryview, at: int, *, png: bool) -> Iterator[tuple[bytes, memoryview]]:
+    """(type, body) of the chunks from `at` on, at most MAX_PARTS of them: PNG's
+    (big-endian size, type, body, CRC) or RIFF's (type, little-endian size, body,
+    a pad byte after an odd size)."""
+    parts = 0
     while at + 8 <= len(data) and parts < MAX_PARTS:
         parts += 1
-        size, kind = struct.unpack_from(">I4s", data, at)
-        body = data[at + 8:at + 8 + size]
+        if png:
+            size, kind = struct.unpack_from(">I4s", data, at)
+            after = 4  # the CRC
+        else:
+            kind, size = struct.unpack_from("<4sI", data, at)
+            after = size & 1
+        yield kind, data[at + 8:at + 8 + size]
+        at += 8 + size + after
+
+
+def _png(data: memoryview, found: Blocks) -> None:
+    for kind, body in _chunks(data, 8, png=True):
         if kind == b"eXIf":
             found.take("exif", body)
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             _png_text(kind, body, found)
         elif kind == b"IEND":
             break
-        at += 12 + size
 
 
 def _png_text(kind: bytes, body: memoryview, found: Blocks) -> None:
@@ -201,16 +214,11 @@ def _raw_profile(text: bytes) -> bytes | None:
 
 
 def _webp(data: memoryview, found: Blocks) -> None:
-    at, parts = 12, 0
-    while at + 8 <= len(data) and parts < MAX_PARTS:
-        parts += 1
-        kind, size = struct.unpack_from("<4sI", data, at)
-        body = data[at + 8:at + 8 + size]
+    for kind, body in _chunks(data, 12, png=False):
         if kind == b"EXIF":
             found.take("exif", body[6:] if body[:6] == b"Exif\x00\x00" else body)
         elif kind == b"XMP ":
             found.take("xmp", body)
-        at += 8 + size + (size & 1)
 
 
 def _size(n: int | None) -> str:
