@@ -247,6 +247,19 @@ def test_thousands_of_zlib_bombs_are_not_each_inflated(tmp_path):
     assert blocks.exif is None and len(blocks.refused) == 1
 
 
+def test_a_raw_profile_labelsd_does_not_read_is_never_inflated(tmp_path, monkeypatch):
+    """ImageMagick's "Raw profile type icc" or "8bim": nothing labelsd reads, so not
+    inflated (the code before inflated the first, up to 2 MiB, and noted it as refused)."""
+    from labelsd.xmp import blocks
+
+    inflated = []
+    monkeypatch.setattr(blocks, "_inflate", lambda data: inflated.append(len(data)))
+    bomb = zlib.compress(b"\nicc\n   9999999\n" + b"0" * 3_000_000, 9)
+    photo = metagen.png_with_chunks(tmp_path / "icc.png", [
+        (b"zTXt", b"Raw profile type icc\x00\x00" + bomb), (b"zTXt", b"Raw profile type 8bim\x00\x00" + bomb)])
+    assert find_blocks(photo.read_bytes()).refused == [] and inflated == []
+
+
 def test_a_heif_location_table_of_65535_by_65535_is_a_bounded_loop(tmp_path):
     from labelsd.xmp import bmff
 
