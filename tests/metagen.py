@@ -35,25 +35,29 @@ def xmp_packet(keywords=(), *, doctype: str = "", body: str = "", namespaces: in
 
 def keyword_bomb_xmp(n: int) -> bytes:
     """dc:subject with `n` distinct keywords (2,000,000: about 51 MB)."""
-    items = "".join([f"<rdf:li>kw{i:07d}</rdf:li>" for i in range(n)])
-    return (XPACKET_BEGIN + '<x:xmpmeta xmlns:x="adobe:ns:meta/">'
-            f'<rdf:RDF xmlns:rdf="{RDF}"><rdf:Description rdf:about="" '
-            'xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:subject><rdf:Bag>'
-            + items + "</rdf:Bag></dc:subject></rdf:Description></rdf:RDF></x:xmpmeta>"
-            + XPACKET_END).encode()
+    return xmp_packet([f"kw{i:07d}" for i in range(n)])
+
+
+def whole_packet(data: bytes) -> bool:
+    """A sidecar any program reads: its x:xmpmeta closed and its end marker there."""
+    return b"</x:xmpmeta>" in data and b"<?xpacket end=" in data
 
 
 def png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
 
 
+def add_png_chunks(png: bytes, chunks: list[tuple[bytes, bytes]]) -> bytes:
+    """`png` with chunks [(type, body)] put right after its IHDR."""
+    at = 8 + 25  # after the signature and IHDR
+    return png[:at] + b"".join(png_chunk(k, b) for k, b in chunks) + png[at:]
+
+
 def png_with_chunks(path, chunks: list[tuple[bytes, bytes]], *, size=(64, 48), seed: int = 0) -> Path:
     """A real PNG with chunks [(type, body)] put before the pixels."""
     buf = BytesIO()
     Image.fromarray(pattern(size, seed)).save(buf, "PNG")
-    png = buf.getvalue()
-    at = 8 + 25  # after the signature and IHDR
-    Path(path).write_bytes(png[:at] + b"".join(png_chunk(k, b) for k, b in chunks) + png[at:])
+    Path(path).write_bytes(add_png_chunks(buf.getvalue(), chunks))
     return Path(path)
 
 
@@ -68,11 +72,15 @@ def jpeg_with_segments(path, segments: list[tuple[int, bytes]], *, size=(64, 48)
     """A real JPEG with APPn segments [(marker, payload)] put right after SOI."""
     buf = BytesIO()
     Image.fromarray(pattern(size, seed)).save(buf, "JPEG")
-    jpeg = buf.getvalue()
+    Path(path).write_bytes(add_jpeg_segments(buf.getvalue(), segments))
+    return Path(path)
+
+
+def add_jpeg_segments(jpeg: bytes, segments: list[tuple[int, bytes]]) -> bytes:
+    """`jpeg` with APPn segments [(marker, payload)] put right after its SOI."""
     head = b"".join(b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
                     for marker, body in segments)
-    Path(path).write_bytes(jpeg[:2] + head + jpeg[2:])
-    return Path(path)
+    return jpeg[:2] + head + jpeg[2:]
 
 
 def xmp_segment(xmp: bytes) -> tuple[int, bytes]:

@@ -117,10 +117,8 @@ def test_a_block_over_the_cap_is_left_out_and_the_rest_is_read(tmp_path, caplog)
     iptc = metagen.iim([f"k{i:06d}" for i in range(100_000)])  # 1.1 MB over 18 segments
     assert len(iptc) > MAX_BLOCK_BYTES
     photo = make_photo(tmp_path / "base.jpg", xmp_subject=("sunset",))
-    data = photo.read_bytes()
-    head = b"".join(b"\xff" + bytes([marker]) + struct.pack(">H", len(body) + 2) + body
-                    for marker, body in metagen.photoshop_segments(iptc))
-    (tmp_path / "big.jpg").write_bytes(data[:2] + head + data[2:])
+    (tmp_path / "big.jpg").write_bytes(metagen.add_jpeg_segments(photo.read_bytes(),
+                                                                 metagen.photoshop_segments(iptc)))
     with caplog.at_level(logging.INFO, logger="labelsd.xmp.metadata"):
         meta = read_photo_meta((tmp_path / "big.jpg").read_bytes(), str(tmp_path / "big.jpg"))
     assert meta.keywords == ("sunset",) and meta.camera == "Apple iPhone 13"
@@ -228,9 +226,8 @@ def test_every_format_gives_its_date_camera_and_position(tmp_path, fmt):
         exif[700] = xmp  # XMLPacket, in the TIFF file's own first directory
     photo = make_image(tmp_path / f"photo.{suffix}", fmt=fmt, exif=exif.tobytes(), **extra)
     if fmt == "PNG":
-        data = photo.read_bytes()
-        itxt = metagen.png_chunk(b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
-        photo.write_bytes(data[:33] + itxt + data[33:])
+        itxt = (b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp)
+        photo.write_bytes(metagen.add_png_chunks(photo.read_bytes(), [itxt]))
     meta = read_photo_meta(photo.read_bytes(), str(photo))
     assert meta == PhotoMeta(taken_at="2024-07-14T15:30:00", camera="Canon EOS R5",
                              gps_lat=-22.9083333, gps_lon=-43.175, keywords=("holiday",)), fmt
@@ -245,6 +242,19 @@ def test_thousands_of_zlib_bombs_are_not_each_inflated(tmp_path):
     blocks = find_blocks(photo.read_bytes())
     assert time.monotonic() - began < 5
     assert blocks.exif is None and len(blocks.refused) == 1
+
+
+def test_a_raw_profile_labelsd_does_not_read_is_never_inflated(tmp_path, monkeypatch):
+    """ImageMagick's "Raw profile type icc" or "8bim": nothing labelsd reads, so not
+    inflated (the code before inflated the first, up to 2 MiB, and noted it as refused)."""
+    from labelsd.xmp import blocks
+
+    inflated = []
+    monkeypatch.setattr(blocks, "_inflate", lambda data: inflated.append(len(data)))
+    bomb = zlib.compress(b"\nicc\n   9999999\n" + b"0" * 3_000_000, 9)
+    photo = metagen.png_with_chunks(tmp_path / "icc.png", [
+        (b"zTXt", b"Raw profile type icc\x00\x00" + bomb), (b"zTXt", b"Raw profile type 8bim\x00\x00" + bomb)])
+    assert find_blocks(photo.read_bytes()).refused == [] and inflated == []
 
 
 def test_a_heif_location_table_of_65535_by_65535_is_a_bounded_loop(tmp_path):

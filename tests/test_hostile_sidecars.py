@@ -16,17 +16,12 @@ from pathlib import Path
 
 import pytest
 
+import metagen
 from imagegen import make_image
 from labelsd.errors import SidecarError
 from labelsd.xmp.metadata import read_photo_meta
 from labelsd.xmp.sidecar import write_sidecar
 from test_metadata import make_photo
-
-FOREIGN = (  # a sidecar another program wrote, with a keyword of its own
-    '<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
-    '<rdf:Description rdf:about="" xmlns:dc="http://purl.org/dc/elements/1.1/">'
-    '<dc:subject><rdf:Bag><rdf:li>{word}</rdf:li></rdf:Bag></dc:subject>'
-    '</rdf:Description></rdf:RDF></x:xmpmeta>')
 
 
 def in_thread(fn, *args, fifo: Path | None = None, timeout: float = 10):
@@ -70,7 +65,7 @@ def test_a_sidecar_that_is_no_regular_file_is_not_read(tmp_path, kind):
     sidecar = tmp_path / "a.jpg.xmp"
     elsewhere = tmp_path / "private" / "secret.jpg.xmp"
     elsewhere.parent.mkdir()
-    elsewhere.write_text(FOREIGN.format(word="secret keyword"))
+    elsewhere.write_bytes(metagen.xmp_packet(["secret keyword"]))
     if kind == "folder":
         sidecar.mkdir()
     else:
@@ -82,7 +77,7 @@ def test_a_sidecar_that_is_no_regular_file_is_not_read(tmp_path, kind):
 def test_a_huge_sparse_sidecar_is_not_read(tmp_path):
     photo = make_photo(tmp_path / "a.jpg", iptc=("beach",))
     with open(tmp_path / "a.jpg.xmp", "wb") as fh:
-        fh.write(FOREIGN.format(word="holiday").encode())
+        fh.write(metagen.xmp_packet(["holiday"]))
         fh.truncate(2 << 30)  # 2 GiB, no blocks on disk
     got = in_thread(read_photo_meta, photo.read_bytes(), str(photo))
     assert got["value"].keywords == ("beach",)
@@ -96,7 +91,7 @@ def test_the_writer_leaves_a_sidecar_that_is_no_regular_file_alone(tmp_path, kin
     photo = make_image(tmp_path / "cat.jpg")
     sidecar = tmp_path / "cat.jpg.xmp"
     outside = tmp_path / "private.xmp"
-    outside.write_text(FOREIGN.format(word="mine"))
+    outside.write_bytes(metagen.xmp_packet(["mine"]))
     before = outside.read_bytes()
     makers = {"fifo": os.mkfifo, "folder": os.mkdir, "symlink out": lambda p: os.symlink(outside, p)}
     makers[kind](sidecar)
@@ -178,10 +173,6 @@ def test_fifo_sidecars_beside_as_many_photos_as_decode_workers_stop_nothing(weig
 # ---- sidecars are always well-formed --------------------------------------------------------
 
 
-def whole_packet(data: bytes) -> bool:
-    return b"</x:xmpmeta>" in data and b"<?xpacket end=" in data
-
-
 def test_no_sidecar_for_a_photo_with_nothing_to_say(tmp_path):
     """No label above the floor and no tag: no sidecar (it used to be a 54-byte
     `<?xpacket begin=...?>` with no x:xmpmeta and no end marker)."""
@@ -196,7 +187,7 @@ def test_a_sidecar_left_with_nothing_of_labelsd_is_still_whole(tmp_path):
     assert write_sidecar(str(photo), ["tabby"], ["vacation"])
     assert write_sidecar(str(photo), [], [])  # every keyword of labelsd's goes
     data = sidecar.read_bytes()
-    assert whole_packet(data), data
+    assert metagen.whole_packet(data), data
     assert read_photo_meta(photo.read_bytes(), str(photo)) is None  # and it reads back empty
 
 
@@ -207,7 +198,7 @@ def test_a_photo_with_a_long_name_still_gets_its_sidecar(tmp_path, length):
     photo = make_image(tmp_path / ("p" * (length - 4) + ".jpg"))
     assert write_sidecar(str(photo), ["tabby"], [])
     sidecar = Path(str(photo) + ".xmp")
-    assert whole_packet(sidecar.read_bytes())
+    assert metagen.whole_packet(sidecar.read_bytes())
     assert sorted(os.listdir(tmp_path)) == sorted([photo.name, sidecar.name])
 
 

@@ -101,21 +101,27 @@ def opening_calls() -> set[tuple[str, str, str]]:
     found = set()
     for package in PACKAGES:
         for path in sorted(package.rglob("*.py")):
-            where = str(path.relative_to(package.parent))
+            found |= calls_in(path.read_text(encoding="utf-8"), str(path.relative_to(package.parent)))
+    return found
 
-            def visit(node, scope, where=where):
-                for child in ast.iter_child_nodes(node):
-                    if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                        visit(child, [*scope, child.name])
-                        continue
-                    if isinstance(child, ast.Call):
-                        f = child.func
-                        name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
-                        if name in OPENERS:
-                            found.add((where, ".".join(scope) or "<module>", ast.unparse(f)))
-                    visit(child, scope)
 
-            visit(ast.parse(path.read_text(encoding="utf-8")), [])
+def calls_in(source: str, where: str) -> set[tuple[str, str, str]]:
+    """(where, enclosing function, callee) of the opener calls in one module's source."""
+    found = set()
+
+    def visit(node, scope):
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                visit(child, [*scope, child.name])
+                continue
+            if isinstance(child, ast.Call):
+                f = child.func
+                name = f.id if isinstance(f, ast.Name) else getattr(f, "attr", None)
+                if name in OPENERS:
+                    found.add((where, ".".join(scope) or "<module>", ast.unparse(f)))
+            visit(child, scope)
+
+    visit(ast.parse(source), [])
     return found
 
 
@@ -129,8 +135,15 @@ def test_every_file_opened_goes_through_the_safe_opener_or_is_listed_with_its_re
 
 
 def test_the_walk_sees_what_it_must():
-    """The walk itself: a stray open() of a sidecar would be caught."""
+    """The walk itself: a stray open() of a sidecar would be caught, named by its
+    method and class, and so would a path method and an os-level open."""
     assert ("labelsd/fileio.py", "open_regular", "os.open") in opening_calls()
-    tree = ast.parse("def read_sidecar(p):\n    with open(p + '.xmp', 'rb') as fh:\n        return fh.read()\n")
-    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "id", None) in OPENERS]
-    assert len(calls) == 1
+    source = ("class Reader:\n"
+              "    def read_sidecar(self, p):\n"
+              "        with open(p + '.xmp', 'rb') as fh:\n"
+              "            return fh.read(), Path(p).read_bytes(), os.fdopen(os.open(p, 0))\n"
+              "data = open('x').read()\n")
+    assert calls_in(source, "m.py") == {
+        ("m.py", "Reader.read_sidecar", "open"), ("m.py", "Reader.read_sidecar", "Path(p).read_bytes"),
+        ("m.py", "Reader.read_sidecar", "os.fdopen"), ("m.py", "Reader.read_sidecar", "os.open"),
+        ("m.py", "<module>", "open")}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import struct
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from labelsd.xmp import bmff
@@ -51,10 +52,9 @@ class Blocks:
         else:
             setattr(self, kind, value if kind == "exif" else bytes(value))
 
-    def refuse(self, kind: str | None, size: int | None = None) -> None:
-        what = (kind or "metadata").upper() if kind != "exif" else "EXIF"
-        self.refused.append(f"its {what} ({_size(size)}) is over the {_size(MAX_BLOCK_BYTES)} cap"
-                            if size is not None else f"its {what} is over the {_size(MAX_BLOCK_BYTES)} cap")
+    def refuse(self, kind: str, size: int | None = None) -> None:
+        what = kind.upper() + (f" ({_size(size)})" if size is not None else "")
+        self.refused.append(f"its {what} is over the {_size(MAX_BLOCK_BYTES)} cap")
 
 
 def find_blocks(data: bytes) -> Blocks:
@@ -117,27 +117,42 @@ def _jpeg(data: memoryview, found: Blocks) -> None:
             found.take("iptc", iptc_from_photoshop(b"".join(photoshop)))
 
 
-def _png(data: memoryview, found: Blocks) -> None:
-    at, parts = 8, 0
+def _chunks(data: memoryview, at: int, *, png: bool) -> Iterator[tuple[bytes, memoryview]]:
+    """(type, body) of the chunks from `at` on, at most MAX_PARTS of them: PNG's
+    (big-endian size, type, body, CRC) or RIFF's (type, little-endian size, body,
+    a pad byte after an odd size)."""
+    parts = 0
     while at + 8 <= len(data) and parts < MAX_PARTS:
         parts += 1
-        size, kind = struct.unpack_from(">I4s", data, at)
-        body = data[at + 8:at + 8 + size]
+        if png:
+            size, kind = struct.unpack_from(">I4s", data, at)
+            after = 4  # the CRC
+        else:
+            kind, size = struct.unpack_from("<4sI", data, at)
+            after = size & 1
+        yield kind, data[at + 8:at + 8 + size]
+        at += 8 + size + after
+
+
+def _png(data: memoryview, found: Blocks) -> None:
+    for kind, body in _chunks(data, 8, png=True):
         if kind == b"eXIf":
             found.take("exif", body)
         elif kind in (b"tEXt", b"zTXt", b"iTXt"):
             _png_text(kind, body, found)
         elif kind == b"IEND":
             break
-        at += 12 + size
 
 
 def _png_text(kind: bytes, body: memoryview, found: Blocks) -> None:
     keyword = bytes(body[:80]).partition(b"\x00")[0]
     if keyword != b"XML:com.adobe.xmp" and not keyword.startswith(b"Raw profile type "):
         return
-    if _profile_kind(keyword) in found.decided:
-        return  # the first block of a kind counts: thousands more are not inflated again
+    what = _profile_kind(keyword)
+    # A profile labelsd does not read (ICC, 8BIM) is never inflated; nor, since the first
+    # block of a kind counts, are thousands more of a kind already found or refused.
+    if what is None or what in found.decided:
+        return
     start = len(keyword) + 1
     compressed = kind == b"zTXt"
     if kind == b"iTXt":  # flag, method, language\0, translated keyword\0, text
@@ -152,19 +167,18 @@ def _png_text(kind: bytes, body: memoryview, found: Blocks) -> None:
         start += 1  # the compression method
     text = _inflate(body[start:]) if compressed else body[start:]
     if text is None or len(text) > MAX_BLOCK_BYTES * 2 + 64:  # a raw profile is hex: two digits a byte
-        found.refuse(_profile_kind(keyword))
-        found.decided.add(_profile_kind(keyword))
+        found.refuse(what)
+        found.decided.add(what)
         return
     if keyword == b"XML:com.adobe.xmp":
         found.take("xmp", text)
         return
     payload = _raw_profile(bytes(text))
-    kind_name = _profile_kind(keyword)
-    if payload is None or kind_name is None:
+    if payload is None:
         return
-    if kind_name == "exif":
+    if what == "exif":
         found.take("exif", payload[6:] if payload[:6] == b"Exif\x00\x00" else payload)
-    elif kind_name == "iptc":
+    elif what == "iptc":
         payload = payload[len(_PHOTOSHOP):] if payload.startswith(_PHOTOSHOP) else payload
         found.take("iptc", iptc_from_photoshop(payload) if payload[:4] == b"8BIM" else payload)
     else:
@@ -201,21 +215,14 @@ def _raw_profile(text: bytes) -> bytes | None:
 
 
 def _webp(data: memoryview, found: Blocks) -> None:
-    at, parts = 12, 0
-    while at + 8 <= len(data) and parts < MAX_PARTS:
-        parts += 1
-        kind, size = struct.unpack_from("<4sI", data, at)
-        body = data[at + 8:at + 8 + size]
+    for kind, body in _chunks(data, 12, png=False):
         if kind == b"EXIF":
             found.take("exif", body[6:] if body[:6] == b"Exif\x00\x00" else body)
         elif kind == b"XMP ":
             found.take("xmp", body)
-        at += 8 + size + (size & 1)
 
 
-def _size(n: int | None) -> str:
-    if n is None:
-        return "size unknown"
+def _size(n: int) -> str:
     if n >= 1 << 20:
         return f"{n / (1 << 20):.1f} MiB"
     return f"{n / (1 << 10):.0f} KiB"
