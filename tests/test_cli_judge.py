@@ -11,22 +11,11 @@ import json
 
 import pytest
 from sqlalchemy import select
-from typer.testing import CliRunner
 
+from clikit import labels, ok, runner
 from labels_cli.app import app
 from labelsd.store.schema import Judgement as JudgementRow
 from test_search import LIBRARY
-
-runner = CliRunner()
-
-
-def labels(db_url, *args, config=None):
-    return runner.invoke(app, ["--db", db_url, *(["--config", str(config)] if config else []), *args])
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result.stdout
 
 
 @pytest.fixture
