@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from labelsd.errors import LabelNotCarried
 from labelsd.serve.query import search
 from labelsd.store import judgements
 from labelsd.store.engine import open_store
+from servicekit import wait_for
 from test_relabel import INCEPTION, LITE, label
 from test_relabel import TABBY as TABBY_TOP3
 
@@ -54,14 +54,6 @@ print("committed", flush=True)
 """
 
 
-def wait_for(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.01)
-
-
 class OtherNode:
     """The child process, held inside its batch's transaction until `release()`."""
 
@@ -75,7 +67,7 @@ class OtherNode:
             [sys.executable, "-c", OTHER_NODE, str(TESTS), pg_url, str(self.folder), where, path,
              model, top3], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         wait_for(lambda: (self.folder / "held").exists() or self.proc.poll() is not None,
-                 "the other node's batch")
+                 60, "the other node's batch", interval=0.01)
         assert self.proc.poll() is None, self.proc.communicate()
 
     def release(self) -> None:
@@ -134,7 +126,8 @@ def test_a_confirmation_and_a_relabelling_never_interleave(pg_url, tmp_path, cat
 
         thread = threading.Thread(target=confirm)
         thread.start()
-        wait_for(lambda: lock_waiters(store) >= 1 or outcome, "the confirmation to wait")
+        wait_for(lambda: lock_waiters(store) >= 1 or outcome, 60, "the confirmation to wait",
+                 interval=0.01)
         assert not outcome, "the confirmation did not wait for the relabelling"
         other.release()
         thread.join(60)

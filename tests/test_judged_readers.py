@@ -133,7 +133,7 @@ def test_an_imported_keyword_naming_a_rejected_label_is_hidden_with_it(store, db
     judge(store, library, "reject", "persian.jpg", TABBY)
     judge(store, library, "reject", "tabby.jpg", TABBY)
     for source in readers(store, db_url):
-        assert store.record(library["persian.jpg"]).tags == ["fluffy", "garden"]
+        assert source.record(library["persian.jpg"]).tags == ["fluffy", "garden"]
         assert names(query.search(source, "tabby")) == ["retriever.jpg", "tabby.jpg"]
         assert names(query.search(source, "cat", tags=["TABBY"], min_score=0)) == ["tabby.jpg"]  # not persian
         counts = {c["tag"].casefold(): c for c in query.tag_counts(source)}

@@ -9,6 +9,7 @@ import hashlib
 
 import pytest
 
+from clikit import labels, ok
 from imagegen import make_image
 from labelsd import records
 from labelsd.paths import canonical_path
@@ -18,7 +19,7 @@ from labelsd.xmp.metadata import read_photo_meta
 from labelsd.xmp.sidecar import write_sidecar
 from labelsd.xmp.writer import refresh_sidecars
 from test_search import names, predictions
-from test_xmp import edit_elsewhere, labels, make_photos, ok, read_xmp, words
+from test_xmp import edit_elsewhere, make_photos, read_xmp, words
 
 TABBY, TIGER_CAT = 281, 282
 

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import exiv2
 import pytest
-from typer.testing import CliRunner
 
+from clikit import labels, ok
 from imagegen import make_image
-from labels_cli.app import app
 from labelsd.errors import SidecarError
 from labelsd.events import Events
 from labelsd.records import Claim, Outcome, OutcomeKind
@@ -27,8 +26,6 @@ from labelsd.xmp.writer import SidecarWriter
 from servicekit import Service, service_env, sha256_of, wait_for
 from test_metadata import make_photo
 from test_search import add_images
-
-runner = CliRunner()
 
 OURS = ("Xmp.dc.subject", "Xmp.lr.hierarchicalSubject", "Xmp.digiKam.TagsList",
         "Xmp.labelsd.keywords", "Xmp.labelsd.suppressed")
@@ -178,15 +175,6 @@ def test_a_sidecar_exiv2_cannot_read_is_left_alone(tmp_path):
 
 
 # ---- the CLI ------------------------------------------------------------------------
-
-
-def labels(db_url, *args, config=None):
-    return runner.invoke(app, ["--db", db_url, *(["--config", str(config)] if config else []), *args])
-
-
-def ok(result) -> str:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result.stdout
 
 
 @pytest.fixture

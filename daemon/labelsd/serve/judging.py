@@ -79,8 +79,9 @@ def judge(store, action: str, label: str, paths: Iterable[str] = (), *,
         found = [h.path for h in search_hits(store, search, min_score=min_score)]
         if not found:
             raise LabelsError(f"`labels search {search}` finds no photo; nothing was changed")
-    found = [p for p in dict.fromkeys(found) if p not in set(named)]
-    shas = _contents(store, named + found, strict=set(named))
+    named_set = set(named)
+    found = [p for p in dict.fromkeys(found) if p not in named_set]
+    shas = _contents(store, named + found, strict=named_set)
     extra = {} if action in ("unreject", "unconfirm") else {"source": source}
     changed = set(getattr(judgements, action)(  # one transaction: the named ones must fit
         store, [shas[p] for p in named + found if p in shas], cls.index,
