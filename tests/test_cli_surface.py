@@ -371,15 +371,6 @@ def test_shell_completion_is_there():
     assert done.stdout.split() == ["search"], done
 
 
-def _options(command, path=("labels",)):
-    """(the words that reach a command, each of its options), through every group."""
-    for param in command.params:
-        if param.param_type_name == "option":
-            yield path, param
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from _options(sub, (*path, name))
-
-
 def _complete(words: str) -> list[str]:
     """What bash completion offers after `words` (ending in a space: a new word), through
     the machinery a shell uses: `_LABELS_COMPLETE` in the environment."""
@@ -392,11 +383,12 @@ def _complete(words: str) -> list[str]:
 
 def test_every_option_with_fixed_choices_completes_them():
     fixed = {}
-    for path, option in _options(get_command(app)):
-        listed = option.metavar or ""
-        if "|" in listed and listed == listed.lower():  # auto|cpu|gpu, not PATH|URL
-            assert list(getattr(option.type, "choices", ())) == listed.split("|"), (path, option.opts)
-            fixed[(*path, option.opts[-1])] = listed.split("|")
+    for path, command in _walk(get_command(app), ("labels",)):
+        for option in (p for p in command.params if p.param_type_name == "option"):
+            listed = option.metavar or ""
+            if "|" in listed and listed == listed.lower():  # auto|cpu|gpu, not PATH|URL
+                assert list(getattr(option.type, "choices", ())) == listed.split("|"), (path, option.opts)
+                fixed[(*path, option.opts[-1])] = listed.split("|")
     assert {words[1:] for words in fixed} >= {
         ("list", "--status"), ("export", "--format"), ("scan", "--model"), ("scan", "--device"),
         ("scan", "--precision"), ("model", "info", "--model"), ("model", "info", "--device"),
