@@ -1,6 +1,7 @@
 """What the benchmarks share: generated photos and weights, the bare forward, the
-pipeline, and the machine they ran on. Imported by throughput.py, models.py and
-precisionbench.py; it imports none of them (bench/ has no import cycle).
+pipeline, a `labels` command timed with its peak memory, and the machine they ran on.
+Imported by the benchmarks (throughput.py, models.py, similarbench.py, web.py...); it
+imports none of them (bench/ has no import cycle).
 """
 
 from __future__ import annotations
