@@ -1,11 +1,13 @@
 """What the benchmarks share: generated photos and weights, the bare forward, the
-pipeline, and the machine they ran on. Imported by throughput.py, models.py and
-precisionbench.py; it imports none of them (bench/ has no import cycle).
+pipeline, a `labels` command timed with its peak memory, and the machine they ran on.
+Imported by the benchmarks (throughput.py, models.py, similarbench.py, web.py...); it
+imports none of them (bench/ has no import cycle).
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -111,6 +113,23 @@ def pipeline_ceiling(bare: float, decode_s: float, cores: int, on_gpu: bool) -> 
     if on_gpu:
         return min(1.0, cores / decode_s / bare)
     return (1 / bare) / (1 / bare + decode_s / cores)
+
+
+def labels_peak(db: str, *args: str, ok=(0,)) -> tuple[float, int, bytes]:
+    """Seconds, peak RSS (KiB) and stdout of one `labels --db DB ARGS...` subprocess; a
+    status outside `ok` is a RuntimeError (`labels status` exits 3 when no service runs).
+    The peak is VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent
+    (a benchmark grown large) across exec; VmHWM belongs to the new image."""
+    code = ("import sys; from labels_cli.app import main\n"
+            "try:\n    main()\nfinally:\n"
+            "    print([line.split()[1] for line in open('/proc/self/status')\n"
+            "           if line.startswith('VmHWM:')][0], file=sys.stderr)")
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-c", code, "--db", db, *args], capture_output=True)
+    took = time.perf_counter() - start
+    if proc.returncode not in ok:
+        raise RuntimeError(f"labels {' '.join(args)} failed: {proc.stderr[-2000:]!r}")
+    return took, int(proc.stderr.decode().strip().splitlines()[-1]), proc.stdout
 
 
 def forward_one_s(classifier, repeats: int = 5) -> float:

@@ -28,11 +28,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # query.py's builder and timers
-
-from labelsd.model.taxonomy import class_by_label  # noqa: E402
-from labelsd.store.engine import open_store  # noqa: E402
-from query import SUBPROCESS_ENV, build, labels_cli, median_time  # noqa: E402
+from labelsd.model.taxonomy import class_by_label
+from labelsd.store.engine import open_store
+from query import SUBPROCESS_ENV, build, labels_cli, median_time  # bench/: the script's own folder
 
 JUDGED_LABEL = "toilet tissue"
 

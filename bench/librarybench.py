@@ -5,11 +5,10 @@ stats, export), timed as CLI subprocesses over a synthetic library of a given si
 from __future__ import annotations
 
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from benchkit import labels_peak
 from labelsd.store.engine import open_store
 
 LIBRARY_BEFORE = {"search cat": 1.25, "status": 0.18, "stats": 3.42}  # s at 1M images, issue 20
@@ -30,19 +29,8 @@ def library_queries(db: str, images: int) -> None:
 
     def cli(*args: str, db: str = db) -> tuple[float, float, bytes]:
         """Seconds, peak RSS (MB) and what one `labels` command printed."""
-        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forked parent
-        # (this benchmark, grown large) across exec; VmHWM belongs to the new image.
-        code = ("import sys; from labels_cli.app import main\n"
-                "try:\n    main()\nfinally:\n"
-                "    print([line.split()[1] for line in open('/proc/self/status')\n"
-                "           if line.startswith('VmHWM:')][0], file=sys.stderr)")
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-c", code, "--db", db, *args],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        took = time.perf_counter() - start
-        if proc.returncode not in (0, 3):  # status exits 3: no service is running
-            raise RuntimeError(f"labels {' '.join(args)} failed: {proc.stderr[-2000:]!r}")
-        return took, int(proc.stderr.decode().strip().splitlines()[-1]) / 1024, proc.stdout
+        took, peak_kib, printed = labels_peak(db, *args, ok=(0, 3))  # status exits 3: no service
+        return took, peak_kib / 1024, printed
 
     startup, base_mb, _ = sorted(cli("--help") for _ in range(3))[1]
     for name, args, goal in (("search cat", ("search", "cat", "--json"), "< 0.5 s"),

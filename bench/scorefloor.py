@@ -12,7 +12,7 @@ the hits of a few broad searches (`animal`, `vehicle`, ...), the way
 `labels search` counts them: a picture is a hit for a query when its best
 matching label reaches the floor, a right hit when that label is right.
 
-    .venv/bin/python bench/scorefloor.py [--precision fp32|int8|...] [--labels]
+    .venv/bin/python bench/scorefloor.py [--precision fp32|int8|...] [--no-labels]
 
 The pictures: scikit-image's bundled ones (CC0 / public domain): photos of a cat,
 a coffee, a cameraman, a motorcycle (twice, a stereo pair), a rocket, a clock,

@@ -31,7 +31,6 @@ import argparse
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from benchkit import bench_bare, bench_pipeline, cpu_line, make_photos, random_weights
+from benchkit import labels_peak as cli
 
 GOAL_RATIO = 0.95
 GOAL_SIMILAR_S = 0.5
@@ -140,20 +140,6 @@ def checkpointed_size(db: str) -> int:
     return os.path.getsize(db)
 
 
-def cli(db: str, *args: str, ok=(0,)) -> tuple[float, int, str]:
-    """Seconds, peak RSS (VmHWM, KiB) and stdout of one `labels` command."""
-    code = ("import sys; from labels_cli.app import main\n"
-            "try:\n    main()\nfinally:\n"
-            "    print([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')][0],"
-            " file=sys.stderr)")
-    start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code, "--db", db, *args], capture_output=True, text=True)
-    took = time.perf_counter() - start
-    if proc.returncode not in ok:  # `labels status` exits 3: no service runs
-        raise RuntimeError(f"labels {' '.join(args)}: {proc.stderr[-2000:]}")
-    return took, int(proc.stderr.strip().splitlines()[-1]), proc.stdout
-
-
 def library(path: Path, images: int) -> tuple[str, int, int]:
     """A library of `images` photos with vectors: (db, size before, size after)."""
     from query import build
@@ -201,7 +187,7 @@ def duplicates_at_scale(args, cache: Path) -> None:
     cli(db, "similar", "/photos/000/IMG_000001.jpg", "--limit", "1")  # the vector file, as (b) makes it
     _, base_kib, _ = cli(db, "--help")
     took, peak_kib, out = cli(db, "duplicates", "--json")
-    groups = out.count('"count"')
+    groups = out.count(b'"count"')
     print(f"(c) labels duplicates over {args.dup_images:,} photos: {took:.1f} s (goal < {GOAL_DUPLICATES_S:.0f} s: "
           f"{'met' if took < GOAL_DUPLICATES_S else 'MISSED'}), {groups:,} groups; peak RSS {peak_kib / 1024:.0f} MB "
           f"(the CLI alone {base_kib / 1024:.0f} MB)", flush=True)

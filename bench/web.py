@@ -39,9 +39,9 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchkit import make_photos
 from query import MODEL, build
 from similarbench import add_vectors
-from throughput import make_photos
 from webkit import ServeProcess, serve_env
 
 GOALS = {"search_ms": 150, "api_ratio": 1.2, "thumb_cold_ms": 80, "thumb_warm_ms": 5,

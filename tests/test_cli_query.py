@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from clitree import walk
 from labels_cli import render
 from labels_cli.app import app
 from labels_cli.render import CSV_COLUMNS
@@ -394,14 +395,8 @@ def test_usage_errors_exit_2(db_url, library, args):
     assert "Traceback" not in result.output
 
 
-def _walk(command, prefix=()):
-    yield prefix, command
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from _walk(sub, (*prefix, name))
-
-
 def test_every_command_and_option_has_help():
-    tree = list(_walk(get_command(app)))
+    tree = list(walk(get_command(app)))
     assert {"search", "show", "tag", "untag", "tags", "list", "stats", "status", "export",
             "retry"} <= {path[0] for path, _ in tree if path}
     for path, command in tree:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from typer.main import get_command
 
+from clitree import leaves, walk
 from labels_cli.app import app
 from labelsd import __version__
 from labelsd.store import nodes, tags
@@ -179,13 +180,7 @@ def test_version_and_short_help():
     assert "Usage" in runner.invoke(app, ["search", "-h"]).stdout
 
 
-def _walk(command, prefix=()):
-    yield prefix, command
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        yield from _walk(sub, (*prefix, name))
-
-
-@pytest.mark.parametrize("path", [p for p, _ in _walk(get_command(app)) if p],
+@pytest.mark.parametrize("path", [p for p, _ in walk(get_command(app)) if p],
                          ids=lambda p: " ".join(p))
 def test_help_shows_what_values_are_not_python_types(path):
     text = runner.invoke(app, [*path, "--help"]).stdout
@@ -251,10 +246,9 @@ def test_labels_help_of_no_such_command_names_the_commands():
 
 
 def test_every_command_takes_the_global_options_after_its_name():
-    for path, command in _walk(get_command(app)):
-        if path and not hasattr(command, "commands"):
-            given = {opt for p in command.params for opt in getattr(p, "opts", ())}
-            assert {"--db", "--config"} <= given, path
+    for path, command in leaves(get_command(app)):
+        given = {opt for p in command.params for opt in getattr(p, "opts", ())}
+        assert {"--db", "--config"} <= given, path
 
 
 def test_db_and_config_after_the_command_count(db_url, library, tmp_path):
@@ -292,7 +286,7 @@ OPENS_A_LIBRARY = {
 
 def test_every_command_says_whether_it_opens_a_library():
     listed = set(OPENS_A_LIBRARY)
-    commands = {p for p, c in _walk(get_command(app)) if p and not hasattr(c, "commands")}
+    commands = {path for path, _ in leaves(get_command(app))}
     assert commands == listed, "add the new command to OPENS_A_LIBRARY"
 
 
@@ -371,15 +365,6 @@ def test_shell_completion_is_there():
     assert done.stdout.split() == ["search"], done
 
 
-def _options(command, path=("labels",)):
-    """(the words that reach a command, each of its options), through every group."""
-    for param in command.params:
-        if param.param_type_name == "option":
-            yield path, param
-    for name, sub in getattr(command, "commands", {}).items():
-        yield from _options(sub, (*path, name))
-
-
 def _complete(words: str) -> list[str]:
     """What bash completion offers after `words` (ending in a space: a new word), through
     the machinery a shell uses: `_LABELS_COMPLETE` in the environment."""
@@ -392,11 +377,12 @@ def _complete(words: str) -> list[str]:
 
 def test_every_option_with_fixed_choices_completes_them():
     fixed = {}
-    for path, option in _options(get_command(app)):
-        listed = option.metavar or ""
-        if "|" in listed and listed == listed.lower():  # auto|cpu|gpu, not PATH|URL
-            assert list(getattr(option.type, "choices", ())) == listed.split("|"), (path, option.opts)
-            fixed[(*path, option.opts[-1])] = listed.split("|")
+    for path, command in walk(get_command(app), ("labels",)):
+        for option in (p for p in command.params if p.param_type_name == "option"):
+            listed = option.metavar or ""
+            if "|" in listed and listed == listed.lower():  # auto|cpu|gpu, not PATH|URL
+                assert list(getattr(option.type, "choices", ())) == listed.split("|"), (path, option.opts)
+                fixed[(*path, option.opts[-1])] = listed.split("|")
     assert {words[1:] for words in fixed} >= {
         ("list", "--status"), ("export", "--format"), ("scan", "--model"), ("scan", "--device"),
         ("scan", "--precision"), ("model", "info", "--model"), ("model", "info", "--device"),

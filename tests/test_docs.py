@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from typer.main import get_command
 
+from clitree import leaves
 from labels_cli.app import GLOBAL_AFTER_OPTIONS, app
 from labelsd.service import build_parser
 
@@ -65,17 +66,9 @@ def _command_name(words: str) -> str:
     return words if first in GROUPS else first
 
 
-def _leaves(command, path=()):
-    for name, sub in sorted(getattr(command, "commands", {}).items()):
-        if hasattr(sub, "commands"):
-            yield from _leaves(sub, (*path, name))
-        else:
-            yield (*path, name), sub
-
-
 ROOT = get_command(app)
 GROUPS = {name for name, sub in ROOT.commands.items() if hasattr(sub, "commands")}
-LEAVES = list(_leaves(ROOT))
+LEAVES = leaves(ROOT)
 
 
 def _options(params) -> list[tuple[str, ...]]:

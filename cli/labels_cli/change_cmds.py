@@ -41,15 +41,10 @@ def _targets(ctx: typer.Context, items: list[str], tags: list[str], search: str 
     else:
         paths = list(items)
     if search is not None:
-        from labelsd.serve import query
-
-        from .render import floor_note
+        from .render import search_noting_floor
 
         st = state(ctx)
-        result = query.find(st.store(), search, min_score=st.settings.search_min_score)
-        paths += [r["path"] for r in result.found]
-        if note := floor_note(result):
-            typer.echo(note, err=True)
+        paths += [r["path"] for r in search_noting_floor(st.store(), search, st.settings).found]
     if not paths:
         raise typer.BadParameter("no image to change: give PATH..., or --search QUERY",
                                  param_hint="PATH")

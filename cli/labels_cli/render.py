@@ -160,7 +160,6 @@ def _render_table(records: Iterable[dict], out: TextIO,
     return count
 
 
-
 def floor_note(result, *, chosen: bool = False) -> str | None:
     """The stderr line saying how many label matches the configured floor hid from
     `result` (a `query.SearchResult`) and how to see them; None when it hid none,
@@ -169,3 +168,14 @@ def floor_note(result, *, chosen: bool = False) -> str | None:
         return None
     return (f"labels: {result.hidden} more image(s) match with a score below "
             f"{result.floor * 100:g}% (search_min_score); --min-score 0 shows them")
+
+
+def search_noting_floor(store, text: str, settings):
+    """What `labels search TEXT` finds, for a command that acts on it (`tag --search`,
+    `xmp write QUERY`): the configured floor applied, and its note on stderr."""
+    from labelsd.serve import query
+
+    result = query.find(store, text, min_score=settings.search_min_score)
+    if note := floor_note(result):
+        typer.echo(note, err=True)
+    return result

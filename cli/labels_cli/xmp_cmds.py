@@ -73,18 +73,14 @@ def write_cmd(
 ) -> None:
     """Write or refresh NAME.EXT.xmp beside each labelled photo: its labels (also under
     'labelsd|' in the keyword hierarchy) and tags. Other programs' fields are kept."""
-    from labelsd.serve import query
     from labelsd.xmp.writer import refresh_sidecars
 
     st = state(ctx)
     store = st.store()
     if text:
-        from .render import floor_note
+        from .render import search_noting_floor
 
-        found = query.find(store, text, min_score=st.settings.search_min_score)
-        records = found.records
-        if note := floor_note(found):
-            typer.echo(note, err=True)
+        records = search_noting_floor(store, text, st.settings).records
     else:
         records = store.records(status="done")
     threshold = st.settings.xmp_min_score if min_score is None else min_score
