@@ -61,6 +61,7 @@ def test_tag_every_result_of_a_search(db_url, library):
     out = ok(result)  # what `labels search cats` lists: the shy cat's Siamese 5% is below the floor
     assert sorted(names(line.split(":")[0] for line in out.splitlines())) == ["persian.jpg", "tabby.jpg"]
     assert "1 more image(s) match with a score below 10%" in result.stderr
+    assert "left out; `labels search cats --min-score 0` lists them" in result.stderr  # tag has no --min-score
     assert names(ok(labels(db_url, "search", "pets", "--paths")).splitlines()) == [
         "persian.jpg", "tabby.jpg"]
 

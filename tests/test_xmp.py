@@ -219,6 +219,8 @@ def test_xmp_write_query_finds_what_labels_search_finds(db_url, store, photos):
     # gets none (issue 31)
     assert ok(result).startswith("1 sidecar(s) written, 0 already up to date, 1 photo(s) skipped")
     assert "1 more image(s) match with a score below 10%" in result.stderr
+    # the way to see them is search's: xmp write's own --min-score picks the sidecars' labels
+    assert "left out; `labels search cat --min-score 0` lists them" in result.stderr
     assert not (folder / "faint.jpg.xmp").exists()
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from enum import Enum
@@ -160,14 +161,18 @@ def _render_table(records: Iterable[dict], out: TextIO,
     return count
 
 
-def floor_note(result, *, chosen: bool = False) -> str | None:
+def floor_note(result, *, chosen: bool = False, query: str | None = None) -> str | None:
     """The stderr line saying how many label matches the configured floor hid from
     `result` (a `query.SearchResult`) and how to see them; None when it hid none,
-    or when the person chose the floor (--min-score)."""
+    or when the person chose the floor (--min-score). `query`: for a command that
+    acts on a search and has no --min-score of its own for it (its way to see them is
+    `labels search QUERY --min-score 0`)."""
     if not result.hidden or chosen:
         return None
+    how = ("--min-score 0 shows them" if query is None else
+           f"left out; `labels search {one_line(shlex.join(query.split()))} --min-score 0` lists them")
     return (f"labels: {result.hidden} more image(s) match with a score below "
-            f"{result.floor * 100:g}% (search_min_score); --min-score 0 shows them")
+            f"{result.floor * 100:g}% (search_min_score); {how}")
 
 
 def search_noting_floor(store, text: str, settings):
@@ -176,6 +181,6 @@ def search_noting_floor(store, text: str, settings):
     from labelsd.serve import query
 
     result = query.find(store, text, min_score=settings.search_min_score)
-    if note := floor_note(result):
+    if note := floor_note(result, query=text):
         typer.echo(note, err=True)
     return result
