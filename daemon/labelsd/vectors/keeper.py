@@ -60,14 +60,9 @@ class VectorKeeper(LoopThread):
             self._stop.wait(self.every_s)  # coalesce: a burst's batches, one sync
 
     def sync(self) -> None:
-        from sqlalchemy import text
-
         from labelsd.vectors import library
 
-        with self.store.read() as session:
-            def run(sql, params):
-                return [tuple(r) for r in session.execute(text(sql), params)]
-
+        with self.store.rows() as run:
             space = library.find_space(run, model=self.model)
             if space is not None:
                 library.load(run, space, library.location(self.store.where, "sqlite"))
