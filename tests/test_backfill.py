@@ -67,6 +67,8 @@ def test_scan_embeds_what_was_labelled_before_and_passes_over_changed_and_gone_f
         assert set(vectors) == {sha256_of(p) for p in [*old[:7], changed, *new]}
         assert changed_sha not in vectors and gone_sha not in vectors
         assert len(model.seen) == 10  # each photo once: 7 backfilled, 3 labelled
+        kept = list(tmp_path.glob("labels.db.vectors*"))  # the scan leaves the vector file current
+        assert len(kept) == 1 and kept[0].stat().st_size > 10 * 256
         # a second scan finds nothing to embed and loads nothing
         again = plan_scan(store, folder, MODEL)
         assert (again.to_embed, again.needs_model) == (0, False)
