@@ -12,11 +12,9 @@ from sqlalchemy import text
 from imagegen import make_image
 from labelsd.pipeline.backfill import Backfill
 from labelsd.pipeline.scan import plan_scan, scan_folder
-from labelsd.records import Outcome, OutcomeKind
-from labelsd.store import contents, workqueue
 from labelsd.store.engine import open_store
 from servicekit import sha256_of
-from vectorkit import TOP3
+from vectorkit import TOP3, labelled_before
 
 MODEL = "StandIn/1"
 
@@ -44,16 +42,6 @@ class StandInModel:
         return [list(TOP3) for _ in batch], pooled
 
 
-def _labelled_before(store, photos) -> None:
-    """As an older labelsd left them: labelled, no vectors."""
-    workqueue.enqueue(store, photos)
-    claims = {c.path: c for c in workqueue.claim(store, "older", len(photos))}
-    contents.record_outcomes(store, "older", [Outcome(
-        claims[str(p)], OutcomeKind.CLASSIFIED, sha256=sha256_of(p), size=p.stat().st_size,
-        mtime_ns=p.stat().st_mtime_ns, width=64, height=48, format="JPEG", model="StandIn/0",
-        predictions=list(TOP3)) for p in photos])
-
-
 def _vectors(store) -> dict[str, int]:
     with store.read() as session:
         return dict(session.execute(text("SELECT sha256, id FROM embeddings")).all())
@@ -64,7 +52,7 @@ def test_scan_embeds_what_was_labelled_before_and_passes_over_changed_and_gone_f
     folder.mkdir()
     old = [make_image(folder / f"old{i}.jpg", seed=i) for i in range(9)]
     with open_store(str(tmp_path / "labels.db")) as store:
-        _labelled_before(store, old)
+        labelled_before(store, old, "StandIn/0")
         changed, gone = old[7], old[8]
         changed_sha, gone_sha = sha256_of(changed), sha256_of(gone)
         assert plan_scan(store, folder, MODEL).to_embed == 9
@@ -79,6 +67,8 @@ def test_scan_embeds_what_was_labelled_before_and_passes_over_changed_and_gone_f
         assert set(vectors) == {sha256_of(p) for p in [*old[:7], changed, *new]}
         assert changed_sha not in vectors and gone_sha not in vectors
         assert len(model.seen) == 10  # each photo once: 7 backfilled, 3 labelled
+        kept = list(tmp_path.glob("labels.db.vectors*"))  # the scan leaves the vector file current
+        assert len(kept) == 1 and kept[0].stat().st_size > 10 * 256
         # a second scan finds nothing to embed and loads nothing
         again = plan_scan(store, folder, MODEL)
         assert (again.to_embed, again.needs_model) == (0, False)
@@ -91,7 +81,7 @@ def test_a_backfill_walk_hands_each_content_once_and_skips_a_changed_file(tmp_pa
     copy = folder / "copy-of-p0.jpg"
     copy.write_bytes(photos[0].read_bytes())
     with open_store(str(tmp_path / "labels.db")) as store:
-        _labelled_before(store, [*photos, copy])
+        labelled_before(store, [*photos, copy], "StandIn/0")
         walk = Backfill(store, MODEL)
         claims = walk.take(4) + walk.take(4) + walk.take(4)
         assert walk.finished and walk.take(4) == []

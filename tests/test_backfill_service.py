@@ -14,11 +14,9 @@ import sys
 from pathlib import Path
 
 from imagegen import make_image
-from labelsd.records import Outcome, OutcomeKind
-from labelsd.store import contents, workqueue
 from labelsd.store.engine import open_store
 from servicekit import Service, sha256_of, wait_for
-from vectorkit import TOP3
+from vectorkit import labelled_before
 
 N = 100  # photos labelled before: the backfill has to take a while
 SIZE = (160, 120)
@@ -42,12 +40,7 @@ def test_backfill_embeds_a_library_labelled_before_once_each_and_new_photos_go_f
     # 1. A library as an older labelsd left it: every photo labelled, no vectors (the
     # tables of migration 9 empty). Written as the writer writes, without a model.
     with open_store(str(db)) as store:
-        workqueue.enqueue(store, old)
-        claims = {c.path: c for c in workqueue.claim(store, "older-labelsd", N)}
-        contents.record_outcomes(store, "older-labelsd", [Outcome(
-            claims[str(p)], OutcomeKind.CLASSIFIED, sha256=sha256_of(p), size=p.stat().st_size,
-            mtime_ns=p.stat().st_mtime_ns, width=SIZE[0], height=SIZE[1], format="JPEG",
-            model="InceptionV3/" + "0" * 12, predictions=list(TOP3)) for p in old])
+        labelled_before(store, old, "InceptionV3/" + "0" * 12, SIZE)
     labels_before = svc.query("SELECT sha256, rank, label, score FROM predictions ORDER BY 1, 2")
     assert embedded() == 0 and len(labels_before) == 3 * N
 

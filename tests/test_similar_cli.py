@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -147,3 +149,21 @@ def test_status_says_how_far_the_library_is_embedded(db_url, library):
     assert result.exit_code == 3  # no service runs
     assert json.loads(result.stdout)["embeddings"] == {"model": MODEL, "done": 40, "total": 43}
     assert "embedded for `labels similar`: 40 of 43" in labels(db_url, "status").stdout
+
+
+@pytest.mark.parametrize("command", ["similar", "duplicates"])
+def test_similar_and_duplicates_never_import_tensorflow(db_url, library, command):
+    """Only a photo outside the library needs the model: a stored vector is read as is."""
+    paths, _, _ = library
+    args = ["--db", db_url, command, *([paths[0]] if command == "similar" else []), "--json"]
+    code = ("import sys\n"
+            "from labels_cli.app import main\n"
+            f"sys.argv = ['labels', *{args!r}]\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as done:\n"
+            "    assert not done.code, done.code\n"
+            "print('TF', 'tensorflow' in sys.modules, 'keras' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "TF False False"

@@ -159,10 +159,7 @@ def test_an_append_to_a_file_replaced_meanwhile_is_refused(tmp_path):
 
 
 def _load(store, where=None):
-    with store.read() as session:
-        def run(sql, params):
-            return [tuple(r) for r in session.execute(text(sql), params)]
-
+    with store.rows() as run:
         space = library.find_space(run, model=MODEL)
         return library.load(run, space, where)
 
@@ -318,10 +315,7 @@ def test_the_counters_the_triggers_keep_match_the_rows(store, codes):
     with store.write() as session:
         session.execute(text("DELETE FROM paths WHERE sha256 = :s"), {"s": sha_of(20)})
         session.execute(text("DELETE FROM contents WHERE sha256 = :s"), {"s": sha_of(20)})
-    with store.read() as session:
-        def run(sql, params):
-            return [tuple(r) for r in session.execute(text(sql), params)]
-
+    with store.rows() as run:
         truth = dict(run("SELECT space, count(*) FROM embeddings GROUP BY space", {}))
         assert {s: counter(run, f"embeddings:{s}") for s in truth} == truth
         assert sorted(truth.values()) == [8, 21]  # 2 of the 10 switched back by the same contents labelled again
@@ -350,8 +344,8 @@ def test_a_reader_that_lost_the_race_to_append_leaves_the_file_to_the_winner(sto
 
 
 def _run(store, sql, params):
-    with store.read() as session:
-        return [tuple(r) for r in session.execute(text(sql), params)]
+    with store.rows() as run:
+        return run(sql, params)
 
 
 def test_the_services_keeper_writes_the_file_and_keeps_it_current(tmp_path, codes):

@@ -1,9 +1,11 @@
 """Vectors for tests and benchmarks without a model: a synthetic library shaped like
-EfficientNet-Lite0's pooled features, and a store filled with contents, paths and
-their stored vectors (through the writer's own `record_outcomes`)."""
+EfficientNet-Lite0's pooled features, a store filled with contents, paths and
+their stored vectors (through the writer's own `record_outcomes`), and real files
+labelled as a labelsd older than embeddings left them (no vectors)."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, timezone
 
 import numpy as np
@@ -49,6 +51,16 @@ def fill(store, root, codes: np.ndarray | None, n: int | None = None, model: str
                 for i, p in enumerate(names)]
     contents.record_outcomes(store, "test:fill", outcomes)
     return names
+
+
+def labelled_before(store, photos, model: str, size: tuple[int, int] = (64, 48)) -> None:
+    """These files as an older labelsd left them: labelled by `model`, with no vector."""
+    workqueue.enqueue(store, photos)
+    claims = {c.path: c for c in workqueue.claim(store, "older-labelsd", len(photos))}
+    contents.record_outcomes(store, "older-labelsd", [Outcome(
+        claims[str(p)], OutcomeKind.CLASSIFIED, sha256=hashlib.sha256(p.read_bytes()).hexdigest(),
+        size=p.stat().st_size, mtime_ns=p.stat().st_mtime_ns, width=size[0], height=size[1],
+        format="JPEG", model=model, predictions=list(TOP3)) for p in photos])
 
 
 def now() -> datetime:

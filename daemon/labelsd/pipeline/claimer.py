@@ -119,13 +119,7 @@ class Claimer:
                                          [Outcome(c, OutcomeKind.RETRY, error=error) for c in stuck])
             except LabelsError as err:  # they come back after the claim lease
                 log.warning("could not hand back %d claim(s): %s", len(stuck), err)
-        rest = sorted(held - {c.id for c in stuck})
-        if rest:
-            try:
-                workqueue.release_claims(self.store, self.node_id, rest)
-                log.info("handed back %d claimed image(s) to the queue", len(rest))
-            except StoreUnavailable as err:  # they come back after the claim lease
-                log.warning("could not hand back %d claim(s): %s", len(rest), err)
+        self._release(sorted(held - {c.id for c in stuck}), "claimed image(s) to the queue")
 
     def run(self, beat: Callable[[], None]) -> None:
         last_renew = time.monotonic()
@@ -158,8 +152,8 @@ class Claimer:
                 finally:
                     with self.lock:
                         self._claiming = False
-                if late:
-                    self._hand_back(claims)
+                if late:  # claimed while the pipeline was stopping
+                    self._release([c.id for c in claims], "image(s) claimed while stopping")
                     return
                 backoff.reset()
                 if not claims:
@@ -175,15 +169,16 @@ class Claimer:
                 log.exception("claimer error; continuing")
                 backoff.wait(self._stop)
 
-    def _hand_back(self, claims: list[Claim]) -> None:
-        """Claims taken while the pipeline was stopping: straight back to the queue."""
-        if not claims:
+    def _release(self, ids: list[int], what: str) -> None:
+        """These claims straight back to the queue (a backfill's, with no queue row, left out)."""
+        ids = [i for i in ids if i > 0]
+        if not ids:
             return
         try:
-            workqueue.release_claims(self.store, self.node_id, [c.id for c in claims])
-            log.info("handed back %d image(s) claimed while stopping", len(claims))
+            workqueue.release_claims(self.store, self.node_id, ids)
+            log.info("handed back %d %s", len(ids), what)
         except StoreUnavailable as err:  # they come back after the claim lease
-            log.warning("could not hand back %d claim(s): %s", len(claims), err)
+            log.warning("could not hand back %d claim(s): %s", len(ids), err)
 
     def _went_idle(self) -> None:
         """Nothing to claim and nothing held (every batch written) after some work."""

@@ -43,8 +43,6 @@ RECENT_CONTENTS = 512  # classified contents remembered, so a copy in flight is 
 RECENT_WRITE_NS = 3_000_000_000  # a truncated file modified this recently may still be written
 
 
-
-
 def still_being_written(item: Item) -> bool:
     """A truncated file that changed since it was read, or was written moments
     ago, is a copy in progress (a slow copy, a sync client writing in bursts):
@@ -150,7 +148,7 @@ class Reader:
         for item in items:
             if item.final is None and item.claim.embed_only is not None:  # a backfill's claim
                 if item.sha256 == item.claim.embed_only:
-                    self._pool.submit(self._decode, item)
+                    self._submit(self._decode, item, item.claim)  # None: stopping
                     continue
                 item.data = None
                 item.final = Outcome(item.claim, OutcomeKind.NOT_EMBEDDED, sha256=item.sha256,

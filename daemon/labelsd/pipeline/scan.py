@@ -219,10 +219,10 @@ def _run_pipeline(store: Store, classifier, result: ScanResult, owner: str, *, b
 
 def _keep_vector_file(store: Store, model: str) -> None:
     """Bring the vector file beside the database up to date (as the service would)."""
-    from labelsd.vectors.keeper import VectorKeeper
+    from labelsd.vectors.keeper import keep_file
 
     try:
-        VectorKeeper(store, model).sync()
+        keep_file(store, model)
     except Exception:  # noqa: BLE001 - a cache: the next `labels similar` catches up itself
         log.debug("could not update the vector file", exc_info=True)
 

@@ -60,18 +60,21 @@ class VectorKeeper(LoopThread):
             self._stop.wait(self.every_s)  # coalesce: a burst's batches, one sync
 
     def sync(self) -> None:
-        from sqlalchemy import text
-
-        from labelsd.vectors import library
-
-        with self.store.read() as session:
-            def run(sql, params):
-                return [tuple(r) for r in session.execute(text(sql), params)]
-
-            space = library.find_space(run, model=self.model)
-            if space is not None:
-                library.load(run, space, library.location(self.store.where, "sqlite"))
-                self.syncs += 1
+        if keep_file(self.store, self.model):
+            self.syncs += 1
 
 
-__all__ = ["KEEP_EVERY_S", "VectorKeeper"]
+def keep_file(store, model: str) -> bool:
+    """Bring the vector file of `model`'s space beside the SQLite `store` up to date
+    (the keeper's turn, and `labels scan`'s once at its end). False: no such space yet."""
+    from labelsd.vectors import library
+
+    with store.rows() as run:
+        space = library.find_space(run, model=model)
+        if space is None:
+            return False
+        library.load(run, space, library.location(store.where, "sqlite"))
+    return True
+
+
+__all__ = ["KEEP_EVERY_S", "VectorKeeper", "keep_file"]
