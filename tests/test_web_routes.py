@@ -13,8 +13,16 @@ import pytest
 from typer.testing import CliRunner
 
 from labels_cli.app import app as cli
-from labelsd.store.engine import open_store
-from weblib import HOSTILE_FILE, HOSTILE_TAGS, LibraryTemplate, build_library, web_client
+from weblib import (
+    HOSTILE_FILE,
+    HOSTILE_TAGS,
+    SPORTS_CAR,
+    LibraryTemplate,
+    build_library,
+    predictions,
+    record_in,
+    web_client,
+)
 
 runner = CliRunner()
 
@@ -193,14 +201,7 @@ def test_api_photo_is_labels_show_json_of_its_first_path(client, lib):
 def test_photo_page_shows_labels_tags_exif_and_every_path(client, lib, tmp_path):
     copy = lib.photos / "copy of car.jpg"
     copy.write_bytes(lib.car.read_bytes())
-    store = open_store(lib.db)
-    try:
-        from weblib import predictions
-        from weblib import record as record_files
-
-        record_files(store, {copy: predictions((817, 0.8))})
-    finally:
-        store.close()
+    record_in(lib, {copy: predictions((SPORTS_CAR, 0.8))})
     sha = lib.sha(lib.car)
     page = get_page(client, f"/photo/{sha}")
     assert page.photos == [sha]
