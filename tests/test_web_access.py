@@ -5,7 +5,6 @@ group gets the one line `labels` gives. Real users, through setpriv (root only).
 
 from __future__ import annotations
 
-import grp
 import http.cookiejar
 import os
 import re
@@ -23,7 +22,7 @@ import pytest
 import reachable
 from imagegen import make_image
 from labelsd.store.engine import open_store
-from test_access import _LABELS_MAIN, NOBODY, SETPRIV, needs_setpriv, shared_tmp  # noqa: F401
+from test_access import _LABELS_MAIN, NOBODY, SETPRIV, group_folder, shared_tmp  # noqa: F401
 from weblib import predictions, record
 
 
@@ -59,15 +58,8 @@ def serve_as(uid: int, groups: list[int], config: Path, cache: Path) -> tuple[su
 
 @pytest.fixture
 def shared_library(shared_tmp):  # noqa: F811 - test_access's fixture, used here
-    needs_setpriv()
-    try:
-        gid = grp.getgrnam("staff").gr_gid
-    except KeyError:
-        pytest.skip("no group 'staff' on this machine")
     state = shared_tmp / "state"
-    state.mkdir()
-    os.chown(state, 0, gid)
-    state.chmod(0o2770)
+    gid = group_folder(state)
     photos = shared_tmp / "photos"
     photos.mkdir()
     photos.chmod(0o755)
