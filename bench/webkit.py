@@ -22,9 +22,11 @@ class ServeProcess:
     """One `labels ... serve` process. `url` is its address once ready; `ready_s`
     how long it took from the start of the process to its ready line."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None):
-        self.argv = [str(LABELS), *args]
+    def __init__(self, *args: str, env: dict[str, str] | None = None,
+                 argv: list[str] | None = None, cwd: str | None = None):
+        self.argv = argv or [str(LABELS), *args]  # argv: the whole command (as another user, say)
         self.env = env
+        self.cwd = cwd
         self.proc: subprocess.Popen | None = None
         self.url: str | None = None
         self.ready_s: float | None = None
@@ -35,7 +37,7 @@ class ServeProcess:
     def start(self, timeout: float = READY_TIMEOUT_S) -> ServeProcess:
         started = time.perf_counter()
         self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, env=self.env)
+                                     text=True, env=self.env, cwd=self.cwd)
         threading.Thread(target=self._read, args=(started,), daemon=True).start()
         if not self._ready.wait(timeout) or self.url is None:
             self.stop()

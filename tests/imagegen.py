@@ -78,6 +78,23 @@ def make_phone_jpeg(path, seed: int = 0, orientation: int | None = None, size=(4
     return Path(path)
 
 
+def decoded_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The size of each image labelsd's thumbnails decode (serve/thumbnails.py; JPEG
+    draft mode decodes a 12 MP photo at 1/8 scale), from now on in the test: noted as
+    it is turned upright."""
+    from PIL import ImageOps
+
+    decoded: list[tuple[int, int]] = []
+    real_transpose = ImageOps.exif_transpose
+
+    def spy(img, **kwargs):
+        decoded.append(img.size)
+        return real_transpose(img, **kwargs)
+
+    monkeypatch.setattr(ImageOps, "exif_transpose", spy)
+    return decoded
+
+
 def _make_animated(path, fmt: str, colors) -> Path:
     frames = [Image.new("RGB", (64, 48), c) for c in colors]
     frames[0].save(path, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)

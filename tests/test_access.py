@@ -127,19 +127,26 @@ def test_an_existing_database_keeps_its_mode(tmp_path):
 # --------------------------------------------------------------------------- other people
 
 
-@pytest.fixture
-def group_library(shared_tmp):
-    """A library shared with the group `staff` as the system service's is with
-    `labels`: folder 2770 root:staff, one labelled photo, a config naming it."""
+def group_folder(folder: Path) -> int:
+    """`folder` made shared with the group `staff` as the system service's is with
+    `labels` (2770 root:staff); the group's id. Skips without setpriv or the group."""
     needs_setpriv()
     try:
         gid = grp.getgrnam("staff").gr_gid
     except KeyError:
         pytest.skip("no group 'staff' on this machine")
-    folder = shared_tmp / "state"
     folder.mkdir()
     os.chown(folder, 0, gid)
     folder.chmod(0o2770)
+    return gid
+
+
+@pytest.fixture
+def group_library(shared_tmp):
+    """A library shared with the group `staff`: folder 2770 root:staff (`group_folder`),
+    one labelled photo, a config naming it."""
+    folder = shared_tmp / "state"
+    gid = group_folder(folder)
     db = folder / "labels.db"
     photo = str(shared_tmp / "photos" / "cat.jpg")
     store = open_store(str(db))

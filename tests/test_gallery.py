@@ -18,7 +18,13 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from imagegen import make_exif_rotated_jpeg, make_image, make_not_an_image, make_phone_jpeg
+from imagegen import (
+    decoded_sizes,
+    make_exif_rotated_jpeg,
+    make_image,
+    make_not_an_image,
+    make_phone_jpeg,
+)
 from labels_cli.app import app
 from labelsd import records
 from labelsd.model.taxonomy import class_by_index
@@ -146,14 +152,7 @@ def test_sheet_jpeg_and_thumbnails_keep_aspect_and_orientation(store, tmp_path):
 
 def test_phone_photo_thumbnail_uses_draft_decoding(tmp_path, monkeypatch):
     photo = make_phone_jpeg(tmp_path / "phone.jpg", orientation=6)
-    decoded = []
-    real_transpose = thumbnails.ImageOps.exif_transpose
-
-    def spy(img, **kwargs):
-        decoded.append(img.size)
-        return real_transpose(img, **kwargs)
-
-    monkeypatch.setattr(thumbnails.ImageOps, "exif_transpose", spy)
+    decoded = decoded_sizes(monkeypatch)
     thumb = thumbnails.thumbnail(str(photo), 256)
     assert thumb.image.size == (192, 256)  # 4000x3000 shown upright: portrait
     # libjpeg decoded at 1/8 scale (500x375), not the 12 MP of the file

@@ -5,15 +5,11 @@ group gets the one line `labels` gives. Real users, through setpriv (root only).
 
 from __future__ import annotations
 
-import grp
 import http.cookiejar
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -23,12 +19,13 @@ import pytest
 import reachable
 from imagegen import make_image
 from labelsd.store.engine import open_store
-from test_access import _LABELS_MAIN, NOBODY, SETPRIV, needs_setpriv, shared_tmp  # noqa: F401
+from test_access import _LABELS_MAIN, NOBODY, SETPRIV, group_folder, shared_tmp  # noqa: F401
+from webkit import ServeProcess
 from weblib import predictions, record
 
 
-def serve_as(uid: int, groups: list[int], config: Path, cache: Path) -> tuple[subprocess.Popen, str]:
-    """`labels serve --port 0` run as uid with these groups; (process, address once ready)."""
+def serve_as(uid: int, groups: list[int], config: Path, cache: Path) -> ServeProcess:
+    """`labels serve --port 0` to be run as uid with these groups (`start()` it)."""
     env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/nonexistent",
            "PYTHONPATH": os.environ.get("PYTHONPATH", ""), "PYTHONDONTWRITEBYTECODE": "1",
            "LABELS_CONFIG": str(config), "XDG_CACHE_HOME": str(cache)}
@@ -36,38 +33,13 @@ def serve_as(uid: int, groups: list[int], config: Path, cache: Path) -> tuple[su
     ids += ["--groups", ",".join(map(str, groups))] if groups else ["--clear-groups"]
     # reachable.wrap: the venv and the checkout stay reachable under a root-only folder
     argv = reachable.wrap([SETPRIV, *ids, "--", sys.executable, "-c", _LABELS_MAIN, "serve", "--port", "0"])
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, env=env, cwd="/")
-    found: list[str] = []
-
-    def read():
-        for line in proc.stdout:
-            found.append(line)
-            if "labels serve: http" in line:
-                return
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(60)
-    address = next((re.search(r"http://\S+", line).group(0) for line in found if "http" in line), None)
-    if address is None:
-        proc.kill()
-        proc.wait(30)
-        return proc, "".join(found) + (proc.stdout.read() if proc.stdout else "")
-    return proc, address
+    return ServeProcess(argv=argv, env=env, cwd="/")
 
 
 @pytest.fixture
 def shared_library(shared_tmp):  # noqa: F811 - test_access's fixture, used here
-    needs_setpriv()
-    try:
-        gid = grp.getgrnam("staff").gr_gid
-    except KeyError:
-        pytest.skip("no group 'staff' on this machine")
     state = shared_tmp / "state"
-    state.mkdir()
-    os.chown(state, 0, gid)
-    state.chmod(0o2770)
+    gid = group_folder(state)
     photos = shared_tmp / "photos"
     photos.mkdir()
     photos.chmod(0o755)
@@ -90,8 +62,8 @@ def shared_library(shared_tmp):  # noqa: F811 - test_access's fixture, used here
 
 def test_a_member_serves_the_shared_library_and_tags_in_it(shared_library):
     lib = shared_library
-    proc, address = serve_as(NOBODY, [lib["gid"]], lib["config"], lib["cache"])
-    assert address.startswith("http://"), address
+    server = serve_as(NOBODY, [lib["gid"]], lib["config"], lib["cache"]).start(timeout=60)
+    address = server.url
     try:
         jar = http.cookiejar.CookieJar()
         browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
@@ -105,8 +77,7 @@ def test_a_member_serves_the_shared_library_and_tags_in_it(shared_library):
         with browser.open(f"{address}photo/{sha}/tags", data=form, timeout=30) as done:
             assert done.status == 200 and "shared" in done.read().decode()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+        assert server.stop() == 0, "".join(server.lines)
     store = open_store(str(lib["db"]))
     try:
         assert store.record(str(lib["cat"])).tags == ["shared"]
@@ -119,8 +90,11 @@ def test_a_member_serves_the_shared_library_and_tags_in_it(shared_library):
 
 def test_someone_outside_the_group_gets_the_one_line(shared_library):
     lib = shared_library
-    proc, output = serve_as(NOBODY, [], lib["config"], lib["cache"])
-    assert proc.returncode == 1, output
+    server = serve_as(NOBODY, [], lib["config"], lib["cache"])
+    with pytest.raises(AssertionError, match="was not ready"):
+        server.start()
+    output = "".join(server.lines)
+    assert server.proc.returncode == 1, output
     lines = [line for line in output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("labels: error: cannot open the database"), output
     assert "'staff'" in lines[0]

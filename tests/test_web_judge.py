@@ -14,7 +14,19 @@ import pytest
 from labelsd.store import judgements
 from labelsd.store.engine import open_store
 from test_web_routes import Page, get_page, labels_cmd
-from weblib import GOLDEN, HOSTILE_FILE, PERSIAN, SPORTS_CAR, TABBY, LibraryTemplate, build_library, web_client
+from weblib import (
+    GOLDEN,
+    HOSTILE_FILE,
+    PERSIAN,
+    SIAMESE,
+    SPORTS_CAR,
+    TABBY,
+    LibraryTemplate,
+    build_library,
+    predictions,
+    record_in,
+    web_client,
+)
 
 
 @pytest.fixture(scope="module")
@@ -213,15 +225,9 @@ def test_read_only_shows_the_judgements_and_refuses_changes(lib, tmp_path):
 
 def test_sidecars_follow_for_every_copy(lib, tmp_path):
     from test_xmp import read_xmp, words
-    from weblib import predictions, record
-
     copy = lib.photos / "copy of cat0.jpg"
     copy.write_bytes(lib.cats[0].read_bytes())
-    store = open_store(lib.db)
-    try:
-        record(store, {copy: predictions((PERSIAN, 0.9), (TABBY, 0.05), (284, 0.01))})
-    finally:
-        store.close()
+    record_in(lib, {copy: predictions((PERSIAN, 0.9), (TABBY, 0.05), (SIAMESE, 0.01))})
     lib.config.write_text(lib.config.read_text() + 'xmp = "sidecar"\nxmp_min_score = 0.01\n')
     sha = lib.sha(lib.cats[0])
     with web_client(lib, tmp_path / "thumbs") as client:

@@ -13,8 +13,16 @@ import pytest
 from typer.testing import CliRunner
 
 from labels_cli.app import app as cli
-from labelsd.store.engine import open_store
-from weblib import HOSTILE_FILE, HOSTILE_TAGS, LibraryTemplate, build_library, web_client
+from weblib import (
+    HOSTILE_FILE,
+    HOSTILE_TAGS,
+    SPORTS_CAR,
+    LibraryTemplate,
+    build_library,
+    predictions,
+    record_in,
+    web_client,
+)
 
 runner = CliRunner()
 
@@ -131,7 +139,7 @@ def test_a_word_that_matches_nothing_suggests_class_names(client):
 
 
 @pytest.mark.parametrize("query, message", [
-    ("q=cat&min_score=2", "min_score must be"), ("q=cat&since=yesterday", "since:"),
+    ("q=cat&min_score=2", "min_score: 2 is more than 1"), ("q=cat&since=yesterday", "since:"),
     ("q=cat&page=0", "page must be"), ("q=" + "x" * 201, "longer than 200"),
 ])
 def test_parameters_that_make_no_sense_are_a_message_not_an_error(client, query, message):
@@ -193,14 +201,7 @@ def test_api_photo_is_labels_show_json_of_its_first_path(client, lib):
 def test_photo_page_shows_labels_tags_exif_and_every_path(client, lib, tmp_path):
     copy = lib.photos / "copy of car.jpg"
     copy.write_bytes(lib.car.read_bytes())
-    store = open_store(lib.db)
-    try:
-        from weblib import predictions
-        from weblib import record as record_files
-
-        record_files(store, {copy: predictions((817, 0.8))})
-    finally:
-        store.close()
+    record_in(lib, {copy: predictions((SPORTS_CAR, 0.8))})
     sha = lib.sha(lib.car)
     page = get_page(client, f"/photo/{sha}")
     assert page.photos == [sha]

@@ -28,7 +28,7 @@ from weblib import (
     add_vectors,
     build_library,
     predictions,
-    record,
+    record_in,
     web_client,
 )
 
@@ -43,12 +43,8 @@ def _copies_and_vectors(lib) -> None:
     lib.dog_copy = lib.photos / HOSTILE_FILE
     shutil.copyfile(lib.cats[0], lib.cat_copy)
     shutil.copyfile(lib.dog, lib.dog_copy)
-    store = open_store(lib.db)
-    try:
-        record(store, {lib.cat_copy: predictions((PERSIAN, 0.9), (TABBY, 0.05), (SIAMESE, 0.01)),
-                       lib.dog_copy: predictions((GOLDEN, 0.7), (BEAGLE, 0.2))})
-    finally:
-        store.close()
+    record_in(lib, {lib.cat_copy: predictions((PERSIAN, 0.9), (TABBY, 0.05), (SIAMESE, 0.01)),
+                    lib.dog_copy: predictions((GOLDEN, 0.7), (BEAGLE, 0.2))})
     add_vectors(lib, skip=(lib.car,))
 
 

@@ -11,9 +11,9 @@ from io import BytesIO
 import pytest
 from PIL import Image
 
-from imagegen import make_image, make_phone_jpeg
+from imagegen import decoded_sizes, make_image, make_phone_jpeg
 from labelsd.web import thumbs
-from weblib import LibraryTemplate, web_client
+from weblib import SPORTS_CAR, LibraryTemplate, predictions, record_in, web_client
 
 
 @pytest.fixture(scope="module")
@@ -95,17 +95,10 @@ def test_a_file_changed_since_it_was_read_is_not_that_content(client, lib):
 
 
 def test_a_copy_elsewhere_serves_when_the_first_path_cannot(client, lib, tmp_path):
-    from labelsd.store.engine import open_store
-    from weblib import predictions, record
-
     sha = lib.sha(lib.car)
     copy = lib.photos / "zz copy.jpg"
     copy.write_bytes(lib.car.read_bytes())
-    store = open_store(lib.db)
-    try:
-        record(store, {copy: predictions((817, 0.8))})
-    finally:
-        store.close()
+    record_in(lib, {copy: predictions((SPORTS_CAR, 0.8))})
     lib.car.rename(lib.photos / "moved away.bin")  # the first path is gone (not yet seen)
     assert client.get(f"/thumb/{sha}?size=128").status_code == 200
 
@@ -138,20 +131,11 @@ def test_a_phone_photo_is_decoded_in_draft_mode(tmp_path, monkeypatch):
     # 12 MP: JPEG draft mode decodes it at 1/8 scale (500x375) for a 256 thumbnail
     import hashlib
 
-    from labelsd.serve import thumbnails
-
     (tmp_path / "photos").mkdir()
     path = make_phone_jpeg(tmp_path / "photos" / "IMG_0001.jpg")
     records = [{"path": str(path), "status": "done",
                 "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]
-    decoded = []
-    real_transpose = thumbnails.ImageOps.exif_transpose
-
-    def spy(img, **kwargs):
-        decoded.append(img.size)
-        return real_transpose(img, **kwargs)
-
-    monkeypatch.setattr(thumbnails.ImageOps, "exif_transpose", spy)
+    decoded = decoded_sizes(monkeypatch)
     made = thumbs.make_thumbnail(records, [str(tmp_path / "photos")], 256)
     assert decoded == [(500, 375)] and jpeg_size(made) == (256, 192)
 

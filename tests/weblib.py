@@ -73,6 +73,17 @@ def record(store, files: dict[Path, list[Prediction] | str], meta: dict | None =
     contents.record_outcomes(store, "web-test", outcomes)
 
 
+def record_in(lib: Library, files: dict[Path, list[Prediction] | str]) -> None:
+    """`record` `files` (copies a test adds, say) in the library's own database."""
+    from labelsd.store.engine import open_store
+
+    store = open_store(lib.db)
+    try:
+        record(store, files)
+    finally:
+        store.close()
+
+
 def build_library(store, db: str, root: Path, cats: int = 6) -> Library:
     """The library every web test starts from, in `root`."""
     photos = root / "photos"

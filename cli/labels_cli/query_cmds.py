@@ -62,20 +62,20 @@ def show(
     full = canonical_path(path)
     if os.path.isdir(full):
         reason = "a folder, not an image"
-        message = (f"{full} is a folder: labels show takes one image (labels list lists the "
+        message = (f"{shown(full)} is a folder: labels show takes one image (labels list lists the "
                    "images labelsd tracks, labels search WORD finds them by what they show)")
     elif not os.path.lexists(full):
-        reason = message = "no such file"
+        reason = "no such file"
+        message = f"{shown(full)}: no such file"
     else:
         roots = list(dict.fromkeys([canonical_root(r) for r in st.settings.watch]
                                    + query.watched_roots(reader)))
         reason = ignore_reason(full, roots) or "not seen by labelsd yet"
-        message = f"untracked ({reason})"
+        message = f"{shown(full)}: untracked ({reason})"
     if as_json:  # the record a script parses, on stdout; the error on stderr, as always
         typer.echo(json.dumps({"path": full, "status": "untracked", "reason": reason},
                               ensure_ascii=False))
-    shown_full = shown(full)
-    raise NotTracked(message.replace(full, shown_full, 1) if message.startswith(full) else f"{shown_full}: {message}")
+    raise NotTracked(message)
 
 
 def _show_text(record) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
+from labelsd.config import parse_score
 from labelsd.serve.query import taken_window
 
 PER_PAGE = 60  # thumbnails on one page of a search
@@ -113,14 +114,12 @@ def parse_search(params) -> SearchForm:
 
 
 def _score(text: str, errors: list[str]) -> float | None:
+    """A score as `labels search --min-score` reads it (config.parse_score)."""
     try:
-        value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
-    except ValueError:
-        value = None
-    if value is None or not 0.0 <= value <= 1.0:
-        errors.append(f"min_score must be a score from 0 to 1 or a percentage (0.5, 50%), not {text!r}")
+        return parse_score(text)
+    except ValueError as err:
+        errors.append(f"min_score: {err}")
         return None
-    return value
 
 
 @dataclass(frozen=True)

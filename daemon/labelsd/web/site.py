@@ -6,6 +6,8 @@ thumbnail cache, the duplicates comparisons (web/dupjobs.py) and the templates.
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 import threading
 import time
@@ -15,13 +17,14 @@ from urllib.parse import quote
 
 import jinja2
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, Response
 
 from labelsd import __version__
 from labelsd.config import Settings, default_db
 from labelsd.paths import canonical_root
 from labelsd.serve import query
 from labelsd.serve.reader import Reader, open_reader
+from labelsd.store.recordjson import write_list
 from labelsd.web.dupjobs import DuplicateJobs
 from labelsd.web.thumbs import ThumbCache, user_thumb_folder
 
@@ -140,6 +143,20 @@ class Site:
             self._store.close()
 
 
+def json_error(message: str, status: int, headers: dict | None = None) -> Response:
+    """What a JSON address answers when it cannot: {"error": message} on one line."""
+    return Response(json.dumps({"error": message}, ensure_ascii=False) + "\n", status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def json_list(texts) -> Response:
+    """Records already encoded as JSON text, as the `labels` command's `--json` writes
+    them (recordjson.write_list): the same bytes."""
+    out = io.StringIO()
+    write_list(texts, out)
+    return Response(out.getvalue().encode("utf-8"), media_type="application/json")
+
+
 def _templates() -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.PackageLoader("labelsd.web", "templates"),
                              autoescape=True, trim_blocks=True, lstrip_blocks=True,
@@ -173,4 +190,4 @@ def percent(score: float | None) -> str:
     return f"{score:.1%}" if score >= 0.001 else "<0.1%"
 
 
-__all__ = ["Readers", "ServeOptions", "Site", "file_size", "percent"]
+__all__ = ["Readers", "ServeOptions", "Site", "file_size", "json_error", "json_list", "percent"]

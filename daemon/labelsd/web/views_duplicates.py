@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 from labelsd.serve.duplicates import DEFAULT_THRESHOLD, library_state
 from labelsd.web.dupjobs import Ask, Busy, Job
 from labelsd.web.params import DuplicatesForm, parse_duplicates
+from labelsd.web.site import json_error
 
 GROUPS_PER_PAGE = 30
 MEMBERS_SHOWN = 24  # of one group (a low threshold can make one group of thousands)
@@ -82,11 +83,6 @@ def duplicates_page(request: Request) -> Response:
     return site.render(request, "duplicates.html", **context)
 
 
-def _json_error(message: str, status: int, headers: dict | None = None) -> Response:
-    return Response(json.dumps({"error": message}, ensure_ascii=False) + "\n", status_code=status,
-                    media_type="application/json", headers=headers)
-
-
 def api_duplicates(request: Request) -> Response:
     """`labels duplicates --json [--threshold T] [--include-missing]`: the same bytes,
     for the library as it is now (a kept result of another state is compared again;
@@ -94,14 +90,14 @@ def api_duplicates(request: Request) -> Response:
     site = request.app.state.site
     form = parse_duplicates(request.query_params, DEFAULT_THRESHOLD)
     if form.errors:
-        return _json_error("; ".join(form.errors), 400)
+        return json_error("; ".join(form.errors), 400)
     try:
         job = site.duplicates.ask(_ask(site, form), library_state(site.reader()), fresh=True)
     except Busy as err:
-        return _json_error(str(err), 503, {"retry-after": str(RETRY_AFTER_S)})
+        return json_error(str(err), 503, {"retry-after": str(RETRY_AFTER_S)})
     site.duplicates.wait(job)
     if job.result is None:  # the library could not be read, or the server stops
-        return _json_error(job.error or "the server is stopping", 503)
+        return json_error(job.error or "the server is stopping", 503)
     text = json.dumps(job.result.groups, ensure_ascii=False, indent=2) + "\n"  # as render_json
     return Response(text.encode("utf-8"), media_type="application/json")
 

@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from labelsd.errors import JudgementRefused, NotTracked
 from labelsd.serve.photos import content_records, is_content_hash
+from labelsd.web.site import json_error
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ def _page(request: Request, records: list[dict], *, code: int = 200, error: str 
                        **photo_context(records))
 
 
-def _records_or_404(request: Request) -> list[dict] | Response:
+def records_or_404(request: Request) -> list[dict] | Response:
+    """The records of the content the address names, or the page saying there is none."""
     site = request.app.state.site
     records = content_records(site.reader(), request.path_params["sha256"])
     if not records:
@@ -78,7 +80,7 @@ def _records_or_404(request: Request) -> list[dict] | Response:
 
 
 def photo_page(request: Request) -> Response:
-    found = _records_or_404(request)
+    found = records_or_404(request)
     return found if isinstance(found, Response) else _page(request, found)
 
 
@@ -87,8 +89,7 @@ def api_photo(request: Request) -> Response:
     site = request.app.state.site
     records = content_records(site.reader(), request.path_params["sha256"])
     if not records:
-        return Response(json.dumps({"error": "no photo with that content hash"}) + "\n",
-                        status_code=404, media_type="application/json")
+        return json_error("no photo with that content hash", 404)
     main = photo_context(records)["main"]
     return Response((json.dumps(main, ensure_ascii=False, indent=2) + "\n").encode("utf-8"),
                     media_type="application/json")
@@ -98,7 +99,7 @@ def _change_tags(request: Request, adding: bool) -> Response:
     from labelsd.store import tags as tagging
 
     site = request.app.state.site
-    found = _records_or_404(request)
+    found = records_or_404(request)
     if isinstance(found, Response):
         return found
     tag = request.state.form.get("tag", "")
@@ -152,7 +153,7 @@ def _judge(request: Request, action: str) -> Response:
 
     site = request.app.state.site
     index = request.path_params["class_index"]
-    found = _records_or_404(request)
+    found = records_or_404(request)
     if isinstance(found, Response):
         return found
     try:
@@ -188,4 +189,4 @@ def unconfirm_label(request: Request) -> Response:
 
 
 __all__ = ["PHOTO_SIZE", "add_tag", "api_photo", "confirm_label", "photo_context", "photo_page",
-           "reject_label", "remove_tag", "unconfirm_label", "unreject_label"]
+           "records_or_404", "reject_label", "remove_tag", "unconfirm_label", "unreject_label"]

@@ -7,14 +7,12 @@ exists, so the first page of 18,000 hits reads 61 records, not 18,000.
 
 from __future__ import annotations
 
-import io
-
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from labelsd.serve import query
-from labelsd.store.recordjson import write_list
 from labelsd.web.params import PER_PAGE, SearchForm, parse_search
+from labelsd.web.site import json_error, json_list
 
 EXAMPLES = ("cat", "dog", "bird", "car", "food", "flower", "boat", "building")
 
@@ -62,12 +60,10 @@ def api_search(request: Request) -> Response:
     site = request.app.state.site
     form: SearchForm = parse_search(request.query_params)
     if form.errors:
-        return JSONResponse({"error": "; ".join(form.errors)}, status_code=400)
+        return json_error("; ".join(form.errors), 400)
     result = query.find(site.reader(), form.text, limit=form.limit, as_json=True,
                         **form.find_options(site.settings.search_min_score))
-    out = io.StringIO()
-    write_list(result.texts, out)
-    return Response(out.getvalue().encode("utf-8"), media_type="application/json")
+    return json_list(result.texts)
 
 
 __all__ = ["api_search", "search_page", "tile"]

@@ -9,18 +9,16 @@ out: the photo page lists them already), the API `similar`, as the command does.
 
 from __future__ import annotations
 
-import io
-import json
-
 from starlette.requests import Request
 from starlette.responses import Response
 
 from labelsd.errors import NotEmbeddedYet, NotTracked
 from labelsd.serve import similar as similarity
 from labelsd.serve.photos import content_records
-from labelsd.store.recordjson import encode, write_list
+from labelsd.store.recordjson import encode
 from labelsd.web.params import TRUE, whole_param
-from labelsd.web.views_photo import photo_context
+from labelsd.web.site import json_error, json_list
+from labelsd.web.views_photo import photo_context, records_or_404
 from labelsd.web.views_search import tile
 
 MORE_LIKE_THIS = 12  # tiles in the photo page's section
@@ -40,10 +38,9 @@ def similar_page(request: Request) -> Response:
     a calm note where the content has no vector yet."""
     site = request.app.state.site
     sha = request.path_params["sha256"]
-    records = content_records(site.reader(), sha)
-    if not records:
-        return site.render(request, "missing.html", code=404,
-                           what="This library holds no photo with that content hash.")
+    records = records_or_404(request)
+    if isinstance(records, Response):
+        return records
     errors: list[str] = []
     limit = whole_param(request.query_params, "limit", MORE_LIKE_THIS, MAX_SHOWN, errors)
     context = photo_context(records)
@@ -65,11 +62,6 @@ def similar_page(request: Request) -> Response:
     return site.render(request, "similar.html", **page)
 
 
-def _json_error(message: str, status: int, headers: dict | None = None) -> Response:
-    return Response(json.dumps({"error": message}, ensure_ascii=False) + "\n", status_code=status,
-                    media_type="application/json", headers=headers)
-
-
 def api_similar(request: Request) -> Response:
     """`labels similar PATH --json [--limit N] [--include-missing]` for the content's
     first present path: the same bytes. Its exact copies elsewhere score 1.0. 404 for a
@@ -79,25 +71,23 @@ def api_similar(request: Request) -> Response:
     site = request.app.state.site
     records = content_records(site.reader(), request.path_params["sha256"])
     if not records:
-        return _json_error("no photo with that content hash", 404)
+        return json_error("no photo with that content hash", 404)
     errors: list[str] = []
     limit = whole_param(request.query_params, "limit", similarity.DEFAULT_LIMIT, 10**9, errors)
     if errors:
-        return _json_error("; ".join(errors), 400)
+        return json_error("; ".join(errors), 400)
     context = photo_context(records)
     if _no_vector_ever(context):
-        return _json_error(f"{context['main']['path']} failed to decode: it has no embedding", 409)
+        return json_error(f"{context['main']['path']} failed to decode: it has no embedding", 409)
     include_missing = (request.query_params.get("include_missing") or "").lower() in TRUE
     try:
         result = similarity.similar(site.reader(), context["main"]["path"], limit=limit,
                                     include_missing=include_missing)
     except NotEmbeddedYet as err:
-        return _json_error(str(err), 503, {"retry-after": str(RETRY_AFTER_S)})
+        return json_error(str(err), 503, {"retry-after": str(RETRY_AFTER_S)})
     except NotTracked as err:  # its last path went away meanwhile
-        return _json_error(str(err), 404)
-    out = io.StringIO()
-    write_list(map(encode, result.found), out)  # as render_records writes `--json`
-    return Response(out.getvalue().encode("utf-8"), media_type="application/json")
+        return json_error(str(err), 404)
+    return json_list(map(encode, result.found))  # as render_records writes `--json`
 
 
 __all__ = ["MORE_LIKE_THIS", "api_similar", "similar_page"]
